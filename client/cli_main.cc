@@ -1,0 +1,198 @@
+#include "client/cli_main.h"
+
+#include <CLI/CLI.hpp>
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+
+#include "client/commands.h"
+#include "client/connection.h"
+#include "client/exit_codes.h"
+#include "daemon/common/version.h"
+
+namespace threadscope::client {
+
+namespace {
+
+struct Flags {
+  std::string server;
+  bool no_daemon = false;
+  std::string color = "auto";
+  std::string log_level = "warn";
+  std::string output = "text";
+  std::string duration;
+  std::string interval = "1s";
+  std::string report_file;
+  std::string events_file;
+  std::string ring_buffer;
+  bool no_live = false;
+  std::string record_file;
+  pid_t pid = 0;
+};
+
+void AddTraceOptions(CLI::App* cmd, Flags& f, bool with_output) {
+  if (with_output) {
+    cmd->add_option("-o,--output", f.output, "text (live view + summary), json (final report), "
+                                             "jsonl (one event per line)")
+        ->check(CLI::IsMember({"text", "json", "jsonl"}));
+  }
+  cmd->add_option("-d,--duration", f.duration, "stop after this long (30, 30s, 500ms, 2m)");
+  cmd->add_option("--interval", f.interval, "live view refresh interval");
+  cmd->add_option("--report", f.report_file, "write the final state as JSON to FILE");
+  cmd->add_option("--events", f.events_file, "write events as JSON Lines to FILE");
+  cmd->add_option("--ring-buffer", f.ring_buffer,
+                  "kernel ring buffer size in bytes (power of two, K/M suffix), default 16M");
+  cmd->add_flag("--no-live", f.no_live, "no refreshing view, even on a terminal");
+}
+
+std::optional<uint32_t> ParseSize(const std::string& s) {
+  if (s.empty()) return 0;
+  size_t pos = 0;
+  unsigned long long v;
+  try {
+    v = std::stoull(s, &pos);
+  } catch (...) {
+    return std::nullopt;
+  }
+  std::string unit = s.substr(pos);
+  if (unit == "K" || unit == "k") v <<= 10;
+  else if (unit == "M" || unit == "m") v <<= 20;
+  else if (!unit.empty()) return std::nullopt;
+  if (v > (1ull << 31)) return std::nullopt;
+  return static_cast<uint32_t>(v);
+}
+
+int UsageError(const std::string& message) {
+  std::fprintf(stderr, "threadscope: %s\n", message.c_str());
+  return kExitUsage;
+}
+
+}  // namespace
+
+int CliMain(int argc, char** argv) {
+  Flags f;
+  std::vector<std::string> command;
+  std::string report_input;
+
+  CLI::App app{"threadscope: CPython threads, traced from outside the process with eBPF"};
+  app.set_version_flag("--version", kThreadscopeVersion);
+  app.require_subcommand(1);
+  app.add_option("--server", f.server,
+                 "threadscoped address (unix:/path); default unix:/run/threadscope/"
+                 "threadscope.sock, else trace in-process")
+      ->envname("THREADSCOPE_SERVER");
+  app.add_flag("--no-daemon", f.no_daemon, "trace in-process even if threadscoped runs");
+  app.add_option("--color", f.color, "auto, always, never (NO_COLOR is honoured)")
+      ->check(CLI::IsMember({"auto", "always", "never"}));
+  app.add_option("--log-level", f.log_level, "engine log level for in-process tracing")
+      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "off"}));
+
+  auto* attach = app.add_subcommand("attach", "trace a running CPython process");
+  attach->add_option("pid", f.pid, "process id")->required();
+  AddTraceOptions(attach, f, true);
+
+  auto* run = app.add_subcommand("run", "start a command under tracing and exit with its status");
+  AddTraceOptions(run, f, true);
+  run->add_option("command", command, "the command and its arguments (after --)")->required();
+  run->prefix_command();
+
+  auto* record = app.add_subcommand("record", "record the raw event stream of --pid or a command");
+  record->add_option("-o,--output", f.record_file, "recording file to write")->required();
+  record->add_option("-p,--pid", f.pid, "attach to this process instead of running a command");
+  AddTraceOptions(record, f, false);
+  record->add_option("command", command, "the command to run (after --)");
+  record->prefix_command();
+
+  auto* report = app.add_subcommand("report", "rebuild the report from a recording");
+  report->add_option("file", report_input, "recording file")->required();
+  report->add_option("-o,--output", f.output, "text or json")
+      ->check(CLI::IsMember({"text", "json"}));
+  report->add_option("--report", f.report_file, "also write the JSON report to FILE");
+
+  auto* status = app.add_subcommand("status", "show the engine and its targets");
+  status->add_option("-o,--output", f.output, "text or json")
+      ->check(CLI::IsMember({"text", "json"}));
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    if (e.get_exit_code() == 0) return app.exit(e);
+    std::fprintf(stderr, "threadscope: %s (see threadscope --help)\n", e.what());
+    return kExitUsage;
+  }
+
+  spdlog::set_level(f.log_level == "off" ? spdlog::level::off
+                                         : spdlog::level::from_str(f.log_level));
+  TraceOptions trace;
+  trace.output = f.output == "json"    ? OutputFormat::kJson
+                 : f.output == "jsonl" ? OutputFormat::kJsonl
+                                       : OutputFormat::kText;
+  if (!f.duration.empty()) {
+    auto d = ParseDuration(f.duration);
+    if (!d || *d <= 0) {
+      return UsageError("--duration: cannot parse '" + f.duration + "' (use 30, 30s, 500ms, 2m)");
+    }
+    trace.duration_s = *d;
+  }
+  auto interval = ParseDuration(f.interval);
+  if (!interval || *interval < 0.05) {
+    return UsageError("--interval: cannot parse '" + f.interval + "' (at least 50ms)");
+  }
+  trace.interval_s = *interval;
+  auto ring = ParseSize(f.ring_buffer);
+  if (!ring) return UsageError("--ring-buffer: cannot parse '" + f.ring_buffer + "' (e.g. 16M)");
+  trace.ring_buffer_bytes = *ring;
+  trace.report_file = f.report_file;
+  trace.events_file = f.events_file;
+  trace.live_view = !f.no_live;
+  const char* no_color = std::getenv("NO_COLOR");
+  const char* term = std::getenv("TERM");
+  trace.style.color = f.color == "always" ||
+                      (f.color == "auto" && isatty(STDOUT_FILENO) &&
+                       !(no_color && *no_color) && !(term && std::string(term) == "dumb"));
+
+  SignalWatch signals;  // before Connection::Open starts gRPC's threads
+  ConnectOptions connect;
+  connect.server = f.server;
+  connect.server_explicit = !f.server.empty();
+  connect.no_daemon = f.no_daemon;
+  auto conn = Connection::Open(connect);
+  if (!conn.ok()) {
+    std::fprintf(stderr, "threadscope: %s\n", conn.status().message().c_str());
+    return conn.status().code() == StatusCode::kUnavailable ? kExitNoDaemon : kExitInternal;
+  }
+
+  if (attach->parsed()) {
+    if (f.pid <= 0) return UsageError("pid must be a positive integer");
+    return AttachCommand(**conn, signals, f.pid, trace);
+  }
+  if (run->parsed()) {
+    auto rest = run->remaining();
+    command.insert(command.end(), rest.begin(), rest.end());
+    if (command.empty()) return UsageError("run: no command given (threadscope run -- CMD ARGS)");
+    trace.live_view = trace.live_view && false;  // the command owns the terminal
+    return RunCommand(**conn, signals, command, trace);
+  }
+  if (record->parsed()) {
+    auto rest = record->remaining();
+    command.insert(command.end(), rest.begin(), rest.end());
+    trace.record_file = f.record_file;
+    trace.output = OutputFormat::kText;
+    trace.live_view = false;
+    if (f.pid > 0 && !command.empty()) {
+      return UsageError("record: give either --pid or a command, not both");
+    }
+    if (f.pid > 0) return AttachCommand(**conn, signals, f.pid, trace);
+    if (command.empty()) return UsageError("record: give --pid PID or -- CMD ARGS");
+    return RunCommand(**conn, signals, command, trace);
+  }
+  if (report->parsed()) {
+    return ReportCommand(**conn, report_input, trace.output, f.report_file, trace.style);
+  }
+  if (status->parsed()) return StatusCommand(**conn, trace.output);
+  return kExitUsage;
+}
+
+}  // namespace threadscope::client

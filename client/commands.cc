@@ -1,0 +1,476 @@
+#include "client/commands.h"
+
+#include <fmt/format.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/ioctl.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <mutex>
+#include <thread>
+
+#include "client/exit_codes.h"
+#include "client/launcher.h"
+#include "daemon/engine/recording.h"
+
+namespace threadscope::client {
+
+SignalWatch::SignalWatch() {
+  sigemptyset(&set_);
+  for (int sig : {SIGINT, SIGTERM, SIGHUP, SIGCHLD}) sigaddset(&set_, sig);
+  pthread_sigmask(SIG_BLOCK, &set_, &old_);
+  fd_ = signalfd(-1, &set_, SFD_CLOEXEC | SFD_NONBLOCK);
+}
+
+SignalWatch::~SignalWatch() {
+  if (fd_ >= 0) close(fd_);
+  pthread_sigmask(SIG_SETMASK, &old_, nullptr);
+}
+
+int SignalWatch::Wait(int timeout_ms) {
+  pollfd p{fd_, POLLIN, 0};
+  if (poll(&p, 1, timeout_ms) <= 0) return 0;
+  signalfd_siginfo info{};
+  if (read(fd_, &info, sizeof(info)) != sizeof(info)) return 0;
+  return static_cast<int>(info.ssi_signo);
+}
+
+namespace {
+
+void Error(const std::string& message) { std::fprintf(stderr, "threadscope: %s\n", message.c_str()); }
+
+int Fail(const grpc::Status& s, const std::string& what) {
+  Error(what + ": " + s.error_message());
+  return ExitCodeFor(s);
+}
+
+std::unique_ptr<grpc::ClientContext> Unary(double seconds = 30) {
+  auto ctx = std::make_unique<grpc::ClientContext>();
+  ctx->set_deadline(std::chrono::system_clock::now() +
+                    std::chrono::milliseconds(static_cast<int64_t>(seconds * 1000)));
+  return ctx;
+}
+
+int TerminalRows() {
+  winsize ws{};
+  if (ioctl(STDOUT_FILENO, TIOCGWINSZ, &ws) == 0 && ws.ws_row > 8) return ws.ws_row;
+  return 40;
+}
+
+Status WriteTextFile(const std::string& path, const std::string& content) {
+  std::ofstream out(path, std::ios::trunc);
+  if (!out) return ErrnoToStatus(errno, "cannot write " + path);
+  out << content;
+  out.close();
+  if (!out) return ErrnoToStatus(errno, "cannot write " + path);
+  return OkStatus();
+}
+
+// Streams one target's recording into a file, on its own thread.
+class Recorder {
+ public:
+  Recorder(v1::ThreadscopeService::Stub& stub, std::string target_id, std::string path)
+      : path_(std::move(path)) {
+    thread_ = std::thread([this, &stub, target_id] { Run(stub, target_id); });
+  }
+  ~Recorder() { Stop(); }
+  Status Finish() {
+    if (thread_.joinable()) thread_.join();
+    return status_;
+  }
+  void Stop() {
+    ctx_.TryCancel();
+    if (thread_.joinable()) thread_.join();
+  }
+
+ private:
+  void Run(v1::ThreadscopeService::Stub& stub, const std::string& target_id) {
+    auto writer = engine::RecordingWriter::Create(path_);
+    if (!writer.ok()) {
+      status_ = writer.status();
+      return;
+    }
+    v1::StreamRecordingRequest req;
+    req.set_target_id(target_id);
+    auto reader = stub.StreamRecording(&ctx_, req);
+    v1::RecordingChunk chunk;
+    bool saw_trailer = false;
+    while (reader->Read(&chunk)) {
+      if (Status s = (*writer)->Write(chunk); !s.ok()) {
+        status_ = s;
+        ctx_.TryCancel();
+        break;
+      }
+      saw_trailer |= chunk.has_trailer();
+    }
+    grpc::Status rs = reader->Finish();
+    if (status_.ok() && !rs.ok() && rs.error_code() != grpc::StatusCode::CANCELLED) {
+      status_ = Status(static_cast<StatusCode>(rs.error_code()), rs.error_message());
+    }
+    Status closed = (*writer)->Close();
+    if (status_.ok()) status_ = closed;
+    if (status_.ok() && !saw_trailer) {
+      status_ = DataLossError("the recording stream ended without a trailer");
+    }
+  }
+
+  std::string path_;
+  grpc::ClientContext ctx_;
+  std::thread thread_;
+  Status status_;
+};
+
+// Prints model events (JSON Lines or text lines), on its own thread.
+class EventPrinter {
+ public:
+  EventPrinter(v1::ThreadscopeService::Stub& stub, std::string target_id, bool json,
+               std::FILE* out)
+      : json_(json), out_(out) {
+    thread_ = std::thread([this, &stub, target_id] { Run(stub, target_id); });
+  }
+  ~EventPrinter() { Stop(); }
+  void Finish() {
+    if (thread_.joinable()) thread_.join();
+  }
+  void Stop() {
+    ctx_.TryCancel();
+    if (thread_.joinable()) thread_.join();
+  }
+
+ private:
+  void Run(v1::ThreadscopeService::Stub& stub, const std::string& target_id) {
+    v1::WatchEventsRequest req;
+    req.set_target_id(target_id);
+    req.set_from_start(true);
+    auto reader = stub.WatchEvents(&ctx_, req);
+    v1::WatchEventsResponse r;
+    while (reader->Read(&r)) {
+      std::string line = json_ ? EventJson(r).dump() : EventLine(r);
+      std::fprintf(out_, "%s\n", line.c_str());
+      std::fflush(out_);
+      if (r.has_target_finished()) break;
+    }
+    reader->Finish();
+  }
+
+  bool json_;
+  std::FILE* out_;
+  grpc::ClientContext ctx_;
+  std::thread thread_;
+};
+
+// What attach and run share: everything after the probes are in.
+class TraceRun {
+ public:
+  TraceRun(Connection& conn, const v1::Target& target, const TraceOptions& options, bool run_mode)
+      : conn_(conn), target_(target), options_(options), run_mode_(run_mode) {}
+
+  Status Start() {
+    if (!options_.record_file.empty()) {
+      recorder_ = std::make_unique<Recorder>(conn_.stub(), target_.target_id(),
+                                             options_.record_file);
+    }
+    bool jsonl = options_.output == OutputFormat::kJsonl;
+    if (!options_.events_file.empty()) {
+      events_out_ = std::fopen(options_.events_file.c_str(), "w");
+      if (!events_out_) return ErrnoToStatus(errno, "cannot write " + options_.events_file);
+      events_ = std::make_unique<EventPrinter>(conn_.stub(), target_.target_id(), true,
+                                               events_out_);
+    } else if (jsonl || (options_.output == OutputFormat::kText && !ShowLiveView() && !run_mode_)) {
+      events_ = std::make_unique<EventPrinter>(conn_.stub(), target_.target_id(), jsonl, stdout);
+    }
+    return OkStatus();
+  }
+
+  bool ShowLiveView() const {
+    return options_.live_view && options_.output == OutputFormat::kText &&
+           isatty(STDOUT_FILENO);
+  }
+
+  // One refresh. Returns false when the target is gone (its snapshot is final).
+  StatusOr<bool> Refresh() {
+    v1::GetSnapshotRequest req;
+    req.set_target_id(target_.target_id());
+    v1::GetSnapshotResponse resp;
+    auto ctx = Unary(10);
+    grpc::Status s = conn_.stub().GetSnapshot(ctx.get(), req, &resp);
+    if (!s.ok()) return Status(static_cast<StatusCode>(s.error_code()), s.error_message());
+    if (ShowLiveView()) {
+      std::string view = client::LiveView(resp.snapshot(), TerminalRows() - 6, options_.style);
+      std::fprintf(stdout, "\x1b[H\x1b[2J%s", view.c_str());
+      std::fflush(stdout);
+    }
+    return !resp.snapshot().final();
+  }
+
+  // Detaches, collects the final snapshot, finishes the side streams and writes the outputs.
+  int Finish() {
+    v1::DetachRequest req;
+    req.set_target_id(target_.target_id());
+    v1::DetachResponse resp;
+    auto ctx = Unary(30);
+    grpc::Status s = conn_.stub().Detach(ctx.get(), req, &resp);
+    if (!s.ok()) {
+      if (recorder_) recorder_->Stop();
+      if (events_) events_->Stop();
+      return Fail(s, "detach");
+    }
+    int code = kExitOk;
+    if (events_) events_->Finish();
+    if (events_out_) std::fclose(events_out_);
+    if (recorder_) {
+      Status rs = recorder_->Finish();
+      if (!rs.ok()) {
+        Error("recording " + options_.record_file + ": " + rs.message());
+        code = kExitInternal;
+      }
+    }
+    const v1::Snapshot& snap = resp.snapshot();
+    nlohmann::json report = ReportJson(snap);
+    if (!options_.report_file.empty()) {
+      if (Status ws = WriteTextFile(options_.report_file, report.dump(2) + "\n"); !ws.ok()) {
+        Error(ws.message());
+        code = kExitInternal;
+      }
+    }
+    if (options_.output == OutputFormat::kJson) {
+      std::fprintf(stdout, "%s\n", report.dump(2).c_str());
+    } else if (options_.output == OutputFormat::kText) {
+      std::string summary = SummaryText(snap, options_.style);
+      std::fprintf(run_mode_ ? stderr : stdout, "%s", summary.c_str());
+    }
+    std::fflush(stdout);
+    return code;
+  }
+
+ private:
+  Connection& conn_;
+  v1::Target target_;
+  TraceOptions options_;
+  bool run_mode_;
+  std::unique_ptr<Recorder> recorder_;
+  std::unique_ptr<EventPrinter> events_;
+  std::FILE* events_out_ = nullptr;
+};
+
+StatusOr<v1::Target> DoAttach(Connection& conn, pid_t pid, const TraceOptions& options) {
+  v1::AttachRequest req;
+  req.set_pid(pid);
+  req.mutable_options()->set_ring_buffer_bytes(options.ring_buffer_bytes);
+  req.mutable_options()->set_lease_seconds(options.lease_seconds);
+  v1::AttachResponse resp;
+  auto ctx = Unary(60);
+  grpc::Status s = conn.stub().Attach(ctx.get(), req, &resp);
+  if (!s.ok()) return Status(static_cast<StatusCode>(s.error_code()), s.error_message());
+  return resp.target();
+}
+
+int ExitFor(const Status& s) {
+  return ExitCodeFor(grpc::Status(static_cast<grpc::StatusCode>(s.code()), s.message()));
+}
+
+}  // namespace
+
+std::optional<double> ParseDuration(const std::string& text) {
+  if (text.empty()) return std::nullopt;
+  size_t pos = 0;
+  double value;
+  try {
+    value = std::stod(text, &pos);
+  } catch (...) {
+    return std::nullopt;
+  }
+  std::string unit = text.substr(pos);
+  double scale = 0;
+  if (unit.empty() || unit == "s") scale = 1;
+  if (unit == "ms") scale = 1e-3;
+  if (unit == "us") scale = 1e-6;
+  if (unit == "m") scale = 60;
+  if (unit == "h") scale = 3600;
+  if (scale == 0 || value < 0 || !std::isfinite(value)) return std::nullopt;
+  return value * scale;
+}
+
+int AttachCommand(Connection& conn, SignalWatch& signals, pid_t pid,
+                  const TraceOptions& options) {
+  auto target = DoAttach(conn, pid, options);
+  if (!target.ok()) {
+    Error("cannot attach to pid " + std::to_string(pid) + ": " + target.status().message());
+    return ExitFor(target.status());
+  }
+  std::fprintf(stderr, "%s\n", AttachBanner(*target, conn.description()).c_str());
+  TraceRun run(conn, *target, options, /*run_mode=*/false);
+  if (Status s = run.Start(); !s.ok()) {
+    Error(s.message());
+    run.Finish();
+    return kExitInternal;
+  }
+  auto start = std::chrono::steady_clock::now();
+  while (true) {
+    auto refreshed = run.Refresh();
+    if (!refreshed.ok()) {
+      Error("lost the target: " + refreshed.status().message());
+      return ExitFor(refreshed.status());
+    }
+    if (!*refreshed) break;  // the target exited
+    double elapsed =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    if (options.duration_s > 0 && elapsed >= options.duration_s) break;
+    double wait = options.interval_s;
+    if (options.duration_s > 0) wait = std::min(wait, options.duration_s - elapsed);
+    int sig = signals.Wait(static_cast<int>(wait * 1000));
+    if (sig != 0 && sig != SIGCHLD) break;
+  }
+  return run.Finish();
+}
+
+int RunCommand(Connection& conn, SignalWatch& signals, const std::vector<std::string>& argv,
+               const TraceOptions& options) {
+  auto launched = LaunchedProcess::Start(argv);
+  if (!launched.ok()) {
+    Error(launched.status().message());
+    return launched.status().code() == StatusCode::kNotFound ? kExitCommandNotFound
+                                                             : kExitNotPython;
+  }
+  LaunchedProcess child = std::move(*launched);
+  auto target = DoAttach(conn, child.pid(), options);
+  if (!target.ok()) {
+    Error("cannot trace " + argv[0] + " (pid " + std::to_string(child.pid()) +
+          "): " + target.status().message());
+    child.Kill();
+    return ExitFor(target.status());
+  }
+  std::fprintf(stderr, "%s\n", AttachBanner(*target, conn.description()).c_str());
+  TraceRun run(conn, *target, options, /*run_mode=*/true);
+  Status started = run.Start();
+  if (Status s = child.Resume(); !s.ok() || !started.ok()) {
+    Error(!started.ok() ? started.message() : s.message());
+    child.Kill();
+    run.Finish();
+    return kExitInternal;
+  }
+  auto start = std::chrono::steady_clock::now();
+  int status = -1;
+  bool detached_early = false;
+  while ((status = child.Poll()) < 0) {
+    int sig = signals.Wait(static_cast<int>(options.interval_s * 1000));
+    // SIGINT reaches the command from the terminal itself; others are passed on.
+    if (sig == SIGTERM || sig == SIGHUP) kill(child.pid(), sig);
+    auto refreshed = run.Refresh();
+    if (!refreshed.ok()) {
+      Error("lost the target: " + refreshed.status().message());
+      break;
+    }
+    double elapsed =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    if (options.duration_s > 0 && elapsed >= options.duration_s) {
+      detached_early = true;  // stop tracing; the command keeps running to completion
+      break;
+    }
+  }
+  if (!detached_early && status >= 0) {
+    // The exit records are already in the ring; give the engine a moment to see the exit
+    // itself so the trace ends as "exited" rather than "detached".
+    for (int i = 0; i < 40; ++i) {
+      auto refreshed = run.Refresh();
+      if (!refreshed.ok() || !*refreshed) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+  }
+  int code = run.Finish();
+  if (status < 0) status = child.Wait();
+  return code != kExitOk ? code : status;
+}
+
+int ReportCommand(Connection& conn, const std::string& file, OutputFormat output,
+                  const std::string& report_file, const TextStyle& style) {
+  auto chunks = engine::ReadRecordingFile(file);
+  if (!chunks.ok()) {
+    Error(chunks.status().message());
+    return kExitBadRecording;
+  }
+  grpc::ClientContext ctx;
+  v1::LoadRecordingResponse loaded;
+  auto writer = conn.stub().LoadRecording(&ctx, &loaded);
+  for (const auto& chunk : *chunks) {
+    if (!writer->Write(chunk)) break;
+  }
+  writer->WritesDone();
+  grpc::Status s = writer->Finish();
+  if (!s.ok()) {
+    Error("cannot load " + file + ": " + s.error_message());
+    return s.error_code() == grpc::StatusCode::INVALID_ARGUMENT ||
+                   s.error_code() == grpc::StatusCode::DATA_LOSS ||
+                   s.error_code() == grpc::StatusCode::FAILED_PRECONDITION
+               ? kExitBadRecording
+               : ExitCodeFor(s);
+  }
+  v1::GetSnapshotRequest req;
+  req.set_target_id(loaded.target().target_id());
+  v1::GetSnapshotResponse resp;
+  auto ctx2 = Unary();
+  s = conn.stub().GetSnapshot(ctx2.get(), req, &resp);
+  if (!s.ok()) return Fail(s, "snapshot");
+  nlohmann::json report = ReportJson(resp.snapshot());
+  if (!report_file.empty()) {
+    if (Status ws = WriteTextFile(report_file, report.dump(2) + "\n"); !ws.ok()) {
+      Error(ws.message());
+      return kExitInternal;
+    }
+  }
+  if (output == OutputFormat::kText) {
+    std::fprintf(stdout, "%s", LiveView(resp.snapshot(), 1 << 20, style).c_str());
+    std::fprintf(stdout, "%s", SummaryText(resp.snapshot(), style).c_str());
+  } else {
+    std::fprintf(stdout, "%s\n", report.dump(2).c_str());
+  }
+  return kExitOk;
+}
+
+int StatusCommand(Connection& conn, OutputFormat output) {
+  v1::GetStatusResponse resp;
+  auto ctx = Unary();
+  grpc::Status s = conn.stub().GetStatus(ctx.get(), v1::GetStatusRequest(), &resp);
+  if (!s.ok()) return Fail(s, "status");
+  if (output != OutputFormat::kText) {
+    nlohmann::json targets = nlohmann::json::array();
+    for (const auto& t : resp.targets()) {
+      int attached = 0;
+      for (const auto& p : t.probes()) attached += p.attached();
+      targets.push_back({{"target_id", t.target_id()},
+                         {"pid", t.pid()},
+                         {"python_version", t.python_version()},
+                         {"probes_attached", attached},
+                         {"probes", t.probes_size()},
+                         {"records", t.stats().records()},
+                         {"drops", t.stats().drops()}});
+    }
+    nlohmann::json out = {{"version", resp.version()},
+                          {"mode", resp.mode()},
+                          {"uptime_ns", resp.uptime_ns()},
+                          {"kernel_release", resp.kernel_release()},
+                          {"targets", targets}};
+    std::fprintf(stdout, "%s\n", out.dump(2).c_str());
+    return kExitOk;
+  }
+  std::fprintf(stdout, "threadscope %s (%s via %s), up %.1f s, kernel %s\n",
+               resp.version().c_str(), resp.mode().c_str(), conn.description().c_str(),
+               static_cast<double>(resp.uptime_ns()) / 1e9, resp.kernel_release().c_str());
+  if (resp.targets().empty()) std::fprintf(stdout, "no targets attached\n");
+  for (const auto& t : resp.targets()) {
+    int attached = 0;
+    for (const auto& p : t.probes()) attached += p.attached();
+    std::fprintf(stdout, "  %-12s pid %-7d CPython %-8s probes %d/%d  records %llu  drops %llu\n",
+                 t.target_id().c_str(), t.pid(), t.python_version().c_str(), attached,
+                 t.probes_size(), static_cast<unsigned long long>(t.stats().records()),
+                 static_cast<unsigned long long>(t.stats().drops()));
+  }
+  return kExitOk;
+}
+
+}  // namespace threadscope::client

@@ -1,0 +1,57 @@
+// The CLI's commands. Each returns a process exit code (client/exit_codes.h).
+#pragma once
+
+#include <signal.h>
+#include <sys/types.h>
+
+#include <string>
+#include <vector>
+
+#include "client/connection.h"
+#include "client/report.h"
+
+namespace threadscope::client {
+
+enum class OutputFormat { kText, kJson, kJsonl };
+
+struct TraceOptions {
+  OutputFormat output = OutputFormat::kText;
+  double duration_s = 0;   // 0: until Ctrl-C (attach) or the command exits (run)
+  double interval_s = 1.0; // live view refresh
+  std::string report_file; // final JSON report
+  std::string record_file; // raw recording
+  std::string events_file; // JSON Lines events to a file instead of stdout
+  bool live_view = true;   // refreshing table when stdout is a terminal and output is text
+  uint32_t ring_buffer_bytes = 0;
+  uint32_t lease_seconds = 15;
+  TextStyle style;
+};
+
+// Signals as a file descriptor, so waits can include them. Construct it in main() before any
+// thread exists (gRPC starts threads): every thread inherits the blocked mask, and no other
+// thread can take a signal meant for the command loop.
+class SignalWatch {
+ public:
+  SignalWatch();
+  ~SignalWatch();
+  SignalWatch(const SignalWatch&) = delete;
+  SignalWatch& operator=(const SignalWatch&) = delete;
+  // Waits up to timeout_ms; returns the signal number, or 0.
+  int Wait(int timeout_ms);
+
+ private:
+  sigset_t set_, old_;
+  int fd_ = -1;
+};
+
+int AttachCommand(Connection& conn, SignalWatch& signals, pid_t pid, const TraceOptions& options);
+int RunCommand(Connection& conn, SignalWatch& signals, const std::vector<std::string>& argv,
+               const TraceOptions& options);
+int ReportCommand(Connection& conn, const std::string& file, OutputFormat output,
+                  const std::string& report_file, const TextStyle& style);
+int StatusCommand(Connection& conn, OutputFormat output);
+
+// "5", "5s", "250ms", "2m", "1h" -> seconds; nullopt when it does not parse.
+std::optional<double> ParseDuration(const std::string& text);
+
+}  // namespace threadscope::client

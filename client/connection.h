@@ -1,0 +1,47 @@
+// How the CLI reaches an engine: threadscoped's socket when one answers, otherwise the same
+// service started inside the CLI (an in-process gRPC channel). Either way the CLI holds a
+// ThreadscopeService stub and uses nothing else.
+#pragma once
+
+#include <grpcpp/grpcpp.h>
+
+#include <memory>
+#include <string>
+
+#include "daemon/common/status.h"
+#include "threadscope/v1/threadscope.grpc.pb.h"
+
+namespace threadscope::service {
+class InProcessEngine;
+}
+
+namespace threadscope::client {
+
+struct ConnectOptions {
+  std::string server;            // "unix:/path", a socket path; empty = default socket
+  bool server_explicit = false;  // --server / THREADSCOPE_SERVER was given: never fall back
+  bool no_daemon = false;        // always trace in-process
+};
+
+class Connection {
+ public:
+  static StatusOr<std::unique_ptr<Connection>> Open(const ConnectOptions& options);
+  ~Connection();
+
+  v1::ThreadscopeService::Stub& stub() { return *stub_; }
+  // "threadscoped at unix:/run/threadscope/threadscope.sock" or "in-process engine".
+  const std::string& description() const { return description_; }
+  bool in_process() const { return engine_ != nullptr; }
+
+ private:
+  Connection() = default;
+  std::unique_ptr<service::InProcessEngine> engine_;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<v1::ThreadscopeService::Stub> stub_;
+  std::string description_;
+};
+
+// "unix:/x", "unix:///x", "/x" -> "unix:/x".
+std::string NormalizeServerAddress(const std::string& server);
+
+}  // namespace threadscope::client

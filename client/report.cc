@@ -1,0 +1,378 @@
+#include "client/report.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cmath>
+#include <map>
+
+namespace threadscope::client {
+
+namespace {
+
+using nlohmann::json;
+
+const char* SymbolsName(v1::SymbolLevel s) {
+  return s == v1::SYMBOL_LEVEL_FULL ? "full" : "dynamic-only";
+}
+
+const char* JoinVisibilityName(v1::JoinVisibility v) {
+  switch (v) {
+    case v1::JOIN_VISIBILITY_EXACT: return "exact";
+    case v1::JOIN_VISIBILITY_BLOCKING_ONLY: return "blocking-only";
+    default: return "none";
+  }
+}
+
+const char* OriginName(v1::ThreadOrigin o) {
+  switch (o) {
+    case v1::THREAD_ORIGIN_STARTED: return "started";
+    case v1::THREAD_ORIGIN_PREEXISTING: return "preexisting";
+    case v1::THREAD_ORIGIN_NATIVE: return "native";
+    default: return "unknown";
+  }
+}
+
+const char* ChangeName(v1::ThreadChange c) {
+  switch (c) {
+    case v1::THREAD_CHANGE_DISCOVERED: return "discovered";
+    case v1::THREAD_CHANGE_STARTING: return "starting";
+    case v1::THREAD_CHANGE_RUNNING: return "running";
+    case v1::THREAD_CHANGE_START_FAILED: return "start_failed";
+    case v1::THREAD_CHANGE_DONE: return "done";
+    case v1::THREAD_CHANGE_JOIN_WAIT_BEGIN: return "join_wait_begin";
+    case v1::THREAD_CHANGE_JOIN_WAIT_END: return "join_wait_end";
+    case v1::THREAD_CHANGE_JOINED: return "joined";
+    case v1::THREAD_CHANGE_DETACHED: return "detached";
+    case v1::THREAD_CHANGE_RENAMED: return "renamed";
+    default: return "unknown";
+  }
+}
+
+const char* LostSourceName(v1::LostEvents::Source s) {
+  switch (s) {
+    case v1::LostEvents::SOURCE_KERNEL_RING: return "kernel_ring";
+    case v1::LostEvents::SOURCE_PROBE_STASH: return "probe_stash";
+    case v1::LostEvents::SOURCE_CLIENT_QUEUE: return "client_queue";
+    default: return "unknown";
+  }
+}
+
+std::string Duration(uint64_t ns) {
+  double s = static_cast<double>(ns) / 1e9;
+  if (s < 1) return fmt::format("{:.0f}ms", s * 1000);
+  if (s < 120) return fmt::format("{:.1f}s", s);
+  if (s < 7200) return fmt::format("{:.0f}m{:02.0f}s", s / 60, std::fmod(s, 60));
+  return fmt::format("{:.1f}h", s / 3600);
+}
+
+std::string Ident(const v1::Thread& t) {
+  return t.has_ident() ? fmt::format("0x{:x}", t.ident()) : "-";
+}
+
+std::string Tri(bool has, bool value) { return has ? (value ? "yes" : "no") : "?"; }
+
+std::string Paint(const std::string& s, const char* code, const TextStyle& style) {
+  return style.color ? fmt::format("\x1b[{}m{}\x1b[0m", code, s) : s;
+}
+
+const char* StateColor(v1::ThreadState s) {
+  switch (s) {
+    case v1::THREAD_STATE_RUNNING: return "32";
+    case v1::THREAD_STATE_STARTING: return "33";
+    case v1::THREAD_STATE_DONE: return "90";
+    default: return "0";
+  }
+}
+
+struct Counts {
+  int seen = 0, started = 0, failed = 0, preexisting = 0, native = 0;
+  int running = 0, starting = 0, done = 0;
+  int joined_yes = 0, joined_no = 0, joined_unknown = 0;
+  int returned_yes = 0, returned_no = 0;
+};
+
+Counts Count(const v1::Snapshot& s) {
+  Counts c;
+  for (const auto& t : s.threads()) {
+    ++c.seen;
+    switch (t.origin()) {
+      case v1::THREAD_ORIGIN_STARTED: ++c.started; break;
+      case v1::THREAD_ORIGIN_PREEXISTING: ++c.preexisting; break;
+      case v1::THREAD_ORIGIN_NATIVE: ++c.native; break;
+      default: break;
+    }
+    c.failed += t.start_failed();
+    c.running += t.state() == v1::THREAD_STATE_RUNNING;
+    c.starting += t.state() == v1::THREAD_STATE_STARTING;
+    c.done += t.state() == v1::THREAD_STATE_DONE;
+    if (t.origin() == v1::THREAD_ORIGIN_STARTED && !t.start_failed()) {
+      if (!t.has_joined()) {
+        ++c.joined_unknown;
+      } else if (t.joined()) {
+        ++c.joined_yes;
+      } else {
+        ++c.joined_no;
+      }
+      if (t.has_returned()) (t.returned() ? c.returned_yes : c.returned_no)++;
+    }
+  }
+  return c;
+}
+
+template <typename T>
+json Opt(bool has, T value) {
+  return has ? json(value) : json(nullptr);
+}
+
+}  // namespace
+
+const char* StateName(v1::ThreadState state) {
+  switch (state) {
+    case v1::THREAD_STATE_NOT_STARTED: return "NOT_STARTED";
+    case v1::THREAD_STATE_STARTING: return "STARTING";
+    case v1::THREAD_STATE_RUNNING: return "RUNNING";
+    case v1::THREAD_STATE_DONE: return "DONE";
+    default: return "UNKNOWN";
+  }
+}
+
+json ThreadJson(const v1::Thread& t) {
+  json waiters = json::array();
+  for (const auto& w : t.join_waiters()) {
+    waiters.push_back({{"native_tid", w.native_tid()}, {"since_ns", w.since_ns()}});
+  }
+  return json{
+      {"id", t.id()},
+      {"native_tid", t.native_tid() ? json(t.native_tid()) : json(nullptr)},
+      {"ident", Opt(t.has_ident(), t.ident())},
+      {"parent_native_tid", Opt(t.has_parent_native_tid(), t.parent_native_tid())},
+      {"name", t.name()},
+      {"state", StateName(t.state())},
+      {"origin", OriginName(t.origin())},
+      {"start_failed", t.start_failed()},
+      {"joined", Opt(t.has_joined(), t.joined())},
+      {"joined_ns", Opt(t.has_joined_ns(), t.joined_ns())},
+      {"joined_by", Opt(t.has_joined_by(), t.joined_by())},
+      {"detached", t.detached()},
+      {"observed_from_start", t.observed_from_start()},
+      {"started_ns", Opt(t.has_started_ns(), t.started_ns())},
+      {"running_ns", Opt(t.has_running_ns(), t.running_ns())},
+      {"done_ns", Opt(t.has_done_ns(), t.done_ns())},
+      {"exited_ns", Opt(t.has_exited_ns(), t.exited_ns())},
+      {"returned", Opt(t.has_returned(), t.returned())},
+      {"exit_code", Opt(t.has_exit_code(), t.exit_code())},
+      {"join_waiters", waiters},
+  };
+}
+
+json ReportJson(const v1::Snapshot& s) {
+  const v1::Target& t = s.target();
+  json probes = json::array();
+  for (const auto& p : t.probes()) {
+    json sites = json::array();
+    for (const auto& site : p.sites()) {
+      sites.push_back({{"binary", site.binary()},
+                       {"file_offset", site.file_offset()},
+                       {"location", site.location()},
+                       {"resolved_by", site.resolved_by()},
+                       {"instruction", site.instruction()},
+                       {"execution", site.execution()}});
+    }
+    probes.push_back({{"name", p.name()},
+                      {"attached", p.attached()},
+                      {"reason", p.reason()},
+                      {"purpose", p.purpose()},
+                      {"kind", p.kind()},
+                      {"required", p.required()},
+                      {"sites", sites}});
+  }
+  json threads = json::array();
+  for (const auto& th : s.threads()) threads.push_back(ThreadJson(th));
+  Counts c = Count(s);
+  const char* ended = s.ended_by() == v1::TRACE_END_EXITED     ? "exited"
+                      : s.ended_by() == v1::TRACE_END_DETACHED ? "detached"
+                                                               : nullptr;
+  return json{
+      {"report_version", 1},
+      {"target",
+       {{"pid", t.pid()},
+        {"ns_pid", t.ns_pid()},
+        {"executable", t.executable()},
+        {"command_line", t.command_line()},
+        {"interpreter", t.interpreter()},
+        {"python_version", t.python_version()},
+        {"symbols", SymbolsName(t.symbols())},
+        {"free_threaded", t.free_threaded()},
+        {"join_visibility", JoinVisibilityName(t.join_visibility())},
+        {"kernel_release", t.kernel_release()}}},
+      {"probes", probes},
+      {"threads", threads},
+      {"summary",
+       {{"threads_seen", c.seen},
+        {"started", c.started},
+        {"start_failed", c.failed},
+        {"preexisting", c.preexisting},
+        {"native", c.native},
+        {"running", c.running},
+        {"starting", c.starting},
+        {"done", c.done},
+        {"joined", c.joined_yes},
+        {"not_joined", c.joined_no},
+        {"joined_unknown", c.joined_unknown},
+        {"returned", c.returned_yes},
+        {"did_not_return", c.returned_no}}},
+      {"stats",
+       {{"events", t.stats().records()},
+        {"drops", t.stats().drops()},
+        {"lost_ringbuf", t.stats().lost_ringbuf()},
+        {"lost_stash", t.stats().lost_stash()},
+        {"lost_consumer", t.stats().lost_consumer()},
+        {"decode_errors", t.stats().decode_errors()},
+        {"unknown_records", t.stats().unknown_records()}}},
+      {"trace",
+       {{"start_ns", s.trace_start_ns()},
+        {"end_ns", s.trace_end_ns() ? json(s.trace_end_ns()) : json(nullptr)},
+        {"ended_by", ended ? json(ended) : json(nullptr)},
+        {"attached_ns", t.attached_ns()},
+        {"realtime_offset_ns", t.realtime_offset_ns()}}},
+  };
+}
+
+json EventJson(const v1::WatchEventsResponse& e) {
+  if (e.has_thread_event()) {
+    const auto& te = e.thread_event();
+    return json{{"type", "thread"},
+                {"ts_ns", te.ts_ns()},
+                {"change", ChangeName(te.change())},
+                {"actor_native_tid", te.actor_native_tid()},
+                {"thread", ThreadJson(te.thread())}};
+  }
+  if (e.has_lost_events()) {
+    return json{{"type", "lost"},
+                {"source", LostSourceName(e.lost_events().source())},
+                {"count", e.lost_events().count()}};
+  }
+  const char* state = e.target_finished().state() == v1::TARGET_STATE_EXITED ? "exited"
+                                                                            : "detached";
+  return json{{"type", "finished"}, {"state", state}, {"ts_ns", e.target_finished().ts_ns()}};
+}
+
+std::string AttachBanner(const v1::Target& t, const std::string& engine) {
+  int attached = 0;
+  std::string missing;
+  for (const auto& p : t.probes()) {
+    if (p.attached()) {
+      ++attached;
+    } else {
+      missing += fmt::format("\n  not attached: {} ({})", p.name(), p.reason());
+    }
+  }
+  return fmt::format(
+      "threadscope: pid {} {} — CPython {} ({}, {} symbols) via {}; {}/{} probes attached{}",
+      t.pid(), t.executable(), t.python_version(), t.interpreter(), SymbolsName(t.symbols()),
+      engine, attached, t.probes_size(), missing);
+}
+
+std::string LiveView(const v1::Snapshot& s, int max_rows, const TextStyle& style) {
+  const v1::Target& t = s.target();
+  Counts c = Count(s);
+  std::string out = fmt::format(
+      "threadscope — pid {} CPython {}   threads: {} running, {} starting, {} done ({} failed "
+      "to start)   records {} drops {}\n\n",
+      t.pid(), t.python_version(), c.running, c.starting, c.done, c.failed, t.stats().records(),
+      t.stats().drops());
+  out += Paint(fmt::format("{:>8} {:>16} {:<16} {:<9} {:>8} {:>9} {:<7} {:<9}", "TID", "IDENT",
+                           "NAME", "STATE", "PARENT", "AGE", "JOINED", "ORIGIN"),
+               "1", style);
+  out += "\n";
+  // Live threads first, newest first; then the most recent finished ones.
+  std::vector<const v1::Thread*> rows;
+  for (const auto& th : s.threads()) rows.push_back(&th);
+  std::stable_sort(rows.begin(), rows.end(), [](const v1::Thread* a, const v1::Thread* b) {
+    bool a_done = a->state() == v1::THREAD_STATE_DONE, b_done = b->state() == v1::THREAD_STATE_DONE;
+    if (a_done != b_done) return !a_done;
+    return a->id() > b->id();
+  });
+  int shown = 0;
+  for (const v1::Thread* th : rows) {
+    if (shown++ >= max_rows) {
+      out += fmt::format("  … {} more\n", rows.size() - static_cast<size_t>(max_rows));
+      break;
+    }
+    uint64_t since = th->has_running_ns() ? th->running_ns() : th->started_ns();
+    uint64_t until = th->has_done_ns() ? th->done_ns() : s.now_ns();
+    std::string age = since && until >= since ? Duration(until - since) : "-";
+    std::string joined = th->origin() == v1::THREAD_ORIGIN_STARTED
+                             ? Tri(th->has_joined(), th->joined())
+                             : "-";
+    if (!th->join_waiters().empty()) joined = fmt::format("wait:{}", th->join_waiters_size());
+    std::string state = StateName(th->state());
+    if (th->start_failed()) state = "FAILED";
+    out += fmt::format("{:>8} {:>16} {:<16} {} {:>8} {:>9} {:<7} {:<9}\n",
+                       th->native_tid() ? std::to_string(th->native_tid()) : "-", Ident(*th),
+                       th->name().substr(0, 16),
+                       Paint(fmt::format("{:<9}", state), StateColor(th->state()), style),
+                       th->has_parent_native_tid() ? std::to_string(th->parent_native_tid()) : "-",
+                       age, joined, OriginName(th->origin()));
+  }
+  return out;
+}
+
+std::string SummaryText(const v1::Snapshot& s, const TextStyle& style) {
+  const v1::Target& t = s.target();
+  Counts c = Count(s);
+  uint64_t span = s.trace_end_ns() > s.trace_start_ns() ? s.trace_end_ns() - s.trace_start_ns()
+                                                         : s.now_ns() - s.trace_start_ns();
+  std::string ended = s.ended_by() == v1::TRACE_END_EXITED     ? "the process exited"
+                      : s.ended_by() == v1::TRACE_END_DETACHED ? "detached"
+                                                               : "still running";
+  std::string out = fmt::format("\n{} pid {} (CPython {}) traced for {}; {}\n",
+                                Paint("Summary:", "1", style), t.pid(), t.python_version(),
+                                Duration(span), ended);
+  out += fmt::format(
+      "  threads seen: {} — started {} ({} failed to start), preexisting {}, native {}\n", c.seen,
+      c.started, c.failed, c.preexisting, c.native);
+  out += fmt::format("  now: {} running, {} starting, {} done\n", c.running, c.starting, c.done);
+  std::string join_note;
+  if (t.join_visibility() == v1::JOIN_VISIBILITY_BLOCKING_ONLY) {
+    join_note = " (this interpreter shows a join only when it has to wait)";
+  } else if (t.join_visibility() == v1::JOIN_VISIBILITY_NONE) {
+    join_note = " (this interpreter gives no join signal)";
+  }
+  out += fmt::format("  joined: {} yes, {} no, {} unknown{}\n", c.joined_yes, c.joined_no,
+                     c.joined_unknown, join_note);
+  if (t.body_done_visible()) {
+    out += fmt::format("  callables returned: {} yes, {} no (killed or still running)\n",
+                       c.returned_yes, c.returned_no);
+  }
+  int attached = 0;
+  for (const auto& p : t.probes()) attached += p.attached();
+  out += fmt::format("  probes: {}/{} attached; records: {}, dropped: {}\n", attached,
+                     t.probes_size(), t.stats().records(), t.stats().drops());
+  if (t.stats().drops()) {
+    out += Paint("  warning: records were dropped; counts may be incomplete (raise "
+                 "--ring-buffer)\n",
+                 "33", style);
+  }
+  return out;
+}
+
+std::string EventLine(const v1::WatchEventsResponse& e) {
+  if (e.has_lost_events()) {
+    return fmt::format("lost {} events ({})", e.lost_events().count(),
+                       LostSourceName(e.lost_events().source()));
+  }
+  if (e.has_target_finished()) {
+    return e.target_finished().state() == v1::TARGET_STATE_EXITED ? "target exited"
+                                                                   : "detached";
+  }
+  const auto& te = e.thread_event();
+  const auto& th = te.thread();
+  return fmt::format("{:.6f} {:<16} tid={} ident={} name={} state={} by={}",
+                     static_cast<double>(te.ts_ns()) / 1e9, ChangeName(te.change()),
+                     th.native_tid(), Ident(th), th.name(), StateName(th.state()),
+                     te.actor_native_tid());
+}
+
+}  // namespace threadscope::client

@@ -1,0 +1,58 @@
+#include "daemon/daemon_main.h"
+
+#include <CLI/CLI.hpp>
+#include <signal.h>
+#include <spdlog/spdlog.h>
+
+#include <cstdio>
+#include <thread>
+
+#include "daemon/common/version.h"
+#include "daemon/service/server.h"
+
+namespace threadscope {
+
+int DaemonMain(int argc, char** argv) {
+  service::DaemonOptions options;
+  std::string log_level = "info";
+  CLI::App app{"threadscoped: traces CPython threads with eBPF and serves threadscope.v1 over gRPC"};
+  app.set_version_flag("--version", kThreadscopeVersion);
+  app.add_option("--socket", options.socket_path, "Unix socket to listen on")
+      ->capture_default_str();
+  app.add_option("--socket-group", options.socket_group,
+                 "group that may use the socket (mode 0660); root-only if it does not exist")
+      ->capture_default_str();
+  app.add_option("--log-level", log_level, "trace, debug, info, warn, error")
+      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}))
+      ->capture_default_str();
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e) == 0 ? 0 : 2;
+  }
+  spdlog::set_level(spdlog::level::from_str(log_level));
+
+  // Signals are taken synchronously by one thread so shutdown runs outside a handler.
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+
+  auto server = service::DaemonServer::Start(options);
+  if (!server.ok()) {
+    std::fprintf(stderr, "threadscoped: %s\n", server.status().message().c_str());
+    return 3;
+  }
+  std::thread signals([&] {
+    int sig = 0;
+    sigwait(&set, &sig);
+    spdlog::info("signal {}: detaching every target and stopping", sig);
+    (*server)->Shutdown();
+  });
+  (*server)->Wait();
+  signals.detach();
+  return 0;
+}
+
+}  // namespace threadscope

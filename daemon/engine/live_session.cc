@@ -1,0 +1,219 @@
+#include "daemon/engine/live_session.h"
+
+#include <spdlog/spdlog.h>
+#include <sys/utsname.h>
+
+#include <chrono>
+#include <cstring>
+
+#include "daemon/engine/snapshot_builder.h"
+#include "daemon/loader/probe_plan.h"
+#include "daemon/target/python_process.h"
+#include "probes/threadscope_events.h"
+
+namespace threadscope::engine {
+
+namespace {
+
+std::string KernelRelease() {
+  utsname u;
+  return uname(&u) == 0 ? std::string(u.release) : std::string();
+}
+
+v1::Probe ToProto(const loader::PlannedProbe& planned, const loader::ProbeAttachResult& result) {
+  v1::Probe p;
+  p.set_name(planned.name);
+  p.set_attached(result.attached);
+  p.set_reason(result.reason);
+  p.set_purpose(planned.purpose);
+  p.set_kind(loader::ProbeKindName(planned.kind));
+  p.set_required(planned.required);
+  for (const auto& site : planned.sites) {
+    auto* s = p.add_sites();
+    s->set_binary(site.binary);
+    s->set_file_offset(site.file_offset);
+    s->set_location(site.location);
+    s->set_resolved_by(site.resolved_by);
+    s->set_instruction(site.instruction);
+    s->set_execution(target::UprobeSiteKindName(site.site_kind));
+  }
+  return p;
+}
+
+}  // namespace
+
+LiveSession::LiveSession(std::string id, v1::Target target, const target::ProcFs& proc,
+                         LiveSessionOptions options)
+    : Session(std::move(id), std::move(target)), proc_(proc), options_(options) {}
+
+LiveSession::~LiveSession() {
+  Status s = Detach();
+  if (!s.ok()) spdlog::warn("detach of {} on shutdown: {}", id(), s.ToString());
+}
+
+StatusOr<std::shared_ptr<LiveSession>> LiveSession::Attach(std::string id, pid_t pid,
+                                                           const LiveSessionOptions& options,
+                                                           const target::ProcFs& proc,
+                                                           const target::Disassembler& dis) {
+  TS_ASSIGN_OR_RETURN(target::InspectedProcess inspected,
+                      target::InspectPythonProcess(proc, dis, pid));
+  loader::ProbePlan plan = loader::PlanProbes(inspected, dis);
+
+  loader::BpfTracerOptions bpf_options;
+  bpf_options.tgid = pid;
+  bpf_options.ring_buffer_bytes = options.ring_buffer_bytes;
+  bpf_options.lockobject_lock_offset = plan.lockobject_lock_offset;
+  TS_ASSIGN_OR_RETURN(auto tracer, loader::BpfTracer::Load(bpf_options));
+  auto attached = tracer->Attach(plan);
+  if (!attached.ok()) {
+    if (!proc.IsAlive(pid)) {
+      return AbortedError("process " + std::to_string(pid) + " exited while attaching");
+    }
+    return attached.status();
+  }
+
+  const target::PythonProcess& info = inspected.info;
+  v1::Target t;
+  t.set_pid(pid);
+  t.set_ns_pid(info.ns_pid);
+  t.set_executable(info.executable);
+  t.set_command_line(info.command_line);
+  t.set_interpreter(info.interpreter.path);
+  t.set_python_version(info.version.ToString());
+  t.set_symbols(info.full_symbols ? v1::SYMBOL_LEVEL_FULL : v1::SYMBOL_LEVEL_DYNAMIC_ONLY);
+  t.set_free_threaded(info.free_threaded);
+  t.set_other_mount_namespace(info.other_mount_namespace);
+  t.set_state(v1::TARGET_STATE_ATTACHED);
+  t.set_attached_ns(target::MonotonicNowNs());
+  t.set_realtime_offset_ns(target::RealtimeMinusMonotonicNs());
+  t.set_kernel_release(KernelRelease());
+  // A probe the plan placed but the kernel refused changes what the model can see.
+  model::ThreadModelConfig config = plan.model_config;
+  for (size_t i = 0; i < plan.probes.size(); ++i) {
+    const auto& planned = plan.probes[i];
+    const auto& result = (*attached)[i];
+    *t.add_probes() = ToProto(planned, result);
+    if (!result.attached && planned.name == "thread_body_done") config.body_done_visible = false;
+    if (!result.attached && (planned.name.rfind("thread_join", 0) == 0 ||
+                             planned.name.rfind("sem_wait", 0) == 0) &&
+        planned.name != "sem_wait_return_fallback") {
+      config.joins = model::JoinVisibility::kNone;
+    }
+  }
+  t.set_join_visibility(ToProto(config.joins));
+  t.set_body_done_visible(config.body_done_visible);
+
+  if (!proc.IsAlive(pid)) {
+    return AbortedError("process " + std::to_string(pid) + " exited while attaching");
+  }
+  std::shared_ptr<LiveSession> s(new LiveSession(std::move(id), std::move(t), proc, options));
+  s->tracer_ = std::move(tracer);
+  s->InjectMark(TS_MARK_ATTACHED);
+  // Threads alive now: after the probes, so a thread is either in the scan or seen starting.
+  s->DrainRing();
+  s->InjectPreexistingThreads();
+  s->consumer_ = std::thread([raw = s.get()] { raw->Run(); });
+  spdlog::info("attached to pid {} ({}, CPython {})", pid, info.interpreter.path,
+               info.version.ToString());
+  return s;
+}
+
+void LiveSession::DrainRing() {
+  batch_.clear();
+  auto append = [this](const uint8_t* data, size_t size) {
+    batch_.append(reinterpret_cast<const char*>(data), size);
+  };
+  auto n = tracer_->Drain(append);
+  if (!n.ok()) spdlog::warn("{}: {}", id(), n.status().ToString());
+  if (!batch_.empty()) IngestRecords(reinterpret_cast<const uint8_t*>(batch_.data()), batch_.size());
+  batch_.clear();
+}
+
+void LiveSession::InjectPreexistingThreads() {
+  auto tasks = proc_.Tasks(pid());
+  if (!tasks.ok()) return;
+  std::string records;
+  uint64_t now = target::MonotonicNowNs();
+  for (const auto& task : *tasks) {
+    ts_preexisting_thread body{};
+    body.start_ns = target::BootTicksToMonotonicNs(task.start_ticks);
+    std::strncpy(body.comm, task.comm.c_str(), sizeof(body.comm) - 1);
+    records += MakeRecord(TS_EV_PREEXISTING_THREAD, static_cast<uint32_t>(pid()),
+                          static_cast<uint32_t>(task.tid), now, body);
+  }
+  IngestRecords(reinterpret_cast<const uint8_t*>(records.data()), records.size());
+}
+
+void LiveSession::InjectDrops() {
+  std::string records;
+  for (uint32_t source : {uint32_t{TS_LOST_RINGBUF}, uint32_t{TS_LOST_STASH}}) {
+    uint64_t total = tracer_->Drops(source);
+    if (total <= reported_drops_[source]) continue;
+    ts_lost body{};
+    body.count = total - reported_drops_[source];
+    body.source = source;
+    reported_drops_[source] = total;
+    records += MakeRecord(TS_EV_LOST, static_cast<uint32_t>(pid()), 0, target::MonotonicNowNs(),
+                          body);
+    spdlog::warn("{}: the kernel dropped {} records (source {})", id(), body.count, source);
+  }
+  if (!records.empty()) {
+    IngestRecords(reinterpret_cast<const uint8_t*>(records.data()), records.size());
+  }
+}
+
+void LiveSession::InjectMark(uint32_t kind) {
+  ts_trace_mark body{};
+  body.kind = kind;
+  std::string r = MakeRecord(TS_EV_TRACE_MARK, static_cast<uint32_t>(pid()),
+                             static_cast<uint32_t>(pid()), target::MonotonicNowNs(), body);
+  IngestRecords(reinterpret_cast<const uint8_t*>(r.data()), r.size());
+}
+
+void LiveSession::Run() {
+  auto append = [this](const uint8_t* data, size_t size) {
+    batch_.append(reinterpret_cast<const char*>(data), size);
+  };
+  auto last_check = std::chrono::steady_clock::now();
+  while (!stop_) {
+    auto polled = tracer_->Poll(options_.poll_interval_ms, append);
+    if (!polled.ok()) spdlog::warn("{}: {}", id(), polled.status().ToString());
+    if (!batch_.empty()) {
+      IngestRecords(reinterpret_cast<const uint8_t*>(batch_.data()), batch_.size());
+      batch_.clear();
+    }
+    auto now = std::chrono::steady_clock::now();
+    if (now - last_check < std::chrono::milliseconds(options_.liveness_interval_ms)) continue;
+    last_check = now;
+    InjectDrops();
+    if (!proc_.IsAlive(pid())) {
+      // Exit records of every thread precede the zombie state; take them all, then finish.
+      DrainRing();
+      InjectDrops();
+      InjectMark(TS_MARK_TARGET_EXITED);
+      tracer_->DetachAll();
+      Finish(v1::TARGET_STATE_EXITED);
+      spdlog::info("pid {} exited; probes removed", pid());
+      return;
+    }
+  }
+}
+
+Status LiveSession::Detach() {
+  std::lock_guard<std::mutex> lock(detach_mu_);
+  stop_ = true;
+  if (consumer_.joinable()) consumer_.join();
+  if (!tracer_) return OkStatus();
+  if (!finished()) {
+    tracer_->DetachAll();
+    DrainRing();
+    InjectDrops();
+    InjectMark(TS_MARK_DETACHED);
+    Finish(v1::TARGET_STATE_DETACHED);
+    spdlog::info("detached from pid {}", pid());
+  }
+  tracer_.reset();
+  return OkStatus();
+}
+
+}  // namespace threadscope::engine

@@ -1,0 +1,59 @@
+// A running process traced through BPF.
+//
+// Attach: inspect the process, plan probes, load and attach, then a consumer thread drains the
+// ring every poll interval (records are submitted without wakeups) and feeds the model. It also
+// writes the records only the daemon knows: threads that existed before attach (from
+// /proc/PID/task), kernel drop counts, and attach / detach / exit marks, so that a recording
+// holds everything the live model saw.
+#pragma once
+
+#include <sys/types.h>
+
+#include <atomic>
+#include <memory>
+#include <mutex>
+#include <thread>
+
+#include "daemon/engine/session.h"
+#include "daemon/loader/bpf_tracer.h"
+#include "daemon/target/disasm.h"
+#include "daemon/target/procfs.h"
+
+namespace threadscope::engine {
+
+struct LiveSessionOptions {
+  uint32_t ring_buffer_bytes = 16u << 20;
+  int poll_interval_ms = 50;
+  int liveness_interval_ms = 200;
+};
+
+class LiveSession : public Session {
+ public:
+  // Errors: see ThreadscopeService.Attach in the proto.
+  static StatusOr<std::shared_ptr<LiveSession>> Attach(std::string id, pid_t pid,
+                                                       const LiveSessionOptions& options,
+                                                       const target::ProcFs& proc,
+                                                       const target::Disassembler& dis);
+  ~LiveSession() override;
+  Status Detach() override;
+
+ private:
+  LiveSession(std::string id, v1::Target target, const target::ProcFs& proc,
+              LiveSessionOptions options);
+  void Run();
+  void InjectPreexistingThreads();
+  void InjectDrops();
+  void InjectMark(uint32_t kind);
+  void DrainRing();
+
+  const target::ProcFs& proc_;
+  LiveSessionOptions options_;
+  std::unique_ptr<loader::BpfTracer> tracer_;
+  std::thread consumer_;
+  std::atomic<bool> stop_{false};
+  std::mutex detach_mu_;
+  uint64_t reported_drops_[TS_DROP_SLOTS] = {};
+  std::string batch_;
+};
+
+}  // namespace threadscope::engine

@@ -1,0 +1,92 @@
+#include "daemon/engine/recording.h"
+
+#include <google/protobuf/io/zero_copy_stream_impl.h>
+#include <google/protobuf/util/delimited_message_util.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "probes/threadscope_events.h"
+
+namespace threadscope::engine {
+
+StatusOr<std::unique_ptr<RecordingWriter>> RecordingWriter::Create(const std::string& path) {
+  auto w = std::make_unique<RecordingWriter>();
+  w->path_ = path;
+  w->out_.open(path, std::ios::binary | std::ios::trunc);
+  if (!w->out_) return ErrnoToStatus(errno, "cannot create recording " + path);
+  w->out_.write(kRecordingMagic, sizeof(kRecordingMagic) - 1);
+  if (!w->out_) return ErrnoToStatus(errno, "cannot write recording " + path);
+  return w;
+}
+
+Status RecordingWriter::Write(const v1::RecordingChunk& chunk) {
+  if (!google::protobuf::util::SerializeDelimitedToOstream(chunk, &out_) || !out_) {
+    return ErrnoToStatus(errno ? errno : EIO, "cannot write recording " + path_);
+  }
+  return OkStatus();
+}
+
+Status RecordingWriter::Close() {
+  out_.flush();
+  out_.close();
+  if (out_.fail()) return ErrnoToStatus(errno ? errno : EIO, "cannot finish recording " + path_);
+  return OkStatus();
+}
+
+Status ValidateRecording(const std::vector<v1::RecordingChunk>& chunks) {
+  if (chunks.empty() || !chunks.front().has_header()) {
+    return InvalidArgumentError("a recording starts with a header chunk");
+  }
+  const auto& header = chunks.front().header();
+  if (header.format_version() == 0 || header.format_version() > kRecordingFormatVersion) {
+    return FailedPreconditionError("recording format " + std::to_string(header.format_version()) +
+                                   " is newer than this threadscope understands (" +
+                                   std::to_string(kRecordingFormatVersion) + "); upgrade threadscope");
+  }
+  for (size_t i = 1; i < chunks.size(); ++i) {
+    if (chunks[i].has_header()) return InvalidArgumentError("a recording has one header");
+    if (!chunks[i].has_records()) continue;
+    const std::string& bytes = chunks[i].records();
+    size_t off = 0;
+    while (off < bytes.size()) {
+      if (bytes.size() - off < sizeof(ts_header)) {
+        return DataLossError("chunk " + std::to_string(i) + " ends inside a record header");
+      }
+      ts_header h;
+      std::memcpy(&h, bytes.data() + off, sizeof(h));
+      if (h.size < sizeof(ts_header) || h.size > bytes.size() - off) {
+        return DataLossError("chunk " + std::to_string(i) + " has a record of " +
+                             std::to_string(h.size) + " bytes at offset " + std::to_string(off));
+      }
+      off += h.size;
+    }
+  }
+  return OkStatus();
+}
+
+StatusOr<std::vector<v1::RecordingChunk>> ReadRecordingFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return ErrnoToStatus(errno, "cannot open recording " + path);
+  std::string magic(sizeof(kRecordingMagic) - 1, '\0');
+  in.read(magic.data(), static_cast<std::streamsize>(magic.size()));
+  if (!in || magic != kRecordingMagic) {
+    return InvalidArgumentError(path + " is not a threadscope recording (bad magic)");
+  }
+  google::protobuf::io::IstreamInputStream stream(&in);
+  std::vector<v1::RecordingChunk> chunks;
+  while (true) {
+    v1::RecordingChunk chunk;
+    bool clean_eof = false;
+    if (!google::protobuf::util::ParseDelimitedFromZeroCopyStream(&chunk, &stream, &clean_eof)) {
+      if (clean_eof) break;
+      return DataLossError(path + " is truncated or corrupt after " + std::to_string(chunks.size()) +
+                           " chunks");
+    }
+    chunks.push_back(std::move(chunk));
+  }
+  TS_RETURN_IF_ERROR(ValidateRecording(chunks).WithContext(path));
+  return chunks;
+}
+
+}  // namespace threadscope::engine

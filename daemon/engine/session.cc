@@ -1,0 +1,301 @@
+#include "daemon/engine/session.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "daemon/common/version.h"
+#include "daemon/engine/recording.h"
+#include "daemon/engine/snapshot_builder.h"
+#include "daemon/target/procfs.h"
+#include "probes/threadscope_events.h"
+
+namespace threadscope::engine {
+
+namespace {
+
+constexpr size_t kRecordChunkBytes = 64 << 10;
+
+bool ChangeMatches(const v1::WatchEventsRequest& req, const v1::ThreadEvent& event) {
+  if (!req.changes().empty() &&
+      std::find(req.changes().begin(), req.changes().end(), event.change()) ==
+          req.changes().end()) {
+    return false;
+  }
+  if (!req.native_tids().empty()) {
+    bool hit = false;
+    for (int32_t tid : req.native_tids()) {
+      hit |= tid == event.thread().native_tid() || tid == event.actor_native_tid();
+    }
+    if (!hit) return false;
+  }
+  return true;
+}
+
+v1::ThreadEvent ToThreadEvent(const model::TraceModel& model, const model::ModelEvent& e) {
+  v1::ThreadEvent out;
+  out.set_ts_ns(e.thread.ts_ns);
+  out.set_change(ToProto(e.thread.change));
+  out.set_actor_native_tid(e.thread.actor_tid);
+  if (const auto* t = model.threads().FindById(e.thread.thread_id)) {
+    *out.mutable_thread() = ToProto(model.threads(), *t);
+  }
+  return out;
+}
+
+}  // namespace
+
+template <typename T>
+std::string MakeRecord(uint16_t type, uint32_t pid, uint32_t tid, uint64_t ts_ns, const T& body) {
+  T copy = body;
+  copy.h.type = type;
+  copy.h.version = TS_ABI_VERSION;
+  copy.h.flags = 0;
+  copy.h.size = sizeof(T);
+  copy.h.ts_ns = ts_ns;
+  copy.h.pid = pid;
+  copy.h.tid = tid;
+  return std::string(reinterpret_cast<const char*>(&copy), sizeof(T));
+}
+
+template std::string MakeRecord<ts_preexisting_thread>(uint16_t, uint32_t, uint32_t, uint64_t,
+                                                       const ts_preexisting_thread&);
+template std::string MakeRecord<ts_lost>(uint16_t, uint32_t, uint32_t, uint64_t, const ts_lost&);
+template std::string MakeRecord<ts_trace_mark>(uint16_t, uint32_t, uint32_t, uint64_t,
+                                               const ts_trace_mark&);
+
+EventSubscription::EventSubscription(const v1::WatchEventsRequest& request, size_t capacity)
+    : request_(request), queue_(capacity) {}
+
+bool EventSubscription::Matches(const v1::ThreadEvent& event) const {
+  return ChangeMatches(request_, event);
+}
+
+BoundedQueue<v1::WatchEventsResponse>::PopResult EventSubscription::Next(
+    v1::WatchEventsResponse* out, std::chrono::milliseconds timeout) {
+  if (uint64_t lost = queue_.TakeDropped()) {
+    out->Clear();
+    out->mutable_lost_events()->set_source(v1::LostEvents::SOURCE_CLIENT_QUEUE);
+    out->mutable_lost_events()->set_count(lost);
+    return BoundedQueue<v1::WatchEventsResponse>::PopResult::kItem;
+  }
+  return queue_.Pop(out, timeout);
+}
+
+Session::Session(std::string id, v1::Target target)
+    : id_(std::move(id)),
+      pid_(target.pid()),
+      target_(std::move(target)),
+      model_(std::make_unique<model::TraceModel>(ModelConfigFromTarget(target_))),
+      last_touch_ns_(target::MonotonicNowNs()) {
+  target_.set_target_id(id_);
+}
+
+Session::~Session() {
+  std::lock_guard<std::mutex> lock(mu_);
+  for (auto& w : watchers_) w->queue().Close();
+  for (auto& r : recorders_) r->queue().Close();
+}
+
+void Session::SetProbeTarget(v1::Target target) {
+  std::lock_guard<std::mutex> lock(mu_);
+  target.set_target_id(id_);
+  target_ = std::move(target);
+  model_ = std::make_unique<model::TraceModel>(ModelConfigFromTarget(target_));
+}
+
+v1::Target Session::target() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  v1::Target t = target_;
+  *t.mutable_stats() = ToProto(model_->stats());
+  return t;
+}
+
+v1::Snapshot Session::snapshot() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  uint64_t now = finished_ ? model_->end_ns() : target::MonotonicNowNs();
+  return BuildSnapshot(*model_, target_, now, finished_);
+}
+
+bool Session::finished() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return finished_;
+}
+
+void Session::Touch() { last_touch_ns_ = target::MonotonicNowNs(); }
+
+uint64_t Session::idle_ns() const { return target::MonotonicNowNs() - last_touch_ns_.load(); }
+
+v1::RecordingChunk Session::HeaderChunk() const {
+  v1::RecordingChunk chunk;
+  auto* h = chunk.mutable_header();
+  h->set_format_version(kRecordingFormatVersion);
+  h->set_abi_version(TS_ABI_VERSION);
+  *h->mutable_target() = target_;
+  h->mutable_target()->clear_stats();
+  h->set_created_unix_ns(static_cast<uint64_t>(
+      std::chrono::duration_cast<std::chrono::nanoseconds>(
+          std::chrono::system_clock::now().time_since_epoch())
+          .count()));
+  h->set_threadscope_version(kThreadscopeVersion);
+  return chunk;
+}
+
+std::shared_ptr<EventSubscription> Session::Watch(const v1::WatchEventsRequest& request) {
+  auto sub = std::make_shared<EventSubscription>(request, 8192);
+  std::lock_guard<std::mutex> lock(mu_);
+  if (request.from_start()) {
+    // Re-run the raw history through a fresh model to regenerate the past changes in order.
+    model::TraceModel replay(model_->config());
+    std::vector<model::ModelEvent> events;
+    for (const auto& chunk : raw_log_) {
+      size_t off = 0;
+      while (off + sizeof(ts_header) <= chunk.size()) {
+        ts_header h;
+        std::memcpy(&h, chunk.data() + off, sizeof(h));
+        events.clear();
+        replay.ApplyRecord(reinterpret_cast<const uint8_t*>(chunk.data()) + off, h.size, &events);
+        for (const auto& e : events) {
+          v1::WatchEventsResponse r;
+          *r.mutable_thread_event() = ToThreadEvent(replay, e);
+          if (sub->Matches(r.thread_event())) sub->queue().Push(std::move(r));
+        }
+        off += h.size;
+      }
+    }
+  }
+  if (finished_) {
+    v1::WatchEventsResponse r;
+    r.mutable_target_finished()->set_state(target_.state());
+    r.mutable_target_finished()->set_ts_ns(model_->end_ns());
+    sub->queue().PushAndClose(std::move(r));
+  } else {
+    watchers_.push_back(sub);
+  }
+  return sub;
+}
+
+void Session::Unwatch(const std::shared_ptr<EventSubscription>& sub) {
+  std::lock_guard<std::mutex> lock(mu_);
+  watchers_.erase(std::remove(watchers_.begin(), watchers_.end(), sub), watchers_.end());
+}
+
+StatusOr<std::shared_ptr<RecordingSubscription>> Session::StreamRecording() {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (raw_log_truncated_) {
+    return OutOfRangeError("the records since attach no longer fit the " +
+                           std::to_string(raw_log_budget_ >> 20) +
+                           " MiB history; start recording right after attaching");
+  }
+  auto sub = std::make_shared<RecordingSubscription>(1 << 16);
+  sub->queue().Push(HeaderChunk());
+  for (const auto& bytes : raw_log_) {
+    v1::RecordingChunk chunk;
+    chunk.set_records(bytes);
+    sub->queue().Push(std::move(chunk));
+  }
+  if (finished_) {
+    v1::RecordingChunk trailer;
+    trailer.mutable_trailer()->set_end_ns(model_->end_ns());
+    trailer.mutable_trailer()->set_state(target_.state());
+    trailer.mutable_trailer()->set_records(model_->stats().records);
+    sub->queue().PushAndClose(std::move(trailer));
+  } else {
+    recorders_.push_back(sub);
+  }
+  return sub;
+}
+
+void Session::Unstream(const std::shared_ptr<RecordingSubscription>& sub) {
+  std::lock_guard<std::mutex> lock(mu_);
+  recorders_.erase(std::remove(recorders_.begin(), recorders_.end(), sub), recorders_.end());
+}
+
+void Session::IngestRecords(const uint8_t* data, size_t size) {
+  std::lock_guard<std::mutex> lock(mu_);
+  scratch_.clear();
+  const bool want_events = !watchers_.empty();
+  size_t off = 0;
+  uint64_t records = 0;
+  while (off + sizeof(ts_header) <= size) {
+    ts_header h;
+    std::memcpy(&h, data + off, sizeof(h));
+    size_t len = std::min<size_t>(std::max<size_t>(h.size, sizeof(ts_header)), size - off);
+    model_->ApplyRecord(data + off, len, want_events ? &scratch_ : nullptr);
+    off += len;
+    ++records;
+  }
+  // History, in chunks of about kRecordChunkBytes, within the budget.
+  if (raw_log_.empty() || raw_log_.back().size() + size > kRecordChunkBytes) {
+    raw_log_.emplace_back();
+  }
+  raw_log_.back().append(reinterpret_cast<const char*>(data), size);
+  raw_log_bytes_ += size;
+  while (raw_log_bytes_ > raw_log_budget_ && raw_log_.size() > 1) {
+    raw_log_bytes_ -= raw_log_.front().size();
+    raw_log_.pop_front();
+    raw_log_truncated_ = true;
+  }
+  for (auto& rec : recorders_) {
+    v1::RecordingChunk chunk;
+    std::string* bytes = chunk.mutable_records();
+    if (rec->pending_lost) {
+      ts_lost lost{};
+      lost.count = rec->pending_lost;
+      lost.source = TS_LOST_CONSUMER;
+      *bytes = MakeRecord(TS_EV_LOST, static_cast<uint32_t>(pid_), 0, model_->last_ts_ns(), lost);
+    }
+    bytes->append(reinterpret_cast<const char*>(data), size);
+    if (rec->queue().Push(std::move(chunk))) {
+      rec->pending_lost = 0;
+    } else {
+      rec->pending_lost += records;
+    }
+  }
+  for (const auto& e : scratch_) {
+    v1::WatchEventsResponse r;
+    *r.mutable_thread_event() = ToThreadEvent(*model_, e);
+    for (auto& w : watchers_) {
+      if (w->Matches(r.thread_event())) w->queue().Push(r);
+    }
+  }
+}
+
+void Session::Finish(v1::TargetState state) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (finished_) return;
+  finished_ = true;
+  target_.set_state(state);
+  for (auto& w : watchers_) {
+    v1::WatchEventsResponse r;
+    r.mutable_target_finished()->set_state(state);
+    r.mutable_target_finished()->set_ts_ns(model_->end_ns());
+    w->queue().PushAndClose(std::move(r));
+  }
+  watchers_.clear();
+  for (auto& rec : recorders_) {
+    v1::RecordingChunk trailer;
+    trailer.mutable_trailer()->set_end_ns(model_->end_ns());
+    trailer.mutable_trailer()->set_state(state);
+    trailer.mutable_trailer()->set_records(model_->stats().records);
+    rec->queue().PushAndClose(std::move(trailer));
+  }
+  recorders_.clear();
+}
+
+StatusOr<std::shared_ptr<ReplaySession>> ReplaySession::Create(
+    std::string id, const std::vector<v1::RecordingChunk>& chunks) {
+  TS_RETURN_IF_ERROR(ValidateRecording(chunks));
+  v1::Target target = chunks.front().header().target();
+  target.set_state(v1::TARGET_STATE_RECORDING);
+  std::shared_ptr<ReplaySession> s(new ReplaySession(std::move(id), std::move(target)));
+  s->set_raw_log_budget(SIZE_MAX);
+  for (size_t i = 1; i < chunks.size(); ++i) {
+    if (!chunks[i].has_records()) continue;
+    const std::string& bytes = chunks[i].records();
+    s->IngestRecords(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size());
+  }
+  s->Finish(v1::TARGET_STATE_RECORDING);
+  return s;
+}
+
+}  // namespace threadscope::engine

@@ -1,0 +1,23 @@
+// Turns the pure model into threadscope.v1 messages. The only place that knows both.
+#pragma once
+
+#include "daemon/model/trace_model.h"
+#include "threadscope/v1/threadscope.pb.h"
+
+namespace threadscope::engine {
+
+v1::Thread ToProto(const model::ThreadModel& threads, const model::ThreadRecord& t);
+v1::ThreadChange ToProto(model::ThreadChange change);
+v1::ThreadState ToProto(model::ThreadState state);
+v1::JoinVisibility ToProto(model::JoinVisibility v);
+model::JoinVisibility FromProto(v1::JoinVisibility v);
+v1::TraceStats ToProto(const model::TraceStats& stats);
+
+// Threads in order of appearance, plus the target with current stats.
+v1::Snapshot BuildSnapshot(const model::TraceModel& model, const v1::Target& target,
+                           uint64_t now_ns, bool final);
+
+// Model configuration as recorded in a Target.
+model::TraceModelConfig ModelConfigFromTarget(const v1::Target& target);
+
+}  // namespace threadscope::engine

@@ -1,0 +1,91 @@
+// The BPF side of one traced process: the loaded object, one link per probe site, and the ring
+// buffer they write to. RAII: destroying a BpfTracer detaches every probe and frees every map,
+// and because links are file descriptors, a process that dies also leaves nothing attached.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "daemon/common/status.h"
+#include "daemon/loader/probe_plan.h"
+
+struct threadscope_bpf;
+struct ring_buffer;
+struct bpf_link;
+
+namespace threadscope::loader {
+
+struct BpfTracerOptions {
+  pid_t tgid = 0;
+  uint32_t ring_buffer_bytes = 16u << 20;
+  // Force a consumer wakeup once this many bytes wait; below it the consumer drains on a timer.
+  uint64_t wakeup_bytes = 1u << 20;
+  bool trace_all_sems = false;
+  uint32_t lockobject_lock_offset = 16;
+};
+
+struct ProbeAttachResult {
+  std::string name;
+  bool attached = false;
+  std::string reason;  // why not, or a summary of where
+  size_t sites_attached = 0;
+};
+
+using RecordCallback = std::function<void(const uint8_t* data, size_t size)>;
+
+class BpfTracer {
+ public:
+  // Opens and loads the BPF object for one target. PermissionDenied without CAP_BPF/root.
+  static StatusOr<std::unique_ptr<BpfTracer>> Load(const BpfTracerOptions& options);
+  ~BpfTracer();
+  BpfTracer(const BpfTracer&) = delete;
+  BpfTracer& operator=(const BpfTracer&) = delete;
+
+  // Attaches every placeable probe of the plan; one result per planned probe, in plan order.
+  // A required probe that cannot attach makes the whole call fail (and detach everything).
+  StatusOr<std::vector<ProbeAttachResult>> Attach(const ProbePlan& plan);
+
+  // Waits up to timeout_ms for a wakeup, then drains every record available. Returns how many
+  // records were delivered.
+  StatusOr<size_t> Poll(int timeout_ms, const RecordCallback& callback);
+  // Drains without waiting.
+  StatusOr<size_t> Drain(const RecordCallback& callback);
+
+  // Records lost in the kernel, by ts_lost_source, summed over CPUs.
+  uint64_t Drops(uint32_t source) const;
+
+  // Removes every probe now; the ring stays readable for a final Drain().
+  void DetachAll();
+  size_t attached_links() const { return links_.size(); }
+  // True when uprobes are attached as uprobe_multi links (Linux 6.6+): one link per program
+  // and binary, registered and unregistered in batches.
+  bool uses_uprobe_multi() const { return uprobe_multi_; }
+
+ private:
+  BpfTracer() = default;
+  // A link is either libbpf's (perf-event uprobes, raw tracepoints) or a raw link fd
+  // (uprobe_multi, which libbpf 1.1 cannot create).
+  struct Link {
+    bpf_link* link = nullptr;
+    int fd = -1;
+  };
+  StatusOr<Link> AttachSite(const PlannedProbe& probe, const ProbeSite* site);
+  StatusOr<Link> AttachMulti(const PlannedProbe& probe, const std::string& path,
+                             const std::vector<uint64_t>& offsets);
+  Status AttachUprobes(const PlannedProbe& probe, ProbeAttachResult* result);
+
+  BpfTracerOptions options_;
+  threadscope_bpf* skel_ = nullptr;
+  ring_buffer* ring_ = nullptr;
+  bool uprobe_multi_ = false;
+  std::vector<Link> links_;
+  const RecordCallback* current_callback_ = nullptr;
+};
+
+}  // namespace threadscope::loader

@@ -1,0 +1,55 @@
+// Which BPF program goes where, for one interpreter: the per-version probe table in code.
+//
+// The plan is computed from the interpreter's ELF (and libc's) before anything is loaded, so
+// it is pure and testable, and it is what `threadscope probes` prints. Every probe of the
+// feature set appears in the plan: placed at one or more sites, or marked unavailable with the
+// reason. Nothing is silently missing. docs/PROBES.md is the same table in prose.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "daemon/model/thread_model.h"
+#include "daemon/target/disasm.h"
+#include "daemon/target/python_process.h"
+
+namespace threadscope::loader {
+
+enum class ProbeKind { kUprobe, kUretprobe, kRawTracepoint };
+const char* ProbeKindName(ProbeKind kind);
+
+struct ProbeSite {
+  std::string binary;       // path as the target sees it
+  std::string host_path;    // path this process attaches through
+  uint64_t vaddr = 0;
+  uint64_t file_offset = 0;
+  std::string location;     // "thread_run", "t_bootstrap+0xd2 (call PyThread_exit_thread)"
+  std::string resolved_by;  // ".symtab", ".dynsym", "PyMethodDef _thread.start_new_thread"...
+  std::string instruction;  // first instruction at the site
+  target::UprobeSiteKind site_kind = target::UprobeSiteKind::kSingleStepped;
+
+  std::string Describe() const;
+};
+
+struct PlannedProbe {
+  std::string name;     // stable id used in reports: "thread_start", "thread_exit"...
+  std::string program;  // BPF program in probes/threadscope.bpf.c
+  ProbeKind kind = ProbeKind::kUprobe;
+  uint64_t cookie = 0;
+  std::string purpose;  // one line for users
+  std::string tracepoint;
+  std::vector<ProbeSite> sites;
+  std::string unavailable;  // non-empty: not placed on this build, and why
+  bool required = false;    // the lifecycle cannot be rebuilt without it
+};
+
+struct ProbePlan {
+  std::vector<PlannedProbe> probes;
+  model::ThreadModelConfig model_config;
+  uint32_t lockobject_lock_offset = 16;
+};
+
+ProbePlan PlanProbes(const target::InspectedProcess& target, const target::Disassembler& dis);
+
+}  // namespace threadscope::loader

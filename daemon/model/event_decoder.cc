@@ -1,0 +1,145 @@
+#include "daemon/model/event_decoder.h"
+
+#include <cstring>
+#include <sstream>
+
+namespace threadscope::model {
+
+// The ABI is fixed-width and explicitly padded; these guard against accidental drift.
+static_assert(sizeof(ts_header) == 24);
+static_assert(sizeof(ts_thread_start_begin) == 48);
+static_assert(sizeof(ts_thread_start_end) == 56);
+static_assert(sizeof(ts_thread_clone) == 48);
+static_assert(sizeof(ts_thread_bootstrap) == 32);
+static_assert(sizeof(ts_thread_body_done) == 32);
+static_assert(sizeof(ts_thread_exit) == 48);
+static_assert(sizeof(ts_thread_rename) == 48);
+static_assert(sizeof(ts_thread_sentinel) == 40);
+static_assert(sizeof(ts_thread_join) == 40);
+static_assert(sizeof(ts_thread_detach) == 32);
+static_assert(sizeof(ts_sem_wait) == 40);
+static_assert(sizeof(ts_preexisting_thread) == 48);
+static_assert(sizeof(ts_lost) == 40);
+static_assert(sizeof(ts_trace_mark) == 32);
+
+namespace {
+
+template <typename T>
+StatusOr<DecodedEvent> Copy(const ts_header& h, const uint8_t* data) {
+  if (h.size < sizeof(T)) {
+    return DataLossError("record type " + std::to_string(h.type) + " is " +
+                         std::to_string(h.size) + " bytes, expected at least " +
+                         std::to_string(sizeof(T)));
+  }
+  T value;
+  std::memcpy(&value, data, sizeof(T));
+  return DecodedEvent{h, value};
+}
+
+}  // namespace
+
+StatusOr<DecodedEvent> DecodeEvent(const uint8_t* data, size_t size) {
+  if (size < sizeof(ts_header)) {
+    return DataLossError("record of " + std::to_string(size) + " bytes is shorter than a header");
+  }
+  ts_header h;
+  std::memcpy(&h, data, sizeof(h));
+  if (h.size < sizeof(ts_header) || h.size > size) {
+    return DataLossError("record header claims " + std::to_string(h.size) + " bytes, " +
+                         std::to_string(size) + " available");
+  }
+  if (h.version == 0 || h.version > TS_ABI_VERSION + 16) {
+    return DataLossError("record ABI version " + std::to_string(h.version) + " is not plausible");
+  }
+  switch (h.type) {
+    case TS_EV_THREAD_START_BEGIN: return Copy<ts_thread_start_begin>(h, data);
+    case TS_EV_THREAD_START_END: return Copy<ts_thread_start_end>(h, data);
+    case TS_EV_THREAD_CLONE: return Copy<ts_thread_clone>(h, data);
+    case TS_EV_THREAD_BOOTSTRAP: return Copy<ts_thread_bootstrap>(h, data);
+    case TS_EV_THREAD_BODY_DONE: return Copy<ts_thread_body_done>(h, data);
+    case TS_EV_THREAD_EXIT: return Copy<ts_thread_exit>(h, data);
+    case TS_EV_THREAD_RENAME: return Copy<ts_thread_rename>(h, data);
+    case TS_EV_THREAD_SENTINEL: return Copy<ts_thread_sentinel>(h, data);
+    case TS_EV_THREAD_JOIN_BEGIN:
+    case TS_EV_THREAD_JOIN_END: return Copy<ts_thread_join>(h, data);
+    case TS_EV_THREAD_DETACH: return Copy<ts_thread_detach>(h, data);
+    case TS_EV_SEM_WAIT_BEGIN:
+    case TS_EV_SEM_WAIT_END:
+    case TS_EV_SEM_DESTROY: return Copy<ts_sem_wait>(h, data);
+    case TS_EV_PREEXISTING_THREAD: return Copy<ts_preexisting_thread>(h, data);
+    case TS_EV_LOST: return Copy<ts_lost>(h, data);
+    case TS_EV_TRACE_MARK: return Copy<ts_trace_mark>(h, data);
+    default:
+      return UnimplementedError("unknown record type " + std::to_string(h.type));
+  }
+}
+
+std::string EventTypeName(uint16_t type) {
+  switch (type) {
+    case TS_EV_THREAD_START_BEGIN: return "thread_start_begin";
+    case TS_EV_THREAD_START_END: return "thread_start_end";
+    case TS_EV_THREAD_CLONE: return "thread_clone";
+    case TS_EV_THREAD_BOOTSTRAP: return "thread_bootstrap";
+    case TS_EV_THREAD_BODY_DONE: return "thread_body_done";
+    case TS_EV_THREAD_EXIT: return "thread_exit";
+    case TS_EV_THREAD_RENAME: return "thread_rename";
+    case TS_EV_THREAD_SENTINEL: return "thread_sentinel";
+    case TS_EV_THREAD_JOIN_BEGIN: return "thread_join_begin";
+    case TS_EV_THREAD_JOIN_END: return "thread_join_end";
+    case TS_EV_THREAD_DETACH: return "thread_detach";
+    case TS_EV_SEM_WAIT_BEGIN: return "sem_wait_begin";
+    case TS_EV_SEM_WAIT_END: return "sem_wait_end";
+    case TS_EV_SEM_DESTROY: return "sem_destroy";
+    case TS_EV_PREEXISTING_THREAD: return "preexisting_thread";
+    case TS_EV_LOST: return "lost";
+    case TS_EV_TRACE_MARK: return "trace_mark";
+    default: return "type_" + std::to_string(type);
+  }
+}
+
+std::string CommToString(const char (&comm)[TS_COMM_LEN]) {
+  return std::string(comm, strnlen(comm, TS_COMM_LEN));
+}
+
+std::string DescribeEvent(const DecodedEvent& e) {
+  std::ostringstream out;
+  out << e.header.ts_ns << " tid=" << e.header.tid << " " << EventTypeName(e.header.type);
+  std::visit(
+      [&](const auto& p) {
+        using T = std::decay_t<decltype(p)>;
+        out << std::hex;
+        if constexpr (std::is_same_v<T, ts_thread_start_begin>) {
+          out << " boot=0x" << p.boot << " func=0x" << p.func << std::dec << " api=" << p.api;
+        } else if constexpr (std::is_same_v<T, ts_thread_start_end>) {
+          out << " boot=0x" << p.boot << " ident=0x" << p.ident << std::dec << " ok=" << p.ok;
+        } else if constexpr (std::is_same_v<T, ts_thread_clone>) {
+          out << std::dec << " child=" << p.child_tid << " comm=" << CommToString(p.comm);
+        } else if constexpr (std::is_same_v<T, ts_thread_bootstrap>) {
+          out << " boot=0x" << p.boot;
+        } else if constexpr (std::is_same_v<T, ts_thread_body_done>) {
+          out << std::dec << " how=" << p.how;
+        } else if constexpr (std::is_same_v<T, ts_thread_exit>) {
+          out << std::dec << " code=" << p.exit_code << " comm=" << CommToString(p.comm);
+        } else if constexpr (std::is_same_v<T, ts_thread_rename>) {
+          out << std::dec << " target=" << p.target_tid << " comm=" << CommToString(p.comm);
+        } else if constexpr (std::is_same_v<T, ts_thread_sentinel>) {
+          out << " lock=0x" << p.lock << " sem=0x" << p.sem;
+        } else if constexpr (std::is_same_v<T, ts_thread_join>) {
+          out << " ident=0x" << p.ident << std::dec << " ret=" << p.ret;
+        } else if constexpr (std::is_same_v<T, ts_thread_detach>) {
+          out << " ident=0x" << p.ident;
+        } else if constexpr (std::is_same_v<T, ts_sem_wait>) {
+          out << " sem=0x" << p.sem << std::dec << " ret=" << p.ret;
+        } else if constexpr (std::is_same_v<T, ts_preexisting_thread>) {
+          out << std::dec << " start=" << p.start_ns << " comm=" << CommToString(p.comm);
+        } else if constexpr (std::is_same_v<T, ts_lost>) {
+          out << std::dec << " count=" << p.count << " source=" << p.source;
+        } else if constexpr (std::is_same_v<T, ts_trace_mark>) {
+          out << std::dec << " kind=" << p.kind;
+        }
+      },
+      e.payload);
+  return out.str();
+}
+
+}  // namespace threadscope::model

@@ -1,0 +1,40 @@
+// Decoding of raw records (probes/threadscope_events.h) into typed events.
+//
+// The decoder is the only code that interprets record bytes. It copies each record into its C
+// struct (records in the ring buffer are only 8-byte aligned and may come from a file), checks
+// sizes, and accepts records longer than it knows (written by a newer ABI) by ignoring the tail.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <variant>
+
+#include "daemon/common/status.h"
+#include "probes/threadscope_events.h"
+
+namespace threadscope::model {
+
+using EventPayload =
+    std::variant<ts_thread_start_begin, ts_thread_start_end, ts_thread_clone, ts_thread_bootstrap,
+                 ts_thread_body_done, ts_thread_exit, ts_thread_rename, ts_thread_sentinel,
+                 ts_thread_join, ts_thread_detach, ts_sem_wait, ts_preexisting_thread, ts_lost,
+                 ts_trace_mark>;
+
+struct DecodedEvent {
+  ts_header header;
+  EventPayload payload;
+};
+
+// Decodes one record. `size` must be at least header.size. Unknown types are kUnimplemented
+// (the caller counts and skips them); malformed ones are kDataLoss.
+StatusOr<DecodedEvent> DecodeEvent(const uint8_t* data, size_t size);
+
+// Human-readable one-liner for logs and `threadscope report --raw`.
+std::string EventTypeName(uint16_t type);
+std::string DescribeEvent(const DecodedEvent& event);
+
+// Copies a fixed-size C string field (comm) into a std::string.
+std::string CommToString(const char (&comm)[TS_COMM_LEN]);
+
+}  // namespace threadscope::model

@@ -1,0 +1,193 @@
+#include "daemon/service/server.h"
+
+#include <fcntl.h>
+#include <grp.h>
+#include <grpcpp/ext/health_check_service_server_builder_option.h>
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/health_check_service_interface.h>
+#include <grpcpp/server_posix.h>
+#include <poll.h>
+#include <spdlog/spdlog.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "grpc/health/v1/health.pb.h"
+
+namespace threadscope::service {
+
+namespace {
+
+Status MakeParentDirs(const std::string& path) {
+  for (size_t pos = 1; (pos = path.find('/', pos)) != std::string::npos; ++pos) {
+    std::string dir = path.substr(0, pos);
+    if (mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST) {
+      return ErrnoToStatus(errno, "cannot create " + dir);
+    }
+  }
+  return OkStatus();
+}
+
+StatusOr<int> ListenUnix(const std::string& path, const std::string& group_name) {
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  if (path.size() >= sizeof(addr.sun_path)) {
+    return InvalidArgumentError("socket path is longer than " +
+                                std::to_string(sizeof(addr.sun_path) - 1) + " bytes: " + path);
+  }
+  std::strcpy(addr.sun_path, path.c_str());
+  TS_RETURN_IF_ERROR(MakeParentDirs(path));
+  // A leftover socket file: refuse if a daemon still answers on it, else replace it.
+  struct stat st;
+  if (lstat(path.c_str(), &st) == 0) {
+    if (!S_ISSOCK(st.st_mode)) {
+      return FailedPreconditionError(path + " exists and is not a socket; remove it or pick "
+                                            "another --socket");
+    }
+    int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    bool live = probe >= 0 &&
+                connect(probe, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
+    if (probe >= 0) close(probe);
+    if (live) {
+      return AlreadyExistsError("another threadscoped is already listening on " + path);
+    }
+    unlink(path.c_str());
+  }
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return ErrnoToStatus(errno, "socket");
+  // Owner/group only from the first moment the socket exists.
+  mode_t old = umask(0117);
+  int rc = bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
+  umask(old);
+  if (rc != 0) {
+    int err = errno;
+    close(fd);
+    return ErrnoToStatus(err, "cannot bind " + path);
+  }
+  mode_t mode = 0600;
+  if (!group_name.empty()) {
+    if (struct group* g = getgrnam(group_name.c_str())) {
+      if (chown(path.c_str(), 0, g->gr_gid) == 0) mode = 0660;
+    } else {
+      spdlog::warn("group '{}' does not exist: socket {} is root-only (0600)", group_name, path);
+    }
+  }
+  chmod(path.c_str(), mode);
+  if (listen(fd, 128) != 0) {
+    int err = errno;
+    close(fd);
+    return ErrnoToStatus(err, "cannot listen on " + path);
+  }
+  return fd;
+}
+
+std::unique_ptr<grpc::ServerBuilder> NewBuilder() {
+  // Link health.proto's descriptor so reflection can describe grpc.health.v1 too.
+  (void)grpc::health::v1::HealthCheckRequest::descriptor();
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  auto builder = std::make_unique<grpc::ServerBuilder>();
+  builder->SetMaxReceiveMessageSize(64 << 20);
+  builder->SetMaxSendMessageSize(64 << 20);
+  return builder;
+}
+
+}  // namespace
+
+StatusOr<std::unique_ptr<DaemonServer>> DaemonServer::Start(const DaemonOptions& options) {
+  std::unique_ptr<DaemonServer> d(new DaemonServer());
+  d->options_ = options;
+  TS_ASSIGN_OR_RETURN(d->manager_, engine::SessionManager::Create(options.engine));
+  d->service_ = std::make_unique<ThreadscopeServiceImpl>(*d->manager_, &d->peers_,
+                                                         ServiceInfo{"daemon"});
+  auto builder = NewBuilder();
+  builder->RegisterService(d->service_.get());
+  d->server_ = builder->BuildAndStart();
+  if (!d->server_) return InternalError("cannot start the gRPC server");
+  d->server_->GetHealthCheckService()->SetServingStatus(kServiceName, true);
+  TS_ASSIGN_OR_RETURN(d->listen_fd_, ListenUnix(options.socket_path, options.socket_group));
+  d->wake_fd_ = eventfd(0, EFD_CLOEXEC);
+  d->acceptor_ = std::thread([raw = d.get()] { raw->AcceptLoop(); });
+  spdlog::info("threadscoped listening on unix:{}", options.socket_path);
+  return d;
+}
+
+void DaemonServer::AcceptLoop() {
+  while (!stopping_) {
+    pollfd fds[2] = {{listen_fd_, POLLIN, 0}, {wake_fd_, POLLIN, 0}};
+    if (poll(fds, 2, -1) < 0) {
+      if (errno == EINTR) continue;
+      spdlog::error("accept loop: {}", std::strerror(errno));
+      return;
+    }
+    if (fds[1].revents) return;
+    if (!(fds[0].revents & POLLIN)) continue;
+    int fd = accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
+    if (fd < 0) continue;
+    ucred cred{};
+    socklen_t len = sizeof(cred);
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) {
+      close(fd);
+      continue;
+    }
+    // The fd number is the key gRPC's peer string carries ("fd:<n>"); a reused number
+    // overwrites the entry of the closed connection it replaces.
+    peers_.Add(fd, PeerCredentials{cred.pid, cred.uid, cred.gid, false});
+    grpc::AddInsecureChannelFromFd(server_.get(), fd);
+  }
+}
+
+void DaemonServer::Wait() { server_->Wait(); }
+
+void DaemonServer::Shutdown() {
+  if (stopping_.exchange(true)) return;
+  if (wake_fd_ >= 0) {
+    uint64_t one = 1;
+    (void)!write(wake_fd_, &one, sizeof(one));
+  }
+  if (server_) {
+    server_->GetHealthCheckService()->SetServingStatus(kServiceName, false);
+    server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  }
+}
+
+DaemonServer::~DaemonServer() {
+  Shutdown();
+  if (acceptor_.joinable()) acceptor_.join();
+  if (manager_) manager_->DetachAll();
+  if (listen_fd_ >= 0) {
+    close(listen_fd_);
+    unlink(options_.socket_path.c_str());
+  }
+  if (wake_fd_ >= 0) close(wake_fd_);
+}
+
+StatusOr<std::unique_ptr<InProcessEngine>> InProcessEngine::Start() {
+  std::unique_ptr<InProcessEngine> e(new InProcessEngine());
+  TS_ASSIGN_OR_RETURN(e->manager_, engine::SessionManager::Create({}));
+  e->service_ = std::make_unique<ThreadscopeServiceImpl>(*e->manager_, nullptr,
+                                                         ServiceInfo{"in-process"});
+  auto builder = NewBuilder();
+  builder->RegisterService(e->service_.get());
+  e->server_ = builder->BuildAndStart();
+  if (!e->server_) return InternalError("cannot start the in-process engine");
+  return e;
+}
+
+InProcessEngine::~InProcessEngine() {
+  if (server_) server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
+  if (manager_) manager_->DetachAll();
+}
+
+std::shared_ptr<grpc::Channel> InProcessEngine::channel() {
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(64 << 20);
+  return server_->InProcessChannel(args);
+}
+
+}  // namespace threadscope::service

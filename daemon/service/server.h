@@ -1,0 +1,69 @@
+// The two ways the API is served:
+//   - DaemonServer: threadscoped on a Unix socket (owner/group only), accepting connections
+//     itself to learn each client's credentials, with health checking and reflection;
+//   - InProcessEngine: the same service inside the CLI when no daemon runs, reached through a
+//     gRPC in-process channel, so the CLI speaks the public API either way.
+#pragma once
+
+#include <grpcpp/grpcpp.h>
+
+#include <atomic>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "daemon/common/status.h"
+#include "daemon/engine/session_manager.h"
+#include "daemon/service/peer_auth.h"
+#include "daemon/service/threadscope_service.h"
+
+namespace threadscope::service {
+
+inline constexpr char kDefaultSocketPath[] = "/run/threadscope/threadscope.sock";
+inline constexpr char kServiceName[] = "threadscope.v1.ThreadscopeService";
+
+struct DaemonOptions {
+  std::string socket_path = kDefaultSocketPath;
+  // Group allowed to use the socket (mode 0660); empty or missing group = root only (0600).
+  std::string socket_group = "threadscope";
+  engine::SessionManagerOptions engine;
+};
+
+class DaemonServer {
+ public:
+  static StatusOr<std::unique_ptr<DaemonServer>> Start(const DaemonOptions& options);
+  ~DaemonServer();
+  // Blocks until Shutdown() (from another thread or a signal handler thread).
+  void Wait();
+  void Shutdown();
+  const std::string& socket_path() const { return options_.socket_path; }
+
+ private:
+  DaemonServer() = default;
+  void AcceptLoop();
+
+  DaemonOptions options_;
+  std::unique_ptr<engine::SessionManager> manager_;
+  PeerRegistry peers_;
+  std::unique_ptr<ThreadscopeServiceImpl> service_;
+  std::unique_ptr<grpc::Server> server_;
+  int listen_fd_ = -1;
+  int wake_fd_ = -1;  // eventfd that stops the accept loop
+  std::thread acceptor_;
+  std::atomic<bool> stopping_{false};
+};
+
+class InProcessEngine {
+ public:
+  static StatusOr<std::unique_ptr<InProcessEngine>> Start();
+  ~InProcessEngine();
+  std::shared_ptr<grpc::Channel> channel();
+
+ private:
+  InProcessEngine() = default;
+  std::unique_ptr<engine::SessionManager> manager_;
+  std::unique_ptr<ThreadscopeServiceImpl> service_;
+  std::unique_ptr<grpc::Server> server_;
+};
+
+}  // namespace threadscope::service

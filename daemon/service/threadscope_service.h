@@ -1,0 +1,64 @@
+// ThreadscopeService: a thin adapter from gRPC to the SessionManager. It validates requests,
+// authorizes the caller against the target, converts Status to grpc::Status, and streams.
+// No tracing logic lives here.
+#pragma once
+
+#include <grpcpp/grpcpp.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "daemon/engine/session_manager.h"
+#include "daemon/service/peer_auth.h"
+#include "threadscope/v1/threadscope.grpc.pb.h"
+
+namespace threadscope::service {
+
+grpc::Status ToGrpcStatus(const Status& status);
+
+struct ServiceInfo {
+  std::string mode = "daemon";  // or "in-process"
+  uint64_t max_recording_bytes = 1ull << 30;
+};
+
+class ThreadscopeServiceImpl final : public v1::ThreadscopeService::Service {
+ public:
+  // `peers` null = every caller is this process (in-process engine).
+  ThreadscopeServiceImpl(engine::SessionManager& manager, const PeerRegistry* peers,
+                         ServiceInfo info);
+
+  grpc::Status Attach(grpc::ServerContext* ctx, const v1::AttachRequest* req,
+                      v1::AttachResponse* resp) override;
+  grpc::Status Detach(grpc::ServerContext* ctx, const v1::DetachRequest* req,
+                      v1::DetachResponse* resp) override;
+  grpc::Status ListTargets(grpc::ServerContext* ctx, const v1::ListTargetsRequest* req,
+                           v1::ListTargetsResponse* resp) override;
+  grpc::Status GetSnapshot(grpc::ServerContext* ctx, const v1::GetSnapshotRequest* req,
+                           v1::GetSnapshotResponse* resp) override;
+  grpc::Status WatchEvents(grpc::ServerContext* ctx, const v1::WatchEventsRequest* req,
+                           grpc::ServerWriter<v1::WatchEventsResponse>* writer) override;
+  grpc::Status GetStatus(grpc::ServerContext* ctx, const v1::GetStatusRequest* req,
+                         v1::GetStatusResponse* resp) override;
+  grpc::Status StreamRecording(grpc::ServerContext* ctx, const v1::StreamRecordingRequest* req,
+                               grpc::ServerWriter<v1::RecordingChunk>* writer) override;
+  grpc::Status LoadRecording(grpc::ServerContext* ctx,
+                             grpc::ServerReader<v1::RecordingChunk>* reader,
+                             v1::LoadRecordingResponse* resp) override;
+
+ private:
+  StatusOr<PeerCredentials> Caller(grpc::ServerContext* ctx) const;
+  // The session, if the caller may see it.
+  StatusOr<std::shared_ptr<engine::Session>> Authorized(grpc::ServerContext* ctx,
+                                                        const std::string& target_id);
+  bool MayView(const PeerCredentials& caller, const engine::Session& session) const;
+
+  engine::SessionManager& manager_;
+  const PeerRegistry* peers_;
+  ServiceInfo info_;
+  uint64_t started_ns_;
+  mutable std::mutex owners_mu_;
+  std::map<std::string, uid_t> recording_owner_;
+};
+
+}  // namespace threadscope::service

@@ -1,0 +1,93 @@
+// What threadscope knows about CPython binaries, independent of any process: the version a
+// binary was built from, and how to find static functions of the built-in _thread module in
+// builds without .symtab (e.g. Debian's stripped, LTO /usr/bin/python3.11).
+//
+// The stripped-binary technique: every builtin module keeps a PyMethodDef table in its data
+// ({name, C function, flags, doc}, 32 bytes each). The name strings and function pointers are
+// there even when every symbol is gone, so "_thread.start_new_thread" leads to
+// thread_PyThread_start_new_thread, and the constant it passes as the first argument of
+// PyThread_start_new_thread is the child's entry function (thread_run / t_bootstrap).
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "daemon/common/status.h"
+#include "daemon/target/disasm.h"
+#include "daemon/target/elf_file.h"
+
+namespace threadscope::target {
+
+struct PythonVersion {
+  int major = 0;
+  int minor = 0;
+  int micro = -1;      // -1 when only major.minor could be determined
+  std::string suffix;  // "", "a1", "rc2", "+"
+
+  std::string ToString() const;
+  bool AtLeast(int maj, int min) const { return major > maj || (major == maj && minor >= min); }
+  bool Is(int maj, int min) const { return major == maj && minor == min; }
+};
+
+// "3.11.2", "2.7.18+", "3.13.0rc1", "3.8" -> PythonVersion.
+std::optional<PythonVersion> ParsePythonVersion(std::string_view text);
+// major.minor from a file name: libpython3.8.so.1.0, libpython3.6m.so, python3.11, python2.7.
+std::optional<PythonVersion> VersionFromFileName(std::string_view basename);
+// True for a libpython shared object name.
+bool IsLibpythonName(std::string_view basename);
+
+// The version an interpreter binary was built from: Py_Version (3.11+), else the PY_VERSION
+// literal Py_GetVersion() passes to PyOS_snprintf, else major.minor from the file name.
+StatusOr<PythonVersion> DetectPythonVersion(const ElfFile& elf, const Disassembler& dis,
+                                            std::string_view basename);
+
+// True when the binary defines CPython's runtime (a static interpreter or libpython).
+bool DefinesCPythonRuntime(const ElfFile& elf);
+
+struct MethodDef {
+  uint64_t address = 0;  // of the record
+  std::string name;
+  uint64_t function = 0;
+  int flags = 0;
+};
+using MethodTable = std::vector<MethodDef>;
+
+// Every PyMethodDef-shaped run of records in the binary's writable data.
+std::vector<MethodTable> FindMethodTables(const ElfFile& elf);
+// The C function of `method` in the table that also lists every name in `siblings`.
+std::optional<uint64_t> FindMethod(const std::vector<MethodTable>& tables, std::string_view method,
+                                   const std::vector<std::string_view>& siblings);
+
+// The instructions of the function starting at vaddr (bounded by its symbol or .eh_frame
+// extent; `fallback_len` bytes when neither knows it).
+std::vector<Instruction> DecodeFunction(const ElfFile& elf, const Disassembler& dis, uint64_t vaddr,
+                                        uint64_t fallback_len = 2048);
+
+// Calls from `function` (and, up to `depth` levels, from the static functions it calls) to the
+// function or PLT stub named `callee`.
+struct ResolvedCall {
+  uint64_t caller = 0;  // function containing the call
+  CallSite site;
+};
+std::vector<ResolvedCall> FindCallsByName(const ElfFile& elf, const Disassembler& dis,
+                                          uint64_t function, std::string_view callee, int depth);
+
+// Where a binary calls an imported function (a libc function through its PLT stub or GOT
+// slot, or a statically linked copy). Probing the call instruction instead of the callee's
+// entry keeps the probe emulated (a call is; glibc's sem_clockwait starts with a cmp, which is
+// single-stepped) and limits it to calls made by the interpreter.
+struct ImportCallSite {
+  uint64_t call = 0;  // the call/jmp instruction
+  bool tail = false;  // jmp: the callee returns to our caller, so there is no return site
+  // First instruction after the call that the kernel emulates, reached with no write to rax in
+  // between: a probe there sees the callee's return value. Unset when there is none.
+  std::optional<uint64_t> return_site;
+  uint64_t function = 0;  // start of the function containing the call
+};
+std::vector<ImportCallSite> FindImportCallSites(const ElfFile& elf, const Disassembler& dis,
+                                                std::string_view name);
+
+}  // namespace threadscope::target

@@ -1,0 +1,79 @@
+// x86-64 decoding (capstone) for the two places threadscope reads machine code:
+//   - finding static functions in stripped, LTO-built interpreters by following calls from
+//     functions we can name (daemon/target/symbol_resolver.cc);
+//   - telling, for each probe site, whether the kernel emulates its first instruction or has to
+//     single-step it out of line (~0.4 us vs ~4 us per hit here, see docs/PERFORMANCE.md).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "daemon/common/status.h"
+
+namespace threadscope::target {
+
+enum class ArgRegister { kRdi, kRsi, kRdx, kRcx };
+
+struct Instruction {
+  uint64_t address = 0;
+  uint16_t size = 0;
+  std::string mnemonic;
+  std::string operands;
+  bool is_call = false;
+  bool is_jump = false;  // unconditional jmp (a tail call when it leaves the function)
+  bool is_ret = false;
+  std::optional<uint64_t> branch_target;  // direct call/jmp/jcc target
+  // Set when the instruction writes a constant or a RIP-relative address to an argument
+  // register: "mov $0x679380,%edi", "lea 0x1234(%rip),%rdi".
+  std::optional<ArgRegister> const_dest;
+  uint64_t const_value = 0;
+  // Set when it writes anything else to an argument register (the constant is then stale).
+  std::optional<ArgRegister> clobbers;
+  bool writes_rax = false;
+
+  std::string ToString() const { return mnemonic + (operands.empty() ? "" : " " + operands); }
+};
+
+class Disassembler {
+ public:
+  static StatusOr<std::unique_ptr<Disassembler>> Create();
+  ~Disassembler();
+  Disassembler(const Disassembler&) = delete;
+  Disassembler& operator=(const Disassembler&) = delete;
+
+  // Decodes up to max_count instructions (0 = until the bytes run out or decoding fails).
+  std::vector<Instruction> Decode(std::string_view code, uint64_t address,
+                                  size_t max_count = 0) const;
+
+ private:
+  Disassembler() = default;
+  size_t handle_ = 0;
+};
+
+// How the kernel (x86, 6.x) runs the instruction a uprobe replaces.
+enum class UprobeSiteKind {
+  kEmulated,       // branches, call, nop, push reg: handled in the trap, no single-step
+  kOptimizedNop5,  // 5-byte nop: 6.18+ rewrites it into a call to the uprobe trampoline
+  kSingleStepped,  // everything else: executed out of line with a single-step trap
+};
+
+const char* UprobeSiteKindName(UprobeSiteKind kind);
+// Classifies from the raw bytes of the probed instruction.
+UprobeSiteKind ClassifyUprobeSite(std::string_view insn_bytes);
+
+// Every direct call or jmp in `code`, with the constants the caller had loaded into the
+// first four argument registers (cleared by any other write to them and by earlier calls).
+// A linear sweep is enough for what we read this way: arguments set up right before a call.
+struct CallSite {
+  uint64_t address = 0;
+  uint64_t target = 0;
+  bool is_jump = false;  // jmp rather than call: a tail call when it leaves the function
+  std::optional<uint64_t> args[4];
+};
+std::vector<CallSite> CallSites(const std::vector<Instruction>& code);
+
+}  // namespace threadscope::target

@@ -1,0 +1,87 @@
+// Reading a target process through /proc: its mappings, tasks, credentials and namespaces.
+//
+// Every function takes the procfs root so tests can point it at a fixture tree. Paths that
+// come from the target (maps, exe) are in the *target's* mount namespace; HostPath() turns
+// them into paths this process can open, through /proc/PID/root.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "daemon/common/status.h"
+
+namespace threadscope::target {
+
+struct Mapping {
+  uint64_t start = 0;
+  uint64_t end = 0;
+  std::string perms;  // "r-xp"
+  uint64_t offset = 0;
+  std::string dev;
+  uint64_t inode = 0;
+  std::string path;  // as the target sees it; empty for anonymous mappings
+
+  bool executable() const { return perms.size() > 2 && perms[2] == 'x'; }
+};
+
+struct TaskInfo {
+  pid_t tid = 0;
+  std::string comm;
+  uint64_t start_ticks = 0;  // field 22 of stat: clock ticks after boot
+};
+
+struct ProcessStatus {
+  std::string name;
+  pid_t tgid = 0;
+  pid_t ppid = 0;
+  uid_t uid[4] = {0, 0, 0, 0};  // real, effective, saved, filesystem
+  gid_t gid[4] = {0, 0, 0, 0};
+  std::vector<pid_t> ns_pids;   // NSpid: outermost first; back() is the pid in its own namespace
+  char state = '?';
+};
+
+class ProcFs {
+ public:
+  explicit ProcFs(std::string root = "/proc") : root_(std::move(root)) {}
+
+  const std::string& root() const { return root_; }
+  std::string PidDir(pid_t pid) const;
+
+  // True when the process exists and is not a zombie.
+  bool IsAlive(pid_t pid) const;
+  StatusOr<ProcessStatus> Status(pid_t pid) const;
+  StatusOr<std::vector<Mapping>> Maps(pid_t pid) const;
+  StatusOr<std::string> ExePath(pid_t pid) const;
+  StatusOr<std::vector<TaskInfo>> Tasks(pid_t pid) const;
+  StatusOr<std::string> TaskComm(pid_t pid, pid_t tid) const;
+  StatusOr<std::string> Cmdline(pid_t pid) const;  // argv joined by spaces
+  // Inode of /proc/PID/ns/<kind> ("mnt", "pid").
+  StatusOr<uint64_t> NamespaceInode(pid_t pid, const std::string& kind) const;
+  // True when `pid` runs in a different mount namespace from this process.
+  bool InOtherMountNamespace(pid_t pid) const;
+  // A path this process can open for a path the target sees.
+  std::string HostPath(pid_t pid, const std::string& path_in_target) const;
+
+ private:
+  std::string root_;
+};
+
+// Parses one line of /proc/PID/maps. Exposed for tests.
+std::optional<Mapping> ParseMapsLine(const std::string& line);
+// Parses /proc/PID/task/TID/stat content ("pid (comm) S ...") into comm and start ticks.
+std::optional<TaskInfo> ParseStat(const std::string& content);
+
+// Converts a stat start time (ticks after boot) into CLOCK_MONOTONIC nanoseconds.
+uint64_t BootTicksToMonotonicNs(uint64_t ticks);
+// CLOCK_MONOTONIC now, in nanoseconds (the clock BPF's bpf_ktime_get_ns uses).
+uint64_t MonotonicNowNs();
+// CLOCK_REALTIME minus CLOCK_MONOTONIC, to turn event timestamps into wall time.
+int64_t RealtimeMinusMonotonicNs();
+
+StatusOr<std::string> ReadFileToString(const std::string& path);
+
+}  // namespace threadscope::target

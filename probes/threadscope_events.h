@@ -1,0 +1,172 @@
+/* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
+/*
+ * The one ABI between the BPF programs (probes/threadscope.bpf.c) and the daemon.
+ *
+ * Every record in the ring buffer, and every record in a recording file, starts with
+ * struct ts_header. Records are self-describing (type + size), fixed-width, little-endian,
+ * 8-byte aligned, and carry TS_ABI_VERSION so that a recording made today can be decoded by a
+ * later threadscope. Rules for changing this file:
+ *   - never reorder or resize an existing field; append new fields at the end of a record and
+ *     bump TS_ABI_VERSION (decoders accept records that are longer than they know);
+ *   - never reuse a retired type number.
+ * The daemon's decoder (daemon/model/event_decoder.cc) static_asserts every size below.
+ */
+#ifndef THREADSCOPE_PROBES_EVENTS_H
+#define THREADSCOPE_PROBES_EVENTS_H
+
+#include <linux/types.h>
+
+#define TS_ABI_VERSION 1
+#define TS_COMM_LEN 16
+
+/* Record types. Ranges: 1-31 threads, 32-63 locks, 64-95 GIL, 200+ written by the daemon
+ * itself (never by BPF) so that a recording replays exactly what the live model saw. */
+enum ts_event_type {
+	TS_EV_THREAD_START_BEGIN = 1, /* parent entered PyThread_start_new/joinable_thread */
+	TS_EV_THREAD_START_END = 2,   /* ... and returned (ok or "can't start new thread") */
+	TS_EV_THREAD_CLONE = 3,       /* kernel: a task was created in the target */
+	TS_EV_THREAD_BOOTSTRAP = 4,   /* child entered t_bootstrap / thread_run */
+	TS_EV_THREAD_BODY_DONE = 5,   /* child's bootstrap finished running the Python callable */
+	TS_EV_THREAD_EXIT = 6,        /* kernel: a task of the target exited */
+	TS_EV_THREAD_RENAME = 7,      /* kernel: a task of the target changed its comm */
+	TS_EV_THREAD_SENTINEL = 8,    /* child created its join sentinel lock (3.4-3.12) */
+	TS_EV_THREAD_JOIN_BEGIN = 9,  /* PyThread_join_thread entered (3.13+) */
+	TS_EV_THREAD_JOIN_END = 10,   /* PyThread_join_thread returned (3.13+) */
+	TS_EV_THREAD_DETACH = 11,     /* PyThread_detach_thread (3.13+) */
+	TS_EV_SEM_WAIT_BEGIN = 12,    /* blocking sem_*wait on a watched semaphore */
+	TS_EV_SEM_WAIT_END = 13,
+	TS_EV_SEM_DESTROY = 14,       /* sem_destroy on a watched semaphore (lock freed) */
+
+	TS_EV_PREEXISTING_THREAD = 200, /* daemon: a task that existed before attach */
+	TS_EV_LOST = 201,               /* daemon: records the kernel could not deliver */
+	TS_EV_TRACE_MARK = 202,         /* daemon: attach / detach / target exit markers */
+};
+
+struct ts_header {
+	__u16 type;    /* enum ts_event_type */
+	__u8 version;  /* TS_ABI_VERSION of the writer */
+	__u8 flags;    /* reserved, 0 */
+	__u32 size;    /* bytes of the whole record, header included */
+	__u64 ts_ns;   /* CLOCK_MONOTONIC (bpf_ktime_get_ns) */
+	__u32 pid;     /* tgid, in the initial pid namespace */
+	__u32 tid;     /* the task the event happened on */
+};
+
+/* Which CPython entry point started the thread. */
+enum ts_start_api {
+	TS_START_API_NEW_THREAD = 1,      /* PyThread_start_new_thread(func, arg) -> ident | -1 */
+	TS_START_API_JOINABLE_THREAD = 2, /* PyThread_start_joinable_thread(func, arg, *ident, *h) -> 0|-1 */
+};
+
+struct ts_thread_start_begin {
+	struct ts_header h; /* h.tid = parent */
+	__u64 boot;         /* arg passed to the child's entry (struct bootstate *) */
+	__u64 func;         /* the child's entry function (t_bootstrap/thread_run) */
+	__u32 api;          /* enum ts_start_api */
+	__u32 _pad;
+};
+
+struct ts_thread_start_end {
+	struct ts_header h;
+	__u64 boot;
+	__u64 ident; /* Python ident (pthread_t) when ok */
+	__s64 ret;   /* raw return value */
+	__u32 api;
+	__u32 ok;
+};
+
+struct ts_thread_clone {
+	struct ts_header h; /* h.tid = creating task */
+	__u32 child_tid;
+	__u32 _pad;
+	char comm[TS_COMM_LEN];
+};
+
+struct ts_thread_bootstrap {
+	struct ts_header h; /* h.tid = child */
+	__u64 boot;
+};
+
+enum ts_body_done_how {
+	TS_BODY_RETURNED = 1,      /* uretprobe on the bootstrap function */
+	TS_BODY_EXIT_THREAD = 2,   /* the bootstrap's own call to PyThread_exit_thread (3.6-3.9) */
+};
+
+struct ts_thread_body_done {
+	struct ts_header h;
+	__u32 how; /* enum ts_body_done_how */
+	__u32 _pad;
+};
+
+struct ts_thread_exit {
+	struct ts_header h;
+	__s32 exit_code;
+	__u32 _pad;
+	char comm[TS_COMM_LEN];
+};
+
+struct ts_thread_rename {
+	struct ts_header h; /* h.tid = renaming task */
+	__u32 target_tid;   /* renamed task */
+	__u32 _pad;
+	char comm[TS_COMM_LEN];
+};
+
+struct ts_thread_sentinel {
+	struct ts_header h; /* h.tid = child that will release it when it finishes */
+	__u64 lock;         /* lockobject * returned by _thread._set_sentinel() */
+	__u64 sem;          /* its PyThread_type_lock (sem_t *) */
+};
+
+struct ts_thread_join {
+	struct ts_header h; /* h.tid = joiner */
+	__u64 ident;        /* pthread_t being joined (BEGIN); 0 in END */
+	__s64 ret;          /* END: 0 joined, else error */
+};
+
+struct ts_thread_detach {
+	struct ts_header h;
+	__u64 ident;
+};
+
+struct ts_sem_wait {
+	struct ts_header h;
+	__u64 sem; /* sem_t * */
+	__s64 ret; /* END: 0 acquired, -1 timeout/interrupted; BEGIN: 0 */
+};
+
+struct ts_preexisting_thread {
+	struct ts_header h;  /* h.tid = the task; h.ts_ns = when it was seen */
+	__u64 start_ns;      /* from /proc/PID/task/TID/stat, CLOCK_MONOTONIC, jiffy resolution */
+	char comm[TS_COMM_LEN];
+};
+
+enum ts_lost_source {
+	TS_LOST_RINGBUF = 1, /* bpf_ringbuf_reserve failed: the ring was full */
+	TS_LOST_STASH = 2,   /* an entry probe's per-thread stash was full */
+	TS_LOST_CONSUMER = 3, /* daemon: a recording client read too slowly */
+};
+
+struct ts_lost {
+	struct ts_header h;
+	__u64 count;
+	__u32 source; /* enum ts_lost_source */
+	__u32 _pad;
+};
+
+enum ts_mark_kind {
+	TS_MARK_ATTACHED = 1,      /* probes are live; later records are complete */
+	TS_MARK_DETACHED = 2,      /* probes were removed; nothing follows */
+	TS_MARK_TARGET_EXITED = 3, /* the whole process is gone */
+};
+
+struct ts_trace_mark {
+	struct ts_header h;
+	__u32 kind; /* enum ts_mark_kind */
+	__u32 _pad;
+};
+
+/* Per-CPU drop counters, indexed by enum ts_lost_source. */
+#define TS_DROP_SLOTS 4
+
+#endif /* THREADSCOPE_PROBES_EVENTS_H */
