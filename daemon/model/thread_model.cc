@@ -397,8 +397,8 @@ std::optional<bool> ThreadModel::JoinedForReport(const ThreadRecord& t) const {
 
 std::optional<bool> ThreadModel::ReturnedForReport(const ThreadRecord& t) const {
   if (t.body_done_ns) return true;
+  if (t.start_failed) return false;  // it never ran
   if (t.origin != ThreadOrigin::kStarted || !config_.body_done_visible) return std::nullopt;
-  if (t.start_failed) return false;
   return t.state == ThreadState::kDone ? std::optional<bool>(false) : std::nullopt;
 }
 

@@ -1,0 +1,138 @@
+// Builds raw records exactly as the BPF programs (and the daemon) write them, for tests that
+// drive the model, sessions and recordings without a kernel.
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "probes/threadscope_events.h"
+
+namespace threadscope::testing {
+
+class EventGenerator {
+ public:
+  explicit EventGenerator(uint32_t pid = 1000, uint64_t start_ns = 1'000'000'000)
+      : pid_(pid), now_(start_ns) {}
+
+  uint64_t now() const { return now_; }
+  void Advance(uint64_t ns) { now_ += ns; }
+  uint32_t pid() const { return pid_; }
+
+  std::string StartBegin(uint32_t parent, uint64_t boot, uint32_t api = TS_START_API_NEW_THREAD) {
+    ts_thread_start_begin e{};
+    e.boot = boot;
+    e.func = 0x400000;
+    e.api = api;
+    return Make(TS_EV_THREAD_START_BEGIN, parent, e);
+  }
+  std::string StartEnd(uint32_t parent, uint64_t boot, bool ok, uint64_t ident,
+                       uint32_t api = TS_START_API_NEW_THREAD) {
+    ts_thread_start_end e{};
+    e.boot = boot;
+    e.ident = ok ? ident : 0;
+    e.ret = ok ? static_cast<int64_t>(api == TS_START_API_NEW_THREAD ? ident : 0) : -1;
+    e.api = api;
+    e.ok = ok;
+    return Make(TS_EV_THREAD_START_END, parent, e);
+  }
+  std::string Clone(uint32_t parent, uint32_t child, const char* comm = "python3") {
+    ts_thread_clone e{};
+    e.child_tid = child;
+    std::strncpy(e.comm, comm, sizeof(e.comm) - 1);
+    return Make(TS_EV_THREAD_CLONE, parent, e);
+  }
+  std::string Bootstrap(uint32_t child, uint64_t boot) {
+    ts_thread_bootstrap e{};
+    e.boot = boot;
+    return Make(TS_EV_THREAD_BOOTSTRAP, child, e);
+  }
+  std::string BodyDone(uint32_t child, uint32_t how = TS_BODY_RETURNED) {
+    ts_thread_body_done e{};
+    e.how = how;
+    return Make(TS_EV_THREAD_BODY_DONE, child, e);
+  }
+  std::string Exit(uint32_t tid, const char* comm = "python3", int32_t code = 0) {
+    ts_thread_exit e{};
+    e.exit_code = code;
+    std::strncpy(e.comm, comm, sizeof(e.comm) - 1);
+    return Make(TS_EV_THREAD_EXIT, tid, e);
+  }
+  std::string Rename(uint32_t by, uint32_t target, const char* comm) {
+    ts_thread_rename e{};
+    e.target_tid = target;
+    std::strncpy(e.comm, comm, sizeof(e.comm) - 1);
+    return Make(TS_EV_THREAD_RENAME, by, e);
+  }
+  std::string Sentinel(uint32_t child, uint64_t lock, uint64_t sem) {
+    ts_thread_sentinel e{};
+    e.lock = lock;
+    e.sem = sem;
+    return Make(TS_EV_THREAD_SENTINEL, child, e);
+  }
+  std::string SemWait(uint16_t type, uint32_t tid, uint64_t sem, int64_t ret = 0) {
+    ts_sem_wait e{};
+    e.sem = sem;
+    e.ret = ret;
+    return Make(type, tid, e);
+  }
+  std::string JoinBegin(uint32_t joiner, uint64_t ident) {
+    ts_thread_join e{};
+    e.ident = ident;
+    return Make(TS_EV_THREAD_JOIN_BEGIN, joiner, e);
+  }
+  std::string JoinEnd(uint32_t joiner, int64_t ret = 0) {
+    ts_thread_join e{};
+    e.ret = ret;
+    return Make(TS_EV_THREAD_JOIN_END, joiner, e);
+  }
+  std::string Detach(uint32_t by, uint64_t ident) {
+    ts_thread_detach e{};
+    e.ident = ident;
+    return Make(TS_EV_THREAD_DETACH, by, e);
+  }
+  std::string Preexisting(uint32_t tid, uint64_t start_ns, const char* comm = "python3") {
+    ts_preexisting_thread e{};
+    e.start_ns = start_ns;
+    std::strncpy(e.comm, comm, sizeof(e.comm) - 1);
+    return Make(TS_EV_PREEXISTING_THREAD, tid, e);
+  }
+  std::string Lost(uint64_t count, uint32_t source = TS_LOST_RINGBUF) {
+    ts_lost e{};
+    e.count = count;
+    e.source = source;
+    return Make(TS_EV_LOST, 0, e);
+  }
+  std::string Mark(uint32_t kind) {
+    ts_trace_mark e{};
+    e.kind = kind;
+    return Make(TS_EV_TRACE_MARK, pid_, e);
+  }
+
+ private:
+  template <typename T>
+  std::string Make(uint16_t type, uint32_t tid, T e) {
+    now_ += 1000;  // records are 1 us apart unless the test advances the clock
+    e.h.type = type;
+    e.h.version = TS_ABI_VERSION;
+    e.h.flags = 0;
+    e.h.size = sizeof(T);
+    e.h.ts_ns = now_;
+    e.h.pid = pid_;
+    e.h.tid = tid;
+    return std::string(reinterpret_cast<const char*>(&e), sizeof(T));
+  }
+
+  uint32_t pid_;
+  uint64_t now_;
+};
+
+// Concatenation of records, as one ring-buffer batch.
+inline std::string Batch(const std::vector<std::string>& records) {
+  std::string out;
+  for (const auto& r : records) out += r;
+  return out;
+}
+
+}  // namespace threadscope::testing

@@ -1,0 +1,233 @@
+// Target discovery against the interpreters on this machine. Debian's stripped python3.11 is
+// always there (CI installs it); pyenv builds are skipped, with the reason, when absent.
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <fstream>
+#include <memory>
+
+#include "daemon/loader/probe_plan.h"
+#include "daemon/target/cpython.h"
+#include "daemon/target/disasm.h"
+#include "daemon/target/elf_file.h"
+#include "daemon/target/procfs.h"
+#include "daemon/target/python_process.h"
+
+namespace threadscope::target {
+namespace {
+
+constexpr char kDebianPython[] = "/usr/bin/python3.11";
+
+std::string PyenvRoot() {
+  const char* root = std::getenv("PYENV_ROOT");
+  return root ? root : "/root/.pyenv";
+}
+
+// The version the interpreter reports about itself: ground truth for DetectPythonVersion.
+std::string SelfReportedVersion(const std::string& python) {
+  std::string cmd = python + " -c \"import platform; print(platform.python_version())\" 2>/dev/null";
+  std::unique_ptr<FILE, int (*)(FILE*)> p(popen(cmd.c_str(), "r"), pclose);
+  char buf[64] = {};
+  if (!p || !fgets(buf, sizeof(buf), p.get())) return "";
+  std::string v(buf);
+  while (!v.empty() && (v.back() == '\n' || v.back() == '\r')) v.pop_back();
+  return v;
+}
+
+class TargetTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto d = Disassembler::Create();
+    ASSERT_TRUE(d.ok());
+    dis_ = std::move(d).value();
+  }
+  std::unique_ptr<Disassembler> dis_;
+};
+
+TEST(ProcfsParseTest, MapsLines) {
+  auto m = ParseMapsLine(
+      "7f0c1c000000-7f0c1c021000 r-xp 00001000 08:01 1234   /usr/lib/libpython3.11.so.1.0");
+  ASSERT_TRUE(m);
+  EXPECT_EQ(m->start, 0x7f0c1c000000u);
+  EXPECT_EQ(m->end, 0x7f0c1c021000u);
+  EXPECT_EQ(m->offset, 0x1000u);
+  EXPECT_TRUE(m->executable());
+  EXPECT_EQ(m->inode, 1234u);
+  EXPECT_EQ(m->path, "/usr/lib/libpython3.11.so.1.0");
+  auto anon = ParseMapsLine("7ffd1000-7ffd2000 rw-p 00000000 00:00 0");
+  ASSERT_TRUE(anon);
+  EXPECT_TRUE(anon->path.empty());
+  EXPECT_FALSE(ParseMapsLine("garbage"));
+}
+
+TEST(ProcfsParseTest, StatWithHostileComm) {
+  // comm can contain spaces and parentheses; fields are counted from the last ')'.
+  std::string stat = "4242 (a) b (c) S 1 4242 4242 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 3 0 "
+                     "987654 123 45";
+  auto t = ParseStat(stat);
+  ASSERT_TRUE(t);
+  EXPECT_EQ(t->tid, 4242);
+  EXPECT_EQ(t->comm, "a) b (c");
+  EXPECT_EQ(t->start_ticks, 987654u);
+}
+
+TEST(ProcfsTest, ReadsThisProcess) {
+  ProcFs proc;
+  auto st = proc.Status(getpid());
+  ASSERT_TRUE(st.ok());
+  EXPECT_EQ(st->tgid, getpid());
+  EXPECT_FALSE(st->ns_pids.empty());
+  auto tasks = proc.Tasks(getpid());
+  ASSERT_TRUE(tasks.ok());
+  ASSERT_FALSE(tasks->empty());
+  EXPECT_EQ((*tasks)[0].tid, getpid());
+  EXPECT_GT((*tasks)[0].start_ticks, 0u);
+  EXPECT_LE(BootTicksToMonotonicNs((*tasks)[0].start_ticks), MonotonicNowNs());
+  EXPECT_FALSE(proc.InOtherMountNamespace(getpid()));
+  EXPECT_EQ(proc.Status(0x3fffffff).status().code(), StatusCode::kNotFound);
+}
+
+TEST(CPythonNamesTest, VersionsAndFileNames) {
+  auto v = ParsePythonVersion("3.13.0rc1");
+  ASSERT_TRUE(v);
+  EXPECT_EQ(v->ToString(), "3.13.0rc1");
+  EXPECT_TRUE(v->AtLeast(3, 13));
+  EXPECT_FALSE(v->AtLeast(3, 14));
+  EXPECT_EQ(ParsePythonVersion("2.7.18+")->ToString(), "2.7.18+");
+  EXPECT_FALSE(ParsePythonVersion("12.2.0"));
+  EXPECT_FALSE(ParsePythonVersion("3.11.2 (main)"));
+  EXPECT_EQ(VersionFromFileName("libpython3.6m.so.1.0")->ToString(), "3.6");
+  EXPECT_EQ(VersionFromFileName("python3.11")->ToString(), "3.11");
+  EXPECT_FALSE(VersionFromFileName("bash"));
+  EXPECT_TRUE(IsLibpythonName("libpython3.13t.so.1.0"));
+  EXPECT_TRUE(IsLibpythonName("libpython2.7.so"));
+  EXPECT_FALSE(IsLibpythonName("libpython3.so"));  // the stable-ABI stub, not an interpreter
+}
+
+TEST(UprobeSiteTest, ClassifiesLikeTheKernel) {
+  auto kind = [](std::initializer_list<int> bytes) {
+    std::string s;
+    for (int b : bytes) s += static_cast<char>(b);
+    return ClassifyUprobeSite(s);
+  };
+  EXPECT_EQ(kind({0x55}), UprobeSiteKind::kEmulated);                   // push %rbp
+  EXPECT_EQ(kind({0x41, 0x57}), UprobeSiteKind::kEmulated);             // push %r15
+  EXPECT_EQ(kind({0xe8, 0, 0, 0, 0}), UprobeSiteKind::kEmulated);       // call
+  EXPECT_EQ(kind({0xe9, 0, 0, 0, 0}), UprobeSiteKind::kEmulated);       // jmp
+  EXPECT_EQ(kind({0x74, 0x05}), UprobeSiteKind::kEmulated);             // je
+  EXPECT_EQ(kind({0x0f, 0x84, 0, 0, 0, 0}), UprobeSiteKind::kEmulated); // je rel32
+  EXPECT_EQ(kind({0x90}), UprobeSiteKind::kEmulated);                   // nop
+  EXPECT_EQ(kind({0x0f, 0x1f, 0x44, 0, 0}), UprobeSiteKind::kOptimizedNop5);
+  EXPECT_EQ(kind({0x48, 0x83, 0xec, 0x08}), UprobeSiteKind::kSingleStepped);  // sub $8,%rsp
+  EXPECT_EQ(kind({0xc3}), UprobeSiteKind::kSingleStepped);                     // ret
+  EXPECT_EQ(kind({0x66, 0x90}), UprobeSiteKind::kSingleStepped);               // 16-bit nop
+  EXPECT_EQ(kind({0x48, 0x50}), UprobeSiteKind::kSingleStepped);  // push with REX.W
+}
+
+TEST_F(TargetTest, DebianStrippedPythonIsFullyResolved) {
+  ASSERT_EQ(access(kDebianPython, X_OK), 0)
+      << kDebianPython << " must be installed (tools/install-deps.sh installs python3.11)";
+  auto t = InspectPythonBinary(*dis_, kDebianPython);
+  ASSERT_TRUE(t.ok()) << t.status().ToString();
+  EXPECT_FALSE(t->info.full_symbols);
+  EXPECT_EQ(t->info.version.ToString(), SelfReportedVersion(kDebianPython));
+  auto plan = loader::PlanProbes(*t, *dis_);
+  for (const auto& p : plan.probes) {
+    EXPECT_TRUE(p.unavailable.empty()) << p.name << ": " << p.unavailable;
+    for (const auto& s : p.sites) {
+      // Every probe on the hot path must sit on an instruction the kernel emulates.
+      if (p.name == "sem_wait" || p.name == "sem_wait_return" || p.name == "sem_destroy") {
+        EXPECT_EQ(s.site_kind, UprobeSiteKind::kEmulated) << p.name << " " << s.Describe();
+      }
+    }
+  }
+  EXPECT_EQ(plan.model_config.joins, model::JoinVisibility::kBlockingOnly);
+  EXPECT_TRUE(plan.model_config.body_done_visible);
+  // thread_run was found without symbols, through the _thread method table.
+  for (const auto& p : plan.probes) {
+    if (p.name == "thread_bootstrap") {
+      ASSERT_EQ(p.sites.size(), 1u);
+      EXPECT_NE(p.sites[0].resolved_by.find("PyMethodDef"), std::string::npos);
+    }
+  }
+}
+
+TEST_F(TargetTest, MethodTablesOfTheThreadModule) {
+  auto elf = ElfFile::Open(kDebianPython);
+  ASSERT_TRUE(elf.ok());
+  auto tables = FindMethodTables(**elf);
+  auto start = FindMethod(tables, "start_new_thread", {"allocate_lock", "get_ident"});
+  ASSERT_TRUE(start);
+  EXPECT_TRUE((*elf)->IsText(*start));
+  // "acquire_lock" exists in _imp and in the lock type; siblings pick the lock's table.
+  auto imp = FindMethod(tables, "acquire_lock", {"release_lock", "lock_held"});
+  auto lock = FindMethod(tables, "acquire_lock", {"release_lock", "locked_lock"});
+  ASSERT_TRUE(imp && lock);
+  EXPECT_NE(*imp, *lock);
+  EXPECT_FALSE(FindMethod(tables, "no_such_method", {}));
+}
+
+class PyenvTest : public TargetTest, public ::testing::WithParamInterface<const char*> {};
+
+TEST_P(PyenvTest, VersionSymbolsAndPlan) {
+  std::string version = GetParam();
+  std::string minor = version.substr(0, version.rfind('.'));
+  std::string python = PyenvRoot() + "/versions/" + version + "/bin/python" + minor;
+  if (access(python.c_str(), X_OK) != 0) {
+    GTEST_SKIP() << "pyenv CPython " << version << " is not installed at " << python;
+  }
+  auto t = InspectPythonBinary(*dis_, python);
+  ASSERT_TRUE(t.ok()) << t.status().ToString();
+  EXPECT_TRUE(t->info.full_symbols);
+  EXPECT_TRUE(t->info.interpreter_is_library);
+  EXPECT_EQ(t->info.version.ToString(), SelfReportedVersion(python));
+  auto plan = loader::PlanProbes(*t, *dis_);
+  size_t unavailable = 0;
+  for (const auto& p : plan.probes) {
+    if (!p.unavailable.empty()) {
+      ++unavailable;
+      // The only gap anywhere: 2.7 has no C-level join.
+      EXPECT_EQ(version, "2.7.18");
+      EXPECT_EQ(p.name, "thread_join");
+    }
+    if (p.required) EXPECT_TRUE(p.unavailable.empty()) << p.name;
+  }
+  EXPECT_LE(unavailable, 1u);
+  auto expected_joins = version == "2.7.18"              ? model::JoinVisibility::kNone
+                        : t->info.version.AtLeast(3, 13) ? model::JoinVisibility::kExact
+                                                         : model::JoinVisibility::kBlockingOnly;
+  EXPECT_EQ(plan.model_config.joins, expected_joins);
+}
+
+INSTANTIATE_TEST_SUITE_P(Interpreters, PyenvTest,
+                         ::testing::Values("2.7.18", "3.6.15", "3.7.16", "3.8.18", "3.9.18",
+                                           "3.10.13", "3.11.7", "3.12.1", "3.13.0"));
+
+TEST_F(TargetTest, NotPythonIsRefusedClearly) {
+  auto t = InspectPythonBinary(*dis_, "/bin/ls");
+  EXPECT_EQ(t.status().code(), StatusCode::kFailedPrecondition);
+  EXPECT_NE(t.status().message().find("not a CPython"), std::string::npos);
+  ProcFs proc;
+  EXPECT_EQ(InspectPythonProcess(proc, *dis_, -4).status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(InspectPythonProcess(proc, *dis_, 0x3fffffff).status().code(), StatusCode::kNotFound);
+  // This test binary is a live process, and not CPython.
+  auto self = InspectPythonProcess(proc, *dis_, getpid());
+  EXPECT_EQ(self.status().code(), StatusCode::kFailedPrecondition) << self.status().ToString();
+}
+
+TEST_F(TargetTest, ElfRejectsNonElf) {
+  char path[] = "/tmp/ts_not_elf_XXXXXX";
+  int fd = mkstemp(path);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(write(fd, "#!/bin/sh\necho hello, this is not ELF\n", 39), 39);
+  close(fd);
+  auto e = ElfFile::Open(path);
+  unlink(path);
+  EXPECT_EQ(e.status().code(), StatusCode::kFailedPrecondition);
+  EXPECT_EQ(ElfFile::Open("/nonexistent/x").status().code(), StatusCode::kNotFound);
+}
+
+}  // namespace
+}  // namespace threadscope::target
