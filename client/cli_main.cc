@@ -73,7 +73,16 @@ int UsageError(const std::string& message) {
 
 int CliMain(int argc, char** argv) {
   Flags f;
+  // Everything after the first "--" is the command to run, verbatim (CLI11 would reorder it).
   std::vector<std::string> command;
+  int own_argc = argc;
+  for (int i = 1; i < argc; ++i) {
+    if (std::string(argv[i]) == "--") {
+      own_argc = i;
+      command.assign(argv + i + 1, argv + argc);
+      break;
+    }
+  }
   std::string report_input;
 
   CLI::App app{"threadscope: CPython threads, traced from outside the process with eBPF"};
@@ -95,15 +104,13 @@ int CliMain(int argc, char** argv) {
 
   auto* run = app.add_subcommand("run", "start a command under tracing and exit with its status");
   AddTraceOptions(run, f, true);
-  run->add_option("command", command, "the command and its arguments (after --)")->required();
-  run->prefix_command();
+  run->footer("Usage: threadscope run [options] -- CMD [ARGS...]");
 
   auto* record = app.add_subcommand("record", "record the raw event stream of --pid or a command");
   record->add_option("-o,--output", f.record_file, "recording file to write")->required();
   record->add_option("-p,--pid", f.pid, "attach to this process instead of running a command");
   AddTraceOptions(record, f, false);
-  record->add_option("command", command, "the command to run (after --)");
-  record->prefix_command();
+  record->footer("Usage: threadscope record -o FILE (--pid PID | -- CMD [ARGS...])");
 
   auto* report = app.add_subcommand("report", "rebuild the report from a recording");
   report->add_option("file", report_input, "recording file")->required();
@@ -116,7 +123,7 @@ int CliMain(int argc, char** argv) {
       ->check(CLI::IsMember({"text", "json"}));
 
   try {
-    app.parse(argc, argv);
+    app.parse(own_argc, argv);
   } catch (const CLI::ParseError& e) {
     if (e.get_exit_code() == 0) return app.exit(e);
     std::fprintf(stderr, "threadscope: %s (see threadscope --help)\n", e.what());
@@ -169,15 +176,14 @@ int CliMain(int argc, char** argv) {
     return AttachCommand(**conn, signals, f.pid, trace);
   }
   if (run->parsed()) {
-    auto rest = run->remaining();
-    command.insert(command.end(), rest.begin(), rest.end());
     if (command.empty()) return UsageError("run: no command given (threadscope run -- CMD ARGS)");
     trace.live_view = trace.live_view && false;  // the command owns the terminal
     return RunCommand(**conn, signals, command, trace);
   }
+  if (!command.empty() && !run->parsed() && !record->parsed()) {
+    return UsageError("'--' and a command are only accepted by run and record");
+  }
   if (record->parsed()) {
-    auto rest = record->remaining();
-    command.insert(command.end(), rest.begin(), rest.end());
     trace.record_file = f.record_file;
     trace.output = OutputFormat::kText;
     trace.live_view = false;

@@ -1,0 +1,113 @@
+"""Shared helpers for the root tier: real BPF, real interpreters, the real CLI and daemon.
+
+Every test leaves nothing attached: BpfTestCase checks after each test that no threadscope
+BPF program (names start with ts_) is still loaded.
+"""
+import glob
+import json
+import os
+import pwd
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+PROGRAMS = os.path.join(os.path.dirname(HERE), "programs")
+DEBIAN_PYTHON = "/usr/bin/python3.11"
+# Every CPython the machine image is meant to have; absent ones are skipped, loudly.
+PYENV_VERSIONS = ["2.7.18", "3.6.15", "3.7.16", "3.8.18", "3.9.18", "3.10.13", "3.11.7",
+                  "3.12.1", "3.13.0"]
+
+
+def threadscope():
+    return os.environ["THREADSCOPE"]
+
+
+def threadscoped():
+    return os.environ["THREADSCOPED"]
+
+
+def pyenv_root():
+    root = os.environ.get("PYENV_ROOT")
+    if root:
+        return root
+    try:
+        return subprocess.check_output(["pyenv", "root"], text=True).strip()
+    except (OSError, subprocess.CalledProcessError):
+        # Bazel runs tests without HOME: ask the password database.
+        return os.path.join(pwd.getpwuid(os.getuid()).pw_dir, ".pyenv")
+
+
+def interpreters():
+    """(label, path, present, skip_reason) for Debian's python3.11 and each pyenv build."""
+    out = [("debian-3.11", DEBIAN_PYTHON, os.access(DEBIAN_PYTHON, os.X_OK),
+            DEBIAN_PYTHON + " is missing (tools/install-deps.sh installs it)")]
+    root = pyenv_root()
+    for v in PYENV_VERSIONS:
+        path = os.path.join(root, "versions", v, "bin", "python" + v.rsplit(".", 1)[0])
+        out.append(("pyenv-" + v, path, os.access(path, os.X_OK),
+                    "pyenv CPython %s is not installed at %s" % (v, path)))
+    return out
+
+
+def leftover_programs():
+    out = subprocess.run(["bpftool", "-j", "prog", "show"], capture_output=True, text=True)
+    if out.returncode != 0:
+        return []
+    return sorted(p.get("name", "") for p in json.loads(out.stdout or "[]")
+                  if p.get("name", "").startswith("ts_"))
+
+
+def run(args, timeout=60, **kwargs):
+    return subprocess.run(args, capture_output=True, text=True, timeout=timeout, **kwargs)
+
+
+def load_json(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+def wait_for(predicate, timeout=10.0, what="condition"):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return
+        time.sleep(0.02)
+    raise AssertionError("timed out waiting for " + what)
+
+
+class BpfTestCase(unittest.TestCase):
+    def setUp(self):
+        if os.geteuid() != 0:
+            self.skipTest("the BPF tier needs root")
+        self.assertEqual(leftover_programs(), [], "BPF programs left over from before this test")
+        self.tmp = tempfile.TemporaryDirectory(prefix="ts_it_")
+
+    def tearDown(self):
+        # Links are file descriptors: when every threadscope process is gone, so is every probe.
+        wait_for(lambda: not leftover_programs(), timeout=10, what="BPF programs to unload")
+        self.tmp.cleanup()
+
+    def path(self, name):
+        return os.path.join(self.tmp.name, name)
+
+    def for_each_interpreter(self, body):
+        """Runs body(label, python) per interpreter as subtests; skips absent pyenv builds."""
+        ran = 0
+        for label, python, present, reason in interpreters():
+            with self.subTest(interpreter=label):
+                if not present:
+                    if label.startswith("debian"):
+                        self.fail(reason)
+                    sys.stderr.write("SKIP %s: %s\n" % (label, reason))
+                    continue
+                body(label, python)
+                ran += 1
+        self.assertGreater(ran, 0)
+
+
+def main():
+    unittest.main(verbosity=2)
