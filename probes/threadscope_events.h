@@ -89,7 +89,9 @@ struct ts_thread_bootstrap {
 
 enum ts_body_done_how {
 	TS_BODY_RETURNED = 1,      /* uretprobe on the bootstrap function */
-	TS_BODY_EXIT_THREAD = 2,   /* the bootstrap's own call to PyThread_exit_thread (3.6-3.9) */
+	TS_BODY_EXIT_THREAD = 2,   /* the bootstrap's own call to PyThread_exit_thread */
+	TS_BODY_CLEAR = 3,         /* the bootstrap's call to PyThreadState_Clear, right after the
+	                            * callable: also seen for threads started before the attach */
 };
 
 struct ts_thread_body_done {

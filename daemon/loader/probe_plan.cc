@@ -130,22 +130,31 @@ void AddBodyDone(const Planner& p, const std::optional<Bootstrap>& boot, ProbePl
     plan->probes.push_back(std::move(probe));
     return;
   }
-  // 3.6-3.9 end t_bootstrap with PyThread_exit_thread() (pthread_exit): a uretprobe would never
-  // fire, so probe the call instruction itself (emulated, cheap).
+  // Where the bootstrap goes once the callable is over. In order of preference:
+  //  - its call to PyThreadState_Clear (every version): an emulated call instruction, hit
+  //    also by threads that were already running when we attached;
+  //  - its call to PyThread_exit_thread (3.6-3.8 end in pthread_exit, no return);
+  //  - a uretprobe, which only sees threads that entered the bootstrap after the attach.
   auto code = target::DecodeFunction(p.py(), p.dis(), boot->site.vaddr);
-  for (const auto& site : target::CallSites(code)) {
-    auto name = p.py().NameAt(site.target);
-    if (!name || *name != "PyThread_exit_thread") continue;
-    auto s = p.Site(p.py(), p.target().info.interpreter, site.address,
-                    boot->name + "+" + Hex(site.address - boot->site.vaddr) +
-                        " (call PyThread_exit_thread)",
-                    boot->site.resolved_by + " + call site");
-    if (s) probe.sites.push_back(*s);
+  for (const auto& [callee, cookie] :
+       {std::make_pair("PyThreadState_Clear", TS_BODY_CLEAR),
+        std::make_pair("PyThread_exit_thread", TS_BODY_EXIT_THREAD)}) {
+    for (const auto& site : target::CallSites(code)) {
+      auto name = p.py().NameAt(site.target);
+      if (!name || *name != callee) continue;
+      auto s = p.Site(p.py(), p.target().info.interpreter, site.address,
+                      boot->name + "+" + Hex(site.address - boot->site.vaddr) + " (call " +
+                          callee + ")",
+                      boot->site.resolved_by + " + call site");
+      if (s) probe.sites.push_back(*s);
+    }
+    if (!probe.sites.empty()) {
+      probe.kind = ProbeKind::kUprobe;
+      probe.cookie = cookie;
+      break;
+    }
   }
-  if (!probe.sites.empty()) {
-    probe.kind = ProbeKind::kUprobe;
-    probe.cookie = TS_BODY_EXIT_THREAD;
-  } else {
+  if (probe.sites.empty()) {
     probe.kind = ProbeKind::kUretprobe;
     probe.cookie = TS_BODY_RETURNED;
     probe.sites.push_back(boot->site);
