@@ -28,6 +28,7 @@ struct Flags {
   std::string events_file;
   std::string ring_buffer;
   bool no_live = false;
+  std::string lease = "15s";
   std::string record_file;
   pid_t pid = 0;
 };
@@ -45,6 +46,8 @@ void AddTraceOptions(CLI::App* cmd, Flags& f, bool with_output) {
   cmd->add_option("--ring-buffer", f.ring_buffer,
                   "kernel ring buffer size in bytes (power of two, K/M suffix), default 16M");
   cmd->add_flag("--no-live", f.no_live, "no refreshing view, even on a terminal");
+  cmd->add_option("--lease", f.lease,
+                  "with a daemon: detach if this client is gone for this long (default 15s)");
 }
 
 std::optional<uint32_t> ParseSize(const std::string& s) {
@@ -151,6 +154,9 @@ int CliMain(int argc, char** argv) {
   auto ring = ParseSize(f.ring_buffer);
   if (!ring) return UsageError("--ring-buffer: cannot parse '" + f.ring_buffer + "' (e.g. 16M)");
   trace.ring_buffer_bytes = *ring;
+  auto lease = ParseDuration(f.lease);
+  if (!lease || *lease < 1) return UsageError("--lease: cannot parse '" + f.lease + "' (at least 1s)");
+  trace.lease_seconds = static_cast<uint32_t>(*lease);
   trace.report_file = f.report_file;
   trace.events_file = f.events_file;
   trace.live_view = !f.no_live;

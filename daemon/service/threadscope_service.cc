@@ -31,17 +31,25 @@ StatusOr<PeerCredentials> ThreadscopeServiceImpl::Caller(grpc::ServerContext* ct
                                "); connect through the daemon's Unix socket");
 }
 
+void ThreadscopeServiceImpl::AddViewer(const std::string& target_id, uid_t uid) {
+  std::lock_guard<std::mutex> lock(viewers_mu_);
+  viewers_[target_id].insert(uid);
+}
+
+bool ThreadscopeServiceImpl::IsViewer(const std::string& target_id, uid_t uid) const {
+  std::lock_guard<std::mutex> lock(viewers_mu_);
+  auto it = viewers_.find(target_id);
+  return it != viewers_.end() && it->second.count(uid) > 0;
+}
+
 bool ThreadscopeServiceImpl::MayView(const PeerCredentials& caller,
                                      const engine::Session& session) const {
   if (caller.trusted || caller.uid == 0) return true;
-  if (session.id().rfind("rec:", 0) == 0) {
-    std::lock_guard<std::mutex> lock(owners_mu_);
-    auto it = recording_owner_.find(session.id());
-    return it != recording_owner_.end() && it->second == caller.uid;
-  }
-  // An exited target can no longer be checked against /proc: its owner attached it.
-  if (session.finished()) return false;
-  return CheckMayTrace(caller, session.pid(), manager_.proc()).ok();
+  // Whoever attached it (or loaded the recording) passed the check then; the process may have
+  // exited since, leaving nothing in /proc to check against. Others are checked as it is now.
+  if (IsViewer(session.id(), caller.uid)) return true;
+  return session.id().rfind("pid:", 0) == 0 && !session.finished() &&
+         CheckMayTrace(caller, session.pid(), manager_.proc()).ok();
 }
 
 StatusOr<std::shared_ptr<engine::Session>> ThreadscopeServiceImpl::Authorized(
@@ -72,6 +80,7 @@ grpc::Status ThreadscopeServiceImpl::Attach(grpc::ServerContext* ctx, const v1::
     spdlog::info("attach pid {} refused: {}", req->pid(), result.status().ToString());
     return ToGrpcStatus(result.status());
   }
+  AddViewer(result->session->id(), caller->uid);
   *resp->mutable_target() = result->session->target();
   resp->set_newly_attached(result->newly_attached);
   return grpc::Status::OK;
@@ -83,6 +92,10 @@ grpc::Status ThreadscopeServiceImpl::Detach(grpc::ServerContext* ctx, const v1::
   if (!session.ok()) return ToGrpcStatus(session.status());
   auto snap = manager_.Detach(req->target_id());
   if (!snap.ok()) return ToGrpcStatus(snap.status());
+  {
+    std::lock_guard<std::mutex> lock(viewers_mu_);
+    viewers_.erase(req->target_id());
+  }
   *resp->mutable_snapshot() = std::move(*snap);
   return grpc::Status::OK;
 }
@@ -186,10 +199,7 @@ grpc::Status ThreadscopeServiceImpl::LoadRecording(grpc::ServerContext* ctx,
   }
   auto session = manager_.LoadRecording(chunks);
   if (!session.ok()) return ToGrpcStatus(session.status());
-  {
-    std::lock_guard<std::mutex> lock(owners_mu_);
-    recording_owner_[(*session)->id()] = caller->uid;
-  }
+  AddViewer((*session)->id(), caller->uid);
   *resp->mutable_target() = (*session)->target();
   return grpc::Status::OK;
 }

@@ -6,7 +6,9 @@
 #include <grpcpp/grpcpp.h>
 
 #include <cstdint>
+#include <map>
 #include <memory>
+#include <set>
 #include <string>
 
 #include "daemon/engine/session_manager.h"
@@ -57,8 +59,13 @@ class ThreadscopeServiceImpl final : public v1::ThreadscopeService::Service {
   const PeerRegistry* peers_;
   ServiceInfo info_;
   uint64_t started_ns_;
-  mutable std::mutex owners_mu_;
-  std::map<std::string, uid_t> recording_owner_;
+  void AddViewer(const std::string& target_id, uid_t uid);
+  bool IsViewer(const std::string& target_id, uid_t uid) const;
+
+  // Who passed the check when a target was attached or loaded: once a process has exited (or
+  // for a recording) there is no /proc entry left to check against.
+  mutable std::mutex viewers_mu_;
+  std::map<std::string, std::set<uid_t>> viewers_;
 };
 
 }  // namespace threadscope::service

@@ -1,0 +1,144 @@
+"""Bad input: one clear line on stderr, a distinct exit code, nothing left attached."""
+import os
+import shutil
+import signal
+import stat
+import subprocess
+import time
+
+import harness
+
+NOBODY = 65534
+
+
+class BadInputTest(harness.BpfTestCase):
+    def one_line_error(self, r, code, *fragments):
+        self.assertEqual(r.returncode, code, "stdout=%r stderr=%r" % (r.stdout, r.stderr))
+        lines = [l for l in r.stderr.splitlines() if l.strip()]
+        self.assertEqual(len(lines), 1, r.stderr)
+        self.assertTrue(lines[0].startswith("threadscope: "), lines[0])
+        for f in fragments:
+            self.assertIn(f, lines[0])
+
+    def ts(self, *args, **kwargs):
+        return harness.run([harness.threadscope()] + list(args), **kwargs)
+
+    def test_no_such_process(self):
+        self.one_line_error(self.ts("attach", "999999"), 3, "no process with pid 999999")
+
+    def test_not_cpython(self):
+        p = subprocess.Popen(["sleep", "30"])
+        try:
+            self.one_line_error(self.ts("attach", str(p.pid)), 4, "is not CPython", "sleep")
+        finally:
+            p.kill()
+            p.wait()
+
+    def test_run_command_that_is_not_python(self):
+        self.one_line_error(self.ts("run", "--", "/bin/true"), 4,
+                            "without starting a CPython interpreter")
+
+    def test_run_missing_command(self):
+        self.one_line_error(self.ts("run", "--", "/nonexistent/python"), 127, "cannot run")
+
+    def test_usage_errors(self):
+        self.one_line_error(self.ts("attach", "--duration", "abc", "1"), 2, "--duration")
+        self.one_line_error(self.ts("attach", "notapid"), 2)
+        self.one_line_error(self.ts("attach", "-7"), 2)
+        self.one_line_error(self.ts("frobnicate"), 2)
+        self.one_line_error(self.ts("run"), 2, "no command")
+        self.one_line_error(self.ts("attach", "--ring-buffer", "12x", "1"), 2, "--ring-buffer")
+
+    def test_no_daemon_listening(self):
+        self.one_line_error(self.ts("--server", "unix:" + self.path("nope.sock"), "status"), 6,
+                            "no threadscoped is listening")
+
+    def test_bad_recordings(self):
+        self.one_line_error(self.ts("report", self.path("missing.tsrec")), 8, "cannot open")
+        junk = self.path("junk.tsrec")
+        with open(junk, "w") as f:
+            f.write("#!/bin/sh\necho not a recording\n")
+        self.one_line_error(self.ts("report", junk), 8, "not a threadscope recording")
+        rec = self.path("good.tsrec")
+        r = self.ts("record", "-o", rec, "--", harness.DEBIAN_PYTHON, "-c", "pass")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        with open(rec, "rb") as f:
+            data = f.read()
+        cut = self.path("cut.tsrec")
+        with open(cut, "wb") as f:
+            f.write(data[:len(data) - 5])
+        self.one_line_error(self.ts("report", cut), 8, "truncated or corrupt")
+
+    def test_no_permission_for_bpf(self):
+        # An unprivileged user, tracing its own process in-process: BPF refuses, clearly.
+        tmp = self.path("bin")
+        os.mkdir(tmp)
+        os.chmod(self.tmp.name, 0o755)
+        os.chmod(tmp, 0o755)
+        cli = os.path.join(tmp, "threadscope")
+        shutil.copy(harness.threadscope(), cli)
+        os.chmod(cli, 0o755)
+        as_nobody = dict(preexec_fn=lambda: (os.setgid(NOBODY), os.setuid(NOBODY)))
+        target = subprocess.Popen([harness.DEBIAN_PYTHON, "-c", "import time; time.sleep(30)"],
+                                  **as_nobody)
+        try:
+            time.sleep(0.3)
+            r = subprocess.run([cli, "attach", str(target.pid)], capture_output=True, text=True,
+                               timeout=60, **as_nobody)
+            self.one_line_error(r, 5, "needs root", "CAP_BPF")
+        finally:
+            target.kill()
+            target.wait()
+
+    def test_target_exiting_during_attach(self):
+        # Whatever the race gives, the CLI says what happened and exits with one of the codes
+        # for it; it never hangs and never leaves probes behind.
+        outcomes = set()
+        for delay in [0.0, 0.05, 0.1, 0.2, 0.3, 0.45, 0.6, 0.8]:
+            target = subprocess.Popen([harness.DEBIAN_PYTHON, "-c",
+                                       "import time; time.sleep(%f)" % delay])
+            r = self.ts("attach", str(target.pid), "--no-live", "--duration", "5",
+                        "--report", self.path("exit.json"), timeout=30)
+            target.wait()
+            outcomes.add(r.returncode)
+            self.assertIn(r.returncode, (0, 3, 4, 7), r.stderr)
+            if r.returncode == 0:
+                self.assertEqual(harness.load_json(self.path("exit.json"))["trace"]["ended_by"],
+                                 "exited")
+            else:
+                lines = [l for l in r.stderr.splitlines() if l.strip()]
+                self.assertEqual(len(lines), 1, r.stderr)
+        self.assertIn(0, outcomes)  # the slow exits were traced to the end
+
+    def test_killed_cli_leaves_nothing_attached(self):
+        target = subprocess.Popen([harness.DEBIAN_PYTHON, "-c", "import time; time.sleep(30)"])
+        try:
+            cli = subprocess.Popen([harness.threadscope(), "attach", str(target.pid), "--no-live"],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            self.assertIn("probes attached", cli.stderr.readline())
+            self.assertNotEqual(harness.leftover_programs(), [])
+            cli.kill()  # SIGKILL: no chance to detach; the kernel closes the link fds
+            cli.wait()
+            harness.wait_for(lambda: not harness.leftover_programs(), what="probes to go away")
+        finally:
+            target.kill()
+            target.wait()
+
+    def test_sigterm_detaches_and_reports(self):
+        target = subprocess.Popen([harness.DEBIAN_PYTHON, "-c", "import time; time.sleep(30)"])
+        try:
+            report = self.path("term.json")
+            cli = subprocess.Popen([harness.threadscope(), "attach", str(target.pid), "--no-live",
+                                    "--report", report],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            self.assertIn("probes attached", cli.stderr.readline())
+            cli.send_signal(signal.SIGTERM)
+            self.assertEqual(cli.wait(timeout=30), 0)
+            self.assertEqual(harness.load_json(report)["trace"]["ended_by"], "detached")
+        finally:
+            target.kill()
+            target.wait()
+
+
+if __name__ == "__main__":
+    harness.main()

@@ -1,0 +1,152 @@
+"""threadscoped end to end: a real daemon on a real Unix socket, the CLI and other gRPC clients
+talking to it, unprivileged users, vanished clients and shutdown."""
+import grp
+import os
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import time
+
+import harness
+
+NOBODY = 65534
+API_CLIENT = sys.argv.pop(1) if len(sys.argv) > 1 else None
+
+
+class DaemonTest(harness.BpfTestCase):
+    def setUp(self):
+        super().setUp()
+        os.chmod(self.tmp.name, 0o755)  # unprivileged clients reach the socket through it
+        self.sock = self.path("threadscope.sock")
+        self.log = open(self.path("daemon.log"), "w")
+        self.daemon = subprocess.Popen(
+            [harness.threadscoped(), "--socket", self.sock, "--socket-group", "nogroup"],
+            stdout=self.log, stderr=subprocess.STDOUT)
+        harness.wait_for(lambda: os.path.exists(self.sock), what="the daemon's socket")
+
+    def tearDown(self):
+        if self.daemon.poll() is None:
+            self.daemon.send_signal(signal.SIGTERM)
+            self.daemon.wait(timeout=30)
+        self.log.close()
+        super().tearDown()
+
+    def cli(self, *args, **kwargs):
+        return harness.run([harness.threadscope(), "--server", "unix:" + self.sock] + list(args),
+                           **kwargs)
+
+    def nobody_cli(self):
+        """A copy of the CLI an unprivileged user can execute."""
+        d = self.path("bin")
+        os.makedirs(d, exist_ok=True)
+        os.chmod(d, 0o777)
+        cli = os.path.join(d, "threadscope")
+        shutil.copy(harness.threadscope(), cli)
+        os.chmod(cli, 0o755)
+        return cli
+
+    @staticmethod
+    def as_nobody():
+        os.setgroups([])
+        os.setgid(NOBODY)
+        os.setuid(NOBODY)
+
+    def test_socket_is_owner_and_group_only(self):
+        st = os.stat(self.sock)
+        self.assertTrue(stat.S_ISSOCK(st.st_mode))
+        self.assertEqual(stat.S_IMODE(st.st_mode), 0o660)
+        self.assertEqual(st.st_gid, grp.getgrnam("nogroup").gr_gid)
+
+    def test_status_and_run_through_the_daemon(self):
+        r = self.cli("status")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("daemon", r.stdout)
+        report = self.path("run.json")
+        r = self.cli("run", "--report", report, "--", harness.DEBIAN_PYTHON,
+                     os.path.join(harness.PROGRAMS, "lifecycle.py"), self.path("truth.json"),
+                     timeout=120)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("via threadscoped at unix:" + self.sock, r.stderr)
+        rep, truth = harness.load_json(report), harness.load_json(self.path("truth.json"))
+        self.assertEqual(rep["summary"]["started"], len(truth["threads"]))
+        self.assertEqual(rep["trace"]["ended_by"], "exited")
+        # The target is gone from the daemon once the CLI detached.
+        self.assertIn("no targets attached", self.cli("status").stdout)
+
+    def test_grpc_clients_health_reflection_and_bad_requests(self):
+        self.assertIsNotNone(API_CLIENT)
+        env = dict(os.environ, THREADSCOPE_SOCKET=self.sock)
+        r = subprocess.run([API_CLIENT], capture_output=True, text=True, env=env, timeout=60)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertIsNone(self.daemon.poll(), "the daemon died")
+
+    def test_unprivileged_user_traces_only_their_own_processes(self):
+        cli = self.nobody_cli()
+        root_target = subprocess.Popen([harness.DEBIAN_PYTHON, "-c", "import time; time.sleep(30)"])
+        try:
+            time.sleep(0.2)
+            r = subprocess.run([cli, "--server", "unix:" + self.sock, "attach",
+                                str(root_target.pid)],
+                               capture_output=True, text=True, timeout=60,
+                               preexec_fn=self.as_nobody)
+            self.assertEqual(r.returncode, 5, r.stderr)
+            self.assertIn("may not trace pid %d" % root_target.pid, r.stderr)
+        finally:
+            root_target.kill()
+            root_target.wait()
+        # Their own program: the daemon (root) loads the probes on their behalf.
+        out = self.path("bin")
+        r = subprocess.run([cli, "--server", "unix:" + self.sock, "run", "--report",
+                            os.path.join(out, "nobody.json"), "--", harness.DEBIAN_PYTHON, "-c",
+                            "import threading; t = threading.Thread(target=len, args=('',)); "
+                            "t.start(); t.join()"],
+                           capture_output=True, text=True, timeout=60, preexec_fn=self.as_nobody)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        rep = harness.load_json(os.path.join(out, "nobody.json"))
+        self.assertEqual(rep["summary"]["started"], 1)
+
+    def test_vanished_client_is_detached_after_its_lease(self):
+        target = subprocess.Popen([harness.DEBIAN_PYTHON, "-c", "import time; time.sleep(60)"])
+        try:
+            cli = subprocess.Popen([harness.threadscope(), "--server", "unix:" + self.sock,
+                                    "attach", str(target.pid), "--no-live", "--lease", "2s"],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            self.assertIn("probes attached", cli.stderr.readline())
+            cli.kill()
+            cli.wait()
+            # The daemon still holds the probes, until the lease runs out.
+            self.assertNotEqual(harness.leftover_programs(), [])
+            harness.wait_for(lambda: not harness.leftover_programs(), timeout=15,
+                             what="the lease to expire")
+            self.assertIn("no targets attached", self.cli("status").stdout)
+        finally:
+            target.kill()
+            target.wait()
+
+    def test_sigterm_detaches_everything_and_removes_the_socket(self):
+        target = subprocess.Popen([harness.DEBIAN_PYTHON, "-c", "import time; time.sleep(60)"])
+        try:
+            cli = subprocess.Popen([harness.threadscope(), "--server", "unix:" + self.sock,
+                                    "attach", str(target.pid), "--no-live"],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            self.assertIn("probes attached", cli.stderr.readline())
+            self.daemon.send_signal(signal.SIGTERM)
+            self.assertEqual(self.daemon.wait(timeout=30), 0)
+            self.assertFalse(os.path.exists(self.sock))
+            harness.wait_for(lambda: not harness.leftover_programs(), what="probes to go away")
+            # The CLI notices and says so.
+            self.assertNotEqual(cli.wait(timeout=30), 0)
+        finally:
+            target.kill()
+            target.wait()
+
+    def test_second_daemon_on_the_same_socket_refuses(self):
+        r = harness.run([harness.threadscoped(), "--socket", self.sock])
+        self.assertEqual(r.returncode, 3)
+        self.assertIn("already listening", r.stderr)
+
+
+if __name__ == "__main__":
+    harness.main()
