@@ -1,0 +1,31 @@
+#!/bin/bash
+# Installs what threadscope needs to build, test and run: Debian 12 packages only.
+# Idempotent and quiet when everything is already there. Run as root.
+set -euo pipefail
+
+if [ "$(id -u)" != 0 ]; then
+  echo "tools/install-deps.sh: run as root (it installs Debian packages)" >&2
+  exit 1
+fi
+
+packages=(
+  # build
+  bazel-bootstrap bazel-rules-java g++ clang llvm bpftool
+  libbpf-dev libelf-dev zlib1g-dev linux-libc-dev
+  protobuf-compiler protobuf-compiler-grpc libprotobuf-dev libgrpc++-dev grpc-proto
+  libspdlog-dev libfmt-dev libgtest-dev libgmock-dev libcapstone-dev libcli11-dev
+  nlohmann-json3-dev
+  # run and test: Debian's own stripped CPython is always a test target
+  python3.11 procps util-linux
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "tools/install-deps.sh: installing ${missing[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
