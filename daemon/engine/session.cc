@@ -42,6 +42,45 @@ v1::ThreadEvent ToThreadEvent(const model::TraceModel& model, const model::Model
   return out;
 }
 
+// Applies back-to-back records to `model` and appends what a watcher should hear: the model's
+// changes, and the losses the records themselves carry. Shared by the live path and the
+// history replay of WatchEvents(from_start), so both say the same thing.
+void ApplyAndDescribe(model::TraceModel& model, const uint8_t* data, size_t size,
+                      std::vector<v1::WatchEventsResponse>* out, uint64_t* records) {
+  std::vector<model::ModelEvent> changes;
+  size_t off = 0;
+  while (off + sizeof(ts_header) <= size) {
+    ts_header h;
+    std::memcpy(&h, data + off, sizeof(h));
+    size_t len = std::min<size_t>(std::max<size_t>(h.size, sizeof(ts_header)), size - off);
+    changes.clear();
+    model.ApplyRecord(data + off, len, out ? &changes : nullptr);
+    if (out) {
+      for (const auto& e : changes) {
+        v1::WatchEventsResponse r;
+        *r.mutable_thread_event() = ToThreadEvent(model, e);
+        out->push_back(std::move(r));
+      }
+      if (h.type == TS_EV_LOST && len >= sizeof(ts_lost)) {
+        ts_lost lost;
+        std::memcpy(&lost, data + off, sizeof(lost));
+        v1::WatchEventsResponse r;
+        r.mutable_lost_events()->set_count(lost.count);
+        r.mutable_lost_events()->set_source(lost.source == TS_LOST_STASH
+                                                ? v1::LostEvents::SOURCE_PROBE_STASH
+                                                : v1::LostEvents::SOURCE_KERNEL_RING);
+        out->push_back(std::move(r));
+      }
+    }
+    off += len;
+    if (records) ++*records;
+  }
+}
+
+bool Deliverable(const EventSubscription& sub, const v1::WatchEventsResponse& r) {
+  return !r.has_thread_event() || sub.Matches(r.thread_event());
+}
+
 }  // namespace
 
 template <typename T>
@@ -144,23 +183,15 @@ std::shared_ptr<EventSubscription> Session::Watch(const v1::WatchEventsRequest& 
   auto sub = std::make_shared<EventSubscription>(request, 8192);
   std::lock_guard<std::mutex> lock(mu_);
   if (request.from_start()) {
-    // Re-run the raw history through a fresh model to regenerate the past changes in order.
+    // Re-run the raw history through a fresh model to regenerate the past, in order.
     model::TraceModel replay(model_->config());
-    std::vector<model::ModelEvent> events;
+    std::vector<v1::WatchEventsResponse> history;
     for (const auto& chunk : raw_log_) {
-      size_t off = 0;
-      while (off + sizeof(ts_header) <= chunk.size()) {
-        ts_header h;
-        std::memcpy(&h, chunk.data() + off, sizeof(h));
-        events.clear();
-        replay.ApplyRecord(reinterpret_cast<const uint8_t*>(chunk.data()) + off, h.size, &events);
-        for (const auto& e : events) {
-          v1::WatchEventsResponse r;
-          *r.mutable_thread_event() = ToThreadEvent(replay, e);
-          if (sub->Matches(r.thread_event())) sub->queue().Push(std::move(r));
-        }
-        off += h.size;
-      }
+      ApplyAndDescribe(replay, reinterpret_cast<const uint8_t*>(chunk.data()), chunk.size(),
+                       &history, nullptr);
+    }
+    for (auto& r : history) {
+      if (Deliverable(*sub, r)) sub->queue().Push(std::move(r));
     }
   }
   if (finished_) {
@@ -212,18 +243,9 @@ void Session::Unstream(const std::shared_ptr<RecordingSubscription>& sub) {
 
 void Session::IngestRecords(const uint8_t* data, size_t size) {
   std::lock_guard<std::mutex> lock(mu_);
-  scratch_.clear();
-  const bool want_events = !watchers_.empty();
-  size_t off = 0;
+  std::vector<v1::WatchEventsResponse> events;
   uint64_t records = 0;
-  while (off + sizeof(ts_header) <= size) {
-    ts_header h;
-    std::memcpy(&h, data + off, sizeof(h));
-    size_t len = std::min<size_t>(std::max<size_t>(h.size, sizeof(ts_header)), size - off);
-    model_->ApplyRecord(data + off, len, want_events ? &scratch_ : nullptr);
-    off += len;
-    ++records;
-  }
+  ApplyAndDescribe(*model_, data, size, watchers_.empty() ? nullptr : &events, &records);
   // History, in chunks of about kRecordChunkBytes, within the budget.
   if (raw_log_.empty() || raw_log_.back().size() + size > kRecordChunkBytes) {
     raw_log_.emplace_back();
@@ -251,11 +273,9 @@ void Session::IngestRecords(const uint8_t* data, size_t size) {
       rec->pending_lost += records;
     }
   }
-  for (const auto& e : scratch_) {
-    v1::WatchEventsResponse r;
-    *r.mutable_thread_event() = ToThreadEvent(*model_, e);
+  for (const auto& r : events) {
     for (auto& w : watchers_) {
-      if (w->Matches(r.thread_event())) w->queue().Push(r);
+      if (Deliverable(*w, r)) w->queue().Push(r);
     }
   }
 }

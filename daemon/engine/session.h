@@ -158,7 +158,6 @@ class Session {
   bool raw_log_truncated_ = false;
   std::vector<std::shared_ptr<EventSubscription>> watchers_;
   std::vector<std::shared_ptr<RecordingSubscription>> recorders_;
-  std::vector<model::ModelEvent> scratch_;
   std::atomic<uint64_t> last_touch_ns_;
   uint32_t lease_seconds_ = 0;
 };

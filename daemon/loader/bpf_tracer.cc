@@ -125,7 +125,10 @@ StatusOr<std::unique_ptr<BpfTracer>> BpfTracer::Load(const BpfTracerOptions& opt
   t->skel_ = threadscope_bpf__open();
   if (!t->skel_) return BpfError(errno, "cannot open the BPF object");
   t->skel_->rodata->targ_tgid = static_cast<__u32>(options.tgid);
-  t->skel_->rodata->wakeup_bytes = options.wakeup_bytes;
+  // Wake the consumer early once a quarter of a small ring is used (a threshold above the
+  // ring's size would never fire and the ring would overflow between timed drains).
+  t->skel_->rodata->wakeup_bytes =
+      std::min<uint64_t>(options.wakeup_bytes, options.ring_buffer_bytes / 4);
   t->skel_->rodata->trace_all_sems = options.trace_all_sems ? 1 : 0;
   t->skel_->rodata->lockobject_lock_offset = options.lockobject_lock_offset;
   t->uprobe_multi_ = KernelHasUprobeMulti();

@@ -365,8 +365,9 @@ void ThreadModel::OnJoin(const ts_header& h, const ts_thread_join& e,
 void ThreadModel::OnTargetExited(uint64_t ts, std::vector<ThreadChangeEvent>* out) {
   for (auto& t : threads_) {
     if (t.state == ThreadState::kDone) continue;
-    if (t.state == ThreadState::kStarting && !t.native_tid) {
-      // Its start never returned: the process died inside pthread_create.
+    if (t.state == ThreadState::kStarting && !t.native_tid && !lossy_) {
+      // Its start never returned and no thread was created: the process died inside
+      // pthread_create. (With records lost, the clone may just be missing: no verdict.)
       t.start_failed = true;
     } else if (!t.exited_ns) {
       t.exited_ns = ts;

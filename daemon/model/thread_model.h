@@ -118,6 +118,8 @@ class ThreadModel {
 
   // Applies one event; appends what changed to `out` (may be null).
   void Apply(const DecodedEvent& event, std::vector<ThreadChangeEvent>* out);
+  // Records were lost: later conclusions drawn from a missing record are not safe.
+  void NoteLoss() { lossy_ = true; }
 
   // Every thread ever seen, in order of appearance.
   const std::vector<ThreadRecord>& threads() const { return threads_; }
@@ -157,6 +159,7 @@ class ThreadModel {
   void OnTargetExited(uint64_t ts, std::vector<ThreadChangeEvent>* out);
 
   ThreadModelConfig config_;
+  bool lossy_ = false;
   std::vector<ThreadRecord> threads_;
   std::unordered_map<pid_t, uint64_t> by_tid_;
   std::unordered_map<uint64_t, uint64_t> by_ident_;

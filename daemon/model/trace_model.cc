@@ -23,6 +23,7 @@ void TraceModel::ApplyRecord(const uint8_t* data, size_t size, std::vector<Model
       case TS_LOST_CONSUMER: stats_.lost_consumer += lost->count; break;
       default: stats_.lost_ringbuf += lost->count; break;
     }
+    if (lost->count) threads_.NoteLoss();
   } else if (const auto* mark = std::get_if<ts_trace_mark>(&e.payload)) {
     switch (mark->kind) {
       case TS_MARK_ATTACHED: attached_ns_ = e.header.ts_ns; break;

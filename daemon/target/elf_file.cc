@@ -2,7 +2,6 @@
 
 #include <elf.h>
 #include <fcntl.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -25,21 +24,32 @@ StatusOr<std::unique_ptr<ElfFile>> ElfFile::Open(const std::string& path) {
     close(fd);
     return FailedPreconditionError(path + " is not an ELF file (too small)");
   }
-  void* map = mmap(nullptr, static_cast<size_t>(st.st_size), PROT_READ, MAP_PRIVATE, fd, 0);
-  int err = errno;
-  close(fd);
-  if (map == MAP_FAILED) return ErrnoToStatus(err, "cannot map " + path);
+  // Read, do not mmap: while any uprobe is registered on this file (another target running the
+  // same interpreter, or another tool), a private mapping shows the int3 bytes the kernel
+  // installed at the probed addresses, and call sites and first instructions would be misread.
   std::unique_ptr<ElfFile> elf(new ElfFile());
   elf->path_ = path;
-  elf->data_ = static_cast<const uint8_t*>(map);
-  elf->size_ = static_cast<size_t>(st.st_size);
+  elf->storage_.resize(static_cast<size_t>(st.st_size));
+  size_t done = 0;
+  while (done < elf->storage_.size()) {
+    ssize_t n = pread(fd, elf->storage_.data() + done, elf->storage_.size() - done,
+                      static_cast<off_t>(done));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      int err = n < 0 ? errno : EIO;
+      close(fd);
+      return ErrnoToStatus(err, "cannot read " + path);
+    }
+    done += static_cast<size_t>(n);
+  }
+  close(fd);
+  elf->data_ = elf->storage_.data();
+  elf->size_ = elf->storage_.size();
   TS_RETURN_IF_ERROR(elf->Parse());
   return elf;
 }
 
-ElfFile::~ElfFile() {
-  if (data_) munmap(const_cast<uint8_t*>(data_), size_);
-}
+ElfFile::~ElfFile() = default;
 
 Status ElfFile::Parse() {
   const auto* eh = reinterpret_cast<const Elf64_Ehdr*>(data_);
@@ -125,7 +135,6 @@ Status ElfFile::Parse() {
             [&](size_t a, size_t b) { return symbols_[a].value < symbols_[b].value; });
 
   // Relocations that write absolute pointers into data (what PyMethodDef tables need).
-  std::unordered_map<uint32_t, uint64_t> dynsym_values;
   for (int i = 0; i < eh->e_shnum; ++i) {
     if (sh[i].sh_type != SHT_RELA || sh[i].sh_entsize != sizeof(Elf64_Rela)) continue;
     if (!in_file(sh[i].sh_offset, sh[i].sh_size)) continue;

@@ -1,4 +1,4 @@
-// A read-only view of an x86-64 ELF file (executable or shared object), mapped into memory.
+// A read-only view of an x86-64 ELF file (executable or shared object), read into memory.
 //
 // It answers what target discovery and probe resolution ask: symbols from both .dynsym and
 // .symtab (stripped binaries have only the former), file offsets for virtual addresses (what
@@ -101,6 +101,7 @@ class ElfFile {
   void ParseEhFrame();
 
   std::string path_;
+  std::vector<uint8_t> storage_;
   const uint8_t* data_ = nullptr;
   size_t size_ = 0;
   bool is_dyn_ = false;

@@ -78,6 +78,33 @@ class AttachTest(harness.BpfTestCase):
     def test_every_interpreter(self):
         self.for_each_interpreter(self.check)
 
+    def test_second_target_of_the_same_interpreter_gets_the_same_probes(self):
+        # While probes sit in a binary, a private mmap of it shows the kernel's int3 bytes; the
+        # second attach must still read the real instructions and place identical probes.
+        sleeper = [harness.DEBIAN_PYTHON, "-c", "import time; time.sleep(30)"]
+        a, b = subprocess.Popen(sleeper), subprocess.Popen(sleeper)
+        try:
+            time.sleep(0.3)
+            first = subprocess.Popen([harness.threadscope(), "attach", str(a.pid), "--no-live",
+                                      "--report", self.path("a.json")],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            self.assertIn("probes attached", first.stderr.readline())
+            r = harness.run([harness.threadscope(), "attach", str(b.pid), "--duration", "0.5",
+                             "--no-live", "--report", self.path("b.json")])
+            self.assertEqual(r.returncode, 0, r.stderr)
+            first.send_signal(signal.SIGINT)
+            self.assertEqual(first.wait(timeout=30), 0)
+        finally:
+            for p in (a, b):
+                p.kill()
+                p.wait()
+        pa, pb = (harness.load_json(self.path(n))["probes"] for n in ("a.json", "b.json"))
+        self.assertEqual(pb, pa)
+        for probe in pb:
+            self.assertTrue(probe["attached"], probe["name"])
+            for site in probe["sites"]:
+                self.assertNotIn("int3", site["instruction"])
+
 
 if __name__ == "__main__":
     harness.main()

@@ -110,6 +110,46 @@ class BadInputTest(harness.BpfTestCase):
                 self.assertEqual(len(lines), 1, r.stderr)
         self.assertIn(0, outcomes)  # the slow exits were traced to the end
 
+    def test_a_full_ring_is_counted_and_reported(self):
+        # A starved consumer (the CLI, which hosts the engine, is stopped) and a burst of thread
+        # starts: the 64 KiB ring overflows. The loss must be counted in the kernel, reported in
+        # the stats and the summary, and streamed as a lost-events record.
+        go = self.path("go")
+        burst = ("import os, threading, time\n"
+                 "while not os.path.exists(%r): time.sleep(0.01)\n"
+                 "for _ in range(3000):\n"
+                 "    t = threading.Thread(target=len, args=('',)); t.start(); t.join()\n"
+                 "open(%r, 'w').close()\n"
+                 "time.sleep(30)\n") % (go, go + ".done")
+        target = subprocess.Popen([harness.DEBIAN_PYTHON, "-c", burst])
+        report, events = self.path("small.json"), self.path("small.jsonl")
+        try:
+            time.sleep(0.3)
+            cli = subprocess.Popen([harness.threadscope(), "attach", str(target.pid), "--no-live",
+                                    "--ring-buffer", "64K", "--report", report,
+                                    "--events", events],
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            self.assertIn("probes attached", cli.stderr.readline())
+            cli.send_signal(signal.SIGSTOP)
+            open(go, "w").close()
+            harness.wait_for(lambda: os.path.exists(go + ".done"), timeout=60, what="the burst")
+            cli.send_signal(signal.SIGCONT)
+            time.sleep(0.5)
+            cli.send_signal(signal.SIGINT)
+            out, err = cli.communicate(timeout=30)
+            self.assertEqual(cli.returncode, 0, err)
+        finally:
+            target.kill()
+            target.wait()
+        rep = harness.load_json(report)
+        self.assertGreater(rep["stats"]["lost_ringbuf"], 0)
+        self.assertEqual(rep["stats"]["drops"], rep["stats"]["lost_ringbuf"])
+        self.assertIn("records were dropped", out + err)
+        lines = [harness.json.loads(l) for l in open(events) if l.strip()]
+        streamed = sum(l["count"] for l in lines
+                       if l["type"] == "lost" and l["source"] == "kernel_ring")
+        self.assertEqual(streamed, rep["stats"]["lost_ringbuf"])
+
     def test_killed_cli_leaves_nothing_attached(self):
         target = subprocess.Popen([harness.DEBIAN_PYTHON, "-c", "import time; time.sleep(30)"])
         try:

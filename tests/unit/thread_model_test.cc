@@ -247,6 +247,12 @@ TEST_F(ThreadModelTest, TargetExitEndsEveryThread) {
   EXPECT_EQ(model_.end_ns(), *model_.target_exited_ns());
 }
 
+TEST_F(ThreadModelTest, AfterLossesAnUnfinishedStartIsNotCalledFailed) {
+  Feed({g_.StartBegin(kMain, 0xb00), g_.Lost(3), g_.Mark(TS_MARK_TARGET_EXITED)});
+  EXPECT_FALSE(threads().threads()[0].start_failed);
+  EXPECT_EQ(threads().threads()[0].state, ThreadState::kDone);
+}
+
 TEST_F(ThreadModelTest, ExitOfAnUnknownThreadIsStillRecorded) {
   auto events = Feed({g_.Exit(1009, "late")});
   const ThreadRecord& t = ByTid(1009);
