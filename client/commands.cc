@@ -129,8 +129,8 @@ class Recorder {
 class EventPrinter {
  public:
   EventPrinter(v1::ThreadscopeService::Stub& stub, std::string target_id, bool json,
-               std::FILE* out)
-      : json_(json), out_(out) {
+               std::FILE* out, uint64_t base_ns)
+      : json_(json), out_(out), base_ns_(base_ns) {
     thread_ = std::thread([this, &stub, target_id] { Run(stub, target_id); });
   }
   ~EventPrinter() { Stop(); }
@@ -150,7 +150,7 @@ class EventPrinter {
     auto reader = stub.WatchEvents(&ctx_, req);
     v1::WatchEventsResponse r;
     while (reader->Read(&r)) {
-      std::string line = json_ ? EventJson(r).dump() : EventLine(r);
+      std::string line = json_ ? EventJson(r).dump() : EventLine(r, base_ns_);
       std::fprintf(out_, "%s\n", line.c_str());
       std::fflush(out_);
       if (r.has_target_finished()) break;
@@ -160,6 +160,7 @@ class EventPrinter {
 
   bool json_;
   std::FILE* out_;
+  uint64_t base_ns_;
   grpc::ClientContext ctx_;
   std::thread thread_;
 };
@@ -180,9 +181,10 @@ class TraceRun {
       events_out_ = std::fopen(options_.events_file.c_str(), "w");
       if (!events_out_) return ErrnoToStatus(errno, "cannot write " + options_.events_file);
       events_ = std::make_unique<EventPrinter>(conn_.stub(), target_.target_id(), true,
-                                               events_out_);
+                                               events_out_, target_.attached_ns());
     } else if (jsonl || (options_.output == OutputFormat::kText && !ShowLiveView() && !run_mode_)) {
-      events_ = std::make_unique<EventPrinter>(conn_.stub(), target_.target_id(), jsonl, stdout);
+      events_ = std::make_unique<EventPrinter>(conn_.stub(), target_.target_id(), jsonl, stdout,
+                                               target_.attached_ns());
     }
     return OkStatus();
   }

@@ -358,7 +358,7 @@ std::string SummaryText(const v1::Snapshot& s, const TextStyle& style) {
   return out;
 }
 
-std::string EventLine(const v1::WatchEventsResponse& e) {
+std::string EventLine(const v1::WatchEventsResponse& e, uint64_t base_ns) {
   if (e.has_lost_events()) {
     return fmt::format("lost {} events ({})", e.lost_events().count(),
                        LostSourceName(e.lost_events().source()));
@@ -369,8 +369,9 @@ std::string EventLine(const v1::WatchEventsResponse& e) {
   }
   const auto& te = e.thread_event();
   const auto& th = te.thread();
-  return fmt::format("{:.6f} {:<16} tid={} ident={} name={} state={} by={}",
-                     static_cast<double>(te.ts_ns()) / 1e9, ChangeName(te.change()),
+  double since = (static_cast<double>(te.ts_ns()) - static_cast<double>(base_ns)) / 1e9;
+  return fmt::format("{:+9.3f}s {:<16} tid={} ident={} name={} state={} by={}", since,
+                     ChangeName(te.change()),
                      th.native_tid(), Ident(th), th.name(), StateName(th.state()),
                      te.actor_native_tid());
 }

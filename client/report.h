@@ -26,8 +26,8 @@ std::string AttachBanner(const v1::Target& target, const std::string& engine);
 std::string LiveView(const v1::Snapshot& snapshot, int max_rows, const TextStyle& style);
 // The final summary printed when tracing stops.
 std::string SummaryText(const v1::Snapshot& snapshot, const TextStyle& style);
-// One line per event, for non-TTY text output.
-std::string EventLine(const v1::WatchEventsResponse& event);
+// One line per event, for non-TTY text output; times are shown relative to base_ns (the attach).
+std::string EventLine(const v1::WatchEventsResponse& event, uint64_t base_ns);
 
 const char* StateName(v1::ThreadState state);
 

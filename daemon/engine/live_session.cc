@@ -8,6 +8,7 @@
 
 #include "daemon/engine/snapshot_builder.h"
 #include "daemon/loader/probe_plan.h"
+#include "daemon/model/record_builder.h"
 #include "daemon/target/python_process.h"
 #include "probes/threadscope_events.h"
 
@@ -138,7 +139,7 @@ void LiveSession::InjectPreexistingThreads() {
     ts_preexisting_thread body{};
     body.start_ns = target::BootTicksToMonotonicNs(task.start_ticks);
     std::strncpy(body.comm, task.comm.c_str(), sizeof(body.comm) - 1);
-    records += MakeRecord(TS_EV_PREEXISTING_THREAD, static_cast<uint32_t>(pid()),
+    records += model::MakeRecord(TS_EV_PREEXISTING_THREAD, static_cast<uint32_t>(pid()),
                           static_cast<uint32_t>(task.tid), now, body);
   }
   IngestRecords(reinterpret_cast<const uint8_t*>(records.data()), records.size());
@@ -153,7 +154,7 @@ void LiveSession::InjectDrops() {
     body.count = total - reported_drops_[source];
     body.source = source;
     reported_drops_[source] = total;
-    records += MakeRecord(TS_EV_LOST, static_cast<uint32_t>(pid()), 0, target::MonotonicNowNs(),
+    records += model::MakeRecord(TS_EV_LOST, static_cast<uint32_t>(pid()), 0, target::MonotonicNowNs(),
                           body);
     spdlog::warn("{}: the kernel dropped {} records (source {})", id(), body.count, source);
   }
@@ -165,7 +166,7 @@ void LiveSession::InjectDrops() {
 void LiveSession::InjectMark(uint32_t kind) {
   ts_trace_mark body{};
   body.kind = kind;
-  std::string r = MakeRecord(TS_EV_TRACE_MARK, static_cast<uint32_t>(pid()),
+  std::string r = model::MakeRecord(TS_EV_TRACE_MARK, static_cast<uint32_t>(pid()),
                              static_cast<uint32_t>(pid()), target::MonotonicNowNs(), body);
   IngestRecords(reinterpret_cast<const uint8_t*>(r.data()), r.size());
 }

@@ -6,6 +6,7 @@
 #include "daemon/common/version.h"
 #include "daemon/engine/recording.h"
 #include "daemon/engine/snapshot_builder.h"
+#include "daemon/model/record_builder.h"
 #include "daemon/target/procfs.h"
 #include "probes/threadscope_events.h"
 
@@ -82,25 +83,6 @@ bool Deliverable(const EventSubscription& sub, const v1::WatchEventsResponse& r)
 }
 
 }  // namespace
-
-template <typename T>
-std::string MakeRecord(uint16_t type, uint32_t pid, uint32_t tid, uint64_t ts_ns, const T& body) {
-  T copy = body;
-  copy.h.type = type;
-  copy.h.version = TS_ABI_VERSION;
-  copy.h.flags = 0;
-  copy.h.size = sizeof(T);
-  copy.h.ts_ns = ts_ns;
-  copy.h.pid = pid;
-  copy.h.tid = tid;
-  return std::string(reinterpret_cast<const char*>(&copy), sizeof(T));
-}
-
-template std::string MakeRecord<ts_preexisting_thread>(uint16_t, uint32_t, uint32_t, uint64_t,
-                                                       const ts_preexisting_thread&);
-template std::string MakeRecord<ts_lost>(uint16_t, uint32_t, uint32_t, uint64_t, const ts_lost&);
-template std::string MakeRecord<ts_trace_mark>(uint16_t, uint32_t, uint32_t, uint64_t,
-                                               const ts_trace_mark&);
 
 EventSubscription::EventSubscription(const v1::WatchEventsRequest& request, size_t capacity)
     : request_(request), queue_(capacity) {}
@@ -264,7 +246,7 @@ void Session::IngestRecords(const uint8_t* data, size_t size) {
       ts_lost lost{};
       lost.count = rec->pending_lost;
       lost.source = TS_LOST_CONSUMER;
-      *bytes = MakeRecord(TS_EV_LOST, static_cast<uint32_t>(pid_), 0, model_->last_ts_ns(), lost);
+      *bytes = model::MakeRecord(TS_EV_LOST, static_cast<uint32_t>(pid_), 0, model_->last_ts_ns(), lost);
     }
     bytes->append(reinterpret_cast<const char*>(data), size);
     if (rec->queue().Push(std::move(chunk))) {

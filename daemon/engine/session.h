@@ -162,10 +162,6 @@ class Session {
   uint32_t lease_seconds_ = 0;
 };
 
-// Builds a raw record of type T with a filled header (for records the daemon writes itself).
-template <typename T>
-std::string MakeRecord(uint16_t type, uint32_t pid, uint32_t tid, uint64_t ts_ns, const T& body);
-
 // A finished target rebuilt from a recording.
 class ReplaySession : public Session {
  public:

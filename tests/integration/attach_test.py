@@ -20,12 +20,8 @@ class AttachTest(harness.BpfTestCase):
                              what="the target to start its early threads")
             ready = harness.load_json(os.path.join(work, "ready.json"))
             report_path = os.path.join(work, "report.json")
-            cli = subprocess.Popen([harness.threadscope(), "attach", str(target.pid), "--no-live",
-                                    "--report", report_path, "-o", "jsonl"],
-                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-            # The banner on stderr says the probes are in.
-            banner = cli.stderr.readline()
-            self.assertIn("probes attached", banner)
+            cli = harness.start_attach(target.pid, "--report", report_path, "-o", "jsonl",
+                                       stdout=subprocess.PIPE)
             open(os.path.join(work, "go"), "w").close()
             harness.wait_for(lambda: os.path.exists(os.path.join(work, "truth.json")),
                              what="the target to finish its late threads")
@@ -81,23 +77,13 @@ class AttachTest(harness.BpfTestCase):
     def test_second_target_of_the_same_interpreter_gets_the_same_probes(self):
         # While probes sit in a binary, a private mmap of it shows the kernel's int3 bytes; the
         # second attach must still read the real instructions and place identical probes.
-        sleeper = [harness.DEBIAN_PYTHON, "-c", "import time; time.sleep(30)"]
-        a, b = subprocess.Popen(sleeper), subprocess.Popen(sleeper)
-        try:
-            time.sleep(0.3)
-            first = subprocess.Popen([harness.threadscope(), "attach", str(a.pid), "--no-live",
-                                      "--report", self.path("a.json")],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-            self.assertIn("probes attached", first.stderr.readline())
+        with harness.sleeping_python() as a, harness.sleeping_python() as b:
+            first = harness.start_attach(a.pid, "--report", self.path("a.json"))
             r = harness.run([harness.threadscope(), "attach", str(b.pid), "--duration", "0.5",
                              "--no-live", "--report", self.path("b.json")])
             self.assertEqual(r.returncode, 0, r.stderr)
             first.send_signal(signal.SIGINT)
             self.assertEqual(first.wait(timeout=30), 0)
-        finally:
-            for p in (a, b):
-                p.kill()
-                p.wait()
         pa, pb = (harness.load_json(self.path(n))["probes"] for n in ("a.json", "b.json"))
         self.assertEqual(pb, pa)
         for probe in pb:

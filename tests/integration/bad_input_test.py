@@ -26,7 +26,7 @@ class BadInputTest(harness.BpfTestCase):
     def test_no_such_process(self):
         self.one_line_error(self.ts("attach", "999999"), 3, "no process with pid 999999")
 
-    def test_not_cpython(self):
+    def test_not_cpython(self):  # a live process that is not Python
         p = subprocess.Popen(["sleep", "30"])
         try:
             self.one_line_error(self.ts("attach", str(p.pid)), 4, "is not CPython", "sleep")
@@ -79,16 +79,10 @@ class BadInputTest(harness.BpfTestCase):
         shutil.copy(harness.threadscope(), cli)
         os.chmod(cli, 0o755)
         as_nobody = dict(preexec_fn=lambda: (os.setgid(NOBODY), os.setuid(NOBODY)))
-        target = subprocess.Popen([harness.DEBIAN_PYTHON, "-c", "import time; time.sleep(30)"],
-                                  **as_nobody)
-        try:
-            time.sleep(0.3)
+        with harness.sleeping_python(**as_nobody) as target:
             r = subprocess.run([cli, "attach", str(target.pid)], capture_output=True, text=True,
                                timeout=60, **as_nobody)
             self.one_line_error(r, 5, "needs root", "CAP_BPF")
-        finally:
-            target.kill()
-            target.wait()
 
     def test_target_exiting_during_attach(self):
         # Whatever the race gives, the CLI says what happened and exits with one of the codes
@@ -125,11 +119,8 @@ class BadInputTest(harness.BpfTestCase):
         report, events = self.path("small.json"), self.path("small.jsonl")
         try:
             time.sleep(0.3)
-            cli = subprocess.Popen([harness.threadscope(), "attach", str(target.pid), "--no-live",
-                                    "--ring-buffer", "64K", "--report", report,
-                                    "--events", events],
-                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-            self.assertIn("probes attached", cli.stderr.readline())
+            cli = harness.start_attach(target.pid, "--ring-buffer", "64K", "--report", report,
+                                       "--events", events, stdout=subprocess.PIPE)
             cli.send_signal(signal.SIGSTOP)
             open(go, "w").close()
             harness.wait_for(lambda: os.path.exists(go + ".done"), timeout=60, what="the burst")
@@ -151,33 +142,20 @@ class BadInputTest(harness.BpfTestCase):
         self.assertEqual(streamed, rep["stats"]["lost_ringbuf"])
 
     def test_killed_cli_leaves_nothing_attached(self):
-        target = subprocess.Popen([harness.DEBIAN_PYTHON, "-c", "import time; time.sleep(30)"])
-        try:
-            cli = subprocess.Popen([harness.threadscope(), "attach", str(target.pid), "--no-live"],
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-            self.assertIn("probes attached", cli.stderr.readline())
+        with harness.sleeping_python() as target:
+            cli = harness.start_attach(target.pid)
             self.assertNotEqual(harness.leftover_programs(), [])
             cli.kill()  # SIGKILL: no chance to detach; the kernel closes the link fds
             cli.wait()
             harness.wait_for(lambda: not harness.leftover_programs(), what="probes to go away")
-        finally:
-            target.kill()
-            target.wait()
 
     def test_sigterm_detaches_and_reports(self):
-        target = subprocess.Popen([harness.DEBIAN_PYTHON, "-c", "import time; time.sleep(30)"])
-        try:
+        with harness.sleeping_python() as target:
             report = self.path("term.json")
-            cli = subprocess.Popen([harness.threadscope(), "attach", str(target.pid), "--no-live",
-                                    "--report", report],
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-            self.assertIn("probes attached", cli.stderr.readline())
+            cli = harness.start_attach(target.pid, "--report", report)
             cli.send_signal(signal.SIGTERM)
             self.assertEqual(cli.wait(timeout=30), 0)
             self.assertEqual(harness.load_json(report)["trace"]["ended_by"], "detached")
-        finally:
-            target.kill()
-            target.wait()
 
 
 if __name__ == "__main__":

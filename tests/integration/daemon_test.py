@@ -84,18 +84,13 @@ class DaemonTest(harness.BpfTestCase):
 
     def test_unprivileged_user_traces_only_their_own_processes(self):
         cli = self.nobody_cli()
-        root_target = subprocess.Popen([harness.DEBIAN_PYTHON, "-c", "import time; time.sleep(30)"])
-        try:
-            time.sleep(0.2)
+        with harness.sleeping_python() as root_target:
             r = subprocess.run([cli, "--server", "unix:" + self.sock, "attach",
                                 str(root_target.pid)],
                                capture_output=True, text=True, timeout=60,
                                preexec_fn=self.as_nobody)
             self.assertEqual(r.returncode, 5, r.stderr)
             self.assertIn("may not trace pid %d" % root_target.pid, r.stderr)
-        finally:
-            root_target.kill()
-            root_target.wait()
         # Their own program: the daemon (root) loads the probes on their behalf.
         out = self.path("bin")
         r = subprocess.run([cli, "--server", "unix:" + self.sock, "run", "--report",
@@ -108,12 +103,8 @@ class DaemonTest(harness.BpfTestCase):
         self.assertEqual(rep["summary"]["started"], 1)
 
     def test_vanished_client_is_detached_after_its_lease(self):
-        target = subprocess.Popen([harness.DEBIAN_PYTHON, "-c", "import time; time.sleep(60)"])
-        try:
-            cli = subprocess.Popen([harness.threadscope(), "--server", "unix:" + self.sock,
-                                    "attach", str(target.pid), "--no-live", "--lease", "2s"],
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-            self.assertIn("probes attached", cli.stderr.readline())
+        with harness.sleeping_python(60) as target:
+            cli = harness.start_attach(target.pid, "--lease", "2s", server="unix:" + self.sock)
             cli.kill()
             cli.wait()
             # The daemon still holds the probes, until the lease runs out.
@@ -121,26 +112,16 @@ class DaemonTest(harness.BpfTestCase):
             harness.wait_for(lambda: not harness.leftover_programs(), timeout=15,
                              what="the lease to expire")
             self.assertIn("no targets attached", self.cli("status").stdout)
-        finally:
-            target.kill()
-            target.wait()
 
     def test_sigterm_detaches_everything_and_removes_the_socket(self):
-        target = subprocess.Popen([harness.DEBIAN_PYTHON, "-c", "import time; time.sleep(60)"])
-        try:
-            cli = subprocess.Popen([harness.threadscope(), "--server", "unix:" + self.sock,
-                                    "attach", str(target.pid), "--no-live"],
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-            self.assertIn("probes attached", cli.stderr.readline())
+        with harness.sleeping_python(60) as target:
+            cli = harness.start_attach(target.pid, server="unix:" + self.sock)
             self.daemon.send_signal(signal.SIGTERM)
             self.assertEqual(self.daemon.wait(timeout=30), 0)
             self.assertFalse(os.path.exists(self.sock))
             harness.wait_for(lambda: not harness.leftover_programs(), what="probes to go away")
             # The CLI notices and says so.
             self.assertNotEqual(cli.wait(timeout=30), 0)
-        finally:
-            target.kill()
-            target.wait()
 
     def test_second_daemon_on_the_same_socket_refuses(self):
         r = harness.run([harness.threadscoped(), "--socket", self.sock])

@@ -3,7 +3,7 @@
 Every test leaves nothing attached: BpfTestCase checks after each test that no threadscope
 BPF program (names start with ts_) is still loaded.
 """
-import glob
+import contextlib
 import json
 import os
 import pwd
@@ -59,6 +59,31 @@ def leftover_programs():
         return []
     return sorted(p.get("name", "") for p in json.loads(out.stdout or "[]")
                   if p.get("name", "").startswith("ts_"))
+
+
+@contextlib.contextmanager
+def sleeping_python(seconds=30, python=DEBIAN_PYTHON, **popen_kwargs):
+    """A CPython process that does nothing for a while: something to attach to."""
+    p = subprocess.Popen([python, "-c", "import time; time.sleep(%d)" % seconds], **popen_kwargs)
+    try:
+        time.sleep(0.2)
+        yield p
+    finally:
+        p.kill()
+        p.wait()
+
+
+def start_attach(pid, *args, server=None, stdout=subprocess.DEVNULL):
+    """`threadscope attach PID --no-live ARGS` in the background, returned once probes are live
+    (the banner on stderr says so)."""
+    cmd = [threadscope()] + (["--server", server] if server else [])
+    cli = subprocess.Popen(cmd + ["attach", str(pid), "--no-live"] + list(args),
+                           stdout=stdout, stderr=subprocess.PIPE, text=True)
+    banner = cli.stderr.readline()
+    if "probes attached" not in banner:
+        cli.kill()
+        raise AssertionError("attach to %d failed: %s%s" % (pid, banner, cli.stderr.read()))
+    return cli
 
 
 def run(args, timeout=60, **kwargs):

@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "daemon/model/record_builder.h"
 #include "probes/threadscope_events.h"
 
 namespace threadscope::testing {
@@ -112,16 +113,9 @@ class EventGenerator {
 
  private:
   template <typename T>
-  std::string Make(uint16_t type, uint32_t tid, T e) {
+  std::string Make(uint16_t type, uint32_t tid, const T& e) {
     now_ += 1000;  // records are 1 us apart unless the test advances the clock
-    e.h.type = type;
-    e.h.version = TS_ABI_VERSION;
-    e.h.flags = 0;
-    e.h.size = sizeof(T);
-    e.h.ts_ns = now_;
-    e.h.pid = pid_;
-    e.h.tid = tid;
-    return std::string(reinterpret_cast<const char*>(&e), sizeof(T));
+    return model::MakeRecord(type, pid_, tid, now_, e);
   }
 
   uint32_t pid_;
