@@ -13,7 +13,8 @@ def bpf_skeleton(name, src, hdrs = [], visibility = None):
         srcs = [src] + hdrs,
         outs = [obj],
         cmd = " ".join([
-            "clang -g -O2 -target bpf -D__TARGET_ARCH_x86",
+            # -mcpu=v3: atomic fetch-and-add with a result (kernel 5.12+).
+            "clang -g -O2 -target bpf -mcpu=v3 -D__TARGET_ARCH_x86",
             "-I/usr/include/x86_64-linux-gnu",
             "-I$$(dirname $(location %s))" % src,
             "-Wall -Werror",

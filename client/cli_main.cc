@@ -29,6 +29,8 @@ struct Flags {
   std::string ring_buffer;
   bool no_live = false;
   std::string lease = "15s";
+  std::string locks = "contended";
+  std::string lock_threshold = "0";
   std::string record_file;
   pid_t pid = 0;
 };
@@ -46,6 +48,11 @@ void AddTraceOptions(CLI::App* cmd, Flags& f, bool with_output) {
   cmd->add_option("--ring-buffer", f.ring_buffer,
                   "kernel ring buffer size in bytes (power of two, K/M suffix), default 16M");
   cmd->add_flag("--no-live", f.no_live, "no refreshing view, even on a terminal");
+  cmd->add_option("--locks", f.locks,
+                  "lock tracing: contended (default: waits, wakers, owners learned at handoffs), "
+                  "all (every acquire and release: exact owners, hold times, lock order), off");
+  cmd->add_option("--lock-threshold", f.lock_threshold,
+                  "only lock waits at least this long become events (statistics stay exact)");
   cmd->add_option("--lease", f.lease,
                   "with a daemon: detach if this client is gone for this long (default 15s)");
 }
@@ -157,6 +164,16 @@ int CliMain(int argc, char** argv) {
   auto lease = ParseDuration(f.lease);
   if (!lease || *lease < 1) return UsageError("--lease: cannot parse '" + f.lease + "' (at least 1s)");
   trace.lease_seconds = static_cast<uint32_t>(*lease);
+  if (f.locks != "off" && f.locks != "contended" && f.locks != "all") {
+    return UsageError("--locks: '" + f.locks + "' is not one of contended, all, off");
+  }
+  trace.locks = f.locks;
+  auto threshold = ParseDuration(f.lock_threshold);
+  if (!threshold) {
+    return UsageError("--lock-threshold: cannot parse '" + f.lock_threshold +
+                      "' (use 20ms, 1s, 500us)");
+  }
+  trace.lock_threshold_ns = static_cast<uint64_t>(*threshold * 1e9);
   trace.report_file = f.report_file;
   trace.events_file = f.events_file;
   trace.live_view = !f.no_live;

@@ -265,6 +265,8 @@ StatusOr<v1::Target> DoAttach(Connection& conn, pid_t pid, const TraceOptions& o
   req.set_pid(pid);
   req.mutable_options()->set_ring_buffer_bytes(options.ring_buffer_bytes);
   req.mutable_options()->set_lease_seconds(options.lease_seconds);
+  req.mutable_options()->set_locks(options.locks);
+  req.mutable_options()->set_lock_threshold_ns(options.lock_threshold_ns);
   v1::AttachResponse resp;
   auto ctx = Unary(60);
   grpc::Status s = conn.stub().Attach(ctx.get(), req, &resp);

@@ -24,6 +24,8 @@ struct TraceOptions {
   bool live_view = true;   // refreshing table when stdout is a terminal and output is text
   uint32_t ring_buffer_bytes = 0;
   uint32_t lease_seconds = 15;
+  std::string locks = "contended";  // off, contended, all
+  uint64_t lock_threshold_ns = 0;
   TextStyle style;
 };
 

@@ -125,6 +125,121 @@ json Opt(bool has, T value) {
   return has ? json(value) : json(nullptr);
 }
 
+const char* LockKindName(v1::LockKind k) {
+  switch (k) {
+    case v1::LOCK_KIND_LOCK: return "Lock";
+    case v1::LOCK_KIND_RLOCK: return "RLock";
+    case v1::LOCK_KIND_JOIN_SENTINEL: return "join-sentinel";
+    default: return "unknown";
+  }
+}
+
+const char* WaitKindName(v1::WaitKind k) {
+  switch (k) {
+    case v1::WAIT_KIND_CONDITION: return "condition";
+    case v1::WAIT_KIND_JOIN: return "join";
+    default: return "lock";
+  }
+}
+
+const char* LockChangeName(v1::LockChange c) {
+  switch (c) {
+    case v1::LOCK_CHANGE_WAIT_BEGIN: return "wait_begin";
+    case v1::LOCK_CHANGE_WAIT_END: return "wait_end";
+    case v1::LOCK_CHANGE_WOKEN: return "woken";
+    case v1::LOCK_CHANGE_DEADLOCK: return "deadlock";
+    case v1::LOCK_CHANGE_DEADLOCK_RESOLVED: return "deadlock_resolved";
+    case v1::LOCK_CHANGE_ORDER_INVERSION: return "order_inversion";
+    default: return "unknown";
+  }
+}
+
+json HistogramJson(const v1::Histogram& h) {
+  return json{{"log2_ns_buckets", json(std::vector<uint64_t>(h.buckets().begin(), h.buckets().end()))},
+              {"count", h.count()},
+              {"sum_ns", h.sum_ns()},
+              {"max_ns", h.max_ns()}};
+}
+
+json AcquiresByThread(const v1::Lock& l) {
+  if (!l.has_acquires()) return nullptr;
+  json out = json::object();
+  std::map<int32_t, uint64_t> sorted(l.acquires_by_thread().begin(), l.acquires_by_thread().end());
+  for (const auto& [tid, n] : sorted) out[std::to_string(tid)] = n;
+  return out;
+}
+
+json LockJson(const v1::Lock& l) {
+  json waiters = json::array();
+  for (const auto& w : l.waiters()) {
+    waiters.push_back({{"native_tid", w.native_tid()},
+                       {"since_ns", w.since_ns()},
+                       {"kind", WaitKindName(w.kind())}});
+  }
+  return json{
+      {"id", l.id()},
+      {"address", l.address() ? json(l.address()) : json(nullptr)},
+      {"semaphore", l.semaphore()},
+      {"generation", l.generation()},
+      {"kind", LockKindName(l.kind())},
+      {"owner_native_tid", Opt(l.has_owner_native_tid(), l.owner_native_tid())},
+      {"owner_since_ns", Opt(l.has_owner_since_ns(), l.owner_since_ns())},
+      {"owner_exact", l.owner_exact()},
+      {"depth", l.depth()},
+      {"waiters", waiters},
+      {"acquires", Opt(l.has_acquires(), l.acquires())},
+      {"acquires_by_thread", AcquiresByThread(l)},
+      {"contended", l.contended()},
+      {"timeouts", l.timeouts()},
+      {"failed_trylocks", Opt(l.has_failed_trylocks(), l.failed_trylocks())},
+      {"releases", Opt(l.has_releases(), l.releases())},
+      {"wakeups", l.wakeups()},
+      {"wait_ns_total", l.wait().sum_ns()},
+      {"wait_ns_max", l.wait().max_ns()},
+      {"hold_ns_total", l.has_hold() ? json(l.hold().sum_ns()) : json(nullptr)},
+      {"hold_ns_max", l.has_hold() ? json(l.hold().max_ns()) : json(nullptr)},
+      {"wait_histogram", HistogramJson(l.wait())},
+      {"hold_histogram", l.has_hold() ? HistogramJson(l.hold()) : json(nullptr)},
+      {"creator_native_tid", Opt(l.has_creator_native_tid(), l.creator_native_tid())},
+      {"created_ns", Opt(l.has_created_ns(), l.created_ns())},
+      {"freed_ns", Opt(l.has_freed_ns(), l.freed_ns())},
+      {"last_waker", Opt(l.has_last_waker(), l.last_waker())},
+  };
+}
+
+json DeadlockJson(const v1::Deadlock& d) {
+  return json{{"id", d.id()},
+              {"threads", json(std::vector<int32_t>(d.native_tids().begin(), d.native_tids().end()))},
+              {"locks", json(std::vector<std::string>(d.lock_ids().begin(), d.lock_ids().end()))},
+              {"since_ns", d.since_ns()},
+              {"detected_ns", d.detected_ns()},
+              {"resolved_ns", Opt(d.has_resolved_ns(), d.resolved_ns())}};
+}
+
+json InversionJson(const v1::OrderInversion& i) {
+  return json{{"lock_a", i.lock_a()},       {"lock_b", i.lock_b()},
+              {"thread_ab", i.thread_ab()}, {"ab_ns", i.ab_ns()},
+              {"thread_ba", i.thread_ba()}, {"ba_ns", i.ba_ns()}};
+}
+
+json ThreadLocksJson(const v1::ThreadLocks& l) {
+  json waiting = nullptr;
+  if (l.has_waiting()) {
+    waiting = {{"lock_id", l.waiting().lock_id()},
+               {"since_ns", l.waiting().since_ns()},
+               {"kind", WaitKindName(l.waiting().kind())}};
+  }
+  return json{{"held", json(std::vector<std::string>(l.held().begin(), l.held().end()))},
+              {"waiting", waiting},
+              {"last_woken_by", Opt(l.has_last_woken_by(), l.last_woken_by())},
+              {"lock_waits", l.lock_waits()},
+              {"lock_wait_ns", l.lock_wait_ns()},
+              {"condition_waits", l.condition_waits()},
+              {"condition_wait_ns", l.condition_wait_ns()},
+              {"join_wait_ns", l.join_wait_ns()},
+              {"acquires", Opt(l.has_acquires(), l.acquires())}};
+}
+
 }  // namespace
 
 const char* StateName(v1::ThreadState state) {
@@ -163,6 +278,7 @@ json ThreadJson(const v1::Thread& t) {
       {"returned", Opt(t.has_returned(), t.returned())},
       {"exit_code", Opt(t.has_exit_code(), t.exit_code())},
       {"join_waiters", waiters},
+      {"locks", ThreadLocksJson(t.locks())},
   };
 }
 
@@ -189,6 +305,12 @@ json ReportJson(const v1::Snapshot& s) {
   }
   json threads = json::array();
   for (const auto& th : s.threads()) threads.push_back(ThreadJson(th));
+  json locks = json::array();
+  for (const auto& l : s.locks()) locks.push_back(LockJson(l));
+  json deadlocks = json::array();
+  for (const auto& d : s.deadlocks()) deadlocks.push_back(DeadlockJson(d));
+  json inversions = json::array();
+  for (const auto& i : s.order_inversions()) inversions.push_back(InversionJson(i));
   Counts c = Count(s);
   const char* ended = s.ended_by() == v1::TRACE_END_EXITED     ? "exited"
                       : s.ended_by() == v1::TRACE_END_DETACHED ? "detached"
@@ -205,9 +327,15 @@ json ReportJson(const v1::Snapshot& s) {
         {"symbols", SymbolsName(t.symbols())},
         {"free_threaded", t.free_threaded()},
         {"join_visibility", JoinVisibilityName(t.join_visibility())},
+        {"lock_mode", t.lock_mode()},
+        {"lock_threshold_ns", t.lock_threshold_ns()},
         {"kernel_release", t.kernel_release()}}},
       {"probes", probes},
       {"threads", threads},
+      {"locks", locks},
+      {"locks_not_listed", s.locks_not_listed()},
+      {"deadlocks", deadlocks},
+      {"order_inversions", inversions},
       {"summary",
        {{"threads_seen", c.seen},
         {"started", c.started},
@@ -221,7 +349,9 @@ json ReportJson(const v1::Snapshot& s) {
         {"not_joined", c.joined_no},
         {"joined_unknown", c.joined_unknown},
         {"returned", c.returned_yes},
-        {"did_not_return", c.returned_no}}},
+        {"did_not_return", c.returned_no},
+        {"deadlocks", s.deadlocks_size()},
+        {"order_inversions", s.order_inversions_size()}}},
       {"stats",
        {{"events", t.stats().records()},
         {"drops", t.stats().drops()},
@@ -247,6 +377,24 @@ json EventJson(const v1::WatchEventsResponse& e) {
                 {"change", ChangeName(te.change())},
                 {"actor_native_tid", te.actor_native_tid()},
                 {"thread", ThreadJson(te.thread())}};
+  }
+  if (e.has_lock_event()) {
+    const auto& le = e.lock_event();
+    json out{{"type", "lock"},
+             {"ts_ns", le.ts_ns()},
+             {"change", LockChangeName(le.change())},
+             {"lock_id", le.lock_id()},
+             {"lock_kind", LockKindName(le.kind())},
+             {"native_tid", le.native_tid()},
+             {"wait_kind", WaitKindName(le.wait_kind())},
+             {"other_native_tid", Opt(le.has_other_native_tid(), le.other_native_tid())}};
+    if (le.change() == v1::LOCK_CHANGE_WAIT_END) {
+      out["wait_ns"] = le.wait_ns();
+      out["acquired"] = le.acquired();
+    }
+    if (le.has_deadlock()) out["deadlock"] = DeadlockJson(le.deadlock());
+    if (le.has_inversion()) out["inversion"] = InversionJson(le.inversion());
+    return out;
   }
   if (e.has_lost_events()) {
     return json{{"type", "lost"},
@@ -294,6 +442,19 @@ std::string LiveView(const v1::Snapshot& s, int max_rows, const TextStyle& style
     if (a_done != b_done) return !a_done;
     return a->id() > b->id();
   });
+  // Deadlocks first: they are why someone runs this.
+  for (const auto& d : s.deadlocks()) {
+    if (d.has_resolved_ns()) continue;
+    std::string cycle;
+    for (int i = 0; i < d.native_tids_size(); ++i) {
+      cycle += fmt::format("{}{} waits for {}", i ? " → " : "", d.native_tids(i), d.lock_ids(i));
+    }
+    out = Paint(fmt::format("DEADLOCK for {}: {}", Duration(s.now_ns() - d.since_ns()), cycle),
+                "1;31", style) +
+          "\n" + out;
+  }
+  int lock_rows = s.locks_size() ? std::min(5, std::max(1, max_rows / 4)) : 0;
+  max_rows -= lock_rows ? lock_rows + 3 : 0;
   int shown = 0;
   for (const v1::Thread* th : rows) {
     if (shown++ >= max_rows) {
@@ -315,6 +476,25 @@ std::string LiveView(const v1::Snapshot& s, int max_rows, const TextStyle& style
                        Paint(fmt::format("{:<9}", state), StateColor(th->state()), style),
                        th->has_parent_native_tid() ? std::to_string(th->parent_native_tid()) : "-",
                        age, joined, OriginName(th->origin()));
+  }
+  if (lock_rows) {
+    out += "\n" + Paint(fmt::format("{:<22} {:<7} {:>8} {:>10} {:>10} {:>8}  {}", "LOCK", "KIND",
+                                    "WAITS", "WAIT TOTAL", "WAIT MAX", "OWNER", "WAITERS"),
+                        "1", style) +
+           "\n";
+    for (int i = 0; i < std::min(lock_rows, s.locks_size()); ++i) {
+      const v1::Lock& l = s.locks(i);
+      std::string waiters;
+      for (const auto& w : l.waiters()) {
+        waiters += fmt::format("{}{}({})", waiters.empty() ? "" : " ", w.native_tid(),
+                               Duration(s.now_ns() - w.since_ns()));
+      }
+      out += fmt::format("{:<22} {:<7} {:>8} {:>10} {:>10} {:>8}  {}\n", l.id(),
+                         LockKindName(l.kind()), l.contended(), Duration(l.wait().sum_ns()),
+                         Duration(l.wait().max_ns()),
+                         l.has_owner_native_tid() ? std::to_string(l.owner_native_tid()) : "-",
+                         waiters);
+    }
   }
   return out;
 }
@@ -346,6 +526,45 @@ std::string SummaryText(const v1::Snapshot& s, const TextStyle& style) {
     out += fmt::format("  callables returned: {} yes, {} no (killed or still running)\n",
                        c.returned_yes, c.returned_no);
   }
+  if (t.lock_mode() != "off" && !t.lock_mode().empty()) {
+    uint64_t contended = 0, wait_ns = 0, cond_waits = 0, cond_ns = 0;
+    for (const auto& l : s.locks()) {
+      contended += l.contended();
+      wait_ns += l.wait().sum_ns();
+    }
+    for (const auto& th : s.threads()) {
+      cond_waits += th.locks().condition_waits();
+      cond_ns += th.locks().condition_wait_ns();
+    }
+    out += fmt::format("  locks ({}): {} contended waits, {} waiting in total; {} condition "
+                       "waits ({})\n",
+                       t.lock_mode(), contended, Duration(wait_ns), cond_waits, Duration(cond_ns));
+    for (int i = 0; i < std::min(5, s.locks_size()); ++i) {
+      const v1::Lock& l = s.locks(i);
+      if (!l.contended() && !l.acquires()) break;
+      out += fmt::format("    {:<22} {:<6} {:>6} waits, {:>9} total, {:>9} max{}\n", l.id(),
+                         LockKindName(l.kind()), l.contended(), Duration(l.wait().sum_ns()),
+                         Duration(l.wait().max_ns()),
+                         l.has_acquires() ? fmt::format(", {} acquires", l.acquires()) : "");
+    }
+    for (const auto& d : s.deadlocks()) {
+      std::string cycle;
+      for (int i = 0; i < d.native_tids_size(); ++i) {
+        cycle += fmt::format("{}{} waits for {}", i ? " → " : "", d.native_tids(i),
+                             d.lock_ids(i));
+      }
+      out += Paint(fmt::format("  DEADLOCK{}: {}\n", d.has_resolved_ns() ? " (resolved)" : "",
+                               cycle),
+                   "1;31", style);
+    }
+    for (const auto& inv : s.order_inversions()) {
+      out += Paint(fmt::format("  lock order inversion: {} then {} (thread {}), {} then {} "
+                               "(thread {}): potential deadlock\n",
+                               inv.lock_a(), inv.lock_b(), inv.thread_ab(), inv.lock_b(),
+                               inv.lock_a(), inv.thread_ba()),
+                   "33", style);
+    }
+  }
   int attached = 0;
   for (const auto& p : t.probes()) attached += p.attached();
   out += fmt::format("  probes: {}/{} attached; records: {}, dropped: {}\n", attached,
@@ -359,6 +578,27 @@ std::string SummaryText(const v1::Snapshot& s, const TextStyle& style) {
 }
 
 std::string EventLine(const v1::WatchEventsResponse& e, uint64_t base_ns) {
+  if (e.has_lock_event()) {
+    const auto& le = e.lock_event();
+    double since = (static_cast<double>(le.ts_ns()) - static_cast<double>(base_ns)) / 1e9;
+    std::string who = le.has_other_native_tid() ? " other=" + std::to_string(le.other_native_tid())
+                                                : "";
+    if (le.change() == v1::LOCK_CHANGE_DEADLOCK) {
+      std::string cycle;
+      for (int i = 0; i < le.deadlock().native_tids_size(); ++i) {
+        cycle += fmt::format("{}{} waits for {}", i ? ", " : "", le.deadlock().native_tids(i),
+                             le.deadlock().lock_ids(i));
+      }
+      return fmt::format("{:+9.3f}s DEADLOCK         {}", since, cycle);
+    }
+    std::string extra = le.change() == v1::LOCK_CHANGE_WAIT_END
+                            ? fmt::format(" waited={} {}", Duration(le.wait_ns()),
+                                          le.acquired() ? "acquired" : "gave up")
+                            : "";
+    return fmt::format("{:+9.3f}s lock_{:<11} tid={} lock={} ({}, {} wait){}{}", since,
+                       LockChangeName(le.change()), le.native_tid(), le.lock_id(),
+                       LockKindName(le.kind()), WaitKindName(le.wait_kind()), extra, who);
+  }
   if (e.has_lost_events()) {
     return fmt::format("lost {} events ({})", e.lost_events().count(),
                        LostSourceName(e.lost_events().source()));

@@ -30,15 +30,24 @@ const volatile __u32 targ_tgid = 0;
 const volatile __u64 wakeup_bytes = 1 << 20;
 /* When set, sem_*wait probes report every semaphore, not only join sentinels. */
 const volatile __u8 trace_all_sems = 0;
-/* Offset of `lock_lock` (PyThread_type_lock) in lockobject; 16 in every CPython 2.7-3.13. */
+/* Offset of `lock_lock` (PyThread_type_lock) in lockobject and rlockobject; 16 in every
+ * CPython 2.7-3.13. */
 const volatile __u32 lockobject_lock_offset = 16;
+/* Runtime addresses of Py_True / Py_False in the target, to read acquire()'s result. */
+const volatile __u64 py_true = 0;
+const volatile __u64 py_false = 0;
 
 /* CO-RE view of the few task_struct fields we read; libbpf relocates them against kernel BTF,
  * so no vmlinux.h is needed. */
+struct thread_struct {
+	unsigned long fsbase; /* x86-64: the thread pointer, which glibc's pthread_self() returns */
+} __attribute__((preserve_access_index));
+
 struct task_struct {
 	int pid;
 	int tgid;
 	int exit_code;
+	struct thread_struct thread;
 } __attribute__((preserve_access_index));
 
 struct {
@@ -84,6 +93,33 @@ struct {
 	__type(key, __u32);
 	__type(value, __u64);
 } sem_waits SEC(".maps");
+
+/* Semaphores somebody is blocked on right now (count of waiters): a futex_wake on one of them
+ * is a release that woke a waiter. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, __u32);
+} waited_sems SEC(".maps");
+
+/* --locks=all: an acquire call in progress, keyed by tid. */
+struct acquire_stash {
+	__u64 obj;
+	__u64 sem;
+	__u64 begin_ns;
+	__u32 kind;
+	__u32 op;
+	__u32 waited;
+	__u32 _pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u32);
+	__type(value, struct acquire_stash);
+} acquires SEC(".maps");
 
 static __always_inline bool is_target(void)
 {
@@ -215,6 +251,9 @@ int BPF_KPROBE(ts_thread_bootstrap, void *boot)
 	if (!e)
 		return 0;
 	e->boot = (__u64)boot;
+	/* The child's threading ident (pthread_self) is known here, before the parent's start
+	 * call returns with it: RUNNING can carry it. */
+	e->ident = BPF_CORE_READ((struct task_struct *)bpf_get_current_task(), thread.fsbase);
 	ts_submit(e);
 	return 0;
 }
@@ -385,14 +424,32 @@ int BPF_KPROBE(ts_sem_wait, void *sem_ptr)
 	struct ts_sem_wait *e;
 	__u32 tid;
 
+	__u32 value = 1;
+
 	if (!is_target())
 		return 0;
 	if (!trace_all_sems && !bpf_map_lookup_elem(&watched_sems, &sem))
+		return 0;
+	/* A wait only if the lock is held right now: glibc's semaphore value is the low half of its
+	 * first word, 0 when taken. Internal CPython locks call the blocking sem_wait without trying
+	 * first; uncontended, they would otherwise look like waits. */
+	if (bpf_probe_read_user(&value, sizeof(value), sem_ptr) || value != 0)
 		return 0;
 	tid = current_tid();
 	if (bpf_map_update_elem(&sem_waits, &tid, &sem, BPF_ANY)) {
 		count_drop(TS_LOST_STASH);
 		return 0;
+	}
+	if (trace_all_sems) {
+		struct acquire_stash *a = bpf_map_lookup_elem(&acquires, &tid);
+		__u32 one = 1, *waiters = bpf_map_lookup_elem(&waited_sems, &sem);
+
+		if (a)
+			a->waited = 1; /* the acquire in progress on this thread had to wait */
+		if (waiters)
+			__sync_fetch_and_add(waiters, 1);
+		else
+			bpf_map_update_elem(&waited_sems, &sem, &one, BPF_NOEXIST);
 	}
 	e = ts_reserve(sizeof(*e), TS_EV_SEM_WAIT_BEGIN);
 	if (!e)
@@ -416,6 +473,12 @@ int BPF_KRETPROBE(ts_sem_wait_ret, int ret)
 	sem = bpf_map_lookup_elem(&sem_waits, &tid);
 	if (!sem)
 		return 0;
+	if (trace_all_sems) {
+		__u32 *waiters = bpf_map_lookup_elem(&waited_sems, sem);
+
+		if (waiters && __sync_fetch_and_add(waiters, -1) <= 1)
+			bpf_map_delete_elem(&waited_sems, sem);
+	}
 	e = ts_reserve(sizeof(*e), TS_EV_SEM_WAIT_END);
 	if (e) {
 		e->sem = *sem;
@@ -442,6 +505,156 @@ int BPF_KPROBE(ts_sem_destroy, void *sem_ptr)
 		return 0;
 	e->sem = sem;
 	e->ret = 0;
+	ts_submit(e);
+	return 0;
+}
+
+/* ---------------------------------------------------------------- locks */
+
+static __always_inline __u64 lock_sem(void *obj)
+{
+	__u64 sem = 0;
+
+	bpf_probe_read_user(&sem, sizeof(sem), (char *)obj + lockobject_lock_offset);
+	return sem;
+}
+
+/* uretprobe on the Lock / RLock constructors (_thread.allocate_lock, lock_new, rlock_new).
+ * Cookie: enum ts_lock_kind. */
+SEC("uretprobe")
+int BPF_KRETPROBE(ts_lock_new_ret, void *obj)
+{
+	struct ts_lock_event *e;
+
+	if (!is_target() || !obj)
+		return 0;
+	e = ts_reserve(sizeof(*e), TS_EV_LOCK_NEW);
+	if (!e)
+		return 0;
+	e->obj = (__u64)obj;
+	e->sem = lock_sem(obj);
+	e->begin_ns = 0;
+	e->kind = (__u32)bpf_get_attach_cookie(ctx);
+	e->op = 0;
+	e->result = 0;
+	e->waited = 0;
+	ts_submit(e);
+	return 0;
+}
+
+/* --locks=all: entry of acquire / __enter__ / _acquire_restore.
+ * Cookie: kind | op << 8. */
+SEC("uprobe")
+int BPF_KPROBE(ts_lock_acquire, void *obj)
+{
+	struct acquire_stash s = {};
+	__u64 cookie;
+	__u32 tid;
+
+	if (!is_target())
+		return 0;
+	tid = current_tid();
+	/* A signal handler can acquire while this thread waits in another acquire: keep the outer. */
+	if (bpf_map_lookup_elem(&acquires, &tid))
+		return 0;
+	cookie = bpf_get_attach_cookie(ctx);
+	s.obj = (__u64)obj;
+	s.sem = lock_sem(obj);
+	s.begin_ns = bpf_ktime_get_ns();
+	s.kind = cookie & 0xff;
+	s.op = (cookie >> 8) & 0xff;
+	if (bpf_map_update_elem(&acquires, &tid, &s, BPF_NOEXIST))
+		count_drop(TS_LOST_STASH);
+	return 0;
+}
+
+SEC("uretprobe")
+int BPF_KRETPROBE(ts_lock_acquire_ret, __u64 ret)
+{
+	struct acquire_stash *s;
+	struct ts_lock_event *e;
+	__u32 tid;
+
+	if (!is_target())
+		return 0;
+	tid = current_tid();
+	s = bpf_map_lookup_elem(&acquires, &tid);
+	if (!s)
+		return 0;
+	e = ts_reserve(sizeof(*e), TS_EV_LOCK_ACQUIRE);
+	if (e) {
+		e->obj = s->obj;
+		e->sem = s->sem;
+		e->begin_ns = s->begin_ns;
+		e->kind = s->kind;
+		e->op = s->op;
+		/* acquire() returns True/False; _acquire_restore returns None. NULL = raised. */
+		if (!ret)
+			e->result = TS_ACQUIRE_ERROR;
+		else if (ret == py_false)
+			e->result = TS_ACQUIRE_FAILED;
+		else
+			e->result = TS_ACQUIRE_ACQUIRED;
+		e->waited = s->waited;
+		ts_submit(e);
+	}
+	bpf_map_delete_elem(&acquires, &tid);
+	return 0;
+}
+
+/* --locks=all: entry of release / __exit__ / _release_save. Cookie: kind | op << 8. */
+SEC("uprobe")
+int BPF_KPROBE(ts_lock_release, void *obj)
+{
+	struct ts_lock_event *e;
+	__u64 cookie;
+
+	if (!is_target())
+		return 0;
+	cookie = bpf_get_attach_cookie(ctx);
+	e = ts_reserve(sizeof(*e), TS_EV_LOCK_RELEASE);
+	if (!e)
+		return 0;
+	e->obj = (__u64)obj;
+	e->sem = lock_sem(obj);
+	e->begin_ns = 0;
+	e->kind = cookie & 0xff;
+	e->op = (cookie >> 8) & 0xff;
+	e->result = 0;
+	e->waited = 0;
+	ts_submit(e);
+	return 0;
+}
+
+/* A release that wakes somebody blocked on a semaphore being waited on: sem_post calls
+ * futex(FUTEX_WAKE) only when there are waiters. Seen at syscall entry (raw tracepoint: no
+ * tracefs, no uprobe trap); the first comparisons keep the cost for every other syscall on the
+ * machine to a few instructions. Attached only when locks are traced. */
+#define TS_NR_FUTEX 202
+#define TS_FUTEX_CMD_MASK 0x7f
+#define TS_FUTEX_WAKE 1
+
+SEC("raw_tp/sys_enter")
+int ts_futex_wake(struct bpf_raw_tracepoint_args *ctx)
+{
+	struct pt_regs *regs = (struct pt_regs *)ctx->args[0];
+	struct ts_futex_wake *e;
+	__u64 uaddr = 0, op = 0;
+
+	if (ctx->args[1] != TS_NR_FUTEX || !is_target())
+		return 0;
+	bpf_probe_read_kernel(&op, sizeof(op), &regs->rsi);
+	if ((op & TS_FUTEX_CMD_MASK) != TS_FUTEX_WAKE)
+		return 0;
+	bpf_probe_read_kernel(&uaddr, sizeof(uaddr), &regs->rdi);
+	if (!bpf_map_lookup_elem(&waited_sems, &uaddr))
+		return 0;
+	e = ts_reserve(sizeof(*e), TS_EV_FUTEX_WAKE);
+	if (!e)
+		return 0;
+	e->uaddr = uaddr;
+	e->woken = 0;
+	e->_pad = 0;
 	ts_submit(e);
 	return 0;
 }

@@ -37,6 +37,11 @@ enum ts_event_type {
 	TS_EV_SEM_WAIT_END = 13,
 	TS_EV_SEM_DESTROY = 14,       /* sem_destroy on a watched semaphore (lock freed) */
 
+	TS_EV_LOCK_NEW = 32,          /* a Lock/RLock was created (constructor returned) */
+	TS_EV_LOCK_ACQUIRE = 33,      /* --locks=all: an acquire call returned */
+	TS_EV_LOCK_RELEASE = 34,      /* --locks=all: a release call began */
+	TS_EV_FUTEX_WAKE = 35,        /* a release woke waiters of a semaphore being waited on */
+
 	TS_EV_PREEXISTING_THREAD = 200, /* daemon: a task that existed before attach */
 	TS_EV_LOST = 201,               /* daemon: records the kernel could not deliver */
 	TS_EV_TRACE_MARK = 202,         /* daemon: attach / detach / target exit markers */
@@ -85,6 +90,7 @@ struct ts_thread_clone {
 struct ts_thread_bootstrap {
 	struct ts_header h; /* h.tid = child */
 	__u64 boot;
+	__u64 ident; /* the child's pthread_self() (threading ident); 0 if unknown */
 };
 
 enum ts_body_done_how {
@@ -165,6 +171,44 @@ enum ts_mark_kind {
 struct ts_trace_mark {
 	struct ts_header h;
 	__u32 kind; /* enum ts_mark_kind */
+	__u32 _pad;
+};
+
+enum ts_lock_kind {
+	TS_LOCK_UNKNOWN = 0,
+	TS_LOCK_LOCK = 1,  /* _thread.lock: threading.Lock, and under Condition, Event, Semaphore... */
+	TS_LOCK_RLOCK = 2, /* _thread.RLock */
+};
+
+enum ts_lock_op {
+	TS_LOCK_OP_ACQUIRE = 1,      /* acquire(), __enter__ */
+	TS_LOCK_OP_RESTORE = 2,      /* RLock._acquire_restore (end of a Condition wait) */
+	TS_LOCK_OP_RELEASE = 3,      /* release(), __exit__ */
+	TS_LOCK_OP_RELEASE_SAVE = 4, /* RLock._release_save (start of a Condition wait) */
+};
+
+enum ts_acquire_result {
+	TS_ACQUIRE_ERROR = -1,   /* the call raised (e.g. KeyboardInterrupt during the wait) */
+	TS_ACQUIRE_FAILED = 0,   /* returned False: non-blocking try or timeout */
+	TS_ACQUIRE_ACQUIRED = 1,
+};
+
+/* LOCK_NEW (op 0), LOCK_ACQUIRE and LOCK_RELEASE. */
+struct ts_lock_event {
+	struct ts_header h;
+	__u64 obj;      /* lockobject * / rlockobject * */
+	__u64 sem;      /* its PyThread_type_lock (sem_t *), read at obj + lockobject_lock_offset */
+	__u64 begin_ns; /* ACQUIRE: when the call began (h.ts_ns is when it returned) */
+	__u32 kind;     /* enum ts_lock_kind */
+	__u32 op;       /* enum ts_lock_op; 0 for LOCK_NEW */
+	__s32 result;   /* ACQUIRE: enum ts_acquire_result */
+	__u32 waited;   /* ACQUIRE: the call blocked in a semaphore wait */
+};
+
+struct ts_futex_wake {
+	struct ts_header h; /* h.tid = the releasing thread */
+	__u64 uaddr;        /* the semaphore (its futex word is its first field) */
+	__s32 woken;        /* reserved (0): the wake is seen at syscall entry */
 	__u32 _pad;
 };
 

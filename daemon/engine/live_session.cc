@@ -58,12 +58,18 @@ StatusOr<std::shared_ptr<LiveSession>> LiveSession::Attach(std::string id, pid_t
                                                            const target::Disassembler& dis) {
   TS_ASSIGN_OR_RETURN(target::InspectedProcess inspected,
                       target::InspectPythonProcess(proc, dis, pid));
-  loader::ProbePlan plan = loader::PlanProbes(inspected, dis);
+  loader::PlanOptions plan_options;
+  plan_options.locks = options.locks;
+  loader::ProbePlan plan = loader::PlanProbes(inspected, dis, plan_options);
 
   loader::BpfTracerOptions bpf_options;
   bpf_options.tgid = pid;
   bpf_options.ring_buffer_bytes = options.ring_buffer_bytes;
   bpf_options.lockobject_lock_offset = plan.lockobject_lock_offset;
+  bpf_options.trace_all_sems = plan.trace_all_sems;
+  bpf_options.py_true = plan.py_true;
+  bpf_options.py_false = plan.py_false;
+
   TS_ASSIGN_OR_RETURN(auto tracer, loader::BpfTracer::Load(bpf_options));
   auto attached = tracer->Attach(plan);
   if (!attached.ok()) {
@@ -88,6 +94,9 @@ StatusOr<std::shared_ptr<LiveSession>> LiveSession::Attach(std::string id, pid_t
   t.set_attached_ns(target::MonotonicNowNs());
   t.set_realtime_offset_ns(target::RealtimeMinusMonotonicNs());
   t.set_kernel_release(KernelRelease());
+  // 2.7 has no lock tracing (the plan says why): its target reports "off".
+  t.set_lock_mode(plan.trace_all_sems ? loader::LockModeName(plan.locks) : "off");
+  t.set_lock_threshold_ns(options.lock_threshold_ns);
   // A probe the plan placed but the kernel refused changes what the model can see.
   model::ThreadModelConfig config = plan.model_config;
   for (size_t i = 0; i < plan.probes.size(); ++i) {

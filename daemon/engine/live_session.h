@@ -16,6 +16,7 @@
 
 #include "daemon/engine/session.h"
 #include "daemon/loader/bpf_tracer.h"
+#include "daemon/loader/probe_plan.h"
 #include "daemon/target/disasm.h"
 #include "daemon/target/procfs.h"
 
@@ -23,6 +24,8 @@ namespace threadscope::engine {
 
 struct LiveSessionOptions {
   uint32_t ring_buffer_bytes = 16u << 20;
+  loader::LockMode locks = loader::LockMode::kContended;
+  uint64_t lock_threshold_ns = 0;
   int poll_interval_ms = 50;
   int liveness_interval_ms = 200;
 };

@@ -16,7 +16,40 @@ namespace {
 
 constexpr size_t kRecordChunkBytes = 64 << 10;
 
+bool LockMatches(const v1::WatchEventsRequest& req, const v1::LockEvent& event) {
+  if (req.no_lock_events()) return false;
+  if (!req.lock_ids().empty() &&
+      std::find(req.lock_ids().begin(), req.lock_ids().end(), event.lock_id()) ==
+          req.lock_ids().end()) {
+    return false;
+  }
+  if (!req.native_tids().empty()) {
+    bool hit = false;
+    for (int32_t tid : req.native_tids()) {
+      hit |= tid == event.native_tid() || tid == event.other_native_tid();
+      for (int32_t t : event.deadlock().native_tids()) hit |= tid == t;
+    }
+    if (!hit) return false;
+  }
+  return true;
+}
+
+// JFR-style threshold: short waits make no events (the statistics still count them).
+bool AboveThreshold(const v1::LockEvent& e, uint64_t threshold_ns) {
+  if (threshold_ns == 0) return true;
+  switch (e.change()) {
+    case v1::LOCK_CHANGE_WAIT_BEGIN:
+    case v1::LOCK_CHANGE_WOKEN:
+      return false;
+    case v1::LOCK_CHANGE_WAIT_END:
+      return e.wait_ns() >= threshold_ns;
+    default:
+      return true;
+  }
+}
+
 bool ChangeMatches(const v1::WatchEventsRequest& req, const v1::ThreadEvent& event) {
+  if (req.no_thread_events()) return false;
   if (!req.changes().empty() &&
       std::find(req.changes().begin(), req.changes().end(), event.change()) ==
           req.changes().end()) {
@@ -47,7 +80,8 @@ v1::ThreadEvent ToThreadEvent(const model::TraceModel& model, const model::Model
 // changes, and the losses the records themselves carry. Shared by the live path and the
 // history replay of WatchEvents(from_start), so both say the same thing.
 void ApplyAndDescribe(model::TraceModel& model, const uint8_t* data, size_t size,
-                      std::vector<v1::WatchEventsResponse>* out, uint64_t* records) {
+                      std::vector<v1::WatchEventsResponse>* out, uint64_t* records,
+                      uint64_t lock_threshold_ns) {
   std::vector<model::ModelEvent> changes;
   size_t off = 0;
   while (off + sizeof(ts_header) <= size) {
@@ -59,7 +93,12 @@ void ApplyAndDescribe(model::TraceModel& model, const uint8_t* data, size_t size
     if (out) {
       for (const auto& e : changes) {
         v1::WatchEventsResponse r;
-        *r.mutable_thread_event() = ToThreadEvent(model, e);
+        if (e.kind == model::ModelEvent::Kind::kThread) {
+          *r.mutable_thread_event() = ToThreadEvent(model, e);
+        } else {
+          *r.mutable_lock_event() = ToProto(model.locks(), e.lock);
+          if (!AboveThreshold(r.lock_event(), lock_threshold_ns)) continue;
+        }
         out->push_back(std::move(r));
       }
       if (h.type == TS_EV_LOST && len >= sizeof(ts_lost)) {
@@ -79,7 +118,7 @@ void ApplyAndDescribe(model::TraceModel& model, const uint8_t* data, size_t size
 }
 
 bool Deliverable(const EventSubscription& sub, const v1::WatchEventsResponse& r) {
-  return !r.has_thread_event() || sub.Matches(r.thread_event());
+  return sub.Matches(r);
 }
 
 }  // namespace
@@ -87,8 +126,10 @@ bool Deliverable(const EventSubscription& sub, const v1::WatchEventsResponse& r)
 EventSubscription::EventSubscription(const v1::WatchEventsRequest& request, size_t capacity)
     : request_(request), queue_(capacity) {}
 
-bool EventSubscription::Matches(const v1::ThreadEvent& event) const {
-  return ChangeMatches(request_, event);
+bool EventSubscription::Matches(const v1::WatchEventsResponse& r) const {
+  if (r.has_thread_event()) return ChangeMatches(request_, r.thread_event());
+  if (r.has_lock_event()) return LockMatches(request_, r.lock_event());
+  return true;
 }
 
 BoundedQueue<v1::WatchEventsResponse>::PopResult EventSubscription::Next(
@@ -170,7 +211,7 @@ std::shared_ptr<EventSubscription> Session::Watch(const v1::WatchEventsRequest& 
     std::vector<v1::WatchEventsResponse> history;
     for (const auto& chunk : raw_log_) {
       ApplyAndDescribe(replay, reinterpret_cast<const uint8_t*>(chunk.data()), chunk.size(),
-                       &history, nullptr);
+                       &history, nullptr, target_.lock_threshold_ns());
     }
     for (auto& r : history) {
       if (Deliverable(*sub, r)) sub->queue().Push(std::move(r));
@@ -227,7 +268,8 @@ void Session::IngestRecords(const uint8_t* data, size_t size) {
   std::lock_guard<std::mutex> lock(mu_);
   std::vector<v1::WatchEventsResponse> events;
   uint64_t records = 0;
-  ApplyAndDescribe(*model_, data, size, watchers_.empty() ? nullptr : &events, &records);
+  ApplyAndDescribe(*model_, data, size, watchers_.empty() ? nullptr : &events, &records,
+                   target_.lock_threshold_ns());
   // History, in chunks of about kRecordChunkBytes, within the budget.
   if (raw_log_.empty() || raw_log_.back().size() + size > kRecordChunkBytes) {
     raw_log_.emplace_back();

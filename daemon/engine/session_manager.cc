@@ -44,6 +44,10 @@ StatusOr<SessionManager::AttachResult> SessionManager::Attach(pid_t pid,
     return InvalidArgumentError("ring_buffer_bytes must be 0 or a power of two >= 65536, got " +
                                 std::to_string(ring));
   }
+  if (!options.locks().empty() && !loader::ParseLockMode(options.locks())) {
+    return InvalidArgumentError("locks must be off, contended or all, got '" + options.locks() +
+                                "'");
+  }
   std::lock_guard<std::mutex> attach_lock(attach_mu_);
   std::string id = LiveId(pid);
   {
@@ -59,6 +63,8 @@ StatusOr<SessionManager::AttachResult> SessionManager::Attach(pid_t pid,
   }
   LiveSessionOptions live = options_.live;
   if (ring) live.ring_buffer_bytes = ring;
+  if (!options.locks().empty()) live.locks = *loader::ParseLockMode(options.locks());
+  live.lock_threshold_ns = options.lock_threshold_ns();
   TS_ASSIGN_OR_RETURN(auto session, LiveSession::Attach(id, pid, live, proc_, *dis_));
   session->set_lease_seconds(options.lease_seconds());
   std::lock_guard<std::mutex> lock(mu_);

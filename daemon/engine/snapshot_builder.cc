@@ -1,5 +1,8 @@
 #include "daemon/engine/snapshot_builder.h"
 
+#include <algorithm>
+#include <cstdio>
+
 namespace threadscope::engine {
 
 v1::ThreadState ToProto(model::ThreadState state) {
@@ -57,6 +60,140 @@ v1::TraceStats ToProto(const model::TraceStats& s) {
   return out;
 }
 
+std::string LockId(const model::LockRecord& lock) {
+  char buf[48];
+  std::snprintf(buf, sizeof(buf), "0x%llx:%u",
+                static_cast<unsigned long long>(lock.sem ? lock.sem : lock.obj), lock.generation);
+  return buf;
+}
+
+v1::WaitKind ToProto(model::WaitKind kind) {
+  switch (kind) {
+    case model::WaitKind::kLock: return v1::WAIT_KIND_LOCK;
+    case model::WaitKind::kCondition: return v1::WAIT_KIND_CONDITION;
+    case model::WaitKind::kJoin: return v1::WAIT_KIND_JOIN;
+  }
+  return v1::WAIT_KIND_UNSPECIFIED;
+}
+
+v1::LockKind ToProto(model::LockKind kind) {
+  switch (kind) {
+    case model::LockKind::kLock: return v1::LOCK_KIND_LOCK;
+    case model::LockKind::kRLock: return v1::LOCK_KIND_RLOCK;
+    case model::LockKind::kUnknown: return v1::LOCK_KIND_UNKNOWN;
+    case model::LockKind::kJoinSentinel: return v1::LOCK_KIND_JOIN_SENTINEL;
+  }
+  return v1::LOCK_KIND_UNSPECIFIED;
+}
+
+namespace {
+
+void FillHistogram(const model::Log2Histogram& h, v1::Histogram* out) {
+  int last = model::Log2Histogram::kBuckets - 1;
+  while (last >= 0 && h.buckets[last] == 0) --last;
+  for (int i = 0; i <= last; ++i) out->add_buckets(h.buckets[i]);
+  out->set_count(h.count);
+  out->set_sum_ns(h.sum);
+  out->set_max_ns(h.max);
+}
+
+std::string IdOf(const model::LockModel& locks, uint64_t id) {
+  const model::LockRecord* l = locks.FindLock(id);
+  return l ? LockId(*l) : "lock#" + std::to_string(id);
+}
+
+}  // namespace
+
+v1::Lock ToProto(const model::LockModel& locks, const model::LockRecord& l) {
+  const bool exact = locks.config().exact_ownership;
+  v1::Lock out;
+  out.set_id(LockId(l));
+  out.set_address(l.obj);
+  out.set_semaphore(l.sem);
+  out.set_generation(l.generation);
+  out.set_kind(ToProto(l.kind));
+  if (l.owner) {
+    out.set_owner_native_tid(*l.owner);
+    out.set_owner_since_ns(l.owner_since_ns);
+    out.set_owner_exact(l.owner_exact);
+    out.set_depth(l.depth);
+  }
+  for (const auto& w : l.waiters) {
+    auto* lw = out.add_waiters();
+    lw->set_native_tid(w.tid);
+    lw->set_since_ns(w.since_ns);
+    lw->set_kind(ToProto(w.kind));
+  }
+  if (exact) {
+    out.set_acquires(l.acquires);
+    for (const auto& [tid, n] : l.acquires_by_thread) (*out.mutable_acquires_by_thread())[tid] = n;
+    out.set_failed_trylocks(l.failed_trylocks);
+    out.set_releases(l.releases);
+    FillHistogram(l.hold, out.mutable_hold());
+  }
+  out.set_contended(l.contended);
+  out.set_timeouts(l.timeouts);
+  out.set_wakeups(l.wakeups);
+  FillHistogram(l.wait, out.mutable_wait());
+  if (l.creator) out.set_creator_native_tid(*l.creator);
+  if (l.created_ns) out.set_created_ns(*l.created_ns);
+  if (l.freed_ns) out.set_freed_ns(*l.freed_ns);
+  out.set_condition_waiter(l.condition_waiter);
+  if (l.last_waker) out.set_last_waker(*l.last_waker);
+  return out;
+}
+
+v1::Deadlock ToProto(const model::LockModel& locks, const model::Deadlock& d) {
+  v1::Deadlock out;
+  out.set_id(d.id);
+  for (pid_t t : d.threads) out.add_native_tids(t);
+  for (uint64_t l : d.locks) out.add_lock_ids(IdOf(locks, l));
+  out.set_since_ns(d.since_ns);
+  out.set_detected_ns(d.detected_ns);
+  if (d.resolved_ns) out.set_resolved_ns(*d.resolved_ns);
+  return out;
+}
+
+v1::OrderInversion ToProto(const model::LockModel& locks, const model::OrderInversion& inv) {
+  v1::OrderInversion out;
+  out.set_lock_a(IdOf(locks, inv.lock_a));
+  out.set_lock_b(IdOf(locks, inv.lock_b));
+  out.set_thread_ab(inv.thread_ab);
+  out.set_ab_ns(inv.ab_ns);
+  out.set_thread_ba(inv.thread_ba);
+  out.set_ba_ns(inv.ba_ns);
+  return out;
+}
+
+v1::LockEvent ToProto(const model::LockModel& locks, const model::LockChangeEvent& e) {
+  v1::LockEvent out;
+  out.set_ts_ns(e.ts_ns);
+  switch (e.change) {
+    case model::LockChange::kWaitBegin: out.set_change(v1::LOCK_CHANGE_WAIT_BEGIN); break;
+    case model::LockChange::kWaitEnd: out.set_change(v1::LOCK_CHANGE_WAIT_END); break;
+    case model::LockChange::kWoken: out.set_change(v1::LOCK_CHANGE_WOKEN); break;
+    case model::LockChange::kDeadlock: out.set_change(v1::LOCK_CHANGE_DEADLOCK); break;
+    case model::LockChange::kDeadlockResolved:
+      out.set_change(v1::LOCK_CHANGE_DEADLOCK_RESOLVED);
+      break;
+    case model::LockChange::kOrderInversion: out.set_change(v1::LOCK_CHANGE_ORDER_INVERSION); break;
+  }
+  out.set_lock_id(IdOf(locks, e.lock_id));
+  if (const model::LockRecord* l = locks.FindLock(e.lock_id)) out.set_kind(ToProto(l->kind));
+  out.set_native_tid(e.tid);
+  out.set_wait_kind(ToProto(e.wait_kind));
+  out.set_wait_ns(e.wait_ns);
+  out.set_acquired(e.acquired);
+  if (e.other) out.set_other_native_tid(*e.other);
+  if (e.deadlock_id && e.deadlock_id <= locks.deadlocks().size()) {
+    *out.mutable_deadlock() = ToProto(locks, locks.deadlocks()[e.deadlock_id - 1]);
+  }
+  if (e.change == model::LockChange::kOrderInversion && e.inversion < locks.inversions().size()) {
+    *out.mutable_inversion() = ToProto(locks, locks.inversions()[e.inversion]);
+  }
+  return out;
+}
+
 v1::Thread ToProto(const model::ThreadModel& threads, const model::ThreadRecord& t) {
   v1::Thread out;
   out.set_id(t.id);
@@ -96,9 +233,51 @@ v1::Snapshot BuildSnapshot(const model::TraceModel& model, const v1::Target& tar
   v1::Snapshot snap;
   *snap.mutable_target() = target;
   *snap.mutable_target()->mutable_stats() = ToProto(model.stats());
+  const model::LockModel& locks = model.locks();
   for (const auto& t : model.threads().threads()) {
-    *snap.add_threads() = ToProto(model.threads(), t);
+    v1::Thread* th = snap.add_threads();
+    *th = ToProto(model.threads(), t);
+    // Lock state belongs to the live thread with this tid (a reused tid's old thread is done).
+    const model::ThreadLockState* ls = t.native_tid ? locks.FindThread(t.native_tid) : nullptr;
+    if (!ls || model.threads().FindByTid(t.native_tid) != &t) continue;
+    v1::ThreadLocks* out = th->mutable_locks();
+    for (uint64_t id : ls->held) out->add_held(IdOf(locks, id));
+    if (ls->waiting_lock) {
+      out->mutable_waiting()->set_lock_id(IdOf(locks, *ls->waiting_lock));
+      out->mutable_waiting()->set_since_ns(ls->waiting_since_ns);
+      out->mutable_waiting()->set_kind(ToProto(ls->waiting_kind));
+    }
+    if (ls->last_woken_by) out->set_last_woken_by(*ls->last_woken_by);
+    out->set_lock_waits(ls->lock_waits);
+    out->set_lock_wait_ns(ls->lock_wait_ns);
+    out->set_condition_waits(ls->condition_waits);
+    out->set_condition_wait_ns(ls->condition_wait_ns);
+    out->set_join_wait_ns(ls->join_wait_ns);
+    if (locks.config().exact_ownership) out->set_acquires(ls->acquires);
   }
+  // Locks worth listing: user locks that were contended or are held/waited on now, and every
+  // lock when every acquire is traced. Most waited-for first.
+  std::vector<const model::LockRecord*> listed;
+  uint64_t not_listed = locks.freed_locks_dropped();
+  for (const auto& [id, l] : locks.locks()) {
+    bool user_lock = !l.condition_waiter && l.kind != model::LockKind::kJoinSentinel;
+    bool active = l.owner || !l.waiters.empty() || l.contended || l.timeouts ||
+                  (locks.config().exact_ownership && (l.acquires || l.failed_trylocks));
+    if (user_lock && active) {
+      listed.push_back(&l);
+    } else {
+      ++not_listed;
+    }
+  }
+  std::sort(listed.begin(), listed.end(), [](const auto* a, const auto* b) {
+    if (a->wait.sum != b->wait.sum) return a->wait.sum > b->wait.sum;
+    if (a->acquires != b->acquires) return a->acquires > b->acquires;
+    return a->id < b->id;
+  });
+  for (const auto* l : listed) *snap.add_locks() = ToProto(locks, *l);
+  snap.set_locks_not_listed(not_listed);
+  for (const auto& d : locks.deadlocks()) *snap.add_deadlocks() = ToProto(locks, d);
+  for (const auto& inv : locks.inversions()) *snap.add_order_inversions() = ToProto(locks, inv);
   snap.set_now_ns(now_ns);
   snap.set_final(final);
   if (model.attached_ns()) snap.set_trace_start_ns(*model.attached_ns());
@@ -114,6 +293,7 @@ v1::Snapshot BuildSnapshot(const model::TraceModel& model, const v1::Target& tar
 
 model::TraceModelConfig ModelConfigFromTarget(const v1::Target& target) {
   model::TraceModelConfig config;
+  config.locks.exact_ownership = target.lock_mode() == "all";
   config.threads.joins = FromProto(target.join_visibility());
   config.threads.body_done_visible = target.body_done_visible();
   return config;

@@ -20,4 +20,13 @@ v1::Snapshot BuildSnapshot(const model::TraceModel& model, const v1::Target& tar
 // Model configuration as recorded in a Target.
 model::TraceModelConfig ModelConfigFromTarget(const v1::Target& target);
 
+// "0x7f3a1c2b4d50:2": the lock's semaphore address and generation.
+std::string LockId(const model::LockRecord& lock);
+v1::Lock ToProto(const model::LockModel& locks, const model::LockRecord& lock);
+v1::Deadlock ToProto(const model::LockModel& locks, const model::Deadlock& d);
+v1::OrderInversion ToProto(const model::LockModel& locks, const model::OrderInversion& inv);
+v1::LockEvent ToProto(const model::LockModel& locks, const model::LockChangeEvent& e);
+v1::WaitKind ToProto(model::WaitKind kind);
+v1::LockKind ToProto(model::LockKind kind);
+
 }  // namespace threadscope::engine

@@ -43,6 +43,13 @@ void RouteLibbpfLogs() {
 
 Status BpfError(int err, const std::string& what) {
   err = err < 0 ? -err : err;
+  if ((err == EPERM || err == EACCES) && geteuid() == 0) {
+    // As root this is the kernel refusing (lockdown, a program type it does not allow, or the
+    // verifier), not missing privileges.
+    return FailedPreconditionError(what + ": " + std::strerror(err) +
+                                   " (the kernel refused it although we run as root; "
+                                   "--log-level debug shows libbpf's reason)");
+  }
   if (err == EPERM || err == EACCES) {
     return PermissionDeniedError(what + ": " + std::strerror(err) +
                                  " (loading BPF needs root, or CAP_BPF and CAP_PERFMON; run "
@@ -131,16 +138,8 @@ StatusOr<std::unique_ptr<BpfTracer>> BpfTracer::Load(const BpfTracerOptions& opt
       std::min<uint64_t>(options.wakeup_bytes, options.ring_buffer_bytes / 4);
   t->skel_->rodata->trace_all_sems = options.trace_all_sems ? 1 : 0;
   t->skel_->rodata->lockobject_lock_offset = options.lockobject_lock_offset;
-  t->uprobe_multi_ = KernelHasUprobeMulti();
-  if (t->uprobe_multi_) {
-    bpf_program* prog;
-    bpf_object__for_each_program(prog, t->skel_->obj) {
-      if (IsUprobeProgram(prog)) {
-        bpf_program__set_expected_attach_type(
-            prog, static_cast<enum bpf_attach_type>(kBpfTraceUprobeMulti));
-      }
-    }
-  }
+  t->skel_->rodata->py_true = options.py_true;
+  t->skel_->rodata->py_false = options.py_false;
   if (int err = bpf_map__set_max_entries(t->skel_->maps.events, options.ring_buffer_bytes)) {
     return BpfError(err, "cannot size the ring buffer");
   }

@@ -28,6 +28,8 @@ struct BpfTracerOptions {
   uint64_t wakeup_bytes = 1u << 20;
   bool trace_all_sems = false;
   uint32_t lockobject_lock_offset = 16;
+  uint64_t py_true = 0;
+  uint64_t py_false = 0;
 };
 
 struct ProbeAttachResult {

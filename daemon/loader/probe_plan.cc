@@ -20,6 +20,22 @@ const char* ProbeKindName(ProbeKind kind) {
   return "uprobe";
 }
 
+const char* LockModeName(LockMode mode) {
+  switch (mode) {
+    case LockMode::kOff: return "off";
+    case LockMode::kContended: return "contended";
+    case LockMode::kAll: return "all";
+  }
+  return "contended";
+}
+
+std::optional<LockMode> ParseLockMode(std::string_view name) {
+  if (name == "off") return LockMode::kOff;
+  if (name == "contended") return LockMode::kContended;
+  if (name == "all") return LockMode::kAll;
+  return std::nullopt;
+}
+
 namespace {
 
 std::string Hex(uint64_t v) {
@@ -65,6 +81,22 @@ class Planner {
   std::optional<uint64_t> ThreadModuleMethod(const std::string& name) const {
     if (!tables_) tables_ = target::FindMethodTables(py());
     return target::FindMethod(*tables_, name, {"start_new_thread", "allocate_lock", "get_ident"});
+  }
+
+  // A method of the _thread.lock or _thread.RLock type, and that type's tp_new.
+  std::optional<uint64_t> TypeMethod(bool rlock, const std::string& name) const {
+    if (!tables_) tables_ = target::FindMethodTables(py());
+    return target::FindMethod(*tables_, name, TypeSiblings(rlock));
+  }
+  std::optional<uint64_t> TypeNew(bool rlock) const {
+    if (!tables_) tables_ = target::FindMethodTables(py());
+    const target::MethodTable* table = target::FindMethodTable(*tables_, TypeSiblings(rlock));
+    if (!table || table->empty()) return std::nullopt;
+    return target::FindTypeNew(py(), table->front().address);
+  }
+  static std::vector<std::string_view> TypeSiblings(bool rlock) {
+    if (rlock) return {"_release_save", "_acquire_restore", "_is_owned"};
+    return {"acquire_lock", "release_lock", "locked_lock"};
   }
 
   const target::Disassembler& dis() const { return dis_; }
@@ -171,13 +203,20 @@ struct ImportSites {
   std::vector<ProbeSite> entry_fallback;  // libc entries for calls without a return site
 };
 
-ImportSites FindImportSites(const Planner& p, const std::vector<std::string>& functions) {
+// Calls made from `excluded_callers` (function names) are left out.
+ImportSites FindImportSites(const Planner& p, const std::vector<std::string>& functions,
+                            const std::vector<std::string>& excluded_callers = {}) {
   ImportSites out;
   std::set<uint64_t> fallback_seen;
+  std::set<uint64_t> excluded;
+  for (const auto& name : excluded_callers) {
+    if (auto sym = p.py().FindSymbol(name); sym && sym->is_function) excluded.insert(sym->value);
+  }
   for (const auto& fn : functions) {
     auto sites = target::FindImportCallSites(p.py(), p.dis(), fn);
     bool need_fallback = false;
     for (const auto& site : sites) {
+      if (excluded.count(site.function)) continue;
       std::string where = p.py().NameAt(site.function).value_or("fn_" + Hex(site.function));
       if (auto s = p.Site(p.py(), p.target().info.interpreter, site.call,
                           where + "+" + Hex(site.call - site.function) + " (call " + fn + ")",
@@ -208,7 +247,10 @@ ImportSites FindImportSites(const Planner& p, const std::vector<std::string>& fu
 // Begin/end probes around blocking semaphore waits: every acquire that had to wait, on
 // 3.x (the non-blocking try failed first), and every blocking acquire on 2.7.
 bool AddSemWaitProbes(const Planner& p, ProbePlan* plan) {
-  ImportSites sites = FindImportSites(p, {"sem_wait", "sem_timedwait", "sem_clockwait"});
+  // 3.13+ parks threads on per-thread semaphores in _PySemaphore_Wait (PyMutex, PyEvent): those
+  // waits are not on any Python lock, and a lock's wait never goes through there.
+  ImportSites sites = FindImportSites(p, {"sem_wait", "sem_timedwait", "sem_clockwait"},
+                                      {"_PySemaphore_Wait"});
   PlannedProbe begin;
   begin.name = "sem_wait";
   begin.program = "ts_sem_wait";
@@ -252,7 +294,20 @@ PlannedProbe SemCallProbe(const Planner& p, const std::string& fn, const std::st
   return probe;
 }
 
-void AddJoinProbes(const Planner& p, ProbePlan* plan) {
+// Semaphore waits (and frees) serve two purposes: joins on 3.4-3.12 (the sentinel lock) and lock
+// contention on any 3.x. Planned once for both.
+bool AddSemaphoreProbes(const Planner& p, LockMode locks, ProbePlan* plan) {
+  const PythonVersion& v = p.version();
+  bool for_joins = v.major == 3 && !v.AtLeast(3, 13);
+  bool for_locks = v.major == 3 && locks != LockMode::kOff;
+  if (!for_joins && !for_locks) return false;
+  bool have_waits = AddSemWaitProbes(p, plan);
+  plan->probes.push_back(SemCallProbe(p, "sem_destroy", "ts_sem_destroy", "sem_destroy",
+                                      "a lock was freed (its address may be reused)"));
+  return have_waits;
+}
+
+void AddJoinProbes(const Planner& p, bool have_waits, ProbePlan* plan) {
   const PythonVersion& v = p.version();
   if (v.major == 2) {
     PlannedProbe probe;
@@ -314,11 +369,113 @@ void AddJoinProbes(const Planner& p, ProbePlan* plan) {
   bool have_sentinel = sentinel.unavailable.empty();
   plan->probes.push_back(std::move(sentinel));
 
-  bool have_waits = AddSemWaitProbes(p, plan);
-  PlannedProbe destroy = SemCallProbe(p, "sem_destroy", "ts_sem_destroy", "sem_destroy",
-                                      "a lock was freed (its address may be reused)");
-  plan->probes.push_back(std::move(destroy));
   if (have_sentinel && have_waits) plan->model_config.joins = model::JoinVisibility::kBlockingOnly;
+}
+
+
+// A probe on one CPython function, found by symbol or, in stripped builds, by `fallback`
+// (a method table or a type's tp_new).
+PlannedProbe FunctionProbe(const Planner& p, std::string name, std::string program, ProbeKind kind,
+                           uint64_t cookie, std::string purpose, const std::string& symbol,
+                           std::optional<uint64_t> fallback, const std::string& fallback_how) {
+  PlannedProbe probe;
+  probe.name = std::move(name);
+  probe.program = std::move(program);
+  probe.kind = kind;
+  probe.cookie = cookie;
+  probe.purpose = std::move(purpose);
+  if (auto s = p.Function(symbol)) {
+    probe.sites.push_back(*s);
+  } else if (fallback) {
+    if (auto s = p.Site(p.py(), p.target().info.interpreter, *fallback, symbol, fallback_how)) {
+      probe.sites.push_back(*s);
+    }
+  }
+  if (probe.sites.empty()) probe.unavailable = symbol + " not found in " + p.py().path();
+  return probe;
+}
+
+void AddLockProbes(const Planner& p, LockMode mode, ProbePlan* plan) {
+  if (mode == LockMode::kOff) return;
+  const bool py3 = p.version().major == 3;
+  auto cookie = [](uint32_t kind, uint32_t op) { return uint64_t{kind} | uint64_t{op} << 8; };
+
+  // Who releases a lock somebody waits on: its futex(FUTEX_WAKE), seen at syscall entry and
+  // filtered in the kernel to semaphores being waited on. No uprobe trap.
+  PlannedProbe wake;
+  wake.name = "lock_wake";
+  wake.program = "ts_futex_wake";
+  wake.kind = ProbeKind::kRawTracepoint;
+  wake.tracepoint = "sys_enter";
+  wake.purpose = "who released a lock that somebody was waiting on (the waker)";
+  plan->probes.push_back(std::move(wake));
+
+  // Creation: kind, object, and a new generation when an address is reused.
+  plan->probes.push_back(FunctionProbe(
+      p, "lock_new", "ts_lock_new_ret", ProbeKind::kUretprobe, TS_LOCK_LOCK,
+      "a Lock was created (its object and semaphore)", "thread_PyThread_allocate_lock",
+      p.ThreadModuleMethod("allocate_lock"), "PyMethodDef _thread.allocate_lock"));
+  if (p.version().AtLeast(3, 13)) {  // threading.Lock is the _thread.lock type itself
+    plan->probes.push_back(FunctionProbe(p, "lock_new_type", "ts_lock_new_ret",
+                                         ProbeKind::kUretprobe, TS_LOCK_LOCK,
+                                         "a _thread.lock was created", "lock_new",
+                                         p.TypeNew(false), "tp_new of _thread.lock"));
+  }
+  if (py3) {
+    plan->probes.push_back(FunctionProbe(p, "rlock_new", "ts_lock_new_ret", ProbeKind::kUretprobe,
+                                         TS_LOCK_RLOCK, "an RLock was created", "rlock_new",
+                                         p.TypeNew(true), "tp_new of _thread.RLock"));
+  }
+  if (mode != LockMode::kAll) return;
+
+  // Every acquire and release, at the Python-facing methods (acquire, __enter__, release,
+  // __exit__ share these C functions).
+  struct Method {
+    const char* name;
+    const char* program;
+    ProbeKind kind;
+    uint32_t lock_kind;
+    uint32_t op;
+    const char* symbol;
+    bool rlock;
+    const char* method;
+    const char* purpose;
+  };
+  std::vector<Method> methods = {
+      {"lock_acquire", "ts_lock_acquire", ProbeKind::kUprobe, TS_LOCK_LOCK, TS_LOCK_OP_ACQUIRE,
+       "lock_PyThread_acquire_lock", false, "acquire", "Lock.acquire began"},
+      {"lock_acquire_return", "ts_lock_acquire_ret", ProbeKind::kUretprobe, TS_LOCK_LOCK,
+       TS_LOCK_OP_ACQUIRE, "lock_PyThread_acquire_lock", false, "acquire",
+       "Lock.acquire returned (acquired, failed, timed out)"},
+      {"lock_release", "ts_lock_release", ProbeKind::kUprobe, TS_LOCK_LOCK, TS_LOCK_OP_RELEASE,
+       "lock_PyThread_release_lock", false, "release", "Lock.release"},
+  };
+  if (py3) {
+    std::vector<Method> rlock = {
+        {"rlock_acquire", "ts_lock_acquire", ProbeKind::kUprobe, TS_LOCK_RLOCK,
+         TS_LOCK_OP_ACQUIRE, "rlock_acquire", true, "acquire", "RLock.acquire began"},
+        {"rlock_acquire_return", "ts_lock_acquire_ret", ProbeKind::kUretprobe, TS_LOCK_RLOCK,
+         TS_LOCK_OP_ACQUIRE, "rlock_acquire", true, "acquire", "RLock.acquire returned"},
+        {"rlock_release", "ts_lock_release", ProbeKind::kUprobe, TS_LOCK_RLOCK,
+         TS_LOCK_OP_RELEASE, "rlock_release", true, "release", "RLock.release"},
+        {"rlock_release_save", "ts_lock_release", ProbeKind::kUprobe, TS_LOCK_RLOCK,
+         TS_LOCK_OP_RELEASE_SAVE, "rlock_release_save", true, "_release_save",
+         "RLock fully released by Condition.wait"},
+        {"rlock_acquire_restore", "ts_lock_acquire", ProbeKind::kUprobe, TS_LOCK_RLOCK,
+         TS_LOCK_OP_RESTORE, "rlock_acquire_restore", true, "_acquire_restore",
+         "RLock re-taken after Condition.wait"},
+        {"rlock_acquire_restore_return", "ts_lock_acquire_ret", ProbeKind::kUretprobe,
+         TS_LOCK_RLOCK, TS_LOCK_OP_RESTORE, "rlock_acquire_restore", true, "_acquire_restore",
+         "RLock re-taken after Condition.wait (returned)"},
+    };
+    methods.insert(methods.end(), rlock.begin(), rlock.end());
+  }
+  for (const auto& m : methods) {
+    plan->probes.push_back(FunctionProbe(
+        p, m.name, m.program, m.kind, cookie(m.lock_kind, m.op), m.purpose, m.symbol,
+        p.TypeMethod(m.rlock, m.method),
+        std::string("PyMethodDef _thread.") + (m.rlock ? "RLock." : "lock.") + m.method));
+  }
 }
 
 }  // namespace
@@ -332,9 +489,18 @@ std::string ProbeSite::Describe() const {
   return s;
 }
 
-ProbePlan PlanProbes(const target::InspectedProcess& t, const target::Disassembler& dis) {
+ProbePlan PlanProbes(const target::InspectedProcess& t, const target::Disassembler& dis,
+                     const PlanOptions& options) {
   Planner p(t, dis);
   ProbePlan plan;
+  plan.locks = options.locks;
+  plan.trace_all_sems = options.locks != LockMode::kOff && t.info.version.major == 3;
+  for (auto [name, out] : {std::make_pair("_Py_TrueStruct", &plan.py_true),
+                           std::make_pair("_Py_FalseStruct", &plan.py_false)}) {
+    if (auto sym = t.interpreter_elf->FindSymbol(name)) {
+      *out = sym->value + t.info.interpreter.load_bias;
+    }
+  }
 
   // Starting a thread: entry (STARTING) and return (RUNNING or failed).
   struct StartApi {
@@ -408,7 +574,20 @@ ProbePlan PlanProbes(const target::InspectedProcess& t, const target::Disassembl
     plan.probes.push_back(std::move(probe));
   }
   AddBodyDone(p, boot, &plan);
-  AddJoinProbes(p, &plan);
+  bool have_waits = AddSemaphoreProbes(p, options.locks, &plan);
+  AddJoinProbes(p, have_waits, &plan);
+  if (p.version().major == 3) {
+    AddLockProbes(p, options.locks, &plan);
+  } else if (options.locks != LockMode::kOff) {
+    PlannedProbe locks;
+    locks.name = "lock_wait";
+    locks.program = "ts_sem_wait";
+    locks.purpose = "lock contention";
+    locks.unavailable =
+        "Python 2.7 blocks in sem_wait on every acquire, contended or not, and its GIL is such a "
+        "lock: lock tracing needs CPython 3";
+    plan.probes.push_back(std::move(locks));
+  }
   return plan;
 }
 

@@ -7,6 +7,8 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
+#include <string_view>
 #include <string>
 #include <vector>
 
@@ -44,12 +46,32 @@ struct PlannedProbe {
   bool required = false;    // the lifecycle cannot be rebuilt without it
 };
 
+// How much of the lock machinery to trace (--locks).
+enum class LockMode {
+  kOff,        // thread lifecycle only
+  kContended,  // waits, wakers, lock creation: only what happens under contention (default)
+  kAll,        // every acquire and release as well
+};
+const char* LockModeName(LockMode mode);
+std::optional<LockMode> ParseLockMode(std::string_view name);
+
+struct PlanOptions {
+  LockMode locks = LockMode::kContended;
+};
+
 struct ProbePlan {
   std::vector<PlannedProbe> probes;
   model::ThreadModelConfig model_config;
+  LockMode locks = LockMode::kContended;
   uint32_t lockobject_lock_offset = 16;
+  // Report every semaphore wait, not only join sentinels (any lock tracing).
+  bool trace_all_sems = false;
+  // Runtime addresses of Py_True / Py_False (acquire()'s results), 0 when unknown.
+  uint64_t py_true = 0;
+  uint64_t py_false = 0;
 };
 
-ProbePlan PlanProbes(const target::InspectedProcess& target, const target::Disassembler& dis);
+ProbePlan PlanProbes(const target::InspectedProcess& target, const target::Disassembler& dis,
+                     const PlanOptions& options = {});
 
 }  // namespace threadscope::loader

@@ -10,7 +10,7 @@ static_assert(sizeof(ts_header) == 24);
 static_assert(sizeof(ts_thread_start_begin) == 48);
 static_assert(sizeof(ts_thread_start_end) == 56);
 static_assert(sizeof(ts_thread_clone) == 48);
-static_assert(sizeof(ts_thread_bootstrap) == 32);
+static_assert(sizeof(ts_thread_bootstrap) == 40);
 static_assert(sizeof(ts_thread_body_done) == 32);
 static_assert(sizeof(ts_thread_exit) == 48);
 static_assert(sizeof(ts_thread_rename) == 48);
@@ -21,6 +21,8 @@ static_assert(sizeof(ts_sem_wait) == 40);
 static_assert(sizeof(ts_preexisting_thread) == 48);
 static_assert(sizeof(ts_lost) == 40);
 static_assert(sizeof(ts_trace_mark) == 32);
+static_assert(sizeof(ts_lock_event) == 64);
+static_assert(sizeof(ts_futex_wake) == 40);
 
 namespace {
 
@@ -69,6 +71,10 @@ StatusOr<DecodedEvent> DecodeEvent(const uint8_t* data, size_t size) {
     case TS_EV_PREEXISTING_THREAD: return Copy<ts_preexisting_thread>(h, data);
     case TS_EV_LOST: return Copy<ts_lost>(h, data);
     case TS_EV_TRACE_MARK: return Copy<ts_trace_mark>(h, data);
+    case TS_EV_LOCK_NEW:
+    case TS_EV_LOCK_ACQUIRE:
+    case TS_EV_LOCK_RELEASE: return Copy<ts_lock_event>(h, data);
+    case TS_EV_FUTEX_WAKE: return Copy<ts_futex_wake>(h, data);
     default:
       return UnimplementedError("unknown record type " + std::to_string(h.type));
   }
@@ -93,6 +99,10 @@ std::string EventTypeName(uint16_t type) {
     case TS_EV_PREEXISTING_THREAD: return "preexisting_thread";
     case TS_EV_LOST: return "lost";
     case TS_EV_TRACE_MARK: return "trace_mark";
+    case TS_EV_LOCK_NEW: return "lock_new";
+    case TS_EV_LOCK_ACQUIRE: return "lock_acquire";
+    case TS_EV_LOCK_RELEASE: return "lock_release";
+    case TS_EV_FUTEX_WAKE: return "futex_wake";
     default: return "type_" + std::to_string(type);
   }
 }
@@ -115,7 +125,7 @@ std::string DescribeEvent(const DecodedEvent& e) {
         } else if constexpr (std::is_same_v<T, ts_thread_clone>) {
           out << std::dec << " child=" << p.child_tid << " comm=" << CommToString(p.comm);
         } else if constexpr (std::is_same_v<T, ts_thread_bootstrap>) {
-          out << " boot=0x" << p.boot;
+          out << " boot=0x" << p.boot << " ident=0x" << p.ident;
         } else if constexpr (std::is_same_v<T, ts_thread_body_done>) {
           out << std::dec << " how=" << p.how;
         } else if constexpr (std::is_same_v<T, ts_thread_exit>) {
@@ -136,6 +146,11 @@ std::string DescribeEvent(const DecodedEvent& e) {
           out << std::dec << " count=" << p.count << " source=" << p.source;
         } else if constexpr (std::is_same_v<T, ts_trace_mark>) {
           out << std::dec << " kind=" << p.kind;
+        } else if constexpr (std::is_same_v<T, ts_lock_event>) {
+          out << " obj=0x" << p.obj << " sem=0x" << p.sem << std::dec << " kind=" << p.kind
+              << " op=" << p.op << " result=" << p.result << " waited=" << p.waited;
+        } else if constexpr (std::is_same_v<T, ts_futex_wake>) {
+          out << " uaddr=0x" << p.uaddr << std::dec << " woken=" << p.woken;
         }
       },
       e.payload);

@@ -19,7 +19,7 @@ using EventPayload =
     std::variant<ts_thread_start_begin, ts_thread_start_end, ts_thread_clone, ts_thread_bootstrap,
                  ts_thread_body_done, ts_thread_exit, ts_thread_rename, ts_thread_sentinel,
                  ts_thread_join, ts_thread_detach, ts_sem_wait, ts_preexisting_thread, ts_lost,
-                 ts_trace_mark>;
+                 ts_trace_mark, ts_lock_event, ts_futex_wake>;
 
 struct DecodedEvent {
   ts_header header;

@@ -242,7 +242,7 @@ void ThreadModel::OnStartEnd(const ts_header& h, const ts_thread_start_end& e,
   } else if (auto it2 = last_native_clone_.find(parent); it2 != last_native_clone_.end()) {
     // The entry record was lost (or we attached mid-start): the clone it made is this thread.
     ThreadRecord* candidate = ById(it2->second);
-    if (candidate && !candidate->ident && e.ok) {
+    if (candidate && (!candidate->ident || candidate->ident == e.ident) && e.ok) {
       t = candidate;
       t->origin = ThreadOrigin::kStarted;
     }
@@ -273,6 +273,10 @@ void ThreadModel::OnBootstrap(const ts_header& h, const ts_thread_bootstrap& e,
   if (!t) return;
   if (t->native_tid != child) IndexTid(*t, child);  // the clone record was lost
   t->bootstrap_ns = h.ts_ns;
+  if (!t->ident && e.ident) {
+    t->ident = e.ident;
+    by_ident_[e.ident] = t->id;
+  }
   if (t->state == ThreadState::kStarting) SetState(*t, ThreadState::kRunning, h.ts_ns, out, child);
 }
 

@@ -33,9 +33,22 @@ void TraceModel::ApplyRecord(const uint8_t* data, size_t size, std::vector<Model
     }
   }
   scratch_.clear();
+  lock_scratch_.clear();
   threads_.Apply(e, out ? &scratch_ : nullptr);
+  locks_.Apply(e, out ? &lock_scratch_ : nullptr);
   if (out) {
-    for (const auto& change : scratch_) out->push_back(ModelEvent{change});
+    for (const auto& change : scratch_) {
+      ModelEvent m;
+      m.kind = ModelEvent::Kind::kThread;
+      m.thread = change;
+      out->push_back(m);
+    }
+    for (const auto& change : lock_scratch_) {
+      ModelEvent m;
+      m.kind = ModelEvent::Kind::kLock;
+      m.lock = change;
+      out->push_back(m);
+    }
   }
 }
 

@@ -11,12 +11,14 @@
 #include <vector>
 
 #include "daemon/model/event_decoder.h"
+#include "daemon/model/lock_model.h"
 #include "daemon/model/thread_model.h"
 
 namespace threadscope::model {
 
 struct TraceModelConfig {
   ThreadModelConfig threads;
+  LockModelConfig locks;
 };
 
 struct TraceStats {
@@ -29,20 +31,24 @@ struct TraceStats {
   uint64_t lost() const { return lost_ringbuf + lost_stash + lost_consumer; }
 };
 
-// A change worth telling a live watcher about.
+// A change worth telling a live watcher about: a thread's or a lock's.
 struct ModelEvent {
+  enum class Kind { kThread, kLock } kind = Kind::kThread;
   ThreadChangeEvent thread;
+  LockChangeEvent lock;
 };
 
 class TraceModel {
  public:
-  explicit TraceModel(TraceModelConfig config = {}) : config_(config), threads_(config.threads) {}
+  explicit TraceModel(TraceModelConfig config = {})
+      : config_(config), threads_(config.threads), locks_(config.locks) {}
 
   // Applies one record; appends what changed to `out` (may be null).
   void ApplyRecord(const uint8_t* data, size_t size, std::vector<ModelEvent>* out);
 
   const TraceModelConfig& config() const { return config_; }
   const ThreadModel& threads() const { return threads_; }
+  const LockModel& locks() const { return locks_; }
   const TraceStats& stats() const { return stats_; }
   std::optional<uint64_t> attached_ns() const { return attached_ns_; }
   std::optional<uint64_t> detached_ns() const { return detached_ns_; }
@@ -55,12 +61,14 @@ class TraceModel {
  private:
   TraceModelConfig config_;
   ThreadModel threads_;
+  LockModel locks_;
   TraceStats stats_;
   std::optional<uint64_t> attached_ns_;
   std::optional<uint64_t> detached_ns_;
   std::optional<uint64_t> target_exited_ns_;
   uint64_t last_ts_ns_ = 0;
   std::vector<ThreadChangeEvent> scratch_;
+  std::vector<LockChangeEvent> lock_scratch_;
 };
 
 }  // namespace threadscope::model

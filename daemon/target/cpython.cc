@@ -140,6 +140,52 @@ std::optional<uint64_t> FindMethod(const std::vector<MethodTable>& tables, std::
   return std::nullopt;
 }
 
+const MethodTable* FindMethodTable(const std::vector<MethodTable>& tables,
+                                   const std::vector<std::string_view>& siblings) {
+  for (const auto& table : tables) {
+    size_t matched = 0;
+    for (auto name : siblings) {
+      for (const auto& def : table) matched += def.name == name;
+    }
+    if (matched >= siblings.size()) return &table;
+  }
+  return nullptr;
+}
+
+std::optional<uint64_t> FindTypeNew(const ElfFile& elf, uint64_t methods_table) {
+  constexpr int32_t kPyTpMethods = 64, kPyTpNew = 65;
+  auto slot_at = [&](uint64_t addr) -> std::optional<std::pair<int32_t, uint64_t>> {
+    std::string_view raw = elf.BytesAt(addr, 4);
+    auto ptr = elf.PointerAt(addr + 8);
+    if (raw.size() != 4 || !ptr) return std::nullopt;
+    int32_t slot;
+    std::memcpy(&slot, raw.data(), 4);
+    return std::make_pair(slot, *ptr);
+  };
+  for (const ElfSection* sec : elf.PointerDataSections()) {
+    for (uint64_t a = (sec->addr + 7) & ~uint64_t{7}; a + 16 <= sec->addr + sec->size; a += 8) {
+      auto ptr = elf.PointerAt(a);
+      if (!ptr || *ptr != methods_table) continue;
+      // Heap type: {int slot; void* pfunc} records; this one is {Py_tp_methods, table}.
+      if (auto here = slot_at(a - 8); here && here->first == kPyTpMethods) {
+        for (int dir : {-1, 1}) {
+          for (uint64_t r = a - 8 + static_cast<int64_t>(dir) * 16;; r += dir * 16) {
+            auto rec = slot_at(r);
+            if (!rec || rec->first <= 0 || rec->first > 100) break;
+            if (rec->first == kPyTpNew && elf.IsText(rec->second)) return rec->second;
+          }
+        }
+      }
+      // Static type: tp_methods at +232 of PyTypeObject, tp_new at +312.
+      if (auto tp_new = elf.PointerAt(a + 80); tp_new && elf.IsText(*tp_new)) {
+        auto name = elf.PointerAt(a - 208);
+        if (name && elf.IsReadOnlyData(*name)) return *tp_new;
+      }
+    }
+  }
+  return std::nullopt;
+}
+
 std::vector<Instruction> DecodeFunction(const ElfFile& elf, const Disassembler& dis, uint64_t vaddr,
                                         uint64_t fallback_len) {
   uint64_t len = fallback_len;

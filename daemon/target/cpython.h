@@ -60,6 +60,14 @@ std::vector<MethodTable> FindMethodTables(const ElfFile& elf);
 // The C function of `method` in the table that also lists every name in `siblings`.
 std::optional<uint64_t> FindMethod(const std::vector<MethodTable>& tables, std::string_view method,
                                    const std::vector<std::string_view>& siblings);
+// The table that lists every name in `siblings`.
+const MethodTable* FindMethodTable(const std::vector<MethodTable>& tables,
+                                   const std::vector<std::string_view>& siblings);
+
+// tp_new of the type whose tp_methods is `methods_table`: through its PyType_Slot array
+// ({Py_tp_methods, table} ... {Py_tp_new, fn}) for heap types (3.10+ _thread), else through
+// the static PyTypeObject (tp_new sits 80 bytes after tp_methods in 2.7 and 3.x).
+std::optional<uint64_t> FindTypeNew(const ElfFile& elf, uint64_t methods_table);
 
 // The instructions of the function starting at vaddr (bounded by its symbol or .eh_frame
 // extent; `fallback_len` bytes when neither knows it).

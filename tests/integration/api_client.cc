@@ -2,6 +2,7 @@
 // client would: health checking, server reflection, and requests a careless client might send.
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <cstdlib>
 #include <set>
@@ -63,6 +64,16 @@ TEST(DaemonApi, MalformedRequestsLeaveTheDaemonServing) {
     req.set_pid(-1);
     v1::AttachResponse resp;
     EXPECT_EQ(stub->Attach(&ctx, req, &resp).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  }
+  {
+    grpc::ClientContext ctx;
+    v1::AttachRequest req;
+    req.set_pid(getpid());
+    req.mutable_options()->set_locks("sometimes");
+    v1::AttachResponse resp;
+    grpc::Status s = stub->Attach(&ctx, req, &resp);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_NE(s.error_message().find("sometimes"), std::string::npos) << s.error_message();
   }
   {
     grpc::ClientContext ctx;

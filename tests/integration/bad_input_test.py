@@ -48,6 +48,10 @@ class BadInputTest(harness.BpfTestCase):
         self.one_line_error(self.ts("frobnicate"), 2)
         self.one_line_error(self.ts("run"), 2, "no command")
         self.one_line_error(self.ts("attach", "--ring-buffer", "12x", "1"), 2, "--ring-buffer")
+        self.one_line_error(self.ts("attach", "--locks", "bogus", "1"), 2, "--locks", "bogus",
+                            "contended, all, off")
+        self.one_line_error(self.ts("run", "--lock-threshold", "soon", "--", "true"), 2,
+                            "--lock-threshold")
 
     def test_no_daemon_listening(self):
         self.one_line_error(self.ts("--server", "unix:" + self.path("nope.sock"), "status"), 6,

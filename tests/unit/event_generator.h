@@ -44,9 +44,10 @@ class EventGenerator {
     std::strncpy(e.comm, comm, sizeof(e.comm) - 1);
     return Make(TS_EV_THREAD_CLONE, parent, e);
   }
-  std::string Bootstrap(uint32_t child, uint64_t boot) {
+  std::string Bootstrap(uint32_t child, uint64_t boot, uint64_t ident = 0) {
     ts_thread_bootstrap e{};
     e.boot = boot;
+    e.ident = ident;
     return Make(TS_EV_THREAD_BOOTSTRAP, child, e);
   }
   std::string BodyDone(uint32_t child, uint32_t how = TS_BODY_RETURNED) {
@@ -77,6 +78,41 @@ class EventGenerator {
     e.sem = sem;
     e.ret = ret;
     return Make(type, tid, e);
+  }
+  std::string LockNew(uint32_t tid, uint64_t obj, uint64_t sem, uint32_t kind = TS_LOCK_LOCK) {
+    ts_lock_event e{};
+    e.obj = obj;
+    e.sem = sem;
+    e.kind = kind;
+    return Make(TS_EV_LOCK_NEW, tid, e);
+  }
+  // An acquire call's return (--locks=all); `waited` says it blocked in a semaphore wait.
+  std::string LockAcquire(uint32_t tid, uint64_t obj, uint64_t sem, int32_t result = 1,
+                          bool waited = false, uint32_t kind = TS_LOCK_LOCK,
+                          uint32_t op = TS_LOCK_OP_ACQUIRE) {
+    ts_lock_event e{};
+    e.obj = obj;
+    e.sem = sem;
+    e.kind = kind;
+    e.op = op;
+    e.result = result;
+    e.waited = waited;
+    e.begin_ns = now_;
+    return Make(TS_EV_LOCK_ACQUIRE, tid, e);
+  }
+  std::string LockRelease(uint32_t tid, uint64_t obj, uint64_t sem, uint32_t kind = TS_LOCK_LOCK,
+                          uint32_t op = TS_LOCK_OP_RELEASE) {
+    ts_lock_event e{};
+    e.obj = obj;
+    e.sem = sem;
+    e.kind = kind;
+    e.op = op;
+    return Make(TS_EV_LOCK_RELEASE, tid, e);
+  }
+  std::string FutexWake(uint32_t waker, uint64_t uaddr) {
+    ts_futex_wake e{};
+    e.uaddr = uaddr;
+    return Make(TS_EV_FUTEX_WAKE, waker, e);
   }
   std::string JoinBegin(uint32_t joiner, uint64_t ident) {
     ts_thread_join e{};

@@ -87,6 +87,24 @@ TEST_F(ThreadModelTest, ChildRunsBeforeTheParentSeesTheStartReturn) {
   EXPECT_EQ(ByTid(1001).ident, 0x7f01u);
 }
 
+TEST_F(ThreadModelTest, BootstrapCarriesTheIdentBeforeTheStartReturns) {
+  // The bootstrap probe reads the child's pthread_self(): RUNNING already knows the ident.
+  Feed({g_.StartBegin(kMain, 0xb00), g_.Clone(kMain, 1001), g_.Bootstrap(1001, 0xb00, 0x7f01)});
+  EXPECT_EQ(ByTid(1001).state, ThreadState::kRunning);
+  EXPECT_EQ(ByTid(1001).ident, 0x7f01u);
+  Feed({g_.StartEnd(kMain, 0xb00, true, 0x7f01)});
+  EXPECT_EQ(ByTid(1001).ident, 0x7f01u);
+  int records = 0;
+  for (const auto& t : threads().threads()) records += t.native_tid == 1001;
+  EXPECT_EQ(records, 1);
+}
+
+TEST_F(ThreadModelTest, LostEntryWithBootstrapIdentStillMatchesTheReturn) {
+  Feed({g_.Lost(1), g_.Clone(kMain, 1001), g_.Bootstrap(1001, 0xb00, 0x7f01),
+        g_.StartEnd(kMain, 0xb00, true, 0x7f01)});
+  EXPECT_EQ(ByTid(1001).origin, ThreadOrigin::kStarted);
+}
+
 TEST_F(ThreadModelTest, ChildExitsBeforeTheStartReturns) {
   Feed({g_.StartBegin(kMain, 0xb00), g_.Clone(kMain, 1001), g_.Exit(1001),
         g_.StartEnd(kMain, 0xb00, true, 0x7f01)});

@@ -1,0 +1,368 @@
+#include "daemon/model/lock_model.h"
+
+#include <gtest/gtest.h>
+
+#include "daemon/model/trace_model.h"
+#include "tests/unit/event_generator.h"
+
+namespace threadscope::model {
+namespace {
+
+using testing::EventGenerator;
+
+constexpr uint32_t kMain = 1000;
+constexpr uint32_t kT1 = 1001;
+constexpr uint32_t kT2 = 1002;
+constexpr uint32_t kT3 = 1003;
+constexpr uint64_t kObjA = 0x7f0000001000, kSemA = 0x55000000a000;
+constexpr uint64_t kObjB = 0x7f0000002000, kSemB = 0x55000000b000;
+
+class LockModelTest : public ::testing::Test {
+ protected:
+  void Exact(bool exact) {
+    TraceModelConfig c;
+    c.locks.exact_ownership = exact;
+    model_ = TraceModel(c);
+  }
+  std::vector<LockChangeEvent> Feed(const std::vector<std::string>& records) {
+    std::vector<ModelEvent> out;
+    for (const auto& r : records) {
+      model_.ApplyRecord(reinterpret_cast<const uint8_t*>(r.data()), r.size(), &out);
+    }
+    std::vector<LockChangeEvent> locks;
+    for (const auto& e : out) {
+      if (e.kind == ModelEvent::Kind::kLock) locks.push_back(e.lock);
+    }
+    return locks;
+  }
+  const LockModel& locks() { return model_.locks(); }
+  // The live lock at a semaphore address (the newest generation).
+  const LockRecord& At(uint64_t sem) {
+    const LockRecord* found = nullptr;
+    for (const auto& [id, l] : locks().locks()) {
+      if (l.sem == sem && (!found || l.id > found->id)) found = &l;
+    }
+    EXPECT_NE(found, nullptr) << "no lock at " << std::hex << sem;
+    static LockRecord empty;
+    return found ? *found : empty;
+  }
+  std::string Begin(uint32_t tid, uint64_t sem) { return g_.SemWait(TS_EV_SEM_WAIT_BEGIN, tid, sem); }
+  std::string End(uint32_t tid, uint64_t sem, bool acquired = true) {
+    return g_.SemWait(TS_EV_SEM_WAIT_END, tid, sem, acquired ? 0 : -1);
+  }
+  std::string Wait(uint64_t ns) {
+    g_.Advance(ns);
+    return {};
+  }
+
+  EventGenerator g_{kMain};
+  TraceModel model_;
+};
+
+// Feed() skips empty strings: Wait() only moves the clock.
+std::vector<std::string> Seq(std::initializer_list<std::string> records) {
+  std::vector<std::string> out;
+  for (const auto& r : records) {
+    if (!r.empty()) out.push_back(r);
+  }
+  return out;
+}
+
+TEST(Log2HistogramTest, BucketsArePowersOfTwo) {
+  Log2Histogram h;
+  for (uint64_t v : {0ull, 1ull, 2ull, 3ull, 4ull, 1023ull, 1024ull, ~0ull}) h.Add(v);
+  EXPECT_EQ(h.buckets[0], 2u);  // 0 and 1
+  EXPECT_EQ(h.buckets[1], 2u);  // 2, 3
+  EXPECT_EQ(h.buckets[2], 1u);  // 4
+  EXPECT_EQ(h.buckets[9], 1u);  // 1023
+  EXPECT_EQ(h.buckets[10], 1u); // 1024
+  EXPECT_EQ(h.buckets[Log2Histogram::kBuckets - 1], 1u);  // everything huge lands last
+  EXPECT_EQ(h.count, 8u);
+  EXPECT_EQ(h.max, ~0ull);
+  Log2Histogram other;
+  other.Add(5);
+  h.Merge(other);
+  EXPECT_EQ(h.buckets[2], 2u);
+  EXPECT_EQ(h.count, 9u);
+}
+
+TEST_F(LockModelTest, ContendedModeInfersOwnersFromHandoffs) {
+  Exact(false);
+  auto ev = Feed(Seq({g_.LockNew(kMain, kObjA, kSemA),
+                      // T1 took A without contention: invisible. T2 waits; T1 releases and wakes.
+                      Begin(kT2, kSemA), Wait(5'000'000), g_.FutexWake(kT1, kSemA),
+                      End(kT2, kSemA),
+                      // T3 waits while T2 (the inferred owner) holds it.
+                      Begin(kT3, kSemA), Wait(1'000'000), g_.FutexWake(kT2, kSemA),
+                      End(kT3, kSemA)}));
+  const LockRecord& a = At(kSemA);
+  EXPECT_EQ(a.kind, LockKind::kLock);
+  EXPECT_EQ(a.contended, 2u);
+  EXPECT_EQ(a.wakeups, 2u);
+  EXPECT_EQ(a.wait.count, 2u);
+  EXPECT_GE(a.wait.max, 5'000'000u);
+  EXPECT_EQ(a.acquires, 0u);  // unknown in this mode
+  ASSERT_TRUE(a.owner);
+  EXPECT_EQ(*a.owner, static_cast<pid_t>(kT3));
+  EXPECT_FALSE(a.owner_exact);
+
+  ASSERT_EQ(ev.size(), 6u);
+  EXPECT_EQ(ev[0].change, LockChange::kWaitBegin);
+  EXPECT_FALSE(ev[0].other);  // the first holder was never seen
+  EXPECT_EQ(ev[1].change, LockChange::kWoken);
+  EXPECT_EQ(ev[1].tid, static_cast<pid_t>(kT1));
+  EXPECT_EQ(ev[2].change, LockChange::kWaitEnd);
+  EXPECT_TRUE(ev[2].acquired);
+  EXPECT_EQ(ev[2].other, static_cast<pid_t>(kT1));
+  EXPECT_EQ(ev[3].change, LockChange::kWaitBegin);
+  EXPECT_EQ(ev[3].other, static_cast<pid_t>(kT2));  // learned from the first handoff
+  EXPECT_EQ(ev[5].other, static_cast<pid_t>(kT2));
+  EXPECT_EQ(locks().FindThread(kT3)->last_woken_by, static_cast<pid_t>(kT2));
+  EXPECT_EQ(locks().FindThread(kT2)->lock_waits, 1u);
+}
+
+TEST_F(LockModelTest, TimedOutWaitIsCountedAndOwnsNothing) {
+  Exact(false);
+  auto ev = Feed(Seq({g_.LockNew(kMain, kObjA, kSemA), Begin(kT1, kSemA), Wait(100'000'000),
+                      End(kT1, kSemA, /*acquired=*/false)}));
+  const LockRecord& a = At(kSemA);
+  EXPECT_EQ(a.timeouts, 1u);
+  EXPECT_EQ(a.contended, 1u);
+  EXPECT_FALSE(a.owner);
+  ASSERT_EQ(ev.size(), 2u);
+  EXPECT_FALSE(ev[1].acquired);
+  EXPECT_GE(ev[1].wait_ns, 100'000'000u);
+}
+
+TEST_F(LockModelTest, ContendedModeTellsConditionWaitsFromLockWaits) {
+  // Condition.wait: the waiting thread allocates a waiter lock, takes it, and blocks on it
+  // until notify() releases it from another thread.
+  Exact(false);
+  auto ev = Feed(Seq({g_.LockNew(kT1, kObjB, kSemB), Begin(kT1, kSemB), Wait(2'000'000),
+                      g_.FutexWake(kT2, kSemB), End(kT1, kSemB)}));
+  const LockRecord& waiter = At(kSemB);
+  EXPECT_TRUE(waiter.condition_waiter);
+  EXPECT_EQ(waiter.contended, 0u);  // not lock contention
+  const ThreadLockState* t1 = locks().FindThread(kT1);
+  EXPECT_EQ(t1->condition_waits, 1u);
+  EXPECT_EQ(t1->lock_waits, 0u);
+  EXPECT_EQ(t1->last_woken_by, static_cast<pid_t>(kT2));
+  ASSERT_EQ(ev.size(), 3u);
+  EXPECT_EQ(ev[0].wait_kind, WaitKind::kCondition);
+  EXPECT_EQ(ev[2].wait_kind, WaitKind::kCondition);
+  EXPECT_FALSE(waiter.owner);  // handing a condition waiter over does not make an owner
+
+  // Freed, it leaves no record behind but keeps its numbers.
+  Feed({g_.SemWait(TS_EV_SEM_DESTROY, kT1, kSemB)});
+  EXPECT_EQ(locks().locks().size(), 0u);
+  EXPECT_EQ(locks().freed_condition_waits().count, 1u);
+  EXPECT_EQ(locks().FindThread(kT1)->condition_waits, 1u);
+}
+
+TEST_F(LockModelTest, WaitOnAJoinSentinelIsAJoin) {
+  Exact(false);
+  auto ev = Feed(Seq({g_.Sentinel(kT1, kObjA, kSemA), Begin(kMain, kSemA), Wait(1'000'000),
+                      g_.FutexWake(kT1, kSemA), End(kMain, kSemA)}));
+  EXPECT_TRUE(ev.empty());  // the thread model reports joins; no lock events for them
+  EXPECT_EQ(At(kSemA).contended, 0u);
+  EXPECT_EQ(At(kSemA).kind, LockKind::kJoinSentinel);
+  EXPECT_GE(locks().FindThread(kMain)->join_wait_ns, 1'000'000u);
+}
+
+TEST_F(LockModelTest, WaitThatBeganBeforeTheAttachIsIgnored) {
+  Exact(false);
+  auto ev = Feed({g_.LockNew(kMain, kObjA, kSemA), End(kT1, kSemA)});
+  EXPECT_TRUE(ev.empty());
+  EXPECT_EQ(At(kSemA).wait.count, 0u);
+}
+
+TEST_F(LockModelTest, AllModeCountsEveryAcquireAndHold) {
+  Exact(true);
+  std::vector<std::string> r = {g_.LockNew(kMain, kObjA, kSemA)};
+  for (int i = 0; i < 3; ++i) {
+    r.push_back(g_.LockAcquire(kT1, kObjA, kSemA));
+    g_.Advance(10'000);
+    r.push_back(g_.LockRelease(kT1, kObjA, kSemA));
+  }
+  r.push_back(g_.LockAcquire(kT2, kObjA, kSemA));
+  r.push_back(g_.LockAcquire(kT1, kObjA, kSemA, TS_ACQUIRE_FAILED));  // acquire(False)
+  Feed(r);
+  const LockRecord& a = At(kSemA);
+  EXPECT_EQ(a.acquires, 4u);
+  EXPECT_EQ(a.releases, 3u);
+  EXPECT_EQ(a.failed_trylocks, 1u);
+  EXPECT_EQ(a.acquires_by_thread.at(kT1), 3u);
+  EXPECT_EQ(a.acquires_by_thread.at(kT2), 1u);
+  EXPECT_EQ(a.hold.count, 3u);
+  ASSERT_TRUE(a.owner);
+  EXPECT_EQ(*a.owner, static_cast<pid_t>(kT2));
+  EXPECT_TRUE(a.owner_exact);
+  EXPECT_EQ(locks().FindThread(kT2)->held, std::vector<uint64_t>{a.id});
+}
+
+TEST_F(LockModelTest, AllModeWaitBeginNamesTheExactOwner) {
+  Exact(true);
+  auto ev = Feed(Seq({g_.LockNew(kMain, kObjA, kSemA), g_.LockAcquire(kT1, kObjA, kSemA),
+                      Begin(kT2, kSemA), Wait(3'000'000), g_.LockRelease(kT1, kObjA, kSemA),
+                      g_.FutexWake(kT1, kSemA), End(kT2, kSemA),
+                      g_.LockAcquire(kT2, kObjA, kSemA, TS_ACQUIRE_ACQUIRED, true)}));
+  ASSERT_GE(ev.size(), 3u);
+  EXPECT_EQ(ev[0].change, LockChange::kWaitBegin);
+  EXPECT_EQ(ev[0].other, static_cast<pid_t>(kT1));
+  const LockRecord& a = At(kSemA);
+  EXPECT_EQ(a.owner, static_cast<pid_t>(kT2));
+  EXPECT_EQ(a.contended, 1u);
+  EXPECT_EQ(a.failed_trylocks, 0u);
+}
+
+TEST_F(LockModelTest, TimedOutAcquireIsNotAFailedTry) {
+  Exact(true);
+  Feed(Seq({g_.LockNew(kMain, kObjA, kSemA), g_.LockAcquire(kT1, kObjA, kSemA),
+            Begin(kT2, kSemA), Wait(100'000'000), End(kT2, kSemA, false),
+            g_.LockAcquire(kT2, kObjA, kSemA, TS_ACQUIRE_FAILED, /*waited=*/true)}));
+  const LockRecord& a = At(kSemA);
+  EXPECT_EQ(a.timeouts, 1u);
+  EXPECT_EQ(a.failed_trylocks, 0u);
+  EXPECT_EQ(a.owner, static_cast<pid_t>(kT1));
+}
+
+TEST_F(LockModelTest, RLockDepthSurvivesConditionWait) {
+  Exact(true);
+  const uint32_t R = TS_LOCK_RLOCK;
+  Feed({g_.LockNew(kMain, kObjA, kSemA, R),
+        g_.LockAcquire(kT1, kObjA, kSemA, 1, false, R),
+        g_.LockAcquire(kT1, kObjA, kSemA, 1, false, R),  // reentrant: depth 2
+        // Condition(RLock).wait releases all levels and restores them after.
+        g_.LockRelease(kT1, kObjA, kSemA, R, TS_LOCK_OP_RELEASE_SAVE)});
+  EXPECT_FALSE(At(kSemA).owner);
+  Feed({g_.LockAcquire(kT2, kObjA, kSemA, 1, false, R), g_.LockRelease(kT2, kObjA, kSemA, R),
+        g_.LockAcquire(kT1, kObjA, kSemA, 1, false, R, TS_LOCK_OP_RESTORE)});
+  const LockRecord& a = At(kSemA);
+  EXPECT_EQ(a.owner, static_cast<pid_t>(kT1));
+  EXPECT_EQ(a.depth, 2u);
+  Feed({g_.LockRelease(kT1, kObjA, kSemA, R)});
+  EXPECT_EQ(At(kSemA).owner, static_cast<pid_t>(kT1));  // one level left
+  Feed({g_.LockRelease(kT1, kObjA, kSemA, R)});
+  EXPECT_FALSE(At(kSemA).owner);
+  EXPECT_EQ(At(kSemA).acquires_by_thread.at(kT1), 3u);
+}
+
+TEST_F(LockModelTest, DeadlockIsDetectedAndResolved) {
+  Exact(true);
+  auto ev = Feed(Seq({g_.LockNew(kMain, kObjA, kSemA), g_.LockNew(kMain, kObjB, kSemB),
+                      g_.LockAcquire(kT1, kObjA, kSemA), g_.LockAcquire(kT2, kObjB, kSemB),
+                      Begin(kT1, kSemB), Begin(kT2, kSemA)}));
+  ASSERT_EQ(locks().deadlocks().size(), 1u);
+  const Deadlock& d = locks().deadlocks()[0];
+  EXPECT_EQ(d.threads.size(), 2u);
+  std::map<pid_t, uint64_t> waits;
+  for (size_t i = 0; i < d.threads.size(); ++i) waits[d.threads[i]] = d.locks[i];
+  EXPECT_EQ(waits.at(kT1), At(kSemB).id);
+  EXPECT_EQ(waits.at(kT2), At(kSemA).id);
+  EXPECT_FALSE(d.resolved_ns);
+  EXPECT_EQ(ev.back().change, LockChange::kDeadlock);
+
+  // A second look from the other thread's wait does not report it twice.
+  Feed({Begin(kT2, kSemA)});
+  EXPECT_EQ(locks().deadlocks().size(), 1u);
+
+  ev = Feed({g_.Exit(kT2)});  // killed: the cycle is broken
+  ASSERT_TRUE(locks().deadlocks()[0].resolved_ns);
+  EXPECT_EQ(ev.back().change, LockChange::kDeadlockResolved);
+}
+
+TEST_F(LockModelTest, ThreeThreadCycle) {
+  Exact(true);
+  constexpr uint64_t kObjC = 0x7f0000003000, kSemC = 0x55000000c000;
+  Feed({g_.LockNew(kMain, kObjA, kSemA), g_.LockNew(kMain, kObjB, kSemB),
+        g_.LockNew(kMain, kObjC, kSemC), g_.LockAcquire(kT1, kObjA, kSemA),
+        g_.LockAcquire(kT2, kObjB, kSemB), g_.LockAcquire(kT3, kObjC, kSemC),
+        Begin(kT1, kSemB), Begin(kT2, kSemC)});
+  EXPECT_TRUE(locks().deadlocks().empty());  // a chain, not yet a cycle
+  Feed({Begin(kT3, kSemA)});
+  ASSERT_EQ(locks().deadlocks().size(), 1u);
+  EXPECT_EQ(locks().deadlocks()[0].threads.size(), 3u);
+}
+
+TEST_F(LockModelTest, ContendedModeCannotSeeADeadlockWithUnknownOwners) {
+  Exact(false);
+  Feed({g_.LockNew(kMain, kObjA, kSemA), g_.LockNew(kMain, kObjB, kSemB), Begin(kT1, kSemB),
+        Begin(kT2, kSemA)});
+  EXPECT_TRUE(locks().deadlocks().empty());
+}
+
+TEST_F(LockModelTest, OrderInversionReportedOnce) {
+  Exact(true);
+  std::vector<std::string> r = {g_.LockNew(kMain, kObjA, kSemA), g_.LockNew(kMain, kObjB, kSemB)};
+  for (int round = 0; round < 2; ++round) {
+    r.insert(r.end(), {g_.LockAcquire(kT1, kObjA, kSemA), g_.LockAcquire(kT1, kObjB, kSemB),
+                       g_.LockRelease(kT1, kObjB, kSemB), g_.LockRelease(kT1, kObjA, kSemA),
+                       g_.LockAcquire(kT2, kObjB, kSemB), g_.LockAcquire(kT2, kObjA, kSemA),
+                       g_.LockRelease(kT2, kObjA, kSemA), g_.LockRelease(kT2, kObjB, kSemB)});
+  }
+  auto ev = Feed(r);
+  ASSERT_EQ(locks().inversions().size(), 1u);
+  const OrderInversion& inv = locks().inversions()[0];
+  EXPECT_EQ(inv.lock_a, At(kSemA).id);
+  EXPECT_EQ(inv.lock_b, At(kSemB).id);
+  EXPECT_EQ(inv.thread_ab, static_cast<pid_t>(kT1));
+  EXPECT_EQ(inv.thread_ba, static_cast<pid_t>(kT2));
+  EXPECT_LT(inv.ab_ns, inv.ba_ns);
+  int reported = 0;
+  for (const auto& e : ev) reported += e.change == LockChange::kOrderInversion;
+  EXPECT_EQ(reported, 1);
+  EXPECT_TRUE(locks().deadlocks().empty());
+}
+
+TEST_F(LockModelTest, ReusedAddressStartsANewGeneration) {
+  Exact(false);
+  Feed(Seq({g_.LockNew(kMain, kObjA, kSemA), Begin(kT1, kSemA), Wait(1000),
+            g_.FutexWake(kT2, kSemA), End(kT1, kSemA), g_.SemWait(TS_EV_SEM_DESTROY, kT1, kSemA),
+            g_.LockNew(kMain, kObjA, kSemA), Begin(kT2, kSemA)}));
+  std::vector<const LockRecord*> at;
+  for (const auto& [id, l] : locks().locks()) {
+    if (l.sem == kSemA) at.push_back(&l);
+  }
+  ASSERT_EQ(at.size(), 2u);  // the freed one was contended: it stays listed
+  if (at[0]->id > at[1]->id) std::swap(at[0], at[1]);
+  EXPECT_EQ(at[0]->generation, 1u);
+  EXPECT_TRUE(at[0]->freed_ns);
+  EXPECT_EQ(at[1]->generation, 2u);
+  EXPECT_FALSE(at[1]->freed_ns);
+  EXPECT_EQ(at[0]->contended, 1u);
+  EXPECT_EQ(at[1]->contended, 1u);
+  EXPECT_EQ(at[1]->waiters.size(), 1u);
+}
+
+TEST_F(LockModelTest, UncontendedFreedLocksAreDropped) {
+  Exact(false);
+  Feed({g_.LockNew(kMain, kObjA, kSemA), g_.SemWait(TS_EV_SEM_DESTROY, kMain, kSemA)});
+  EXPECT_TRUE(locks().locks().empty());
+  EXPECT_EQ(locks().freed_locks_dropped(), 1u);
+}
+
+TEST_F(LockModelTest, FreedContendedLocksAreBounded) {
+  // A program that makes and fights over a fresh lock forever must not grow the model forever.
+  Exact(false);
+  for (uint64_t i = 0; i < 5000; ++i) {
+    uint64_t sem = 0x550000000000 + i * 64;
+    Feed(Seq({g_.LockNew(kMain, 0, sem), Begin(kT1, sem), g_.FutexWake(kT2, sem),
+              End(kT1, sem), g_.SemWait(TS_EV_SEM_DESTROY, kMain, sem)}));
+  }
+  EXPECT_LE(locks().locks().size(), 4097u);
+  EXPECT_GE(locks().freed_locks_dropped(), 5000u - 4097u);
+}
+
+TEST_F(LockModelTest, TargetExitEndsWaitsAndDeadlocks) {
+  Exact(true);
+  Feed({g_.LockNew(kMain, kObjA, kSemA), g_.LockNew(kMain, kObjB, kSemB),
+        g_.LockAcquire(kT1, kObjA, kSemA), g_.LockAcquire(kT2, kObjB, kSemB), Begin(kT1, kSemB),
+        Begin(kT2, kSemA), g_.Mark(TS_MARK_TARGET_EXITED)});
+  ASSERT_EQ(locks().deadlocks().size(), 1u);
+  EXPECT_TRUE(locks().deadlocks()[0].resolved_ns);
+  EXPECT_TRUE(At(kSemA).waiters.empty());
+  EXPECT_FALSE(locks().FindThread(kT1)->waiting_lock);
+}
+
+}  // namespace
+}  // namespace threadscope::model

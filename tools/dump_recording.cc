@@ -1,0 +1,33 @@
+// Prints every record of a recording, one line each: for debugging the model against what the
+// probes actually said.   bazel run //tools:dump_recording -- FILE
+#include <cstdio>
+#include <cstring>
+
+#include "daemon/engine/recording.h"
+#include "daemon/model/event_decoder.h"
+
+using namespace threadscope;
+
+int main(int argc, char** argv) {
+  if (argc != 2) {
+    std::fprintf(stderr, "usage: dump_recording FILE\n");
+    return 2;
+  }
+  auto chunks = engine::ReadRecordingFile(argv[1]);
+  if (!chunks.ok()) {
+    std::fprintf(stderr, "%s\n", chunks.status().ToString().c_str());
+    return 1;
+  }
+  for (const auto& chunk : *chunks) {
+    if (!chunk.has_records()) continue;
+    const std::string& b = chunk.records();
+    for (size_t off = 0; off + sizeof(ts_header) <= b.size();) {
+      ts_header h;
+      std::memcpy(&h, b.data() + off, sizeof(h));
+      auto e = model::DecodeEvent(reinterpret_cast<const uint8_t*>(b.data()) + off, h.size);
+      std::printf("%s\n", e.ok() ? model::DescribeEvent(*e).c_str() : e.status().ToString().c_str());
+      off += h.size;
+    }
+  }
+  return 0;
+}
