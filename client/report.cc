@@ -169,12 +169,41 @@ json AcquiresByThread(const v1::Lock& l) {
   return out;
 }
 
+// The last two components of a path: enough to recognize a file in a terminal line.
+std::string ShortFile(const std::string& file) {
+  size_t last = file.rfind('/');
+  if (last == std::string::npos || last == 0) return file;
+  size_t before = file.rfind('/', last - 1);
+  return before == std::string::npos ? file : file.substr(before + 1);
+}
+
+// "app/cache.py:42 Cache.get": the stack's primary frame (the innermost outside threading.py).
+std::string Where(const v1::PyStack& st, bool short_file = false) {
+  if (st.frames().empty()) return "";
+  const v1::CodeLocation& f =
+      st.frames(std::min<int>(static_cast<int>(st.primary()), st.frames_size() - 1));
+  return fmt::format("{}:{} {}", short_file ? ShortFile(f.file()) : f.file(),
+                     f.has_line() ? std::to_string(f.line()) : "?", f.function());
+}
+
+json StackJson(const v1::PyStack& st) {
+  if (st.frames().empty()) return nullptr;
+  json frames = json::array();
+  for (const auto& f : st.frames()) {
+    frames.push_back({{"file", f.file()},
+                      {"line", f.has_line() ? json(f.line()) : json(nullptr)},
+                      {"function", f.function()}});
+  }
+  return json{{"where", Where(st)}, {"frames", frames}, {"truncated", st.truncated()}};
+}
+
 json LockJson(const v1::Lock& l) {
   json waiters = json::array();
   for (const auto& w : l.waiters()) {
     waiters.push_back({{"native_tid", w.native_tid()},
                        {"since_ns", w.since_ns()},
-                       {"kind", WaitKindName(w.kind())}});
+                       {"kind", WaitKindName(w.kind())},
+                       {"stack", StackJson(w.stack())}});
   }
   return json{
       {"id", l.id()},
@@ -204,11 +233,19 @@ json LockJson(const v1::Lock& l) {
       {"created_ns", Opt(l.has_created_ns(), l.created_ns())},
       {"freed_ns", Opt(l.has_freed_ns(), l.freed_ns())},
       {"last_waker", Opt(l.has_last_waker(), l.last_waker())},
+      {"created_at", StackJson(l.created_at())},
+      {"owner_stack", StackJson(l.owner_stack())},
+      {"first_contended_at", StackJson(l.first_contended_at())},
   };
 }
 
 json DeadlockJson(const v1::Deadlock& d) {
+  json waits = json::array(), owners = json::array();
+  for (const auto& st : d.wait_stacks()) waits.push_back(StackJson(st));
+  for (const auto& st : d.owner_stacks()) owners.push_back(StackJson(st));
   return json{{"id", d.id()},
+              {"wait_stacks", waits},
+              {"owner_stacks", owners},
               {"threads", json(std::vector<int32_t>(d.native_tids().begin(), d.native_tids().end()))},
               {"locks", json(std::vector<std::string>(d.lock_ids().begin(), d.lock_ids().end()))},
               {"since_ns", d.since_ns()},
@@ -227,7 +264,8 @@ json ThreadLocksJson(const v1::ThreadLocks& l) {
   if (l.has_waiting()) {
     waiting = {{"lock_id", l.waiting().lock_id()},
                {"since_ns", l.waiting().since_ns()},
-               {"kind", WaitKindName(l.waiting().kind())}};
+               {"kind", WaitKindName(l.waiting().kind())},
+               {"stack", StackJson(l.waiting().stack())}};
   }
   return json{{"held", json(std::vector<std::string>(l.held().begin(), l.held().end()))},
               {"waiting", waiting},
@@ -329,6 +367,12 @@ json ReportJson(const v1::Snapshot& s) {
         {"join_visibility", JoinVisibilityName(t.join_visibility())},
         {"lock_mode", t.lock_mode()},
         {"lock_threshold_ns", t.lock_threshold_ns()},
+        {"python_stacks",
+         {{"enabled", t.python_stacks().enabled()},
+          {"reason", t.python_stacks().reason()},
+          {"layout_source", t.python_stacks().layout_source()},
+          {"frames", t.python_stacks().frames()},
+          {"frames_acquire", t.python_stacks().frames_acquire()}}},
         {"kernel_release", t.kernel_release()}}},
       {"probes", probes},
       {"threads", threads},
@@ -393,6 +437,7 @@ json EventJson(const v1::WatchEventsResponse& e) {
       out["acquired"] = le.acquired();
     }
     if (le.has_deadlock()) out["deadlock"] = DeadlockJson(le.deadlock());
+    if (le.stack().frames_size()) out["stack"] = StackJson(le.stack());
     if (le.has_inversion()) out["inversion"] = InversionJson(le.inversion());
     return out;
   }
@@ -422,6 +467,21 @@ std::string AttachBanner(const v1::Target& t, const std::string& engine) {
       engine, attached, t.probes_size(), missing);
 }
 
+namespace {
+
+// "123 waits for 0x..:1 at app.py:10 one → 124 waits for ..."
+std::string DeadlockCycle(const v1::Deadlock& d) {
+  std::string cycle;
+  for (int i = 0; i < d.native_tids_size(); ++i) {
+    std::string at = i < d.wait_stacks_size() ? Where(d.wait_stacks(i), true) : "";
+    cycle += fmt::format("{}{} waits for {}{}", i ? " → " : "", d.native_tids(i), d.lock_ids(i),
+                         at.empty() ? "" : " at " + at);
+  }
+  return cycle;
+}
+
+}  // namespace
+
 std::string LiveView(const v1::Snapshot& s, int max_rows, const TextStyle& style) {
   const v1::Target& t = s.target();
   Counts c = Count(s);
@@ -445,10 +505,7 @@ std::string LiveView(const v1::Snapshot& s, int max_rows, const TextStyle& style
   // Deadlocks first: they are why someone runs this.
   for (const auto& d : s.deadlocks()) {
     if (d.has_resolved_ns()) continue;
-    std::string cycle;
-    for (int i = 0; i < d.native_tids_size(); ++i) {
-      cycle += fmt::format("{}{} waits for {}", i ? " → " : "", d.native_tids(i), d.lock_ids(i));
-    }
+    std::string cycle = DeadlockCycle(d);
     out = Paint(fmt::format("DEADLOCK for {}: {}", Duration(s.now_ns() - d.since_ns()), cycle),
                 "1;31", style) +
           "\n" + out;
@@ -478,8 +535,9 @@ std::string LiveView(const v1::Snapshot& s, int max_rows, const TextStyle& style
                        age, joined, OriginName(th->origin()));
   }
   if (lock_rows) {
-    out += "\n" + Paint(fmt::format("{:<22} {:<7} {:>8} {:>10} {:>10} {:>8}  {}", "LOCK", "KIND",
-                                    "WAITS", "WAIT TOTAL", "WAIT MAX", "OWNER", "WAITERS"),
+    out += "\n" + Paint(fmt::format("{:<22} {:<7} {:>8} {:>10} {:>10} {:>8}  {:<24} {}", "LOCK",
+                                    "KIND", "WAITS", "WAIT TOTAL", "WAIT MAX", "OWNER", "WAITERS",
+                                    "CONTENDED AT"),
                         "1", style) +
            "\n";
     for (int i = 0; i < std::min(lock_rows, s.locks_size()); ++i) {
@@ -489,11 +547,11 @@ std::string LiveView(const v1::Snapshot& s, int max_rows, const TextStyle& style
         waiters += fmt::format("{}{}({})", waiters.empty() ? "" : " ", w.native_tid(),
                                Duration(s.now_ns() - w.since_ns()));
       }
-      out += fmt::format("{:<22} {:<7} {:>8} {:>10} {:>10} {:>8}  {}\n", l.id(),
+      out += fmt::format("{:<22} {:<7} {:>8} {:>10} {:>10} {:>8}  {:<24} {}\n", l.id(),
                          LockKindName(l.kind()), l.contended(), Duration(l.wait().sum_ns()),
                          Duration(l.wait().max_ns()),
                          l.has_owner_native_tid() ? std::to_string(l.owner_native_tid()) : "-",
-                         waiters);
+                         waiters.empty() ? "-" : waiters, Where(l.first_contended_at(), true));
     }
   }
   return out;
@@ -542,17 +600,16 @@ std::string SummaryText(const v1::Snapshot& s, const TextStyle& style) {
     for (int i = 0; i < std::min(5, s.locks_size()); ++i) {
       const v1::Lock& l = s.locks(i);
       if (!l.contended() && !l.acquires()) break;
-      out += fmt::format("    {:<22} {:<6} {:>6} waits, {:>9} total, {:>9} max{}\n", l.id(),
+      std::string at = Where(l.first_contended_at(), true);
+      if (at.empty()) at = Where(l.created_at(), true);
+      out += fmt::format("    {:<22} {:<6} {:>6} waits, {:>9} total, {:>9} max{}{}\n", l.id(),
                          LockKindName(l.kind()), l.contended(), Duration(l.wait().sum_ns()),
                          Duration(l.wait().max_ns()),
-                         l.has_acquires() ? fmt::format(", {} acquires", l.acquires()) : "");
+                         l.has_acquires() ? fmt::format(", {} acquires", l.acquires()) : "",
+                         at.empty() ? "" : "  " + at);
     }
     for (const auto& d : s.deadlocks()) {
-      std::string cycle;
-      for (int i = 0; i < d.native_tids_size(); ++i) {
-        cycle += fmt::format("{}{} waits for {}", i ? " → " : "", d.native_tids(i),
-                             d.lock_ids(i));
-      }
+      std::string cycle = DeadlockCycle(d);
       out += Paint(fmt::format("  DEADLOCK{}: {}\n", d.has_resolved_ns() ? " (resolved)" : "",
                                cycle),
                    "1;31", style);
@@ -595,9 +652,11 @@ std::string EventLine(const v1::WatchEventsResponse& e, uint64_t base_ns) {
                             ? fmt::format(" waited={} {}", Duration(le.wait_ns()),
                                           le.acquired() ? "acquired" : "gave up")
                             : "";
-    return fmt::format("{:+9.3f}s lock_{:<11} tid={} lock={} ({}, {} wait){}{}", since,
+    std::string at = Where(le.stack(), true);
+    return fmt::format("{:+9.3f}s lock_{:<11} tid={} lock={} ({}, {} wait){}{}{}", since,
                        LockChangeName(le.change()), le.native_tid(), le.lock_id(),
-                       LockKindName(le.kind()), WaitKindName(le.wait_kind()), extra, who);
+                       LockKindName(le.kind()), WaitKindName(le.wait_kind()), extra, who,
+                       at.empty() ? "" : " at " + at);
   }
   if (e.has_lost_events()) {
     return fmt::format("lost {} events ({})", e.lost_events().count(),

@@ -159,6 +159,13 @@ static __always_inline void *ts_reserve(__u32 size, __u16 type)
 	return h;
 }
 
+/* Records whose stacks the daemon must resolve while the code objects are alive (a module's
+ * code dies when its import ends): wake the consumer now. */
+static __always_inline void ts_submit_now(void *rec)
+{
+	bpf_ringbuf_submit(rec, BPF_RB_FORCE_WAKEUP);
+}
+
 static __always_inline void ts_submit(void *rec)
 {
 	/* A wakeup per record costs ~0.45 us in the traced thread; batch unless the ring fills. */
@@ -168,6 +175,170 @@ static __always_inline void ts_submit(void *rec)
 		flags = BPF_RB_FORCE_WAKEUP;
 	bpf_ringbuf_submit(rec, flags);
 }
+
+/* ---------------------------------------------------------------- Python stacks */
+
+/* Set by the daemon for CPython 3.6+; py_layout.interp_head_addr == 0 leaves stacks off. */
+const volatile struct ts_py_layout py_layout = {};
+/* Frames recorded at a lock wait and at a lock's creation, and at every acquire (--locks=all). */
+const volatile __u8 stack_frames = 0;
+const volatile __u8 stack_frames_acquire = 0;
+
+#define TS_MAX_INTERPRETERS 4
+#define TS_MAX_THREAD_STATES 4096
+#define TS_FRAME_BUF 256
+
+/* tid → its PyThreadState *, found once by walking the interpreter's thread list and checked
+ * on every use (a dead thread's state can be freed and reused). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u32);
+	__type(value, __u64);
+} tstates SEC(".maps");
+
+/* One frame's bytes, read at once instead of field by field. */
+struct frame_buf {
+	__u8 b[TS_FRAME_BUF];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct frame_buf);
+} frame_scratch SEC(".maps");
+
+static __always_inline __u64 read_user_u64(__u64 addr)
+{
+	__u64 v = 0;
+
+	bpf_probe_read_user(&v, sizeof(v), (void *)addr);
+	return v;
+}
+
+struct tstate_search {
+	__u64 ts;
+	__u64 fsbase;
+	__u64 found;
+};
+
+static long tstate_step(__u64 index, void *ctx)
+{
+	struct tstate_search *s = ctx;
+
+	if (!s->ts)
+		return 1;
+	if (read_user_u64(s->ts + py_layout.tstate_thread_id) == s->fsbase) {
+		s->found = s->ts;
+		return 1;
+	}
+	s->ts = read_user_u64(s->ts + py_layout.tstate_next);
+	return 0;
+}
+
+/* The calling thread's PyThreadState. Not the interpreter's "current" one: a thread about to
+ * block on a lock has released the GIL, so only its pthread_t (= fs base) identifies it. */
+static __always_inline __u64 current_tstate(__u32 tid)
+{
+	__u64 fsbase = BPF_CORE_READ((struct task_struct *)bpf_get_current_task(), thread.fsbase);
+	__u64 *cached = bpf_map_lookup_elem(&tstates, &tid);
+	__u64 interp;
+
+	if (cached && *cached && read_user_u64(*cached + py_layout.tstate_thread_id) == fsbase)
+		return *cached;
+	interp = read_user_u64(py_layout.interp_head_addr);
+	for (int i = 0; i < TS_MAX_INTERPRETERS && interp; i++) {
+		struct tstate_search s = {
+			.ts = read_user_u64(interp + py_layout.interp_tstate_head),
+			.fsbase = fsbase,
+		};
+
+		bpf_loop(TS_MAX_THREAD_STATES, tstate_step, &s, 0);
+		if (s.found) {
+			bpf_map_update_elem(&tstates, &tid, &s.found, BPF_ANY);
+			return s.found;
+		}
+		interp = read_user_u64(interp + py_layout.interp_next);
+	}
+	return 0;
+}
+
+static __always_inline __u64 buf_u64(const struct frame_buf *buf, __u32 off)
+{
+	off &= TS_FRAME_BUF - 1;
+	if (off > TS_FRAME_BUF - 8)
+		return 0;
+	return *(const __u64 *)(buf->b + off);
+}
+
+/* Fills a record's stack trailer with the calling thread's innermost Python frames (code
+ * object, instruction); the daemon turns them into file:line function. */
+static __always_inline void fill_stack(struct ts_header *h, struct ts_py_stack *st, __u32 tid,
+				       __u8 max_frames)
+{
+	struct frame_buf *buf;
+	__u32 zero = 0, size;
+	__u64 f;
+	__u8 depth = 0;
+
+	h->flags |= TS_HDR_PY_STACK;
+	st->depth = 0;
+	st->flags = 0;
+	st->_pad0 = 0;
+	st->_pad1 = 0;
+	for (int i = 0; i < TS_PY_MAX_FRAMES; i++) {
+		st->frames[i].code = 0;
+		st->frames[i].instr = 0;
+	}
+	st->tstate = current_tstate(tid);
+	buf = bpf_map_lookup_elem(&frame_scratch, &zero);
+	if (!st->tstate || !buf) {
+		st->flags = TS_STACK_NO_THREAD_STATE;
+		return;
+	}
+	f = read_user_u64(st->tstate + py_layout.tstate_frame);
+	if (py_layout.cframe_current >= 0 && f)
+		f = read_user_u64(f + py_layout.cframe_current);
+	size = py_layout.frame_read_size;
+	if (size > TS_FRAME_BUF)
+		size = TS_FRAME_BUF;
+	/* Twice the frames: 3.12+ interleaves C-stack shim frames, which are skipped. */
+	for (int i = 0; i < 2 * TS_PY_MAX_FRAMES && f; i++) {
+		__u64 instr;
+
+		if (depth >= max_frames || depth >= TS_PY_MAX_FRAMES) {
+			st->flags |= TS_STACK_TRUNCATED;
+			break;
+		}
+		if (bpf_probe_read_user(buf->b, size, (void *)f)) {
+			st->flags |= TS_STACK_FAULT;
+			break;
+		}
+		if (py_layout.frame_owner >= 0 &&
+		    buf->b[py_layout.frame_owner & (TS_FRAME_BUF - 1)] == py_layout.owner_cstack) {
+			f = buf_u64(buf, py_layout.frame_previous);
+			continue;
+		}
+		instr = buf_u64(buf, py_layout.frame_instr);
+		if (!py_layout.instr_is_pointer)
+			instr = (__u64)(__s64)(__s32)instr; /* int f_lasti */
+		st->frames[depth & (TS_PY_MAX_FRAMES - 1)].code = buf_u64(buf, py_layout.frame_code);
+		st->frames[depth & (TS_PY_MAX_FRAMES - 1)].instr = instr;
+		depth++;
+		f = buf_u64(buf, py_layout.frame_previous);
+	}
+	st->depth = depth;
+}
+
+/* Whether a record gets a stack trailer. Both inputs are read-only data, so the verifier
+ * knows the answer and checks only the branch that runs. */
+static __always_inline bool with_stack(__u8 frames)
+{
+	return frames && py_layout.interp_head_addr;
+}
+
+#define TS_STACK_OF(rec) ((struct ts_py_stack *)((char *)(rec) + sizeof(*(rec))))
 
 /* ---------------------------------------------------------------- thread lifecycle */
 
@@ -451,12 +622,22 @@ int BPF_KPROBE(ts_sem_wait, void *sem_ptr)
 		else
 			bpf_map_update_elem(&waited_sems, &sem, &one, BPF_NOEXIST);
 	}
-	e = ts_reserve(sizeof(*e), TS_EV_SEM_WAIT_BEGIN);
-	if (!e)
-		return 0;
+	if (with_stack(stack_frames)) {
+		e = ts_reserve(sizeof(*e) + sizeof(struct ts_py_stack), TS_EV_SEM_WAIT_BEGIN);
+		if (!e)
+			return 0;
+		fill_stack(&e->h, TS_STACK_OF(e), tid, stack_frames);
+	} else {
+		e = ts_reserve(sizeof(*e), TS_EV_SEM_WAIT_BEGIN);
+		if (!e)
+			return 0;
+	}
 	e->sem = sem;
 	e->ret = 0;
-	ts_submit(e);
+	if (with_stack(stack_frames))
+		ts_submit_now(e);
+	else
+		ts_submit(e);
 	return 0;
 }
 
@@ -505,7 +686,10 @@ int BPF_KPROBE(ts_sem_destroy, void *sem_ptr)
 		return 0;
 	e->sem = sem;
 	e->ret = 0;
-	ts_submit(e);
+	if (with_stack(stack_frames))
+		ts_submit_now(e);
+	else
+		ts_submit(e);
 	return 0;
 }
 
@@ -528,9 +712,16 @@ int BPF_KRETPROBE(ts_lock_new_ret, void *obj)
 
 	if (!is_target() || !obj)
 		return 0;
-	e = ts_reserve(sizeof(*e), TS_EV_LOCK_NEW);
-	if (!e)
-		return 0;
+	if (with_stack(stack_frames)) {
+		e = ts_reserve(sizeof(*e) + sizeof(struct ts_py_stack), TS_EV_LOCK_NEW);
+		if (!e)
+			return 0;
+		fill_stack(&e->h, TS_STACK_OF(e), current_tid(), stack_frames);
+	} else {
+		e = ts_reserve(sizeof(*e), TS_EV_LOCK_NEW);
+		if (!e)
+			return 0;
+	}
 	e->obj = (__u64)obj;
 	e->sem = lock_sem(obj);
 	e->begin_ns = 0;
@@ -538,7 +729,10 @@ int BPF_KRETPROBE(ts_lock_new_ret, void *obj)
 	e->op = 0;
 	e->result = 0;
 	e->waited = 0;
-	ts_submit(e);
+	if (with_stack(stack_frames))
+		ts_submit_now(e);
+	else
+		ts_submit(e);
 	return 0;
 }
 
@@ -573,6 +767,7 @@ int BPF_KRETPROBE(ts_lock_acquire_ret, __u64 ret)
 {
 	struct acquire_stash *s;
 	struct ts_lock_event *e;
+	__s32 result;
 	__u32 tid;
 
 	if (!is_target())
@@ -581,20 +776,29 @@ int BPF_KRETPROBE(ts_lock_acquire_ret, __u64 ret)
 	s = bpf_map_lookup_elem(&acquires, &tid);
 	if (!s)
 		return 0;
-	e = ts_reserve(sizeof(*e), TS_EV_LOCK_ACQUIRE);
+	/* acquire() returns True/False; _acquire_restore returns None. NULL = raised. */
+	if (!ret)
+		result = TS_ACQUIRE_ERROR;
+	else if (ret == py_false)
+		result = TS_ACQUIRE_FAILED;
+	else
+		result = TS_ACQUIRE_ACQUIRED;
+	/* Where the owner took it: a stack on successful acquires when asked for. */
+	if (result == TS_ACQUIRE_ACQUIRED && s->op == TS_LOCK_OP_ACQUIRE &&
+	    with_stack(stack_frames_acquire)) {
+		e = ts_reserve(sizeof(*e) + sizeof(struct ts_py_stack), TS_EV_LOCK_ACQUIRE);
+		if (e)
+			fill_stack(&e->h, TS_STACK_OF(e), tid, stack_frames_acquire);
+	} else {
+		e = ts_reserve(sizeof(*e), TS_EV_LOCK_ACQUIRE);
+	}
 	if (e) {
 		e->obj = s->obj;
 		e->sem = s->sem;
 		e->begin_ns = s->begin_ns;
 		e->kind = s->kind;
 		e->op = s->op;
-		/* acquire() returns True/False; _acquire_restore returns None. NULL = raised. */
-		if (!ret)
-			e->result = TS_ACQUIRE_ERROR;
-		else if (ret == py_false)
-			e->result = TS_ACQUIRE_FAILED;
-		else
-			e->result = TS_ACQUIRE_ACQUIRED;
+		e->result = result;
 		e->waited = s->waited;
 		ts_submit(e);
 	}

@@ -45,12 +45,13 @@ enum ts_event_type {
 	TS_EV_PREEXISTING_THREAD = 200, /* daemon: a task that existed before attach */
 	TS_EV_LOST = 201,               /* daemon: records the kernel could not deliver */
 	TS_EV_TRACE_MARK = 202,         /* daemon: attach / detach / target exit markers */
+	TS_EV_PY_LOCATION = 203,        /* daemon: what a (code object, instruction) pair means */
 };
 
 struct ts_header {
 	__u16 type;    /* enum ts_event_type */
 	__u8 version;  /* TS_ABI_VERSION of the writer */
-	__u8 flags;    /* reserved, 0 */
+	__u8 flags;    /* TS_HDR_* bits (TS_HDR_PY_STACK); 0 otherwise */
 	__u32 size;    /* bytes of the whole record, header included */
 	__u64 ts_ns;   /* CLOCK_MONOTONIC (bpf_ktime_get_ns) */
 	__u32 pid;     /* tgid, in the initial pid namespace */
@@ -210,6 +211,77 @@ struct ts_futex_wake {
 	__u64 uaddr;        /* the semaphore (its futex word is its first field) */
 	__s32 woken;        /* reserved (0): the wake is seen at syscall entry */
 	__u32 _pad;
+};
+
+/* ---------------------------------------------------------------- Python stacks */
+
+/* Where a CPython 3.6+ keeps its threads and frames, for the BPF stack walk. Filled by the
+ * daemon per interpreter version (daemon/target/py_layout.cc); interp_head_addr == 0 turns
+ * stack capture off. Frames are PyFrameObject (3.6-3.10) or _PyInterpreterFrame (3.11+). */
+struct ts_py_layout {
+	__u64 interp_head_addr;    /* runtime address of the PyInterpreterState * list head */
+	__u32 interp_next;
+	__u32 interp_tstate_head;
+	__u32 tstate_next;
+	__u32 tstate_thread_id;    /* pthread_t: equal to the thread's fs base on x86-64 */
+	__u32 tstate_frame;        /* the innermost frame, or the _PyCFrame * (3.11, 3.12) */
+	__s32 cframe_current;      /* offset of current_frame in _PyCFrame; -1 without one */
+	__u32 frame_previous;      /* f_back / previous */
+	__u32 frame_code;          /* f_code / f_executable */
+	__u32 frame_instr;         /* int f_lasti, or the prev_instr / instr_ptr pointer */
+	__s32 frame_owner;         /* u8 owner (3.11+); -1 without one */
+	__u32 frame_read_size;     /* bytes to read per frame to cover the fields above */
+	__u8 instr_is_pointer;
+	__u8 owner_cstack;         /* FRAME_OWNED_BY_CSTACK (3.12+: skipped); 0xff: none */
+	__u8 _pad[2];
+};
+
+#define TS_PY_MAX_FRAMES 8
+
+struct ts_py_frame {
+	__u64 code;  /* PyCodeObject * */
+	__u64 instr; /* f_lasti (sign-extended int) or an instruction pointer, as the layout says */
+};
+
+enum ts_py_stack_flags {
+	TS_STACK_TRUNCATED = 1, /* the stack was deeper than the frames recorded */
+	TS_STACK_FAULT = 2,     /* a frame could not be read (it changed under us) */
+	TS_STACK_NO_THREAD_STATE = 4, /* not a Python thread (or its state was not found) */
+};
+
+/* h.flags bit: the record ends with a struct ts_py_stack, the calling thread's Python stack at
+ * that moment (a lock wait's begin, a lock's creation, an acquire). The trailer is the last
+ * sizeof(struct ts_py_stack) bytes of the record, wherever the body ends. */
+#define TS_HDR_PY_STACK 0x1
+
+struct ts_py_stack {
+	__u64 tstate;   /* PyThreadState * */
+	__u8 depth;     /* frames[0..depth) are valid, innermost first; C-stack shims left out */
+	__u8 flags;     /* enum ts_py_stack_flags */
+	__u16 _pad0;
+	__u32 _pad1;
+	struct ts_py_frame frames[TS_PY_MAX_FRAMES];
+};
+
+enum ts_py_location_flags {
+	TS_LOCATION_NOT_PYTHON = 1, /* not a Python frame (3.11+ incomplete or shim frame): skip */
+	TS_LOCATION_UNREADABLE = 2, /* the code object could not be read (freed?) */
+};
+
+/* Written by the daemon before the first record whose stack uses a (code, instr) pair, so that
+ * a recording carries its own symbols. The strings follow the fixed part, file then function
+ * (the qualified name where the interpreter has one), not NUL-terminated; h.size covers them,
+ * rounded up to 8. */
+struct ts_py_location {
+	struct ts_header h;
+	__u64 code;
+	__u64 instr;
+	__s32 line;  /* -1: no line */
+	__u32 flags; /* enum ts_py_location_flags */
+	__u16 file_len;
+	__u16 function_len;
+	__u32 _pad;
+	/* char file[file_len]; char function[function_len]; */
 };
 
 /* Per-CPU drop counters, indexed by enum ts_lost_source. */

@@ -60,6 +60,7 @@ StatusOr<std::shared_ptr<LiveSession>> LiveSession::Attach(std::string id, pid_t
                       target::InspectPythonProcess(proc, dis, pid));
   loader::PlanOptions plan_options;
   plan_options.locks = options.locks;
+  plan_options.stack_frames = options.stack_frames;
   loader::ProbePlan plan = loader::PlanProbes(inspected, dis, plan_options);
 
   loader::BpfTracerOptions bpf_options;
@@ -69,6 +70,11 @@ StatusOr<std::shared_ptr<LiveSession>> LiveSession::Attach(std::string id, pid_t
   bpf_options.trace_all_sems = plan.trace_all_sems;
   bpf_options.py_true = plan.py_true;
   bpf_options.py_false = plan.py_false;
+  if (plan.stacks) {
+    bpf_options.py_layout = plan.stacks->bpf;
+    bpf_options.stack_frames = plan.stack_frames;
+    bpf_options.stack_frames_acquire = plan.stack_frames_acquire;
+  }
 
   TS_ASSIGN_OR_RETURN(auto tracer, loader::BpfTracer::Load(bpf_options));
   auto attached = tracer->Attach(plan);
@@ -97,6 +103,15 @@ StatusOr<std::shared_ptr<LiveSession>> LiveSession::Attach(std::string id, pid_t
   // 2.7 has no lock tracing (the plan says why): its target reports "off".
   t.set_lock_mode(plan.trace_all_sems ? loader::LockModeName(plan.locks) : "off");
   t.set_lock_threshold_ns(options.lock_threshold_ns);
+  v1::PythonStacks* stacks = t.mutable_python_stacks();
+  stacks->set_enabled(plan.stacks.has_value());
+  if (plan.stacks) {
+    stacks->set_layout_source(plan.stacks->layout.source);
+    stacks->set_frames(plan.stack_frames);
+    stacks->set_frames_acquire(plan.stack_frames_acquire);
+  } else {
+    stacks->set_reason(plan.stacks_unavailable);
+  }
   // A probe the plan placed but the kernel refused changes what the model can see.
   model::ThreadModelConfig config = plan.model_config;
   for (size_t i = 0; i < plan.probes.size(); ++i) {
@@ -118,6 +133,10 @@ StatusOr<std::shared_ptr<LiveSession>> LiveSession::Attach(std::string id, pid_t
   }
   std::shared_ptr<LiveSession> s(new LiveSession(std::move(id), std::move(t), proc, options));
   s->tracer_ = std::move(tracer);
+  if (plan.stacks) {
+    s->memory_ = std::make_unique<target::ProcessMemory>(pid);
+    s->resolver_ = std::make_unique<target::PyCodeResolver>(*s->memory_, *plan.stacks);
+  }
   s->InjectMark(TS_MARK_ATTACHED);
   // Threads alive now: after the probes, so a thread is either in the scan or seen starting.
   s->DrainRing();
@@ -135,8 +154,56 @@ void LiveSession::DrainRing() {
   };
   auto n = tracer_->Drain(append);
   if (!n.ok()) spdlog::warn("{}: {}", id(), n.status().ToString());
-  if (!batch_.empty()) IngestRecords(reinterpret_cast<const uint8_t*>(batch_.data()), batch_.size());
+  IngestBatch();
+}
+
+void LiveSession::IngestBatch() {
+  if (batch_.empty()) return;
+  locations_.clear();
+  if (resolver_) {
+    // Resolve every (code, instr) pair seen for the first time, now, while the code objects
+    // are most likely alive; the definitions go ahead of the records that use them.
+    const uint8_t* data = reinterpret_cast<const uint8_t*>(batch_.data());
+    for (size_t off = 0; off + sizeof(ts_header) <= batch_.size();) {
+      ts_header h;
+      std::memcpy(&h, data + off, sizeof(h));
+      if (h.size < sizeof(ts_header) || off + h.size > batch_.size()) break;
+      if ((h.flags & TS_HDR_PY_STACK) && h.size >= sizeof(ts_header) + sizeof(ts_py_stack)) {
+        ts_py_stack stack;
+        std::memcpy(&stack, data + off + h.size - sizeof(stack), sizeof(stack));
+        for (int i = 0; i < stack.depth && i < TS_PY_MAX_FRAMES; ++i) {
+          DefineLocation(stack.frames[i].code, stack.frames[i].instr, h.ts_ns);
+        }
+      }
+      off += h.size;
+    }
+  }
+  if (!locations_.empty()) {
+    IngestRecords(reinterpret_cast<const uint8_t*>(locations_.data()), locations_.size());
+  }
+  IngestRecords(reinterpret_cast<const uint8_t*>(batch_.data()), batch_.size());
   batch_.clear();
+}
+
+void LiveSession::DefineLocation(uint64_t code, uint64_t instr, uint64_t ts_ns) {
+  // Bounded: a program with unbounded distinct call sites stops getting new names, not memory.
+  constexpr size_t kMaxLocations = 1 << 17;
+  if (defined_.size() >= kMaxLocations || !defined_.insert({code, instr}).second) return;
+  target::ResolvedFrame f = resolver_->Resolve(code, instr);
+  ts_py_location fixed{};
+  fixed.code = code;
+  fixed.instr = instr;
+  fixed.line = f.line.value_or(-1);
+  switch (f.kind) {
+    case target::ResolvedFrame::Kind::kPython: break;
+    case target::ResolvedFrame::Kind::kNotPython: fixed.flags = TS_LOCATION_NOT_PYTHON; break;
+    case target::ResolvedFrame::Kind::kUnreadable:
+      // No definition: the model shows "?" and the next sighting tries again.
+      defined_.erase({code, instr});
+      return;
+  }
+  locations_ += model::MakePyLocationRecord(static_cast<uint32_t>(pid()), ts_ns, fixed, f.file,
+                                            f.function);
 }
 
 void LiveSession::InjectPreexistingThreads() {
@@ -188,10 +255,7 @@ void LiveSession::Run() {
   while (!stop_) {
     auto polled = tracer_->Poll(options_.poll_interval_ms, append);
     if (!polled.ok()) spdlog::warn("{}: {}", id(), polled.status().ToString());
-    if (!batch_.empty()) {
-      IngestRecords(reinterpret_cast<const uint8_t*>(batch_.data()), batch_.size());
-      batch_.clear();
-    }
+    IngestBatch();
     auto now = std::chrono::steady_clock::now();
     if (now - last_check < std::chrono::milliseconds(options_.liveness_interval_ms)) continue;
     last_check = now;

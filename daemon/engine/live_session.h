@@ -12,13 +12,16 @@
 #include <atomic>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <thread>
+#include <utility>
 
 #include "daemon/engine/session.h"
 #include "daemon/loader/bpf_tracer.h"
 #include "daemon/loader/probe_plan.h"
 #include "daemon/target/disasm.h"
 #include "daemon/target/procfs.h"
+#include "daemon/target/py_code.h"
 
 namespace threadscope::engine {
 
@@ -26,6 +29,7 @@ struct LiveSessionOptions {
   uint32_t ring_buffer_bytes = 16u << 20;
   loader::LockMode locks = loader::LockMode::kContended;
   uint64_t lock_threshold_ns = 0;
+  uint8_t stack_frames = TS_PY_MAX_FRAMES;
   int poll_interval_ms = 50;
   int liveness_interval_ms = 200;
 };
@@ -48,6 +52,9 @@ class LiveSession : public Session {
   void InjectDrops();
   void InjectMark(uint32_t kind);
   void DrainRing();
+  // Ingests a batch from the ring, preceded by definitions of the stack locations it uses.
+  void IngestBatch();
+  void DefineLocation(uint64_t code, uint64_t instr, uint64_t ts_ns);
 
   const target::ProcFs& proc_;
   LiveSessionOptions options_;
@@ -57,6 +64,11 @@ class LiveSession : public Session {
   std::mutex detach_mu_;
   uint64_t reported_drops_[TS_DROP_SLOTS] = {};
   std::string batch_;
+  std::string locations_;  // location records for the batch being ingested
+  // Python stacks: resolves (code, instr) pairs once each.
+  std::unique_ptr<target::ProcessMemory> memory_;
+  std::unique_ptr<target::PyCodeResolver> resolver_;
+  std::set<std::pair<uint64_t, uint64_t>> defined_;
 };
 
 }  // namespace threadscope::engine

@@ -96,7 +96,7 @@ void ApplyAndDescribe(model::TraceModel& model, const uint8_t* data, size_t size
         if (e.kind == model::ModelEvent::Kind::kThread) {
           *r.mutable_thread_event() = ToThreadEvent(model, e);
         } else {
-          *r.mutable_lock_event() = ToProto(model.locks(), e.lock);
+          *r.mutable_lock_event() = ToProto(model.locks(), model.locations(), e.lock);
           if (!AboveThreshold(r.lock_event(), lock_threshold_ns)) continue;
         }
         out->push_back(std::move(r));

@@ -48,6 +48,11 @@ StatusOr<SessionManager::AttachResult> SessionManager::Attach(pid_t pid,
     return InvalidArgumentError("locks must be off, contended or all, got '" + options.locks() +
                                 "'");
   }
+  if (options.has_lock_stack_frames() && options.lock_stack_frames() > TS_PY_MAX_FRAMES) {
+    return InvalidArgumentError("lock_stack_frames must be 0-" +
+                                std::to_string(TS_PY_MAX_FRAMES) + ", got " +
+                                std::to_string(options.lock_stack_frames()));
+  }
   std::lock_guard<std::mutex> attach_lock(attach_mu_);
   std::string id = LiveId(pid);
   {
@@ -65,6 +70,9 @@ StatusOr<SessionManager::AttachResult> SessionManager::Attach(pid_t pid,
   if (ring) live.ring_buffer_bytes = ring;
   if (!options.locks().empty()) live.locks = *loader::ParseLockMode(options.locks());
   live.lock_threshold_ns = options.lock_threshold_ns();
+  if (options.has_lock_stack_frames()) {
+    live.stack_frames = static_cast<uint8_t>(options.lock_stack_frames());
+  }
   TS_ASSIGN_OR_RETURN(auto session, LiveSession::Attach(id, pid, live, proc_, *dis_));
   session->set_lease_seconds(options.lease_seconds());
   std::lock_guard<std::mutex> lock(mu_);

@@ -97,6 +97,18 @@ void FillHistogram(const model::Log2Histogram& h, v1::Histogram* out) {
   out->set_max_ns(h.max);
 }
 
+void FillStack(const model::LocationTable& where, const model::PyStack& stack, v1::PyStack* out) {
+  for (uint32_t id : stack.frames) {
+    const model::CodeLocation& l = where.Get(id);
+    v1::CodeLocation* f = out->add_frames();
+    f->set_file(l.file);
+    if (l.line >= 0) f->set_line(l.line);
+    f->set_function(l.function);
+  }
+  out->set_truncated(stack.truncated);
+  out->set_primary(static_cast<uint32_t>(where.PrimaryFrame(stack)));
+}
+
 std::string IdOf(const model::LockModel& locks, uint64_t id) {
   const model::LockRecord* l = locks.FindLock(id);
   return l ? LockId(*l) : "lock#" + std::to_string(id);
@@ -104,7 +116,8 @@ std::string IdOf(const model::LockModel& locks, uint64_t id) {
 
 }  // namespace
 
-v1::Lock ToProto(const model::LockModel& locks, const model::LockRecord& l) {
+v1::Lock ToProto(const model::LockModel& locks, const model::LocationTable& where,
+                 const model::LockRecord& l) {
   const bool exact = locks.config().exact_ownership;
   v1::Lock out;
   out.set_id(LockId(l));
@@ -123,6 +136,7 @@ v1::Lock ToProto(const model::LockModel& locks, const model::LockRecord& l) {
     lw->set_native_tid(w.tid);
     lw->set_since_ns(w.since_ns);
     lw->set_kind(ToProto(w.kind));
+    if (!w.stack.empty()) FillStack(where, w.stack, lw->mutable_stack());
   }
   if (exact) {
     out.set_acquires(l.acquires);
@@ -140,11 +154,19 @@ v1::Lock ToProto(const model::LockModel& locks, const model::LockRecord& l) {
   if (l.freed_ns) out.set_freed_ns(*l.freed_ns);
   out.set_condition_waiter(l.condition_waiter);
   if (l.last_waker) out.set_last_waker(*l.last_waker);
+  if (!l.created_at.empty()) FillStack(where, l.created_at, out.mutable_created_at());
+  if (l.owner && !l.owner_stack.empty()) FillStack(where, l.owner_stack, out.mutable_owner_stack());
+  if (!l.first_contended_at.empty()) {
+    FillStack(where, l.first_contended_at, out.mutable_first_contended_at());
+  }
   return out;
 }
 
-v1::Deadlock ToProto(const model::LockModel& locks, const model::Deadlock& d) {
+v1::Deadlock ToProto(const model::LockModel& locks, const model::LocationTable& where,
+                     const model::Deadlock& d) {
   v1::Deadlock out;
+  for (const auto& st : d.wait_stacks) FillStack(where, st, out.add_wait_stacks());
+  for (const auto& st : d.owner_stacks) FillStack(where, st, out.add_owner_stacks());
   out.set_id(d.id);
   for (pid_t t : d.threads) out.add_native_tids(t);
   for (uint64_t l : d.locks) out.add_lock_ids(IdOf(locks, l));
@@ -165,7 +187,8 @@ v1::OrderInversion ToProto(const model::LockModel& locks, const model::OrderInve
   return out;
 }
 
-v1::LockEvent ToProto(const model::LockModel& locks, const model::LockChangeEvent& e) {
+v1::LockEvent ToProto(const model::LockModel& locks, const model::LocationTable& where,
+                      const model::LockChangeEvent& e) {
   v1::LockEvent out;
   out.set_ts_ns(e.ts_ns);
   switch (e.change) {
@@ -186,11 +209,12 @@ v1::LockEvent ToProto(const model::LockModel& locks, const model::LockChangeEven
   out.set_acquired(e.acquired);
   if (e.other) out.set_other_native_tid(*e.other);
   if (e.deadlock_id && e.deadlock_id <= locks.deadlocks().size()) {
-    *out.mutable_deadlock() = ToProto(locks, locks.deadlocks()[e.deadlock_id - 1]);
+    *out.mutable_deadlock() = ToProto(locks, where, locks.deadlocks()[e.deadlock_id - 1]);
   }
   if (e.change == model::LockChange::kOrderInversion && e.inversion < locks.inversions().size()) {
     *out.mutable_inversion() = ToProto(locks, locks.inversions()[e.inversion]);
   }
+  if (!e.stack.empty()) FillStack(where, e.stack, out.mutable_stack());
   return out;
 }
 
@@ -246,6 +270,9 @@ v1::Snapshot BuildSnapshot(const model::TraceModel& model, const v1::Target& tar
       out->mutable_waiting()->set_lock_id(IdOf(locks, *ls->waiting_lock));
       out->mutable_waiting()->set_since_ns(ls->waiting_since_ns);
       out->mutable_waiting()->set_kind(ToProto(ls->waiting_kind));
+      if (!ls->waiting_stack.empty()) {
+        FillStack(model.locations(), ls->waiting_stack, out->mutable_waiting()->mutable_stack());
+      }
     }
     if (ls->last_woken_by) out->set_last_woken_by(*ls->last_woken_by);
     out->set_lock_waits(ls->lock_waits);
@@ -274,9 +301,11 @@ v1::Snapshot BuildSnapshot(const model::TraceModel& model, const v1::Target& tar
     if (a->acquires != b->acquires) return a->acquires > b->acquires;
     return a->id < b->id;
   });
-  for (const auto* l : listed) *snap.add_locks() = ToProto(locks, *l);
+  for (const auto* l : listed) *snap.add_locks() = ToProto(locks, model.locations(), *l);
   snap.set_locks_not_listed(not_listed);
-  for (const auto& d : locks.deadlocks()) *snap.add_deadlocks() = ToProto(locks, d);
+  for (const auto& d : locks.deadlocks()) {
+    *snap.add_deadlocks() = ToProto(locks, model.locations(), d);
+  }
   for (const auto& inv : locks.inversions()) *snap.add_order_inversions() = ToProto(locks, inv);
   snap.set_now_ns(now_ns);
   snap.set_final(final);

@@ -22,10 +22,13 @@ model::TraceModelConfig ModelConfigFromTarget(const v1::Target& target);
 
 // "0x7f3a1c2b4d50:2": the lock's semaphore address and generation.
 std::string LockId(const model::LockRecord& lock);
-v1::Lock ToProto(const model::LockModel& locks, const model::LockRecord& lock);
-v1::Deadlock ToProto(const model::LockModel& locks, const model::Deadlock& d);
+v1::Lock ToProto(const model::LockModel& locks, const model::LocationTable& where,
+                 const model::LockRecord& lock);
+v1::Deadlock ToProto(const model::LockModel& locks, const model::LocationTable& where,
+                     const model::Deadlock& d);
 v1::OrderInversion ToProto(const model::LockModel& locks, const model::OrderInversion& inv);
-v1::LockEvent ToProto(const model::LockModel& locks, const model::LockChangeEvent& e);
+v1::LockEvent ToProto(const model::LockModel& locks, const model::LocationTable& where,
+                      const model::LockChangeEvent& e);
 v1::WaitKind ToProto(model::WaitKind kind);
 v1::LockKind ToProto(model::LockKind kind);
 

@@ -140,6 +140,10 @@ StatusOr<std::unique_ptr<BpfTracer>> BpfTracer::Load(const BpfTracerOptions& opt
   t->skel_->rodata->lockobject_lock_offset = options.lockobject_lock_offset;
   t->skel_->rodata->py_true = options.py_true;
   t->skel_->rodata->py_false = options.py_false;
+  std::memcpy(const_cast<ts_py_layout*>(&t->skel_->rodata->py_layout), &options.py_layout,
+              sizeof(ts_py_layout));
+  t->skel_->rodata->stack_frames = options.stack_frames;
+  t->skel_->rodata->stack_frames_acquire = options.stack_frames_acquire;
   if (int err = bpf_map__set_max_entries(t->skel_->maps.events, options.ring_buffer_bytes)) {
     return BpfError(err, "cannot size the ring buffer");
   }

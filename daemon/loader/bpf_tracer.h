@@ -30,6 +30,10 @@ struct BpfTracerOptions {
   uint32_t lockobject_lock_offset = 16;
   uint64_t py_true = 0;
   uint64_t py_false = 0;
+  // Python stacks: where to find frames (interp_head_addr 0 = off) and how many to record.
+  ts_py_layout py_layout{};
+  uint8_t stack_frames = 0;          // at lock waits and lock creation
+  uint8_t stack_frames_acquire = 0;  // at every acquire (--locks=all)
 };
 
 struct ProbeAttachResult {

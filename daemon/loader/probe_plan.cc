@@ -495,6 +495,18 @@ ProbePlan PlanProbes(const target::InspectedProcess& t, const target::Disassembl
   ProbePlan plan;
   plan.locks = options.locks;
   plan.trace_all_sems = options.locks != LockMode::kOff && t.info.version.major == 3;
+  // Stacks say where locks are waited for, created and taken: only useful with lock tracing.
+  if (!plan.trace_all_sems) {
+    plan.stacks_unavailable = "lock tracing is off";
+  } else if (options.stack_frames == 0) {
+    plan.stacks_unavailable = "turned off (--lock-stacks 0)";
+  } else if (auto support = target::ResolvePyStackSupport(t); support.ok()) {
+    plan.stacks = std::move(*support);
+    plan.stack_frames = std::min<uint8_t>(options.stack_frames, TS_PY_MAX_FRAMES);
+    if (options.locks == LockMode::kAll) plan.stack_frames_acquire = plan.stack_frames;
+  } else {
+    plan.stacks_unavailable = support.status().message();
+  }
   for (auto [name, out] : {std::make_pair("_Py_TrueStruct", &plan.py_true),
                            std::make_pair("_Py_FalseStruct", &plan.py_false)}) {
     if (auto sym = t.interpreter_elf->FindSymbol(name)) {

@@ -14,6 +14,7 @@
 
 #include "daemon/model/thread_model.h"
 #include "daemon/target/disasm.h"
+#include "daemon/target/py_layout.h"
 #include "daemon/target/python_process.h"
 
 namespace threadscope::loader {
@@ -57,6 +58,9 @@ std::optional<LockMode> ParseLockMode(std::string_view name);
 
 struct PlanOptions {
   LockMode locks = LockMode::kContended;
+  // Python frames recorded where locks are waited for and created, and (--locks=all) acquired.
+  // 0 turns stacks off.
+  uint8_t stack_frames = TS_PY_MAX_FRAMES;
 };
 
 struct ProbePlan {
@@ -69,6 +73,11 @@ struct ProbePlan {
   // Runtime addresses of Py_True / Py_False (acquire()'s results), 0 when unknown.
   uint64_t py_true = 0;
   uint64_t py_false = 0;
+  // Python stacks: where frames live in this interpreter, or why stacks are off.
+  std::optional<target::PyStackSupport> stacks;
+  std::string stacks_unavailable;
+  uint8_t stack_frames = 0;
+  uint8_t stack_frames_acquire = 0;
 };
 
 ProbePlan PlanProbes(const target::InspectedProcess& target, const target::Disassembler& dis,

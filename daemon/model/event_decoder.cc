@@ -1,5 +1,6 @@
 #include "daemon/model/event_decoder.h"
 
+#include <algorithm>
 #include <cstring>
 #include <sstream>
 
@@ -23,6 +24,8 @@ static_assert(sizeof(ts_lost) == 40);
 static_assert(sizeof(ts_trace_mark) == 32);
 static_assert(sizeof(ts_lock_event) == 64);
 static_assert(sizeof(ts_futex_wake) == 40);
+static_assert(sizeof(ts_py_stack) == 144);
+static_assert(sizeof(ts_py_location) == 56);
 
 namespace {
 
@@ -35,7 +38,33 @@ StatusOr<DecodedEvent> Copy(const ts_header& h, const uint8_t* data) {
   }
   T value;
   std::memcpy(&value, data, sizeof(T));
-  return DecodedEvent{h, value};
+  DecodedEvent out{h, value, std::nullopt};
+  if (h.flags & TS_HDR_PY_STACK) {
+    if (h.size < sizeof(T) + sizeof(ts_py_stack)) {
+      return DataLossError("record type " + std::to_string(h.type) +
+                           " says it carries a stack but is only " + std::to_string(h.size) +
+                           " bytes");
+    }
+    ts_py_stack stack;
+    std::memcpy(&stack, data + h.size - sizeof(ts_py_stack), sizeof(stack));
+    if (stack.depth > TS_PY_MAX_FRAMES) return DataLossError("stack deeper than its frames");
+    out.stack = stack;
+  }
+  return out;
+}
+
+StatusOr<DecodedEvent> DecodeLocation(const ts_header& h, const uint8_t* data) {
+  if (h.size < sizeof(ts_py_location)) {
+    return DataLossError("location record is " + std::to_string(h.size) + " bytes");
+  }
+  PyLocationRecord r;
+  std::memcpy(&r.fixed, data, sizeof(r.fixed));
+  size_t need = sizeof(ts_py_location) + r.fixed.file_len + r.fixed.function_len;
+  if (h.size < need) return DataLossError("location record strings run past its end");
+  const char* strings = reinterpret_cast<const char*>(data) + sizeof(ts_py_location);
+  r.file.assign(strings, r.fixed.file_len);
+  r.function.assign(strings + r.fixed.file_len, r.fixed.function_len);
+  return DecodedEvent{h, std::move(r), std::nullopt};
 }
 
 }  // namespace
@@ -75,6 +104,7 @@ StatusOr<DecodedEvent> DecodeEvent(const uint8_t* data, size_t size) {
     case TS_EV_LOCK_ACQUIRE:
     case TS_EV_LOCK_RELEASE: return Copy<ts_lock_event>(h, data);
     case TS_EV_FUTEX_WAKE: return Copy<ts_futex_wake>(h, data);
+    case TS_EV_PY_LOCATION: return DecodeLocation(h, data);
     default:
       return UnimplementedError("unknown record type " + std::to_string(h.type));
   }
@@ -103,6 +133,7 @@ std::string EventTypeName(uint16_t type) {
     case TS_EV_LOCK_ACQUIRE: return "lock_acquire";
     case TS_EV_LOCK_RELEASE: return "lock_release";
     case TS_EV_FUTEX_WAKE: return "futex_wake";
+    case TS_EV_PY_LOCATION: return "py_location";
     default: return "type_" + std::to_string(type);
   }
 }
@@ -151,10 +182,41 @@ std::string DescribeEvent(const DecodedEvent& e) {
               << " op=" << p.op << " result=" << p.result << " waited=" << p.waited;
         } else if constexpr (std::is_same_v<T, ts_futex_wake>) {
           out << " uaddr=0x" << p.uaddr << std::dec << " woken=" << p.woken;
+        } else if constexpr (std::is_same_v<T, PyLocationRecord>) {
+          out << " code=0x" << p.fixed.code << " instr=0x" << p.fixed.instr << std::dec << " "
+              << p.file << ":" << p.fixed.line << " " << p.function << " flags=" << p.fixed.flags;
         }
       },
       e.payload);
+  if (e.stack) {
+    out << std::hex << " stack[tstate=0x" << e.stack->tstate << std::dec
+        << " flags=" << int{e.stack->flags} << std::hex;
+    for (int i = 0; i < e.stack->depth; ++i) {
+      out << " 0x" << e.stack->frames[i].code << "+0x" << e.stack->frames[i].instr;
+    }
+    out << "]";
+  }
   return out.str();
+}
+
+std::string MakePyLocationRecord(uint32_t pid, uint64_t ts_ns, const ts_py_location& fixed,
+                                 const std::string& file, const std::string& function) {
+  ts_py_location body = fixed;
+  body.file_len = static_cast<uint16_t>(std::min<size_t>(file.size(), 4096));
+  body.function_len = static_cast<uint16_t>(std::min<size_t>(function.size(), 1024));
+  size_t size = (sizeof(body) + body.file_len + body.function_len + 7) & ~size_t{7};
+  body.h.type = TS_EV_PY_LOCATION;
+  body.h.version = TS_ABI_VERSION;
+  body.h.flags = 0;
+  body.h.size = static_cast<uint32_t>(size);
+  body.h.ts_ns = ts_ns;
+  body.h.pid = pid;
+  body.h.tid = pid;
+  std::string out(size, '\0');
+  std::memcpy(out.data(), &body, sizeof(body));
+  std::memcpy(out.data() + sizeof(body), file.data(), body.file_len);
+  std::memcpy(out.data() + sizeof(body) + body.file_len, function.data(), body.function_len);
+  return out;
 }
 
 }  // namespace threadscope::model

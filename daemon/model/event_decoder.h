@@ -7,6 +7,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <variant>
 
@@ -15,16 +16,28 @@
 
 namespace threadscope::model {
 
+// TS_EV_PY_LOCATION: the fixed part and its strings.
+struct PyLocationRecord {
+  ts_py_location fixed;
+  std::string file;
+  std::string function;
+};
+
 using EventPayload =
     std::variant<ts_thread_start_begin, ts_thread_start_end, ts_thread_clone, ts_thread_bootstrap,
                  ts_thread_body_done, ts_thread_exit, ts_thread_rename, ts_thread_sentinel,
                  ts_thread_join, ts_thread_detach, ts_sem_wait, ts_preexisting_thread, ts_lost,
-                 ts_trace_mark, ts_lock_event, ts_futex_wake>;
+                 ts_trace_mark, ts_lock_event, ts_futex_wake, PyLocationRecord>;
 
 struct DecodedEvent {
   ts_header header;
   EventPayload payload;
+  std::optional<ts_py_stack> stack;  // the record's stack trailer (TS_HDR_PY_STACK)
 };
+
+// A location record as the daemon writes it (size rounded up to 8, strings after the fixed part).
+std::string MakePyLocationRecord(uint32_t pid, uint64_t ts_ns, const ts_py_location& fixed,
+                                 const std::string& file, const std::string& function);
 
 // Decodes one record. `size` must be at least header.size. Unknown types are kUnimplemented
 // (the caller counts and skips them); malformed ones are kDataLoss.

@@ -190,6 +190,7 @@ void LockModel::ClearOwner(LockRecord& lock, uint64_t ts) {
   }
   lock.owner.reset();
   lock.depth = 0;
+  lock.owner_stack = PyStack{};
 }
 
 WaitKind LockModel::ClassifyWait(const LockRecord& lock, pid_t tid) const {
@@ -208,15 +209,16 @@ WaitKind LockModel::ClassifyWait(const LockRecord& lock, pid_t tid) const {
   return WaitKind::kLock;
 }
 
-void LockModel::Apply(const DecodedEvent& event, std::vector<LockChangeEvent>* out) {
+void LockModel::Apply(const DecodedEvent& event, const PyStack* stack,
+                      std::vector<LockChangeEvent>* out) {
   const ts_header& h = event.header;
   std::visit(
       [&](const auto& e) {
         using T = std::decay_t<decltype(e)>;
         if constexpr (std::is_same_v<T, ts_sem_wait>) {
-          OnSemWait(h, e, out);
+          OnSemWait(h, e, stack, out);
         } else if constexpr (std::is_same_v<T, ts_lock_event>) {
-          OnLock(h, e, out);
+          OnLock(h, e, stack, out);
         } else if constexpr (std::is_same_v<T, ts_futex_wake>) {
           OnWake(h, e, out);
         } else if constexpr (std::is_same_v<T, ts_thread_sentinel>) {
@@ -251,7 +253,7 @@ void LockModel::Apply(const DecodedEvent& event, std::vector<LockChangeEvent>* o
       event.payload);
 }
 
-void LockModel::OnSemWait(const ts_header& h, const ts_sem_wait& e,
+void LockModel::OnSemWait(const ts_header& h, const ts_sem_wait& e, const PyStack* stack,
                           std::vector<LockChangeEvent>* out) {
   pid_t tid = static_cast<pid_t>(h.tid);
   if (h.type == TS_EV_SEM_DESTROY) {
@@ -266,13 +268,16 @@ void LockModel::OnSemWait(const ts_header& h, const ts_sem_wait& e,
     t.waiting_lock = l.id;
     t.waiting_since_ns = h.ts_ns;
     t.waiting_kind = kind;
-    l.waiters.push_back({tid, h.ts_ns, kind});
+    t.waiting_stack = stack ? *stack : PyStack{};
+    l.waiters.push_back({tid, h.ts_ns, kind, t.waiting_stack});
     if (kind == WaitKind::kLock) {
       ++l.contended;
       l.users.insert(tid);
+      if (l.first_contended_at.empty()) l.first_contended_at = t.waiting_stack;
     }
     LockChangeEvent ev{LockChange::kWaitBegin, h.ts_ns, l.id, tid, kind};
     if (kind == WaitKind::kLock && l.owner) ev.other = l.owner;
+    ev.stack = t.waiting_stack;
     if (kind != WaitKind::kJoin) Emit(out, ev);  // the thread model reports joins
     if (kind == WaitKind::kLock) CheckDeadlock(tid, h.ts_ns, out);
     return;
@@ -289,6 +294,8 @@ void LockModel::EndWait(ThreadLockState& t, LockRecord& l, pid_t tid, uint64_t t
   uint64_t waited = ts - t.waiting_since_ns;
   WaitKind kind = t.waiting_kind;
   t.waiting_lock.reset();
+  t.last_wait_stack = std::move(t.waiting_stack);
+  t.waiting_stack = PyStack{};
   l.waiters.erase(std::remove_if(l.waiters.begin(), l.waiters.end(),
                                  [&](const LockWaiter& w) { return w.tid == tid; }),
                   l.waiters.end());
@@ -308,6 +315,7 @@ void LockModel::EndWait(ThreadLockState& t, LockRecord& l, pid_t tid, uint64_t t
   }
   if (!acquired) ++l.timeouts;
   LockChangeEvent ev{LockChange::kWaitEnd, ts, l.id, tid, kind, waited, acquired};
+  ev.stack = t.last_wait_stack;
   if (acquired && l.last_waker && *l.last_waker != tid) {
     ev.other = l.last_waker;
     t.last_woken_by = l.last_waker;
@@ -317,6 +325,7 @@ void LockModel::EndWait(ThreadLockState& t, LockRecord& l, pid_t tid, uint64_t t
   // acquire call's return says it (and keeps RLock depth right).
   if (acquired && !config_.exact_ownership && kind == WaitKind::kLock) {
     SetOwner(l, tid, ts, /*exact=*/false, 1, out);
+    l.owner_stack = t.last_wait_stack;
   }
   ResolveDeadlocks(tid, ts, out);
 }
@@ -338,7 +347,7 @@ void LockModel::OnWake(const ts_header& h, const ts_futex_wake& e,
   }
 }
 
-void LockModel::OnLock(const ts_header& h, const ts_lock_event& e,
+void LockModel::OnLock(const ts_header& h, const ts_lock_event& e, const PyStack* stack,
                        std::vector<LockChangeEvent>* out) {
   pid_t tid = static_cast<pid_t>(h.tid);
   LockKind kind = e.kind == TS_LOCK_RLOCK ? LockKind::kRLock
@@ -348,6 +357,7 @@ void LockModel::OnLock(const ts_header& h, const ts_lock_event& e,
     LockRecord& l = NewLock(e.obj, e.sem, kind, h.ts_ns);
     l.creator = tid;
     l.created_ns = h.ts_ns;
+    if (stack) l.created_at = *stack;
     return;
   }
   LockRecord& l = Lookup(e.obj, e.sem, kind, h.ts_ns);
@@ -376,6 +386,14 @@ void LockModel::OnLock(const ts_header& h, const ts_lock_event& e,
     }
     if (!l.condition_waiter) RecordOrder(tid, t, l.id, h.ts_ns, out);
     SetOwner(l, tid, h.ts_ns, /*exact=*/true, depth, out);
+    // Where it was taken: this acquire's own stack, else the wait it just ended.
+    if (stack) {
+      l.owner_stack = *stack;
+    } else if (e.waited) {
+      l.owner_stack = t.last_wait_stack;
+    } else {
+      l.owner_stack = PyStack{};
+    }
     return;
   }
   // TS_EV_LOCK_RELEASE
@@ -445,8 +463,12 @@ void LockModel::CheckDeadlock(pid_t start, uint64_t ts, std::vector<LockChangeEv
         std::sort(k.begin(), k.end());
         if (!known.resolved_ns && k == sorted) return;
       }
-      for (pid_t member : d.threads) {
-        d.since_ns = std::max(d.since_ns, threads_[member].waiting_since_ns);
+      for (size_t i = 0; i < d.threads.size(); ++i) {
+        const ThreadLockState& member = threads_[d.threads[i]];
+        d.since_ns = std::max(d.since_ns, member.waiting_since_ns);
+        d.wait_stacks.push_back(member.waiting_stack);
+        const LockRecord* held = FindLock(d.locks[i]);
+        d.owner_stacks.push_back(held ? held->owner_stack : PyStack{});
       }
       d.id = deadlocks_.size() + 1;
       d.detected_ns = ts;

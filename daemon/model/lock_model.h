@@ -30,6 +30,7 @@
 #include <vector>
 
 #include "daemon/model/event_decoder.h"
+#include "daemon/model/py_locations.h"
 
 namespace threadscope::model {
 
@@ -59,6 +60,7 @@ struct LockWaiter {
   pid_t tid = 0;
   uint64_t since_ns = 0;
   WaitKind kind = WaitKind::kLock;
+  PyStack stack;  // where it waits
 };
 
 struct LockRecord {
@@ -86,6 +88,9 @@ struct LockRecord {
   Log2Histogram hold;            // --locks=all
   std::optional<pid_t> last_waker;
   std::set<pid_t> users;         // threads that acquired or waited for it
+  PyStack created_at;            // the creating thread's stack
+  PyStack owner_stack;           // where the owner took it (its acquire, or its wait)
+  PyStack first_contended_at;    // the first blocking wait's stack
   std::map<pid_t, uint64_t> acquires_by_thread;  // --locks=all
 };
 
@@ -94,6 +99,8 @@ struct ThreadLockState {
   std::optional<uint64_t> waiting_lock;
   uint64_t waiting_since_ns = 0;
   WaitKind waiting_kind = WaitKind::kLock;
+  PyStack waiting_stack;
+  PyStack last_wait_stack;  // the most recent wait's, for the acquire that ends it
   std::optional<pid_t> last_woken_by;
   uint64_t acquires = 0;  // --locks=all: successful acquisitions (reentrant ones included)
   uint64_t lock_waits = 0;
@@ -107,6 +114,8 @@ struct Deadlock {
   uint64_t id = 0;
   std::vector<pid_t> threads;   // t0 waits for a lock held by t1, ..., tn-1 for one held by t0
   std::vector<uint64_t> locks;  // locks[i] is what threads[i] waits for
+  std::vector<PyStack> wait_stacks;   // where threads[i] waits (at detection)
+  std::vector<PyStack> owner_stacks;  // where locks[i]'s owner took it (at detection)
   uint64_t since_ns = 0;        // when the last wait of the cycle began
   uint64_t detected_ns = 0;
   std::optional<uint64_t> resolved_ns;
@@ -142,6 +151,7 @@ struct LockChangeEvent {
   std::optional<pid_t> other;    // the waker (kWoken, kWaitEnd) or the owner (kWaitBegin)
   uint64_t deadlock_id = 0;      // kDeadlock, kDeadlockResolved
   size_t inversion = 0;          // kOrderInversion: index into inversions()
+  PyStack stack;                 // kWaitBegin, kWaitEnd: where the waiter waits
 };
 
 struct LockModelConfig {
@@ -153,7 +163,8 @@ class LockModel {
   explicit LockModel(LockModelConfig config = {}) : config_(config) {}
 
   const LockModelConfig& config() const { return config_; }
-  void Apply(const DecodedEvent& event, std::vector<LockChangeEvent>* out);
+  // `stack`: the event's resolved Python stack, when it carried one.
+  void Apply(const DecodedEvent& event, const PyStack* stack, std::vector<LockChangeEvent>* out);
 
   const std::unordered_map<uint64_t, LockRecord>& locks() const { return locks_; }
   const LockRecord* FindLock(uint64_t id) const;
@@ -183,8 +194,10 @@ class LockModel {
                    std::vector<LockChangeEvent>* out);
   WaitKind ClassifyWait(const LockRecord& lock, pid_t tid) const;
 
-  void OnSemWait(const ts_header& h, const ts_sem_wait& e, std::vector<LockChangeEvent>* out);
-  void OnLock(const ts_header& h, const ts_lock_event& e, std::vector<LockChangeEvent>* out);
+  void OnSemWait(const ts_header& h, const ts_sem_wait& e, const PyStack* stack,
+                 std::vector<LockChangeEvent>* out);
+  void OnLock(const ts_header& h, const ts_lock_event& e, const PyStack* stack,
+              std::vector<LockChangeEvent>* out);
   void OnWake(const ts_header& h, const ts_futex_wake& e, std::vector<LockChangeEvent>* out);
 
   LockModelConfig config_;

@@ -24,6 +24,9 @@ void TraceModel::ApplyRecord(const uint8_t* data, size_t size, std::vector<Model
       default: stats_.lost_ringbuf += lost->count; break;
     }
     if (lost->count) threads_.NoteLoss();
+  } else if (const auto* location = std::get_if<PyLocationRecord>(&e.payload)) {
+    locations_.Define(*location);
+    return;
   } else if (const auto* mark = std::get_if<ts_trace_mark>(&e.payload)) {
     switch (mark->kind) {
       case TS_MARK_ATTACHED: attached_ns_ = e.header.ts_ns; break;
@@ -35,7 +38,9 @@ void TraceModel::ApplyRecord(const uint8_t* data, size_t size, std::vector<Model
   scratch_.clear();
   lock_scratch_.clear();
   threads_.Apply(e, out ? &scratch_ : nullptr);
-  locks_.Apply(e, out ? &lock_scratch_ : nullptr);
+  std::optional<PyStack> stack;
+  if (e.stack) stack = locations_.Resolve(*e.stack);
+  locks_.Apply(e, stack ? &*stack : nullptr, out ? &lock_scratch_ : nullptr);
   if (out) {
     for (const auto& change : scratch_) {
       ModelEvent m;

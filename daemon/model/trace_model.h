@@ -49,6 +49,7 @@ class TraceModel {
   const TraceModelConfig& config() const { return config_; }
   const ThreadModel& threads() const { return threads_; }
   const LockModel& locks() const { return locks_; }
+  const LocationTable& locations() const { return locations_; }
   const TraceStats& stats() const { return stats_; }
   std::optional<uint64_t> attached_ns() const { return attached_ns_; }
   std::optional<uint64_t> detached_ns() const { return detached_ns_; }
@@ -62,6 +63,7 @@ class TraceModel {
   TraceModelConfig config_;
   ThreadModel threads_;
   LockModel locks_;
+  LocationTable locations_;
   TraceStats stats_;
   std::optional<uint64_t> attached_ns_;
   std::optional<uint64_t> detached_ns_;

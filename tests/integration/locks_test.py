@@ -73,6 +73,15 @@ class LocksTest(harness.BpfTestCase):
                       [b["holder"], first["native_tid"]], where)
         begins = lock_events(events, lock["id"], "wait_begin")
         self.assertEqual(len(begins), 2, where)
+        # Where: both waited at the `with contended:` line of waiter(); the lock was made at
+        # module level. The stack goes on into threading.py's bootstrap.
+        wait_at = "%s:%d waiter" % (truth["file"], b["wait_line"])
+        self.assertEqual(lock["first_contended_at"]["where"], wait_at, where)
+        self.assertEqual([e["stack"]["where"] for e in begins], [wait_at] * 2, where)
+        frames = begins[0]["stack"]["frames"]
+        self.assertTrue(any(f["file"].endswith("threading.py") for f in frames[1:]), frames)
+        self.assertEqual(lock["created_at"]["where"],
+                         "%s:%d <module>" % (truth["file"], b["created_line"]), where)
         if exact:
             # Every acquire is seen, so the owner at the moment each wait began is known.
             self.assertEqual([e["other_native_tid"] for e in begins], [b["holder"]] * 2, where)
@@ -247,7 +256,17 @@ class LocksTest(harness.BpfTestCase):
         self.assertEqual(waits[truth["two"]], lock_at(report, truth["a"])["id"])
         self.assertIsNotNone(d["resolved_ns"])  # the kill ended it
         self.assertEqual(report["summary"]["deadlocks"], 1)
-
+        # Where each waits and where each owner took its lock, as the deadlock records them.
+        lines = truth["lines"]
+        at = lambda line, fn: "%s:%d %s" % (truth["file"], line, fn)
+        by_thread = {t: i for i, t in enumerate(d["threads"])}
+        one, two = by_thread[truth["one"]], by_thread[truth["two"]]
+        self.assertEqual(d["wait_stacks"][one]["where"], at(lines["one_waits_b"], "one"))
+        self.assertEqual(d["wait_stacks"][two]["where"], at(lines["two_waits_a"], "two"))
+        # one waits for B, held by two, who took it at two_takes_b; and the other way round.
+        self.assertEqual(d["owner_stacks"][one]["where"], at(lines["two_takes_b"], "two"))
+        self.assertEqual(d["owner_stacks"][two]["where"], at(lines["one_takes_a"], "one"))
+        self.assertEqual(event["deadlock"]["wait_stacks"], d["wait_stacks"])
 
 if __name__ == "__main__":
     harness.main()

@@ -9,16 +9,23 @@ import time
 A, B = threading.Lock(), threading.Lock()
 gate = threading.Barrier(2)
 tids = {}
+lines = {}
+def here():
+    return sys._getframe(1).f_lineno
 def one():
     tids["one"] = threading.get_native_id()
+    lines["one_takes_a"] = here() + 1
     with A:
         gate.wait()
+        lines["one_waits_b"] = here() + 1
         with B:
             pass
 def two():
     tids["two"] = threading.get_native_id()
+    lines["two_takes_b"] = here() + 1
     with B:
         gate.wait()
+        lines["two_waits_a"] = here() + 1
         with A:
             pass
 for f in (one, two):
@@ -26,6 +33,7 @@ for f in (one, two):
 time.sleep(0.5)  # both are blocked by now
 with open(sys.argv[1] + ".tmp", "w") as f:
     json.dump({"pid": os.getpid(), "a": id(A), "b": id(B), "one": tids["one"],
-               "two": tids["two"]}, f)
+               "two": tids["two"], "file": sys._getframe().f_code.co_filename,
+               "lines": lines}, f)
 os.rename(sys.argv[1] + ".tmp", sys.argv[1])
 time.sleep(600)

@@ -16,7 +16,12 @@ import sys
 import threading
 import time
 
-truth = {"pid": os.getpid()}
+truth = {"pid": os.getpid(), "file": sys._getframe().f_code.co_filename}
+
+
+def here():
+    """The caller's current line: where a stack captured there must point."""
+    return sys._getframe(1).f_lineno
 
 
 def native_id():
@@ -55,6 +60,7 @@ truth["counts"] = {"own": [id(l) for l in own], "shared": id(shared),
                    "tids": [ids[i] for i in range(3)], "n": [(i + 1) * 50 for i in range(3)]}
 
 # barrier
+created_line = here() + 1
 contended = threading.Lock()
 barrier = threading.Barrier(3)
 roles = {}
@@ -67,10 +73,12 @@ def waiter():
     roles.setdefault("waiters", []).append(native_id())
     barrier.wait()
     time.sleep(0.05)
+    roles["wait_line"] = here() + 1
     with contended:
         pass
 run(holder, waiter, waiter)
-truth["barrier"] = {"lock": id(contended), "holder": roles["holder"], "waiters": roles["waiters"]}
+truth["barrier"] = {"lock": id(contended), "holder": roles["holder"], "waiters": roles["waiters"],
+                    "created_line": created_line, "wait_line": roles["wait_line"]}
 
 # rlock
 rlock = threading.RLock()

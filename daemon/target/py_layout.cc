@@ -1,0 +1,247 @@
+#include "daemon/target/py_layout.h"
+
+#include <algorithm>
+#include <cstring>
+
+namespace threadscope::target {
+
+namespace {
+
+PyLayout FrameObjectLayout() {  // 3.6-3.10: PyFrameObject chains
+  PyLayout l;
+  l.head_symbol = "_PyRuntime";
+  l.interp_next = 0;
+  l.interp_tstate_head = 8;
+  l.tstate_next = 8;
+  l.tstate_thread_id = 176;
+  l.tstate_frame = 24;
+  l.frame_previous = 24;  // f_back
+  l.frame_code = 32;      // f_code
+  l.frame_instr = 104;    // f_lasti
+  return l;
+}
+
+PyLayout InterpreterFrameLayout() {  // 3.11+: _PyInterpreterFrame chains
+  PyLayout l;
+  l.head_symbol = "_PyRuntime";
+  l.tstate_next = 8;
+  l.instr_is_pointer = true;
+  l.owner_generator = 1;
+  l.code_filename = 112;
+  l.code_name = 120;
+  l.code_qualname = 128;
+  l.code_linetable = 136;
+  l.line_table = LineTableFormat::kLocations311;
+  return l;
+}
+
+uint32_t ReadU64(std::string_view bytes, size_t off) {
+  uint64_t v = 0;
+  if (off + 8 <= bytes.size()) std::memcpy(&v, bytes.data() + off, 8);
+  return static_cast<uint32_t>(v);
+}
+
+// 3.13's _Py_DebugOffsets (Include/internal/pycore_runtime.h), at offset 0 of _PyRuntime and
+// statically initialized, so the binary on disk holds it.
+Status ApplyDebugOffsets(const ElfFile& elf, uint64_t runtime_vaddr, PyLayout* l) {
+  std::string_view d = elf.BytesAt(runtime_vaddr, 584);
+  if (d.size() < 584 || d.substr(0, 8) != "xdebugpy") return OkStatus();  // not published
+  if (ReadU64(d, 16) != 0) {
+    return FailedPreconditionError("this is a free-threaded build; its frames are not readable yet");
+  }
+  l->runtime_interp_head = ReadU64(d, 40);
+  l->interp_next = ReadU64(d, 64);
+  l->interp_tstate_head = ReadU64(d, 72);
+  l->tstate_next = ReadU64(d, 168);
+  l->tstate_frame = ReadU64(d, 184);
+  l->tstate_thread_id = ReadU64(d, 192);
+  l->frame_previous = ReadU64(d, 232);
+  l->frame_code = ReadU64(d, 240);
+  l->frame_instr = ReadU64(d, 248);
+  l->frame_owner = static_cast<int32_t>(ReadU64(d, 264));
+  l->code_filename = ReadU64(d, 280);
+  l->code_name = ReadU64(d, 288);
+  l->code_qualname = static_cast<int32_t>(ReadU64(d, 296));
+  l->code_linetable = ReadU64(d, 304);
+  l->code_firstlineno = ReadU64(d, 312);
+  l->code_adaptive = static_cast<int32_t>(ReadU64(d, 344));
+  l->ascii_data = ReadU64(d, 560);
+  l->source = "_PyRuntime.debug_offsets (+ built-in table for _co_firsttraceable and owners)";
+  return OkStatus();
+}
+
+// 3.6 keeps the interpreter list head in a static; its exported accessor is
+// `mov interp_head(%rip), %rax; ret`.
+std::optional<uint64_t> InterpHeadFromAccessor(const ElfFile& elf) {
+  auto fn = elf.FindSymbol("PyInterpreterState_Head");
+  if (!fn) return std::nullopt;
+  std::string_view code = elf.BytesAt(fn->value, 8);
+  if (code.size() < 8 || static_cast<uint8_t>(code[0]) != 0x48 ||
+      static_cast<uint8_t>(code[1]) != 0x8b || static_cast<uint8_t>(code[2]) != 0x05 ||
+      static_cast<uint8_t>(code[7]) != 0xc3) {
+    return std::nullopt;
+  }
+  int32_t disp;
+  std::memcpy(&disp, code.data() + 3, 4);
+  return fn->value + 7 + static_cast<int64_t>(disp);
+}
+
+}  // namespace
+
+std::optional<PyLayout> BuiltinPyLayout(const PythonVersion& v) {
+  if (v.major != 3 || v.minor < 6 || v.minor > 13) return std::nullopt;
+  PyLayout l;
+  if (v.minor <= 10) {
+    l = FrameObjectLayout();
+    switch (v.minor) {
+      case 6:
+        l.head_symbol = "PyInterpreterState_Head";
+        l.tstate_thread_id = 152;
+        l.frame_instr = 120;
+        break;
+      case 7:
+        l.runtime_interp_head = 24;
+        break;
+      default:  // 3.8-3.10
+        l.runtime_interp_head = 32;
+        break;
+    }
+    l.code_code = v.minor <= 7 ? 40 : 48;
+    if (v.minor <= 7) {
+      l.code_filename = 96;
+      l.code_name = 104;
+      l.code_firstlineno = 36;
+      l.code_linetable = 112;
+    } else {
+      l.code_filename = 104;
+      l.code_name = 112;
+      l.code_firstlineno = 40;
+      l.code_linetable = 120;
+    }
+    if (v.minor == 10) {
+      l.frame_instr = 96;
+      l.lasti_in_code_units = true;
+      l.line_table = LineTableFormat::kLinetable310;
+    }
+  } else {
+    l = InterpreterFrameLayout();
+    switch (v.minor) {
+      case 11:
+        l.runtime_interp_head = 40;
+        l.interp_tstate_head = 16;
+        l.tstate_thread_id = 152;
+        l.tstate_frame = 56;  // cframe
+        l.cframe_current = 8;
+        l.frame_previous = 48;
+        l.frame_code = 32;
+        l.frame_instr = 56;  // prev_instr
+        l.frame_owner = 69;
+        l.code_firstlineno = 72;
+        l.code_adaptive = 184;
+        l.code_firsttraceable = 168;
+        break;
+      case 12:
+        l.runtime_interp_head = 40;
+        l.interp_tstate_head = 72;
+        l.tstate_thread_id = 136;
+        l.tstate_frame = 56;  // cframe
+        l.cframe_current = 0;
+        l.frame_previous = 8;
+        l.frame_code = 0;
+        l.frame_instr = 56;  // prev_instr
+        l.frame_owner = 70;
+        l.owner_cstack = 3;
+        l.code_firstlineno = 68;
+        l.code_adaptive = 192;
+        l.code_firsttraceable = 176;
+        l.ascii_data = 40;
+        l.compact_data = 56;
+        break;
+      default:  // 13
+        l.runtime_interp_head = 632;
+        l.interp_next = 7264;
+        l.interp_tstate_head = 7344;
+        l.tstate_thread_id = 152;
+        l.tstate_frame = 72;  // current_frame
+        l.frame_previous = 8;
+        l.frame_code = 0;     // f_executable
+        l.frame_instr = 56;   // instr_ptr
+        l.frame_owner = 70;
+        l.owner_cstack = 3;
+        l.code_firstlineno = 68;
+        l.code_adaptive = 200;
+        l.code_firsttraceable = 184;
+        l.ascii_data = 40;
+        l.compact_data = 56;
+        break;
+    }
+  }
+  l.source = "built-in table for CPython 3." + std::to_string(v.minor);
+  return l;
+}
+
+StatusOr<PyStackSupport> ResolvePyStackSupport(const InspectedProcess& target) {
+  const PythonProcess& info = target.info;
+  auto builtin = BuiltinPyLayout(info.version);
+  if (!builtin) {
+    return UnimplementedError("no frame layout for CPython " + info.version.ToString() +
+                              " (Python stacks need 3.6-3.13)");
+  }
+  if (info.free_threaded) {
+    return UnimplementedError("free-threaded builds keep frames differently; stacks are off");
+  }
+  const ElfFile& elf = *target.interpreter_elf;
+  const uint64_t bias = info.interpreter.load_bias;
+  PyStackSupport out;
+  out.layout = *builtin;
+  PyLayout& l = out.layout;
+
+  uint64_t head_vaddr = 0;
+  if (l.head_symbol == "_PyRuntime") {
+    auto runtime = elf.FindSymbol("_PyRuntime");
+    if (!runtime) return NotFoundError("_PyRuntime is not in " + elf.path());
+    if (info.version.AtLeast(3, 13)) {
+      if (Status s = ApplyDebugOffsets(elf, runtime->value, &l); !s.ok()) return s;
+    }
+    head_vaddr = runtime->value + l.runtime_interp_head;
+  } else {
+    auto head = InterpHeadFromAccessor(elf);
+    if (!head) {
+      return NotFoundError("PyInterpreterState_Head in " + elf.path() +
+                           " is not the expected one-instruction accessor");
+    }
+    head_vaddr = *head;
+  }
+  for (auto [name, addr] : {std::make_pair("PyCode_Type", &out.code_type),
+                            std::make_pair("PyUnicode_Type", &out.unicode_type),
+                            std::make_pair("PyBytes_Type", &out.bytes_type),
+                            std::make_pair("_Py_NoneStruct", &out.none)}) {
+    auto sym = elf.FindSymbol(name);
+    if (!sym) return NotFoundError(std::string(name) + " is not in " + elf.path());
+    *addr = sym->value + bias;
+  }
+
+  ts_py_layout& b = out.bpf;
+  b.interp_head_addr = head_vaddr + bias;
+  b.interp_next = l.interp_next;
+  b.interp_tstate_head = l.interp_tstate_head;
+  b.tstate_next = l.tstate_next;
+  b.tstate_thread_id = l.tstate_thread_id;
+  b.tstate_frame = l.tstate_frame;
+  b.cframe_current = l.cframe_current;
+  b.frame_previous = l.frame_previous;
+  b.frame_code = l.frame_code;
+  b.frame_instr = l.frame_instr;
+  b.frame_owner = l.frame_owner;
+  uint32_t end = std::max({l.frame_previous + 8, l.frame_code + 8, l.frame_instr + 8,
+                           l.frame_owner >= 0 ? static_cast<uint32_t>(l.frame_owner) + 1 : 0u});
+  b.frame_read_size = (end + 7) & ~7u;
+  b.instr_is_pointer = l.instr_is_pointer ? 1 : 0;
+  b.owner_cstack = l.owner_cstack >= 0 ? static_cast<uint8_t>(l.owner_cstack) : 0xff;
+  if (b.frame_read_size > 256) {
+    return FailedPreconditionError("frame fields beyond 256 bytes; stacks are off");
+  }
+  return out;
+}
+
+}  // namespace threadscope::target

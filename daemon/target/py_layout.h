@@ -1,0 +1,81 @@
+// Where CPython 3.6-3.13 keep threads, frames and code objects: what threadscope needs to say
+// "app.py:42 in Cache.get" from outside the process.
+//
+// The offsets were measured on the builds the machine image carries (pyenv 3.6.15 ... 3.13.0
+// and Debian's 3.11.2), checked against each build's DWARF and against live stacks the
+// interpreters printed for themselves; docs/PROBES.md explains how to re-derive them. They are
+// stable within a minor version for default (GIL, non-debug) x86-64 builds. 3.13 publishes the
+// thread/frame/code part in _PyRuntime.debug_offsets, which is read and preferred when present.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+
+#include "daemon/common/status.h"
+#include "daemon/target/cpython.h"
+#include "daemon/target/python_process.h"
+#include "probes/threadscope_events.h"
+
+namespace threadscope::target {
+
+enum class LineTableFormat {
+  kLnotab36,       // 3.6-3.9 co_lnotab: (byte delta, signed line delta) pairs, f_lasti in bytes
+  kLinetable310,   // 3.10 co_linetable: (byte length, signed line delta, -128 = none)
+  kLocations311,   // 3.11+ co_linetable: PEP 657 location entries, in 2-byte code units
+};
+
+struct PyLayout {
+  // Runtime -> interpreters -> threads.
+  std::string head_symbol;       // "_PyRuntime", or "PyInterpreterState_Head" (3.6: decoded)
+  uint32_t runtime_interp_head = 0;
+  uint32_t interp_next = 0;
+  uint32_t interp_tstate_head = 0;
+  uint32_t tstate_next = 0;
+  uint32_t tstate_thread_id = 0;
+  // Thread -> frames.
+  uint32_t tstate_frame = 0;     // innermost frame, or the _PyCFrame * when cframe_current >= 0
+  int32_t cframe_current = -1;
+  uint32_t frame_previous = 0;
+  uint32_t frame_code = 0;
+  uint32_t frame_instr = 0;      // int f_lasti (3.6-3.10) or instruction pointer (3.11+)
+  bool instr_is_pointer = false;
+  bool lasti_in_code_units = false;  // 3.10's f_lasti counts 2-byte units
+  int32_t frame_owner = -1;
+  int32_t owner_generator = -1;
+  int32_t owner_cstack = -1;     // 3.12+
+  // Code objects.
+  uint32_t code_filename = 0;
+  uint32_t code_name = 0;
+  int32_t code_qualname = -1;    // 3.11+
+  uint32_t code_firstlineno = 0;
+  uint32_t code_linetable = 0;   // co_lnotab or co_linetable (a bytes object)
+  int32_t code_adaptive = -1;    // 3.11+: co_code_adaptive, the start of the instructions
+  int32_t code_code = -1;        // 3.6-3.10: co_code, a bytes object
+  int32_t code_firsttraceable = -1;  // 3.11+: _co_firsttraceable
+  LineTableFormat line_table = LineTableFormat::kLnotab36;
+  // Objects.
+  uint32_t ascii_data = 48;      // sizeof(PyASCIIObject): compact ASCII str data
+  uint32_t compact_data = 72;    // sizeof(PyCompactUnicodeObject): other compact str data
+  std::string source;            // how these were established, for reports
+};
+
+// The built-in layout for a minor version; nullopt when threadscope has none (2.7, 3.14+).
+std::optional<PyLayout> BuiltinPyLayout(const PythonVersion& version);
+
+// The layout of one running interpreter, with the runtime addresses the stack walk starts from.
+struct PyStackSupport {
+  PyLayout layout;
+  ts_py_layout bpf{};          // what the BPF programs get
+  uint64_t code_type = 0;      // runtime address of PyCode_Type (frames whose code is not one
+                               // are skipped: 3.13's C entry frames hold None)
+  uint64_t unicode_type = 0;   // PyUnicode_Type
+  uint64_t bytes_type = 0;     // PyBytes_Type
+  uint64_t none = 0;           // _Py_NoneStruct
+};
+
+// Errors: Unimplemented (no layout for this version), NotFound (the runtime symbols are missing),
+// FailedPrecondition (3.13 debug_offsets disagree with what the binary says about itself).
+StatusOr<PyStackSupport> ResolvePyStackSupport(const InspectedProcess& target);
+
+}  // namespace threadscope::target
