@@ -1,7 +1,15 @@
-"""Benchmark workloads (Python 2.7 and 3.x). Prints one line: RESULT <workload> <seconds>.
+"""Benchmark workloads (Python 2.7 and 3.x). Prints one line:
+RESULT <workload> <wall seconds> cpu=<process CPU seconds> [<blocking acquisitions it counted>]
 
-  threads N     start and join N threads one after another (thread lifecycle cost)
-  pool N        4 threads x N/4 blocking joins of short-lived helpers (joins that wait)
+CPU time includes the kernel's time in the process (where uprobe traps are charged), so it is
+the steadier measure of what tracing costs the program on a noisy machine.
+
+  threads N       start and join N threads one after another (thread lifecycle cost)
+  pool N          4 threads x N/4 blocking joins of short-lived helpers (joins that wait)
+  uncontended N   N x `with lock: pass` in one thread (the cost of tracing every acquire)
+  contended N     4 threads x N/4 acquisitions of one lock with a little work inside and out;
+                  they collide whenever the GIL switches threads while one holds the lock
+  queue N         queue.Queue producer/consumer, N items, the consumer waiting when it is empty
 """
 from __future__ import print_function
 
@@ -34,8 +42,76 @@ def pool(n):
         w.join()
 
 
+def uncontended(n):
+    lock = threading.Lock()
+    for _ in range(n):
+        with lock:
+            pass
+
+
+def contended(n):
+    lock = threading.Lock()
+    waits = [0]
+
+    def worker():
+        for _ in range(n // 4):
+            # What lock.acquire() does inside, made visible: try, and block only if taken.
+            if not lock.acquire(False):
+                waits[0] += 1
+                lock.acquire()
+            try:
+                sum(range(30))
+            finally:
+                lock.release()
+            sum(range(30))
+
+    ws = [threading.Thread(target=worker) for _ in range(4)]
+    for w in ws:
+        w.start()
+    for w in ws:
+        w.join()
+    return waits[0]
+
+
+def queue_(n):
+    try:
+        import queue
+    except ImportError:  # 2.7
+        import Queue as queue
+    q = queue.Queue()
+    empty_waits = [0]
+
+    def consumer():
+        while True:
+            try:
+                item = q.get(False)
+            except queue.Empty:
+                empty_waits[0] += 1
+                item = q.get()
+            if item is None:
+                return
+            sum(range(50))
+
+    c = threading.Thread(target=consumer)
+    c.start()
+    for i in range(n):
+        q.put(i)
+        if i % 10 == 0:
+            time.sleep(0)
+    q.put(None)
+    c.join()
+    return empty_waits[0]
+
+
+WORKLOADS = {"threads": threads, "pool": pool, "uncontended": uncontended,
+             "contended": contended, "queue": queue_}
+
+
 if __name__ == "__main__":
     name, n = sys.argv[1], int(sys.argv[2])
-    start = time.time()
-    globals()[name](n)
-    print("RESULT %s %.6f" % (name, time.time() - start))
+    cpu = getattr(time, "process_time", None) or time.clock  # 2.7 has only clock()
+    start, start_cpu = time.time(), cpu()
+    counted = WORKLOADS[name](n)
+    elapsed, used = time.time() - start, cpu() - start_cpu
+    print("RESULT %s %.6f cpu=%.6f%s" % (name, elapsed, used,
+                                         "" if counted is None else " %d" % counted))

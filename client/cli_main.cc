@@ -11,6 +11,7 @@
 #include "client/connection.h"
 #include "client/exit_codes.h"
 #include "daemon/common/version.h"
+#include "probes/threadscope_events.h"
 
 namespace threadscope::client {
 
@@ -31,6 +32,8 @@ struct Flags {
   std::string lease = "15s";
   std::string locks = "contended";
   std::string lock_threshold = "0";
+  int lock_stacks = TS_PY_MAX_FRAMES;
+  int acquire_stacks = 0;
   std::string record_file;
   pid_t pid = 0;
 };
@@ -53,6 +56,12 @@ void AddTraceOptions(CLI::App* cmd, Flags& f, bool with_output) {
                   "all (every acquire and release: exact owners, hold times, lock order), off");
   cmd->add_option("--lock-threshold", f.lock_threshold,
                   "only lock waits at least this long become events (statistics stay exact)");
+  cmd->add_option("--lock-stacks", f.lock_stacks,
+                  "Python frames recorded where locks are waited for and created: "
+                  "0-8, default 8; 0 turns stacks off");
+  cmd->add_option("--acquire-stacks", f.acquire_stacks,
+                  "with --locks=all: Python frames recorded at every acquire, so owners show where "
+                  "they took their locks (0-8, default 0; costs about as much as --locks=all)");
   cmd->add_option("--lease", f.lease,
                   "with a daemon: detach if this client is gone for this long (default 15s)");
 }
@@ -174,6 +183,16 @@ int CliMain(int argc, char** argv) {
                       "' (use 20ms, 1s, 500us)");
   }
   trace.lock_threshold_ns = static_cast<uint64_t>(*threshold * 1e9);
+  if (f.lock_stacks < 0 || f.lock_stacks > TS_PY_MAX_FRAMES) {
+    return UsageError("--lock-stacks: " + std::to_string(f.lock_stacks) + " is not in 0-" +
+                      std::to_string(TS_PY_MAX_FRAMES));
+  }
+  trace.lock_stack_frames = static_cast<uint32_t>(f.lock_stacks);
+  if (f.acquire_stacks < 0 || f.acquire_stacks > TS_PY_MAX_FRAMES) {
+    return UsageError("--acquire-stacks: " + std::to_string(f.acquire_stacks) + " is not in 0-" +
+                      std::to_string(TS_PY_MAX_FRAMES));
+  }
+  trace.acquire_stack_frames = static_cast<uint32_t>(f.acquire_stacks);
   trace.report_file = f.report_file;
   trace.events_file = f.events_file;
   trace.live_view = !f.no_live;

@@ -267,6 +267,8 @@ StatusOr<v1::Target> DoAttach(Connection& conn, pid_t pid, const TraceOptions& o
   req.mutable_options()->set_lease_seconds(options.lease_seconds);
   req.mutable_options()->set_locks(options.locks);
   req.mutable_options()->set_lock_threshold_ns(options.lock_threshold_ns);
+  req.mutable_options()->set_lock_stack_frames(options.lock_stack_frames);
+  req.mutable_options()->set_acquire_stack_frames(options.acquire_stack_frames);
   v1::AttachResponse resp;
   auto ctx = Unary(60);
   grpc::Status s = conn.stub().Attach(ctx.get(), req, &resp);

@@ -26,6 +26,8 @@ struct TraceOptions {
   uint32_t lease_seconds = 15;
   std::string locks = "contended";  // off, contended, all
   uint64_t lock_threshold_ns = 0;
+  uint32_t lock_stack_frames = 8;  // 0: no stacks
+  uint32_t acquire_stack_frames = 0;
   TextStyle style;
 };
 

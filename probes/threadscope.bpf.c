@@ -159,13 +159,6 @@ static __always_inline void *ts_reserve(__u32 size, __u16 type)
 	return h;
 }
 
-/* Records whose stacks the daemon must resolve while the code objects are alive (a module's
- * code dies when its import ends): wake the consumer now. */
-static __always_inline void ts_submit_now(void *rec)
-{
-	bpf_ringbuf_submit(rec, BPF_RB_FORCE_WAKEUP);
-}
-
 static __always_inline void ts_submit(void *rec)
 {
 	/* A wakeup per record costs ~0.45 us in the traced thread; batch unless the ring fills. */
@@ -175,6 +168,33 @@ static __always_inline void ts_submit(void *rec)
 		flags = BPF_RB_FORCE_WAKEUP;
 	bpf_ringbuf_submit(rec, flags);
 }
+
+/* Per-CPU time of the last early wakeup (see ts_submit_soon). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} last_early_wakeup SEC(".maps");
+
+#define TS_EARLY_WAKEUP_NS 1000000ULL
+
+/* A lock's creation stack must be resolved while its code object lives, and a module's code dies
+ * when its import ends, often within milliseconds: wake the consumer early, but at most once a
+ * millisecond per CPU, so that programs creating locks in a loop do not pay a wakeup each. */
+static __always_inline void ts_submit_soon(void *rec)
+{
+	__u32 zero = 0;
+	__u64 now = bpf_ktime_get_ns(), *last = bpf_map_lookup_elem(&last_early_wakeup, &zero);
+
+	if (last && now - *last >= TS_EARLY_WAKEUP_NS) {
+		*last = now;
+		bpf_ringbuf_submit(rec, BPF_RB_FORCE_WAKEUP);
+		return;
+	}
+	ts_submit(rec);
+}
+
 
 /* ---------------------------------------------------------------- Python stacks */
 
@@ -634,10 +654,7 @@ int BPF_KPROBE(ts_sem_wait, void *sem_ptr)
 	}
 	e->sem = sem;
 	e->ret = 0;
-	if (with_stack(stack_frames))
-		ts_submit_now(e);
-	else
-		ts_submit(e);
+	ts_submit(e);
 	return 0;
 }
 
@@ -686,10 +703,7 @@ int BPF_KPROBE(ts_sem_destroy, void *sem_ptr)
 		return 0;
 	e->sem = sem;
 	e->ret = 0;
-	if (with_stack(stack_frames))
-		ts_submit_now(e);
-	else
-		ts_submit(e);
+	ts_submit(e);
 	return 0;
 }
 
@@ -730,7 +744,7 @@ int BPF_KRETPROBE(ts_lock_new_ret, void *obj)
 	e->result = 0;
 	e->waited = 0;
 	if (with_stack(stack_frames))
-		ts_submit_now(e);
+		ts_submit_soon(e);
 	else
 		ts_submit(e);
 	return 0;

@@ -61,6 +61,7 @@ StatusOr<std::shared_ptr<LiveSession>> LiveSession::Attach(std::string id, pid_t
   loader::PlanOptions plan_options;
   plan_options.locks = options.locks;
   plan_options.stack_frames = options.stack_frames;
+  plan_options.acquire_stack_frames = options.acquire_stack_frames;
   loader::ProbePlan plan = loader::PlanProbes(inspected, dis, plan_options);
 
   loader::BpfTracerOptions bpf_options;

@@ -30,6 +30,7 @@ struct LiveSessionOptions {
   loader::LockMode locks = loader::LockMode::kContended;
   uint64_t lock_threshold_ns = 0;
   uint8_t stack_frames = TS_PY_MAX_FRAMES;
+  uint8_t acquire_stack_frames = 0;
   int poll_interval_ms = 50;
   int liveness_interval_ms = 200;
 };

@@ -53,6 +53,11 @@ StatusOr<SessionManager::AttachResult> SessionManager::Attach(pid_t pid,
                                 std::to_string(TS_PY_MAX_FRAMES) + ", got " +
                                 std::to_string(options.lock_stack_frames()));
   }
+  if (options.acquire_stack_frames() > TS_PY_MAX_FRAMES) {
+    return InvalidArgumentError("acquire_stack_frames must be 0-" +
+                                std::to_string(TS_PY_MAX_FRAMES) + ", got " +
+                                std::to_string(options.acquire_stack_frames()));
+  }
   std::lock_guard<std::mutex> attach_lock(attach_mu_);
   std::string id = LiveId(pid);
   {
@@ -73,6 +78,7 @@ StatusOr<SessionManager::AttachResult> SessionManager::Attach(pid_t pid,
   if (options.has_lock_stack_frames()) {
     live.stack_frames = static_cast<uint8_t>(options.lock_stack_frames());
   }
+  live.acquire_stack_frames = static_cast<uint8_t>(options.acquire_stack_frames());
   TS_ASSIGN_OR_RETURN(auto session, LiveSession::Attach(id, pid, live, proc_, *dis_));
   session->set_lease_seconds(options.lease_seconds());
   std::lock_guard<std::mutex> lock(mu_);

@@ -503,7 +503,9 @@ ProbePlan PlanProbes(const target::InspectedProcess& t, const target::Disassembl
   } else if (auto support = target::ResolvePyStackSupport(t); support.ok()) {
     plan.stacks = std::move(*support);
     plan.stack_frames = std::min<uint8_t>(options.stack_frames, TS_PY_MAX_FRAMES);
-    if (options.locks == LockMode::kAll) plan.stack_frames_acquire = plan.stack_frames;
+    if (options.locks == LockMode::kAll) {
+      plan.stack_frames_acquire = std::min<uint8_t>(options.acquire_stack_frames, TS_PY_MAX_FRAMES);
+    }
   } else {
     plan.stacks_unavailable = support.status().message();
   }

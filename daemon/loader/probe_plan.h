@@ -61,6 +61,9 @@ struct PlanOptions {
   // Python frames recorded where locks are waited for and created, and (--locks=all) acquired.
   // 0 turns stacks off.
   uint8_t stack_frames = TS_PY_MAX_FRAMES;
+  // --locks=all: frames recorded at every successful acquire (where owners took their locks).
+  // Off by default: ~0.9 us per acquire for 8 frames, on top of the ~1.2 us the probes cost.
+  uint8_t acquire_stack_frames = 0;
 };
 
 struct ProbePlan {

@@ -52,6 +52,10 @@ class BadInputTest(harness.BpfTestCase):
                             "contended, all, off")
         self.one_line_error(self.ts("run", "--lock-threshold", "soon", "--", "true"), 2,
                             "--lock-threshold")
+        self.one_line_error(self.ts("run", "--lock-stacks", "9", "--", "true"), 2,
+                            "--lock-stacks", "0-8")
+        self.one_line_error(self.ts("run", "--acquire-stacks", "-1", "--", "true"), 2,
+                            "--acquire-stacks")
 
     def test_no_daemon_listening(self):
         self.one_line_error(self.ts("--server", "unix:" + self.path("nope.sock"), "status"), 6,

@@ -222,7 +222,8 @@ class LocksTest(harness.BpfTestCase):
         truth_path, report_path = self.path("d.truth"), self.path("d.json")
         events_path = self.path("d.jsonl")
         cli = subprocess.Popen(
-            [harness.threadscope(), "run", "--locks", "all", "--report", report_path,
+            [harness.threadscope(), "run", "--locks", "all", "--acquire-stacks", "8",
+             "--report", report_path,
              "--events", events_path, "--", harness.DEBIAN_PYTHON,
              os.path.join(harness.PROGRAMS, "deadlock.py"), truth_path],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
