@@ -8,8 +8,8 @@ a queue.Queue producer/consumer. Each runs, interleaved (to cancel drift on a no
   contended         threadscope run --locks=contended (the default)
   all               threadscope run --locks=all (every acquire and release)
   all+stacks        threadscope run --locks=all --acquire-stacks 8 (where each owner took it)
-  bpftrace          bpftrace counting hits on exactly the sites --locks=all placed (taken from
-                    threadscope's own report): the floor for any uprobe tracer on these sites
+  bpftrace-MODE     bpftrace counting hits on exactly the sites --locks=MODE placed (taken from
+                    threadscope's own report): the floor for any uprobe tracer on those sites
 
 Reported: medians, ratios to untraced, records per run, and the blocking acquisitions the
 program counted itself (tracing must not change how often threads collide; in-process wrappers
@@ -31,7 +31,7 @@ import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 WORKLOADS = os.path.join(HERE, "workloads.py")
-MODES = ["untraced", "contended", "all", "all+stacks", "bpftrace"]
+MODES = ["untraced", "contended", "bpftrace-contended", "all", "all+stacks", "bpftrace-all"]
 FLAGS = {"contended": ["--locks", "contended"], "all": ["--locks", "all"],
          "all+stacks": ["--locks", "all", "--acquire-stacks", "8"]}
 
@@ -80,17 +80,20 @@ def main():
         subprocess.run(["mount", "-t", "tracefs", "nodev", "/sys/kernel/tracing"], check=False)
     tmp = tempfile.mkdtemp(prefix="ts_bench_")
 
-    plan_report = os.path.join(tmp, "plan.json")
-    subprocess.run([args.threadscope, "run", "--locks", "all", "--report", plan_report, "--",
-                    args.python, "-c", "pass"], check=True, capture_output=True)
-    plan = json.load(open(plan_report))
-    script = os.path.join(tmp, "count.bt")
-    with open(script, "w") as f:
-        f.write(bpftrace_script(plan))
+    scripts = {}
+    for lock_mode in ("contended", "all"):
+        plan_report = os.path.join(tmp, "plan-%s.json" % lock_mode)
+        subprocess.run([args.threadscope, "run", "--locks", lock_mode, "--report", plan_report,
+                        "--", args.python, "-c", "pass"], check=True, capture_output=True)
+        plan = json.load(open(plan_report))
+        scripts["bpftrace-" + lock_mode] = os.path.join(tmp, "count-%s.bt" % lock_mode)
+        with open(scripts["bpftrace-" + lock_mode], "w") as f:
+            f.write(bpftrace_script(plan))
 
     print("interpreter: %s (CPython %s); %d runs per mode, interleaved; medians" %
           (args.python, plan["target"]["python_version"], args.runs))
     print("probes (--locks=all), where each sits and how the kernel runs it:")
+    plan = json.load(open(os.path.join(tmp, "plan-all.json")))
     for probe in plan["probes"]:
         if probe["name"].startswith(("lock", "rlock", "sem_")) and probe["attached"]:
             kinds = sorted({s["execution"] for s in probe["sites"]}) or ["kernel tracepoint"]
@@ -104,23 +107,24 @@ def main():
         times = {m: [] for m in MODES}
         cpus = {m: [] for m in MODES}
         counted = {m: [] for m in MODES}
-        records, seen_waits, hits = {m: [] for m in MODES}, {m: [] for m in MODES}, []
+        records, seen_waits = {m: [] for m in MODES}, {m: [] for m in MODES}
+        hits = {m: [] for m in MODES}
         bpftrace_error = None
         for _ in range(args.runs):
             for mode in MODES:
                 if mode == "untraced":
                     r = subprocess.run(cmd, capture_output=True, text=True, check=True)
-                elif mode == "bpftrace":
+                elif mode.startswith("bpftrace"):
                     if bpftrace_error:
                         continue
-                    r = subprocess.run(["bpftrace", "--unsafe", "-q", script, "-c", " ".join(cmd)],
-                                       capture_output=True, text=True)
+                    r = subprocess.run(["bpftrace", "--unsafe", "-q", scripts[mode], "-c",
+                                        " ".join(cmd)], capture_output=True, text=True)
                     if "RESULT" not in r.stdout:
                         # bpftrace 0.17 cannot place probes inside functions of binaries with
                         # symbols ("compiled without offset support"): no same-sites floor there.
                         bpftrace_error = (r.stderr.strip().splitlines() or ["failed"])[-1]
                         continue
-                    hits.append(bpftrace_hits(r.stdout))
+                    hits[mode].append(bpftrace_hits(r.stdout))
                 else:
                     rep = os.path.join(tmp, "r.json")
                     r = subprocess.run([args.threadscope, "run", "--no-live", "--report", rep] +
@@ -150,8 +154,8 @@ def main():
                 continue
             med, med_cpu = statistics.median(times[mode]), statistics.median(cpus[mode])
             recs = statistics.median(records[mode]) if records[mode] else None
-            if mode == "bpftrace" and hits:
-                recs = statistics.median(hits)  # probe hits, not records
+            if hits[mode]:
+                recs = statistics.median(hits[mode])  # probe hits, not records
             per = "%10.3f" % ((med_cpu - base_cpu) / recs * 1e6) if recs else "%10s" % "-"
             blocking = ("%10d" % statistics.median(counted[mode])) if counted[mode] else ""
             print("  %-13s %8.3f %6.3fx %8.3f %6.3fx %12s %s %s" % (
@@ -160,12 +164,15 @@ def main():
         if seen_waits["contended"]:
             print("  threadscope saw %d blocking waits per run (contended mode, median)" %
                   statistics.median(seen_waits["contended"]))
-        if cpus["bpftrace"] and cpus["all"]:
-            floor = statistics.median(cpus["bpftrace"]) - base_cpu
-            cost = statistics.median(cpus["all"]) - base_cpu
+        for lock_mode in ("contended", "all"):
+            floor_runs, runs = cpus["bpftrace-" + lock_mode], cpus[lock_mode]
+            if not floor_runs or not runs:
+                continue
+            floor = statistics.median(floor_runs) - base_cpu
+            cost = statistics.median(runs) - base_cpu
             if floor > 0:
-                print("  --locks=all added CPU vs the bpftrace floor on the same sites: %.2fx" %
-                      (cost / floor))
+                print("  --locks=%s added CPU vs the bpftrace floor on the same sites: %.2fx" %
+                      (lock_mode, cost / floor))
 
 
 if __name__ == "__main__":

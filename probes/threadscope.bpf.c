@@ -103,7 +103,8 @@ struct {
 	__type(value, __u32);
 } waited_sems SEC(".maps");
 
-/* --locks=all: an acquire call in progress, keyed by tid. */
+/* --locks=all: the acquire call in progress on a thread. Task-local storage, not a hash keyed by
+ * tid: this is on every acquire's path, and a task's storage is a pointer away. */
 struct acquire_stash {
 	__u64 obj;
 	__u64 sem;
@@ -111,15 +112,23 @@ struct acquire_stash {
 	__u32 kind;
 	__u32 op;
 	__u32 waited;
-	__u32 _pad;
+	__u32 active;
 };
 
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 4096);
-	__type(key, __u32);
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
 	__type(value, struct acquire_stash);
 } acquires SEC(".maps");
+
+static __always_inline struct acquire_stash *acquire_in_progress(void)
+{
+	struct acquire_stash *s =
+		bpf_task_storage_get(&acquires, bpf_get_current_task_btf(), 0, 0);
+
+	return s && s->active ? s : NULL;
+}
 
 static __always_inline bool is_target(void)
 {
@@ -632,7 +641,7 @@ int BPF_KPROBE(ts_sem_wait, void *sem_ptr)
 		return 0;
 	}
 	if (trace_all_sems) {
-		struct acquire_stash *a = bpf_map_lookup_elem(&acquires, &tid);
+		struct acquire_stash *a = acquire_in_progress();
 		__u32 one = 1, *waiters = bpf_map_lookup_elem(&waited_sems, &sem);
 
 		if (a)
@@ -755,24 +764,28 @@ int BPF_KRETPROBE(ts_lock_new_ret, void *obj)
 SEC("uprobe")
 int BPF_KPROBE(ts_lock_acquire, void *obj)
 {
-	struct acquire_stash s = {};
+	struct acquire_stash *s;
 	__u64 cookie;
-	__u32 tid;
 
 	if (!is_target())
 		return 0;
-	tid = current_tid();
+	s = bpf_task_storage_get(&acquires, bpf_get_current_task_btf(), 0,
+				 BPF_LOCAL_STORAGE_GET_F_CREATE);
+	if (!s) {
+		count_drop(TS_LOST_STASH);
+		return 0;
+	}
 	/* A signal handler can acquire while this thread waits in another acquire: keep the outer. */
-	if (bpf_map_lookup_elem(&acquires, &tid))
+	if (s->active)
 		return 0;
 	cookie = bpf_get_attach_cookie(ctx);
-	s.obj = (__u64)obj;
-	s.sem = lock_sem(obj);
-	s.begin_ns = bpf_ktime_get_ns();
-	s.kind = cookie & 0xff;
-	s.op = (cookie >> 8) & 0xff;
-	if (bpf_map_update_elem(&acquires, &tid, &s, BPF_NOEXIST))
-		count_drop(TS_LOST_STASH);
+	s->obj = (__u64)obj;
+	s->sem = lock_sem(obj);
+	s->begin_ns = bpf_ktime_get_ns();
+	s->kind = cookie & 0xff;
+	s->op = (cookie >> 8) & 0xff;
+	s->waited = 0;
+	s->active = 1;
 	return 0;
 }
 
@@ -787,7 +800,7 @@ int BPF_KRETPROBE(ts_lock_acquire_ret, __u64 ret)
 	if (!is_target())
 		return 0;
 	tid = current_tid();
-	s = bpf_map_lookup_elem(&acquires, &tid);
+	s = acquire_in_progress();
 	if (!s)
 		return 0;
 	/* acquire() returns True/False; _acquire_restore returns None. NULL = raised. */
@@ -816,7 +829,7 @@ int BPF_KRETPROBE(ts_lock_acquire_ret, __u64 ret)
 		e->waited = s->waited;
 		ts_submit(e);
 	}
-	bpf_map_delete_elem(&acquires, &tid);
+	s->active = 0;
 	return 0;
 }
 

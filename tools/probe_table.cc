@@ -20,7 +20,9 @@ int main(int argc, char** argv) {
     }
     std::string label = "CPython " + t->info.version.ToString();
     std::string symbols = t->info.full_symbols ? "full" : "dynamic-only";
-    for (const auto& p : loader::PlanProbes(*t, **dis).probes) {
+    loader::PlanOptions options;
+    options.locks = loader::LockMode::kAll;  // the largest probe set
+    for (const auto& p : loader::PlanProbes(*t, **dis, options).probes) {
       std::string where, execution;
       if (!p.unavailable.empty()) {
         where = "**not placed**: " + p.unavailable;
