@@ -10,6 +10,9 @@ the steadier measure of what tracing costs the program on a noisy machine.
   contended N     4 threads x N/4 acquisitions of one lock with a little work inside and out;
                   they collide whenever the GIL switches threads while one holds the lock
   queue N         queue.Queue producer/consumer, N items, the consumer waiting when it is empty
+  cpu N           4 threads spinning in Python, N iterations in all (GIL switches by request)
+  handoff N       4 threads making N short blocking calls in all (os.stat: each drops and
+                  re-takes the GIL)
 """
 from __future__ import print_function
 
@@ -35,11 +38,7 @@ def pool(n):
             t.start()
             t.join()
 
-    ws = [threading.Thread(target=worker) for _ in range(4)]
-    for w in ws:
-        w.start()
-    for w in ws:
-        w.join()
+    run_workers(worker)
 
 
 def uncontended(n):
@@ -65,11 +64,7 @@ def contended(n):
                 lock.release()
             sum(range(30))
 
-    ws = [threading.Thread(target=worker) for _ in range(4)]
-    for w in ws:
-        w.start()
-    for w in ws:
-        w.join()
+    run_workers(worker)
     return waits[0]
 
 
@@ -103,8 +98,35 @@ def queue_(n):
     return empty_waits[0]
 
 
+def cpu_(n):
+    def worker():
+        i = 0
+        while i < n // 4:
+            i += 1
+
+    run_workers(worker)
+
+
+def handoff(n):
+    import os
+
+    def worker():
+        for _ in range(n // 4):
+            os.stat(".")
+
+    run_workers(worker)
+
+
+def run_workers(worker, count=4):
+    ws = [threading.Thread(target=worker) for _ in range(count)]
+    for w in ws:
+        w.start()
+    for w in ws:
+        w.join()
+
+
 WORKLOADS = {"threads": threads, "pool": pool, "uncontended": uncontended,
-             "contended": contended, "queue": queue_}
+             "contended": contended, "queue": queue_, "cpu": cpu_, "handoff": handoff}
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <cstdlib>
 
+#include "client/check_command.h"
 #include "client/commands.h"
 #include "client/connection.h"
 #include "client/exit_codes.h"
@@ -34,6 +35,9 @@ struct Flags {
   std::string lock_threshold = "0";
   int lock_stacks = TS_PY_MAX_FRAMES;
   int acquire_stacks = 0;
+  std::string gil = "on";
+  bool gil_events = false;
+  std::vector<std::string> labels;
   std::string record_file;
   pid_t pid = 0;
 };
@@ -62,6 +66,13 @@ void AddTraceOptions(CLI::App* cmd, Flags& f, bool with_output) {
   cmd->add_option("--acquire-stacks", f.acquire_stacks,
                   "with --locks=all: Python frames recorded at every acquire, so owners show where "
                   "they took their locks (0-8, default 0; costs about as much as --locks=all)");
+  cmd->add_option("--gil", f.gil,
+                  "GIL tracing: on (default: holder, waiters, per-thread wait and hold, forced "
+                  "switches), off");
+  cmd->add_flag("--gil-events", f.gil_events,
+                "also stream every GIL wait, acquisition and drop as events (-o jsonl, --events)");
+  cmd->add_option("--label", f.labels,
+                  "NAME=VALUE on this target's metrics (with a daemon serving --metrics-addr)");
   cmd->add_option("--lease", f.lease,
                   "with a daemon: detach if this client is gone for this long (default 15s)");
 }
@@ -137,6 +148,33 @@ int CliMain(int argc, char** argv) {
       ->check(CLI::IsMember({"text", "json"}));
   report->add_option("--report", f.report_file, "also write the JSON report to FILE");
 
+  CheckOptions check_options;
+  std::string check_locks = "contended", check_gil = "on";
+  auto* check = app.add_subcommand(
+      "check", "CI gate: trace a command N times, compare lock and GIL contention with a baseline");
+  check->add_option("--baseline", check_options.baseline, "baseline JSON (committed)")->required();
+  check->add_option("--runs", check_options.runs, "runs of the command; the median is compared")
+      ->capture_default_str();
+  check->add_flag("--update-baseline", check_options.update_baseline,
+                  "write the baseline from these runs instead of comparing");
+  check->add_option("--reports", check_options.reports,
+                    "compare saved JSON reports (--report) instead of running a command");
+  check->add_option("--threshold", check_options.thresholds,
+                    "NAME=REL,ABS: a figure regresses when its median exceeds the baseline by "
+                    "more than REL (0.25 = 25%) and ABS (repeatable)");
+  check->add_option("--junit", check_options.junit_file, "write JUnit XML");
+  check->add_option("--json", check_options.json_file, "write the result as JSON");
+  check->add_option("--summary", check_options.summary_file,
+                    "append a Markdown summary (default: $GITHUB_STEP_SUMMARY)");
+  check->add_flag("--github", check_options.github,
+                  "print GitHub annotations (default when GITHUB_ACTIONS=true)");
+  check->add_option("--locks", check_locks, "lock tracing of each run: contended (default), all")
+      ->check(CLI::IsMember({"contended", "all", "off"}));
+  check->add_option("--gil", check_gil, "GIL tracing of each run: on (default), off")
+      ->check(CLI::IsMember({"on", "off"}));
+  check->footer("Usage: threadscope check --baseline FILE [--runs N] -- CMD [ARGS...]\n"
+                "Exit: 0 ok, 1 regression, 2 usage or bad baseline, 3 internal error, 4 no data");
+
   auto* status = app.add_subcommand("status", "show the engine and its targets");
   status->add_option("-o,--output", f.output, "text or json")
       ->check(CLI::IsMember({"text", "json"}));
@@ -147,6 +185,13 @@ int CliMain(int argc, char** argv) {
     if (e.get_exit_code() == 0) return app.exit(e);
     std::fprintf(stderr, "threadscope: %s (see threadscope --help)\n", e.what());
     return kExitUsage;
+  }
+  if (check->parsed()) {
+    // The gate runs `threadscope run` per run: it needs no connection of its own.
+    if (!f.server.empty()) check_options.run_flags = {"--server", f.server};
+    check_options.run_flags.insert(check_options.run_flags.end(),
+                                   {"--locks", check_locks, "--gil", check_gil});
+    return CheckCommand(check_options, command);
   }
 
   spdlog::set_level(f.log_level == "off" ? spdlog::level::off
@@ -193,6 +238,18 @@ int CliMain(int argc, char** argv) {
                       std::to_string(TS_PY_MAX_FRAMES));
   }
   trace.acquire_stack_frames = static_cast<uint32_t>(f.acquire_stacks);
+  if (f.gil != "on" && f.gil != "off") {
+    return UsageError("--gil: '" + f.gil + "' is not one of on, off");
+  }
+  trace.gil = f.gil == "on";
+  for (const auto& l : f.labels) {
+    auto eq = l.find('=');
+    if (eq == std::string::npos || eq == 0) {
+      return UsageError("--label: '" + l + "' is not NAME=VALUE (e.g. service=api)");
+    }
+    trace.labels[l.substr(0, eq)] = l.substr(eq + 1);
+  }
+  trace.gil_events = f.gil_events;
   trace.report_file = f.report_file;
   trace.events_file = f.events_file;
   trace.live_view = !f.no_live;
@@ -223,7 +280,7 @@ int CliMain(int argc, char** argv) {
     return RunCommand(**conn, signals, command, trace);
   }
   if (!command.empty() && !run->parsed() && !record->parsed()) {
-    return UsageError("'--' and a command are only accepted by run and record");
+    return UsageError("'--' and a command are only accepted by run, record and check");
   }
   if (record->parsed()) {
     trace.record_file = f.record_file;

@@ -129,8 +129,8 @@ class Recorder {
 class EventPrinter {
  public:
   EventPrinter(v1::ThreadscopeService::Stub& stub, std::string target_id, bool json,
-               std::FILE* out, uint64_t base_ns)
-      : json_(json), out_(out), base_ns_(base_ns) {
+               std::FILE* out, uint64_t base_ns, bool gil_events)
+      : json_(json), out_(out), base_ns_(base_ns), gil_events_(gil_events) {
     thread_ = std::thread([this, &stub, target_id] { Run(stub, target_id); });
   }
   ~EventPrinter() { Stop(); }
@@ -147,6 +147,7 @@ class EventPrinter {
     v1::WatchEventsRequest req;
     req.set_target_id(target_id);
     req.set_from_start(true);
+    req.set_gil_events(gil_events_);
     auto reader = stub.WatchEvents(&ctx_, req);
     v1::WatchEventsResponse r;
     while (reader->Read(&r)) {
@@ -161,6 +162,7 @@ class EventPrinter {
   bool json_;
   std::FILE* out_;
   uint64_t base_ns_;
+  bool gil_events_;
   grpc::ClientContext ctx_;
   std::thread thread_;
 };
@@ -181,10 +183,11 @@ class TraceRun {
       events_out_ = std::fopen(options_.events_file.c_str(), "w");
       if (!events_out_) return ErrnoToStatus(errno, "cannot write " + options_.events_file);
       events_ = std::make_unique<EventPrinter>(conn_.stub(), target_.target_id(), true,
-                                               events_out_, target_.attached_ns());
+                                               events_out_, target_.attached_ns(),
+                                               options_.gil_events);
     } else if (jsonl || (options_.output == OutputFormat::kText && !ShowLiveView() && !run_mode_)) {
       events_ = std::make_unique<EventPrinter>(conn_.stub(), target_.target_id(), jsonl, stdout,
-                                               target_.attached_ns());
+                                               target_.attached_ns(), options_.gil_events);
     }
     return OkStatus();
   }
@@ -269,6 +272,8 @@ StatusOr<v1::Target> DoAttach(Connection& conn, pid_t pid, const TraceOptions& o
   req.mutable_options()->set_lock_threshold_ns(options.lock_threshold_ns);
   req.mutable_options()->set_lock_stack_frames(options.lock_stack_frames);
   req.mutable_options()->set_acquire_stack_frames(options.acquire_stack_frames);
+  req.mutable_options()->set_gil(options.gil);
+  for (const auto& [k, v] : options.labels) (*req.mutable_options()->mutable_labels())[k] = v;
   v1::AttachResponse resp;
   auto ctx = Unary(60);
   grpc::Status s = conn.stub().Attach(ctx.get(), req, &resp);

@@ -4,6 +4,7 @@
 #include <signal.h>
 #include <sys/types.h>
 
+#include <map>
 #include <string>
 #include <vector>
 
@@ -28,6 +29,9 @@ struct TraceOptions {
   uint64_t lock_threshold_ns = 0;
   uint32_t lock_stack_frames = 8;  // 0: no stacks
   uint32_t acquire_stack_frames = 0;
+  bool gil = true;
+  bool gil_events = false;  // stream GIL events too
+  std::map<std::string, std::string> labels;  // metric labels for the target
   TextStyle style;
 };
 

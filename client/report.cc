@@ -154,6 +154,15 @@ const char* LockChangeName(v1::LockChange c) {
   }
 }
 
+const char* GilChangeName(v1::GilChange c) {
+  switch (c) {
+    case v1::GIL_CHANGE_WAIT_BEGIN: return "wait_begin";
+    case v1::GIL_CHANGE_ACQUIRED: return "acquired";
+    case v1::GIL_CHANGE_DROPPED: return "dropped";
+    default: return "unknown";
+  }
+}
+
 json HistogramJson(const v1::Histogram& h) {
   return json{{"log2_ns_buckets", json(std::vector<uint64_t>(h.buckets().begin(), h.buckets().end()))},
               {"count", h.count()},
@@ -320,6 +329,51 @@ json ThreadJson(const v1::Thread& t) {
   };
 }
 
+json GilJson(const v1::Snapshot& s) {
+  const v1::Gil& g = s.gil();
+  const v1::GilTracing& cov = s.target().gil();
+  json per_thread = json::array();
+  for (const auto& t : g.per_thread()) {
+    per_thread.push_back({{"native_tid", t.native_tid()},
+                          {"acquisitions", t.acquisitions()},
+                          {"wait_ns", t.wait_ns()},
+                          {"hold_ns", t.hold_ns()},
+                          {"forced_drops", t.forced_drops()},
+                          {"voluntary_drops", t.voluntary_drops()},
+                          {"holding", t.holding()},
+                          {"waiting_since_ns", Opt(t.has_waiting_since_ns(), t.waiting_since_ns())},
+                          {"observed_ns", t.observed_ns()},
+                          {"hold_share", t.hold_share()},
+                          {"wait_share", t.wait_share()}});
+  }
+  json waiters = json::array();
+  for (const auto& w : g.waiters()) {
+    waiters.push_back({{"native_tid", w.native_tid()}, {"since_ns", w.since_ns()}});
+  }
+  return json{
+      {"traced", g.traced()},
+      {"reason", cov.reason()},
+      {"coverage",
+       {{"take_functions", cov.take_functions()},
+        {"drop_functions", cov.drop_functions()},
+        {"inlined_drops", cov.inlined_drops()},
+        {"drops_complete", cov.drops_complete()},
+        {"forced_known", cov.forced_known()},
+        {"notes", cov.notes()}}},
+      {"holder_native_tid", Opt(g.has_holder_native_tid(), g.holder_native_tid())},
+      {"holder_since_ns", Opt(g.has_holder_since_ns(), g.holder_since_ns())},
+      {"waiters", waiters},
+      {"switches", g.switches()},
+      {"switches_per_second", g.switches_per_second()},
+      {"acquisitions", g.acquisitions()},
+      {"forced_switches", g.forced_switches()},
+      {"overlaps", g.overlaps()},
+      {"unmatched_drops", g.unmatched_drops()},
+      {"wait_histogram", HistogramJson(g.wait())},
+      {"hold_histogram", HistogramJson(g.hold())},
+      {"per_thread", per_thread}};
+}
+
 json ReportJson(const v1::Snapshot& s) {
   const v1::Target& t = s.target();
   json probes = json::array();
@@ -380,6 +434,7 @@ json ReportJson(const v1::Snapshot& s) {
       {"locks_not_listed", s.locks_not_listed()},
       {"deadlocks", deadlocks},
       {"order_inversions", inversions},
+      {"gil", GilJson(s)},
       {"summary",
        {{"threads_seen", c.seen},
         {"started", c.started},
@@ -441,6 +496,22 @@ json EventJson(const v1::WatchEventsResponse& e) {
     if (le.has_inversion()) out["inversion"] = InversionJson(le.inversion());
     return out;
   }
+  if (e.has_gil_event()) {
+    const auto& ge = e.gil_event();
+    json out{{"type", "gil"},
+             {"ts_ns", ge.ts_ns()},
+             {"change", GilChangeName(ge.change())},
+             {"native_tid", ge.native_tid()}};
+    if (ge.change() == v1::GIL_CHANGE_ACQUIRED) {
+      out["wait_ns"] = ge.wait_ns();
+      out["previous_holder"] = Opt(ge.has_previous_holder(), ge.previous_holder());
+    }
+    if (ge.change() == v1::GIL_CHANGE_DROPPED) {
+      out["hold_ns"] = ge.hold_ns();
+      out["forced"] = ge.forced();
+    }
+    return out;
+  }
   if (e.has_lost_events()) {
     return json{{"type", "lost"},
                 {"source", LostSourceName(e.lost_events().source())},
@@ -482,6 +553,37 @@ std::string DeadlockCycle(const v1::Deadlock& d) {
 
 }  // namespace
 
+const v1::GilThread* FindGilThread(const v1::Snapshot& s, int32_t tid) {
+  if (!tid || !s.gil().traced()) return nullptr;
+  for (const auto& g : s.gil().per_thread()) {
+    if (g.native_tid() == tid) return &g;
+  }
+  return nullptr;
+}
+
+// "GIL: held by 1234 for 3ms · waiting: 1235 (4ms) 1236 (1ms) · 212 switches/s (180 forced)"
+std::string GilLine(const v1::Snapshot& s, const TextStyle& style) {
+  const v1::Gil& g = s.gil();
+  std::string holder = "free";
+  if (g.has_holder_native_tid()) {
+    holder = fmt::format("held by {}", g.holder_native_tid());
+    if (g.has_holder_since_ns() && s.now_ns() > g.holder_since_ns()) {
+      holder += " for " + Duration(s.now_ns() - g.holder_since_ns());
+    }
+  }
+  std::string waiters;
+  for (int i = 0; i < std::min(4, g.waiters_size()); ++i) {
+    const auto& w = g.waiters(i);
+    waiters += fmt::format(" {}({})", w.native_tid(),
+                           Duration(s.now_ns() > w.since_ns() ? s.now_ns() - w.since_ns() : 0));
+  }
+  if (g.waiters_size() > 4) waiters += fmt::format(" +{}", g.waiters_size() - 4);
+  return Paint("GIL:", "1", style) +
+         fmt::format(" {} · waiting:{} · {} switches ({:.0f}/s), {} forced", holder,
+                     waiters.empty() ? " none" : waiters, g.switches(), g.switches_per_second(),
+                     g.forced_switches());
+}
+
 std::string LiveView(const v1::Snapshot& s, int max_rows, const TextStyle& style) {
   const v1::Target& t = s.target();
   Counts c = Count(s);
@@ -490,8 +592,9 @@ std::string LiveView(const v1::Snapshot& s, int max_rows, const TextStyle& style
       "to start)   records {} drops {}\n\n",
       t.pid(), t.python_version(), c.running, c.starting, c.done, c.failed, t.stats().records(),
       t.stats().drops());
-  out += Paint(fmt::format("{:>8} {:>16} {:<16} {:<9} {:>8} {:>9} {:<7} {:<9}", "TID", "IDENT",
-                           "NAME", "STATE", "PARENT", "AGE", "JOINED", "ORIGIN"),
+  out += Paint(fmt::format("{:>8} {:>16} {:<16} {:<9} {:>8} {:>9} {:<7} {:<9} {:>8} {:>8}", "TID",
+                           "IDENT", "NAME", "STATE", "PARENT", "AGE", "JOINED", "ORIGIN",
+                           "GIL HOLD", "GIL WAIT"),
                "1", style);
   out += "\n";
   // Live threads first, newest first; then the most recent finished ones.
@@ -510,6 +613,7 @@ std::string LiveView(const v1::Snapshot& s, int max_rows, const TextStyle& style
                 "1;31", style) +
           "\n" + out;
   }
+  if (s.gil().traced()) out += GilLine(s, style) + "\n";
   int lock_rows = s.locks_size() ? std::min(5, std::max(1, max_rows / 4)) : 0;
   max_rows -= lock_rows ? lock_rows + 3 : 0;
   int shown = 0;
@@ -527,12 +631,17 @@ std::string LiveView(const v1::Snapshot& s, int max_rows, const TextStyle& style
     if (!th->join_waiters().empty()) joined = fmt::format("wait:{}", th->join_waiters_size());
     std::string state = StateName(th->state());
     if (th->start_failed()) state = "FAILED";
-    out += fmt::format("{:>8} {:>16} {:<16} {} {:>8} {:>9} {:<7} {:<9}\n",
+    std::string hold = "-", wait = "-";
+    if (const v1::GilThread* g = FindGilThread(s, th->native_tid())) {
+      hold = fmt::format("{:.0f}%", 100 * g->hold_share());
+      wait = fmt::format("{:.0f}%", 100 * g->wait_share());
+    }
+    out += fmt::format("{:>8} {:>16} {:<16} {} {:>8} {:>9} {:<7} {:<9} {:>8} {:>8}\n",
                        th->native_tid() ? std::to_string(th->native_tid()) : "-", Ident(*th),
                        th->name().substr(0, 16),
                        Paint(fmt::format("{:<9}", state), StateColor(th->state()), style),
                        th->has_parent_native_tid() ? std::to_string(th->parent_native_tid()) : "-",
-                       age, joined, OriginName(th->origin()));
+                       age, joined, OriginName(th->origin()), hold, wait);
   }
   if (lock_rows) {
     out += "\n" + Paint(fmt::format("{:<22} {:<7} {:>8} {:>10} {:>10} {:>8}  {:<24} {}", "LOCK",
@@ -622,6 +731,29 @@ std::string SummaryText(const v1::Snapshot& s, const TextStyle& style) {
                    "33", style);
     }
   }
+  if (s.gil().traced()) {
+    const v1::Gil& g = s.gil();
+    out += fmt::format("  GIL: {} acquisitions, {} switches ({:.0f}/s), {} forced; wait {} total, "
+                       "max {}\n",
+                       g.acquisitions(), g.switches(), g.switches_per_second(),
+                       g.forced_switches(), Duration(g.wait().sum_ns()),
+                       Duration(g.wait().max_ns()));
+    for (int i = 0; i < std::min(5, g.per_thread_size()); ++i) {
+      const auto& pt = g.per_thread(i);
+      out += fmt::format("    tid {:>8}: held {:>9} ({:>3.0f}%), waited {:>9} ({:>3.0f}%), {} "
+                         "acquisitions, {} forced / {} voluntary drops\n",
+                         pt.native_tid(), Duration(pt.hold_ns()), 100 * pt.hold_share(),
+                         Duration(pt.wait_ns()), 100 * pt.wait_share(), pt.acquisitions(),
+                         pt.forced_drops(), pt.voluntary_drops());
+    }
+    if (!t.gil().drops_complete() || !t.gil().forced_known()) {
+      out += fmt::format("    (partial: {})\n", t.gil().notes().empty()
+                                                  ? "forced drops are not told apart"
+                                                  : t.gil().notes());
+    }
+  } else if (!t.gil().reason().empty()) {
+    out += fmt::format("  GIL: not traced ({})\n", t.gil().reason());
+  }
   int attached = 0;
   for (const auto& p : t.probes()) attached += p.attached();
   out += fmt::format("  probes: {}/{} attached; records: {}, dropped: {}\n", attached,
@@ -635,6 +767,17 @@ std::string SummaryText(const v1::Snapshot& s, const TextStyle& style) {
 }
 
 std::string EventLine(const v1::WatchEventsResponse& e, uint64_t base_ns) {
+  if (e.has_gil_event()) {
+    const auto& ge = e.gil_event();
+    double since = (static_cast<double>(ge.ts_ns()) - static_cast<double>(base_ns)) / 1e9;
+    std::string extra;
+    if (ge.change() == v1::GIL_CHANGE_ACQUIRED) extra = " waited=" + Duration(ge.wait_ns());
+    if (ge.change() == v1::GIL_CHANGE_DROPPED) {
+      extra = " held=" + Duration(ge.hold_ns()) + (ge.forced() ? " forced" : " voluntary");
+    }
+    return fmt::format("{:+9.3f}s gil_{:<12} tid={}{}", since, GilChangeName(ge.change()),
+                       ge.native_tid(), extra);
+  }
   if (e.has_lock_event()) {
     const auto& le = e.lock_event();
     double since = (static_cast<double>(le.ts_ns()) - static_cast<double>(base_ns)) / 1e9;

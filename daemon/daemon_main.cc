@@ -5,6 +5,8 @@
 #include <spdlog/spdlog.h>
 
 #include <cstdio>
+#include <string>
+#include <vector>
 #include <thread>
 
 #include "daemon/common/version.h"
@@ -22,6 +24,13 @@ int DaemonMain(int argc, char** argv) {
   app.add_option("--socket-group", options.socket_group,
                  "group that may use the socket (mode 0660); root-only if it does not exist")
       ->capture_default_str();
+  std::vector<std::string> labels;
+  app.add_option("--metrics-addr", options.metrics_addr,
+                 "serve Prometheus metrics on HOST:PORT (PORT alone: loopback), e.g. 9464");
+  app.add_option("--label", labels, "NAME=VALUE added to every metric series (repeatable)");
+  app.add_option("--metrics-top-locks", options.metrics.top_locks,
+                 "locks per target with series of their own; the rest fold into lock=\"other\"")
+      ->capture_default_str();
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}))
       ->capture_default_str();
@@ -31,6 +40,17 @@ int DaemonMain(int argc, char** argv) {
     return app.exit(e) == 0 ? 0 : 2;
   }
   spdlog::set_level(spdlog::level::from_str(log_level));
+  for (const auto& l : labels) {
+    std::string name, value;
+    if (!metrics::ParseLabel(l, &name, &value)) {
+      std::fprintf(stderr,
+                   "threadscoped: --label '%s' is not NAME=VALUE with a Prometheus label name "
+                   "that threadscope does not set itself (pid, executable, lock, ...)\n",
+                   l.c_str());
+      return 2;
+    }
+    options.metrics.labels[name] = value;
+  }
 
   // Signals are taken synchronously by one thread so shutdown runs outside a handler.
   sigset_t set;

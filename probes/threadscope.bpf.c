@@ -889,3 +889,36 @@ int ts_futex_wake(struct bpf_raw_tracepoint_args *ctx)
 	ts_submit(e);
 	return 0;
 }
+
+/* ---------------------------------------------------------------- the GIL */
+
+static __always_inline int gil_record(struct pt_regs *ctx)
+{
+	struct ts_gil_event *e;
+
+	if (!is_target())
+		return 0;
+	e = ts_reserve(sizeof(*e), TS_EV_GIL);
+	if (!e)
+		return 0;
+	e->op = (__u32)bpf_get_attach_cookie(ctx);
+	e->_pad = 0;
+	ts_submit(e);
+	return 0;
+}
+
+/* take_gil / drop_gil entries, their inlined copies and the forced-switch call sites.
+ * Cookie: enum ts_gil_op. The thread is the record's tid; no argument is read, so one program
+ * serves every version's signature (and 3.8's take_gil.constprop.0). */
+SEC("uprobe")
+int ts_gil(struct pt_regs *ctx)
+{
+	return gil_record(ctx);
+}
+
+/* take_gil returned: the thread holds the GIL. */
+SEC("uretprobe")
+int ts_gil_ret(struct pt_regs *ctx)
+{
+	return gil_record(ctx);
+}

@@ -42,6 +42,8 @@ enum ts_event_type {
 	TS_EV_LOCK_RELEASE = 34,      /* --locks=all: a release call began */
 	TS_EV_FUTEX_WAKE = 35,        /* a release woke waiters of a semaphore being waited on */
 
+	TS_EV_GIL = 48,               /* take_gil entered / returned, drop_gil, forced-switch sites */
+
 	TS_EV_PREEXISTING_THREAD = 200, /* daemon: a task that existed before attach */
 	TS_EV_LOST = 201,               /* daemon: records the kernel could not deliver */
 	TS_EV_TRACE_MARK = 202,         /* daemon: attach / detach / target exit markers */
@@ -210,6 +212,24 @@ struct ts_futex_wake {
 	struct ts_header h; /* h.tid = the releasing thread */
 	__u64 uaddr;        /* the semaphore (its futex word is its first field) */
 	__s32 woken;        /* reserved (0): the wake is seen at syscall entry */
+	__u32 _pad;
+};
+
+/* ---------------------------------------------------------------- the GIL */
+
+/* What a GIL probe site saw; the uprobe cookie of each site carries it. */
+enum ts_gil_op {
+	TS_GIL_TAKE_BEGIN = 1, /* take_gil entered: the thread starts waiting for the GIL */
+	TS_GIL_TAKE_END = 2,   /* take_gil returned: the thread holds the GIL */
+	TS_GIL_DROP = 3,       /* drop_gil entered (or an inlined copy began): the holder releases */
+	TS_GIL_FORCED = 4,     /* the eval loop is about to drop on request: the thread's next DROP
+				* is a forced switch (a waiter asked), not a blocking call */
+	TS_GIL_DROP_FORCED = 5, /* an inlined drop_gil copy inside the eval loop's switch code */
+};
+
+struct ts_gil_event {
+	struct ts_header h; /* h.tid = the thread taking / dropping */
+	__u32 op;           /* enum ts_gil_op */
 	__u32 _pad;
 };
 

@@ -14,9 +14,11 @@ packages=(
   libbpf-dev libelf-dev zlib1g-dev linux-libc-dev
   protobuf-compiler protobuf-compiler-grpc libprotobuf-dev libgrpc++-dev grpc-proto
   libspdlog-dev libfmt-dev libgtest-dev libgmock-dev libcapstone-dev libcli11-dev
-  nlohmann-json3-dev
+  nlohmann-json3-dev prometheus-cpp-dev
   # run and test: Debian's own stripped CPython is always a test target
   python3.11 procps util-linux
+  # metrics tests: a real Prometheus scraping the daemon, promtool for rules and exposition
+  prometheus
 )
 
 missing=()

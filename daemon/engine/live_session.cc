@@ -62,6 +62,7 @@ StatusOr<std::shared_ptr<LiveSession>> LiveSession::Attach(std::string id, pid_t
   plan_options.locks = options.locks;
   plan_options.stack_frames = options.stack_frames;
   plan_options.acquire_stack_frames = options.acquire_stack_frames;
+  plan_options.gil = options.gil;
   loader::ProbePlan plan = loader::PlanProbes(inspected, dis, plan_options);
 
   loader::BpfTracerOptions bpf_options;
@@ -90,9 +91,9 @@ StatusOr<std::shared_ptr<LiveSession>> LiveSession::Attach(std::string id, pid_t
   v1::Target t;
   t.set_pid(pid);
   t.set_ns_pid(info.ns_pid);
-  t.set_executable(info.executable);
-  t.set_command_line(info.command_line);
-  t.set_interpreter(info.interpreter.path);
+  t.set_executable(model::ToValidUtf8(info.executable));
+  t.set_command_line(model::ToValidUtf8(info.command_line));
+  t.set_interpreter(model::ToValidUtf8(info.interpreter.path));
   t.set_python_version(info.version.ToString());
   t.set_symbols(info.full_symbols ? v1::SYMBOL_LEVEL_FULL : v1::SYMBOL_LEVEL_DYNAMIC_ONLY);
   t.set_free_threaded(info.free_threaded);
@@ -113,6 +114,16 @@ StatusOr<std::shared_ptr<LiveSession>> LiveSession::Attach(std::string id, pid_t
   } else {
     stacks->set_reason(plan.stacks_unavailable);
   }
+  for (const auto& [k, v] : options.labels) (*t.mutable_labels())[k] = v;
+  v1::GilTracing* gil = t.mutable_gil();
+  gil->set_enabled(plan.gil.traced);
+  gil->set_reason(plan.gil.unavailable);
+  gil->set_take_functions(static_cast<uint32_t>(plan.gil.take_functions));
+  gil->set_drop_functions(static_cast<uint32_t>(plan.gil.drop_functions));
+  gil->set_inlined_drops(static_cast<uint32_t>(plan.gil.inlined_drops));
+  gil->set_drops_complete(plan.gil.drops_complete);
+  gil->set_forced_known(plan.gil.forced_known);
+  gil->set_notes(plan.gil.notes);
   // A probe the plan placed but the kernel refused changes what the model can see.
   model::ThreadModelConfig config = plan.model_config;
   for (size_t i = 0; i < plan.probes.size(); ++i) {
@@ -120,6 +131,11 @@ StatusOr<std::shared_ptr<LiveSession>> LiveSession::Attach(std::string id, pid_t
     const auto& result = (*attached)[i];
     *t.add_probes() = ToProto(planned, result);
     if (!result.attached && planned.name == "thread_body_done") config.body_done_visible = false;
+    if (!result.attached && gil->enabled() && planned.name.rfind("gil_", 0) == 0 &&
+        planned.name != "gil_forced") {
+      gil->set_enabled(false);
+      gil->set_reason("probe " + planned.name + " could not be attached: " + result.reason);
+    }
     if (!result.attached && (planned.name.rfind("thread_join", 0) == 0 ||
                              planned.name.rfind("sem_wait", 0) == 0) &&
         planned.name != "sem_wait_return_fallback") {

@@ -10,9 +10,11 @@
 #include <sys/types.h>
 
 #include <atomic>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <set>
+#include <string>
 #include <thread>
 #include <utility>
 
@@ -31,6 +33,8 @@ struct LiveSessionOptions {
   uint64_t lock_threshold_ns = 0;
   uint8_t stack_frames = TS_PY_MAX_FRAMES;
   uint8_t acquire_stack_frames = 0;
+  bool gil = true;
+  std::map<std::string, std::string> labels;  // user labels for metrics
   int poll_interval_ms = 50;
   int liveness_interval_ms = 200;
 };

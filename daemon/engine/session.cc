@@ -48,6 +48,15 @@ bool AboveThreshold(const v1::LockEvent& e, uint64_t threshold_ns) {
   }
 }
 
+bool GilMatches(const v1::WatchEventsRequest& req, const v1::GilEvent& event) {
+  if (!req.gil_events()) return false;
+  if (req.native_tids().empty()) return true;
+  for (int32_t tid : req.native_tids()) {
+    if (tid == event.native_tid()) return true;
+  }
+  return false;
+}
+
 bool ChangeMatches(const v1::WatchEventsRequest& req, const v1::ThreadEvent& event) {
   if (req.no_thread_events()) return false;
   if (!req.changes().empty() &&
@@ -81,7 +90,7 @@ v1::ThreadEvent ToThreadEvent(const model::TraceModel& model, const model::Model
 // history replay of WatchEvents(from_start), so both say the same thing.
 void ApplyAndDescribe(model::TraceModel& model, const uint8_t* data, size_t size,
                       std::vector<v1::WatchEventsResponse>* out, uint64_t* records,
-                      uint64_t lock_threshold_ns) {
+                      uint64_t lock_threshold_ns, bool gil_events) {
   std::vector<model::ModelEvent> changes;
   size_t off = 0;
   while (off + sizeof(ts_header) <= size) {
@@ -95,6 +104,10 @@ void ApplyAndDescribe(model::TraceModel& model, const uint8_t* data, size_t size
         v1::WatchEventsResponse r;
         if (e.kind == model::ModelEvent::Kind::kThread) {
           *r.mutable_thread_event() = ToThreadEvent(model, e);
+        } else if (e.kind == model::ModelEvent::Kind::kGil) {
+          // Thousands per second on busy targets: built only when a watcher asked for them.
+          if (!gil_events) continue;
+          *r.mutable_gil_event() = ToProto(e.gil);
         } else {
           *r.mutable_lock_event() = ToProto(model.locks(), model.locations(), e.lock);
           if (!AboveThreshold(r.lock_event(), lock_threshold_ns)) continue;
@@ -129,6 +142,7 @@ EventSubscription::EventSubscription(const v1::WatchEventsRequest& request, size
 bool EventSubscription::Matches(const v1::WatchEventsResponse& r) const {
   if (r.has_thread_event()) return ChangeMatches(request_, r.thread_event());
   if (r.has_lock_event()) return LockMatches(request_, r.lock_event());
+  if (r.has_gil_event()) return GilMatches(request_, r.gil_event());
   return true;
 }
 
@@ -211,7 +225,7 @@ std::shared_ptr<EventSubscription> Session::Watch(const v1::WatchEventsRequest& 
     std::vector<v1::WatchEventsResponse> history;
     for (const auto& chunk : raw_log_) {
       ApplyAndDescribe(replay, reinterpret_cast<const uint8_t*>(chunk.data()), chunk.size(),
-                       &history, nullptr, target_.lock_threshold_ns());
+                       &history, nullptr, target_.lock_threshold_ns(), request.gil_events());
     }
     for (auto& r : history) {
       if (Deliverable(*sub, r)) sub->queue().Push(std::move(r));
@@ -268,8 +282,10 @@ void Session::IngestRecords(const uint8_t* data, size_t size) {
   std::lock_guard<std::mutex> lock(mu_);
   std::vector<v1::WatchEventsResponse> events;
   uint64_t records = 0;
+  bool gil_events = false;
+  for (const auto& w : watchers_) gil_events |= w->request().gil_events();
   ApplyAndDescribe(*model_, data, size, watchers_.empty() ? nullptr : &events, &records,
-                   target_.lock_threshold_ns());
+                   target_.lock_threshold_ns(), gil_events);
   // History, in chunks of about kRecordChunkBytes, within the budget.
   if (raw_log_.empty() || raw_log_.back().size() + size > kRecordChunkBytes) {
     raw_log_.emplace_back();

@@ -83,6 +83,7 @@ class BoundedQueue {
 class EventSubscription {
  public:
   EventSubscription(const v1::WatchEventsRequest& request, size_t capacity);
+  const v1::WatchEventsRequest& request() const { return request_; }
   bool Matches(const v1::WatchEventsResponse& event) const;
   // Next message for the client: a LostEvents first if events were dropped since the last call.
   BoundedQueue<v1::WatchEventsResponse>::PopResult Next(v1::WatchEventsResponse* out,

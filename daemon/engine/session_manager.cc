@@ -1,5 +1,7 @@
 #include "daemon/engine/session_manager.h"
 
+#include "daemon/metrics/snapshot_metrics.h"
+
 #include <spdlog/spdlog.h>
 
 namespace threadscope::engine {
@@ -58,6 +60,13 @@ StatusOr<SessionManager::AttachResult> SessionManager::Attach(pid_t pid,
                                 std::to_string(TS_PY_MAX_FRAMES) + ", got " +
                                 std::to_string(options.acquire_stack_frames()));
   }
+  for (const auto& [name, value] : options.labels()) {
+    std::string n, v;
+    if (!metrics::ParseLabel(name + "=" + value, &n, &v)) {
+      return InvalidArgumentError("label '" + name +
+                                  "' is not a Prometheus label name threadscope leaves to users");
+    }
+  }
   std::lock_guard<std::mutex> attach_lock(attach_mu_);
   std::string id = LiveId(pid);
   {
@@ -79,6 +88,8 @@ StatusOr<SessionManager::AttachResult> SessionManager::Attach(pid_t pid,
     live.stack_frames = static_cast<uint8_t>(options.lock_stack_frames());
   }
   live.acquire_stack_frames = static_cast<uint8_t>(options.acquire_stack_frames());
+  live.gil = !options.has_gil() || options.gil();
+  live.labels = {options.labels().begin(), options.labels().end()};
   TS_ASSIGN_OR_RETURN(auto session, LiveSession::Attach(id, pid, live, proc_, *dis_));
   session->set_lease_seconds(options.lease_seconds());
   std::lock_guard<std::mutex> lock(mu_);

@@ -252,6 +252,82 @@ v1::Thread ToProto(const model::ThreadModel& threads, const model::ThreadRecord&
   return out;
 }
 
+v1::GilEvent ToProto(const model::GilChangeEvent& e) {
+  v1::GilEvent out;
+  out.set_ts_ns(e.ts_ns);
+  out.set_native_tid(e.tid);
+  switch (e.kind) {
+    case model::GilChangeEvent::Kind::kWaitBegin: out.set_change(v1::GIL_CHANGE_WAIT_BEGIN); break;
+    case model::GilChangeEvent::Kind::kAcquired: out.set_change(v1::GIL_CHANGE_ACQUIRED); break;
+    case model::GilChangeEvent::Kind::kDropped: out.set_change(v1::GIL_CHANGE_DROPPED); break;
+  }
+  out.set_wait_ns(e.wait_ns);
+  out.set_hold_ns(e.hold_ns);
+  out.set_forced(e.forced);
+  if (e.previous_holder) out.set_previous_holder(*e.previous_holder);
+  return out;
+}
+
+v1::Gil BuildGil(const model::TraceModel& model, bool traced, uint64_t now_ns) {
+  const model::GilModel& gil = model.gil();
+  v1::Gil out;
+  out.set_traced(traced);
+  if (auto h = gil.holder()) out.set_holder_native_tid(*h);
+  if (auto since = gil.holder_since()) out.set_holder_since_ns(*since);
+  for (const auto& [tid, since] : gil.Waiters()) {
+    auto* w = out.add_waiters();
+    w->set_native_tid(tid);
+    w->set_since_ns(since);
+  }
+  out.set_switches(gil.switches());
+  out.set_acquisitions(gil.acquisitions());
+  out.set_forced_switches(gil.forced_switches());
+  FillHistogram(gil.wait_histogram(), out.mutable_wait());
+  FillHistogram(gil.hold_histogram(), out.mutable_hold());
+  out.set_overlaps(gil.overlaps());
+  out.set_unmatched_drops(gil.unmatched_drops());
+  uint64_t start = model.attached_ns().value_or(0);
+  if (now_ns > start && start) {
+    out.set_switches_per_second(static_cast<double>(gil.switches()) * 1e9 /
+                                static_cast<double>(now_ns - start));
+  }
+  std::vector<v1::GilThread> threads;
+  for (const auto& [tid, t] : gil.threads()) {
+    v1::GilThread g;
+    g.set_native_tid(tid);
+    g.set_acquisitions(t.acquisitions);
+    // Time still running counts up to now, so a thread stuck waiting shows it.
+    uint64_t wait = t.wait_ns, hold = t.hold_ns;
+    if (t.waiting_since && now_ns > *t.waiting_since) wait += now_ns - *t.waiting_since;
+    if (t.holding_since && now_ns > *t.holding_since) hold += now_ns - *t.holding_since;
+    g.set_wait_ns(wait);
+    g.set_hold_ns(hold);
+    g.set_forced_drops(t.forced_drops);
+    g.set_voluntary_drops(t.voluntary_drops);
+    if (t.waiting_since) g.set_waiting_since_ns(*t.waiting_since);
+    g.set_holding(t.holding_since.has_value());
+    uint64_t begin = std::max(start, t.first_ns), end = now_ns;
+    if (const model::ThreadRecord* th = model.threads().FindByTid(tid)) {
+      if (th->started_ns) begin = std::max(start, std::min(begin, *th->started_ns));
+      if (th->exited_ns) end = std::min(end, *th->exited_ns);
+      else if (th->done_ns) end = std::min(end, *th->done_ns);
+    }
+    uint64_t span = end > begin ? end - begin : 0;
+    g.set_observed_ns(span);
+    if (span) {
+      g.set_hold_share(std::min(1.0, static_cast<double>(hold) / static_cast<double>(span)));
+      g.set_wait_share(std::min(1.0, static_cast<double>(wait) / static_cast<double>(span)));
+    }
+    threads.push_back(std::move(g));
+  }
+  std::sort(threads.begin(), threads.end(), [](const auto& a, const auto& b) {
+    if (a.wait_ns() != b.wait_ns()) return a.wait_ns() > b.wait_ns();
+    return a.native_tid() < b.native_tid();
+  });
+  for (auto& g : threads) *out.add_per_thread() = std::move(g);
+  return out;
+}
+
 v1::Snapshot BuildSnapshot(const model::TraceModel& model, const v1::Target& target,
                            uint64_t now_ns, bool final) {
   v1::Snapshot snap;
@@ -309,6 +385,7 @@ v1::Snapshot BuildSnapshot(const model::TraceModel& model, const v1::Target& tar
   for (const auto& inv : locks.inversions()) *snap.add_order_inversions() = ToProto(locks, inv);
   snap.set_now_ns(now_ns);
   snap.set_final(final);
+  *snap.mutable_gil() = BuildGil(model, target.gil().enabled(), now_ns);
   if (model.attached_ns()) snap.set_trace_start_ns(*model.attached_ns());
   if (model.target_exited_ns()) {
     snap.set_ended_by(v1::TRACE_END_EXITED);

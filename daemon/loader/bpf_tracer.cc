@@ -140,6 +140,16 @@ StatusOr<std::unique_ptr<BpfTracer>> BpfTracer::Load(const BpfTracerOptions& opt
   t->skel_->rodata->lockobject_lock_offset = options.lockobject_lock_offset;
   t->skel_->rodata->py_true = options.py_true;
   t->skel_->rodata->py_false = options.py_false;
+  t->uprobe_multi_ = KernelHasUprobeMulti();
+  if (t->uprobe_multi_) {
+    bpf_program* prog;
+    bpf_object__for_each_program(prog, t->skel_->obj) {
+      if (IsUprobeProgram(prog)) {
+        bpf_program__set_expected_attach_type(
+            prog, static_cast<enum bpf_attach_type>(kBpfTraceUprobeMulti));
+      }
+    }
+  }
   std::memcpy(const_cast<ts_py_layout*>(&t->skel_->rodata->py_layout), &options.py_layout,
               sizeof(ts_py_layout));
   t->skel_->rodata->stack_frames = options.stack_frames;

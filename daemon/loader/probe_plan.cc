@@ -2,6 +2,7 @@
 
 #include <cstdio>
 #include <optional>
+#include <map>
 #include <set>
 
 #include "probes/threadscope_events.h"
@@ -478,6 +479,290 @@ void AddLockProbes(const Planner& p, LockMode mode, ProbePlan* plan) {
   }
 }
 
+
+// ---------------------------------------------------------------------------- the GIL
+
+// A function's entry plus its compiler clones ("take_gil.constprop.0"); .cold parts are not
+// entries.
+std::vector<ProbeSite> FunctionAndClones(const Planner& p, const std::string& name) {
+  std::vector<ProbeSite> out;
+  if (auto s = p.Function(name)) out.push_back(*s);
+  for (const auto& clone : p.py().FindClones(name)) {
+    if (clone.name.find(".cold") != std::string::npos) continue;
+    if (auto s = p.Site(p.py(), p.target().info.interpreter, clone.value, clone.name,
+                        clone.from_dynsym ? ".dynsym" : ".symtab")) {
+      out.push_back(*s);
+    }
+  }
+  return out;
+}
+
+// Direct call/jmp targets of an exported function.
+std::set<uint64_t> CallTargets(const Planner& p, const std::string& function) {
+  std::set<uint64_t> out;
+  auto sym = p.py().FindSymbol(function);
+  if (!sym || !sym->is_function) return out;
+  for (const auto& c : target::CallSites(target::DecodeFunction(p.py(), p.dis(), sym->value))) {
+    if (p.py().IsText(c.target) && !p.py().PltStubName(c.target)) out.insert(c.target);
+  }
+  return out;
+}
+
+// A static GIL function in a stripped build: the call target two exported wrappers share
+// (take_gil: PyEval_AcquireLock and PyEval_AcquireThread; drop_gil: PyEval_ReleaseLock and
+// PyEval_ReleaseThread). Requiring both keeps a helper one of them calls from passing for it.
+std::optional<ProbeSite> SharedCallee(const Planner& p, const std::string& name, const std::string& a,
+                                      const std::string& b) {
+  auto ta = CallTargets(p, a);
+  auto tb = CallTargets(p, b);
+  std::vector<uint64_t> shared;
+  for (uint64_t t : ta) {
+    if (tb.count(t)) shared.push_back(t);
+  }
+  if (shared.size() != 1) return std::nullopt;
+  return p.Site(p.py(), p.target().info.interpreter, shared[0], name,
+                "call target shared by " + a + " and " + b);
+}
+
+struct FunctionRange {
+  uint64_t begin = 0, end = 0;
+  bool Contains(uint64_t a) const { return a >= begin && a < end; }
+};
+
+std::vector<FunctionRange> RangesOf(const Planner& p, const std::string& name) {
+  std::vector<FunctionRange> out;
+  std::vector<target::ElfSymbol> syms;
+  if (auto s = p.py().FindSymbol(name); s && s->is_function) syms.push_back(*s);
+  for (const auto& c : p.py().FindClones(name)) syms.push_back(c);  // .cold parts included
+  for (const auto& s : syms) {
+    if (auto ext = p.py().FunctionAround(s.value)) out.push_back({ext->first, ext->second});
+  }
+  return out;
+}
+
+void AddGilProbes(const Planner& p, bool enabled, ProbePlan* plan) {
+  GilCoverage& g = plan->gil;
+  const PythonVersion& v = p.version();
+  if (!enabled) {
+    g.unavailable = "turned off (--gil off)";
+    return;
+  }
+  auto none = [&](const std::string& why) {
+    g.unavailable = why;
+    PlannedProbe probe;
+    probe.name = "gil_take";
+    probe.program = "ts_gil";
+    probe.purpose = "GIL waits, holds and switches";
+    probe.unavailable = why;
+    plan->probes.push_back(std::move(probe));
+  };
+  if (v.major == 2) {
+    none("Python 2.7's GIL is a plain lock (interpreter_lock) taken through PyThread_acquire_lock "
+         "like every other lock, every 100 bytecodes: not traced");
+    return;
+  }
+  if (p.target().info.free_threaded) {
+    none("free-threaded build: there is no GIL (one enabled at run time by an import is not "
+         "followed yet)");
+    return;
+  }
+
+  // Takes: take_gil's entry (waiting) and return (holding).
+  std::vector<ProbeSite> takes = FunctionAndClones(p, "take_gil");
+  if (takes.empty()) {
+    if (auto s = SharedCallee(p, "take_gil", "PyEval_AcquireLock", "PyEval_AcquireThread")) {
+      takes.push_back(*s);
+    }
+  }
+  std::vector<ProbeSite> drops = FunctionAndClones(p, "drop_gil");
+  if (drops.empty()) {
+    if (auto s = SharedCallee(p, "drop_gil", "PyEval_ReleaseLock", "PyEval_ReleaseThread")) {
+      drops.push_back(*s);
+    }
+  }
+  if (takes.empty() || drops.empty()) {
+    none(std::string(takes.empty() ? "take_gil" : "drop_gil") +
+         " is static and could not be found (no .symtab, and the exported PyEval_* wrappers do not "
+         "share one callee)");
+    return;
+  }
+  g.traced = true;
+  g.take_functions = takes.size();
+  g.drop_functions = drops.size();
+  std::vector<FunctionRange> take_ranges, drop_ranges;
+  for (const auto& s : takes) {
+    if (auto ext = p.py().FunctionAround(s.vaddr)) take_ranges.push_back({ext->first, ext->second});
+  }
+  std::set<uint64_t> drop_entries;
+  for (const auto& s : drops) {
+    drop_entries.insert(s.vaddr);
+    if (auto ext = p.py().FunctionAround(s.vaddr)) drop_ranges.push_back({ext->first, ext->second});
+  }
+  auto in_any = [](const std::vector<FunctionRange>& rs, uint64_t a) {
+    for (const auto& r : rs) {
+      if (r.Contains(a)) return true;
+    }
+    return false;
+  };
+
+  // Where the eval loop drops the GIL because a waiter asked, and what it calls to do it.
+  std::string forced_fn = v.AtLeast(3, 12) ? "_Py_HandlePending" : "_PyEval_EvalFrameDefault";
+  std::set<uint64_t> forced_callees = drop_entries;
+  if (v.AtLeast(3, 13)) {  // _Py_HandlePending -> _PyThreadState_Detach -> ... -> drop_gil
+    forced_callees.clear();
+    if (auto s = p.py().FindSymbol("_PyThreadState_Detach"); s && s->is_function) {
+      forced_callees.insert(s->value);
+    }
+  }
+  std::vector<FunctionRange> forced_ranges = RangesOf(p, forced_fn);
+
+  // Inlined drop_gil copies (LTO builds inline it into PyEval_SaveThread and elsewhere): calls
+  // that lock the GIL's mutex by its address. Up to 3.11 the GIL is a static (in _PyRuntime from
+  // 3.7), so copies pass a constant. We know the constant either from take_gil, or from the
+  // copies themselves: a forced drop also locks switch_mutex, 88 bytes further
+  // (struct _gil_runtime_state: mutex@80, switch_mutex@168, the same in 3.6-3.11).
+  constexpr uint64_t kSwitchMutexAfterMutex = 88;
+  std::vector<ProbeSite> inlined, inlined_forced;
+  std::optional<uint64_t> gil_mutex;
+  std::string mutex_how;
+  std::map<uint64_t, std::vector<target::CallSite>> calls_by_function;
+  auto calls_of = [&](uint64_t function) -> const std::vector<target::CallSite>& {
+    auto it = calls_by_function.find(function);
+    if (it == calls_by_function.end()) {
+      it = calls_by_function
+               .emplace(function, target::CallSites(target::DecodeFunction(p.py(), p.dis(), function)))
+               .first;
+    }
+    return it->second;
+  };
+  struct MutexCall {
+    target::ImportCallSite site;
+    std::optional<uint64_t> mutex;
+  };
+  std::vector<MutexCall> mutex_calls;
+  std::set<uint64_t> constants;
+  for (const auto& site : target::FindImportCallSites(p.py(), p.dis(), "pthread_mutex_lock")) {
+    MutexCall mc{site, std::nullopt};
+    for (const auto& c : calls_of(site.function)) {
+      if (c.address == site.call) mc.mutex = c.args[0];
+    }
+    if (mc.mutex) {
+      constants.insert(*mc.mutex);
+      if (in_any(take_ranges, site.call) && !gil_mutex) {
+        gil_mutex = mc.mutex;
+        mutex_how = "the mutex take_gil locks";
+      }
+    }
+    mutex_calls.push_back(mc);
+  }
+  if (!gil_mutex && !v.AtLeast(3, 12)) {
+    for (uint64_t c : constants) {
+      if (constants.count(c + kSwitchMutexAfterMutex)) {
+        gil_mutex = c;
+        mutex_how = "a mutex locked with its switch_mutex 88 bytes further";
+        break;
+      }
+    }
+  }
+  if (gil_mutex) {
+    for (const auto& mc : mutex_calls) {
+      const auto& site = mc.site;
+      if (mc.mutex != gil_mutex || in_any(take_ranges, site.call) ||
+          in_any(drop_ranges, site.call)) {
+        continue;
+      }
+      std::string where = p.py().NameAt(site.function).value_or("fn_" + Hex(site.function));
+      auto s = p.Site(p.py(), p.target().info.interpreter, site.call,
+                      where + "+" + Hex(site.call - site.function) +
+                          " (inlined drop_gil: locks the GIL mutex " + Hex(*gil_mutex) + ")",
+                      "pthread_mutex_lock call on " + mutex_how);
+      if (!s) continue;
+      (in_any(forced_ranges, site.call) ? inlined_forced : inlined).push_back(*s);
+    }
+  }
+  // 3.13 inlines drop_gil into the exported PyEval_ReleaseLock (a legacy API, rarely called):
+  // when that function calls no drop function, its entry is the drop.
+  bool release_lock_inlined = false;
+  if (v.AtLeast(3, 12)) {
+    auto targets = CallTargets(p, "PyEval_ReleaseLock");
+    auto release = p.py().FindSymbol("_PyEval_ReleaseLock");
+    bool calls_drop = release && targets.count(release->value);
+    for (uint64_t d : drop_entries) calls_drop |= targets.count(d) > 0;
+    bool locks_mutex = false;
+    if (auto sym = p.py().FindSymbol("PyEval_ReleaseLock"); sym && sym->is_function) {
+      for (const auto& c : calls_of(sym->value)) {
+        auto stub = p.py().PltStubName(c.target);
+        locks_mutex |= stub && *stub == "pthread_mutex_lock";
+      }
+    }
+    if (!calls_drop && locks_mutex) {
+      if (auto s = p.Function("PyEval_ReleaseLock")) {
+        s->location += " (drop_gil inlined: calls no drop function)";
+        inlined.push_back(*s);
+        release_lock_inlined = true;
+      }
+    }
+  }
+  g.inlined_drops = inlined.size() + inlined_forced.size();
+
+  // Forced-switch marks: the switch code's calls into the drop path.
+  std::vector<ProbeSite> forced;
+  for (const auto& r : forced_ranges) {
+    for (const auto& c : calls_of(r.begin)) {
+      if (!forced_callees.count(c.target)) continue;
+      if (auto s = p.Site(p.py(), p.target().info.interpreter, c.address,
+                          p.py().NameAt(r.begin).value_or(forced_fn) + "+" +
+                              Hex(c.address - r.begin) + " (forced switch: call " +
+                              p.py().NameAt(c.target).value_or(Hex(c.target)) + ")",
+                          "call site in " + forced_fn)) {
+        forced.push_back(*s);
+      }
+    }
+  }
+  g.forced_known = !forced.empty() || !inlined_forced.empty();
+
+  auto add = [&](const char* name, const char* program, ProbeKind kind, uint32_t op,
+                 const char* purpose, std::vector<ProbeSite> sites, const std::string& missing) {
+    PlannedProbe probe;
+    probe.name = name;
+    probe.program = program;
+    probe.kind = kind;
+    probe.cookie = op;
+    probe.purpose = purpose;
+    probe.sites = std::move(sites);
+    if (probe.sites.empty()) probe.unavailable = missing;
+    plan->probes.push_back(std::move(probe));
+  };
+  add("gil_take", "ts_gil", ProbeKind::kUprobe, TS_GIL_TAKE_BEGIN,
+      "a thread starts waiting for the GIL (take_gil entered)", takes, "");
+  add("gil_take_return", "ts_gil_ret", ProbeKind::kUretprobe, TS_GIL_TAKE_END,
+      "a thread got the GIL (take_gil returned)", takes, "");
+  add("gil_drop", "ts_gil", ProbeKind::kUprobe, TS_GIL_DROP,
+      "the holder releases the GIL (drop_gil)", drops, "");
+  if (!inlined.empty()) {
+    add("gil_drop_inlined", "ts_gil", ProbeKind::kUprobe, TS_GIL_DROP,
+        "the holder releases the GIL (drop_gil inlined into its caller)", inlined, "");
+  }
+  if (!inlined_forced.empty()) {
+    add("gil_drop_inlined_forced", "ts_gil", ProbeKind::kUprobe, TS_GIL_DROP_FORCED,
+        "forced switch: drop_gil inlined into the eval loop's switch code", inlined_forced, "");
+  }
+  add("gil_forced", "ts_gil", ProbeKind::kUprobe, TS_GIL_FORCED,
+      "the eval loop drops the GIL because a waiter asked (forced switch)", forced,
+      "no call from " + forced_fn + " into the drop path found: forced and voluntary drops "
+      "are not told apart");
+
+  if (!gil_mutex && !v.AtLeast(3, 12)) {
+    g.notes = "no call locks the GIL mutex by its address: no inlined drop_gil copy was found "
+              "(none is expected outside LTO builds)";
+  } else if (v.AtLeast(3, 12)) {
+    g.notes = std::string("3.12+: the GIL lives behind interp->ceval.gil, so inlined drop_gil "
+                          "copies cannot be found by its mutex address") +
+              (release_lock_inlined ? "; the one in PyEval_ReleaseLock is probed at its entry" : "");
+  }
+  g.drops_complete = gil_mutex.has_value();
+}
+
 }  // namespace
 
 std::string ProbeSite::Describe() const {
@@ -602,6 +887,7 @@ ProbePlan PlanProbes(const target::InspectedProcess& t, const target::Disassembl
         "lock: lock tracing needs CPython 3";
     plan.probes.push_back(std::move(locks));
   }
+  AddGilProbes(p, options.gil, &plan);
   return plan;
 }
 

@@ -58,12 +58,25 @@ std::optional<LockMode> ParseLockMode(std::string_view name);
 
 struct PlanOptions {
   LockMode locks = LockMode::kContended;
+  bool gil = true;  // --gil on|off
   // Python frames recorded where locks are waited for and created, and (--locks=all) acquired.
   // 0 turns stacks off.
   uint8_t stack_frames = TS_PY_MAX_FRAMES;
   // --locks=all: frames recorded at every successful acquire (where owners took their locks).
   // Off by default: ~0.9 us per acquire for 8 frames, on top of the ~1.2 us the probes cost.
   uint8_t acquire_stack_frames = 0;
+};
+
+// What the GIL probes on this build can see (shown on the target, saved in recordings).
+struct GilCoverage {
+  bool traced = false;
+  std::string unavailable;  // why not traced, when not
+  size_t take_functions = 0;
+  size_t drop_functions = 0;     // out-of-line drop_gil (and clones)
+  size_t inlined_drops = 0;      // inlined drop_gil copies found by the GIL mutex they lock
+  bool drops_complete = false;   // every drop site is known to be probed
+  bool forced_known = false;     // forced drops are told from voluntary ones
+  std::string notes;             // what is partial, and why
 };
 
 struct ProbePlan {
@@ -81,6 +94,7 @@ struct ProbePlan {
   std::string stacks_unavailable;
   uint8_t stack_frames = 0;
   uint8_t stack_frames_acquire = 0;
+  GilCoverage gil;
 };
 
 ProbePlan PlanProbes(const target::InspectedProcess& target, const target::Disassembler& dis,

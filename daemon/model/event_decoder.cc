@@ -24,6 +24,7 @@ static_assert(sizeof(ts_lost) == 40);
 static_assert(sizeof(ts_trace_mark) == 32);
 static_assert(sizeof(ts_lock_event) == 64);
 static_assert(sizeof(ts_futex_wake) == 40);
+static_assert(sizeof(ts_gil_event) == 32);
 static_assert(sizeof(ts_py_stack) == 144);
 static_assert(sizeof(ts_py_location) == 56);
 
@@ -104,6 +105,7 @@ StatusOr<DecodedEvent> DecodeEvent(const uint8_t* data, size_t size) {
     case TS_EV_LOCK_ACQUIRE:
     case TS_EV_LOCK_RELEASE: return Copy<ts_lock_event>(h, data);
     case TS_EV_FUTEX_WAKE: return Copy<ts_futex_wake>(h, data);
+    case TS_EV_GIL: return Copy<ts_gil_event>(h, data);
     case TS_EV_PY_LOCATION: return DecodeLocation(h, data);
     default:
       return UnimplementedError("unknown record type " + std::to_string(h.type));
@@ -133,13 +135,46 @@ std::string EventTypeName(uint16_t type) {
     case TS_EV_LOCK_ACQUIRE: return "lock_acquire";
     case TS_EV_LOCK_RELEASE: return "lock_release";
     case TS_EV_FUTEX_WAKE: return "futex_wake";
+    case TS_EV_GIL: return "gil";
     case TS_EV_PY_LOCATION: return "py_location";
     default: return "type_" + std::to_string(type);
   }
 }
 
+std::string ToValidUtf8(std::string_view s) {
+  std::string out;
+  out.reserve(s.size());
+  size_t i = 0;
+  while (i < s.size()) {
+    unsigned char c = static_cast<unsigned char>(s[i]);
+    size_t len = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xe ? 3 : (c >> 3) == 0x1e ? 4 : 0;
+    bool ok = len > 0 && i + len <= s.size();
+    uint32_t cp = len == 1 ? c : len == 2 ? c & 0x1f : len == 3 ? c & 0x0f : c & 0x07;
+    for (size_t k = 1; ok && k < len; ++k) {
+      unsigned char cc = static_cast<unsigned char>(s[i + k]);
+      ok = (cc >> 6) == 0x2;
+      cp = (cp << 6) | (cc & 0x3f);
+    }
+    // Overlong forms, surrogates and values past U+10FFFF are invalid too.
+    if (ok && ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) ||
+               (cp >= 0xd800 && cp <= 0xdfff) || cp > 0x10ffff)) {
+      ok = false;
+    }
+    if (ok) {
+      out.append(s, i, len);
+      i += len;
+    } else {
+      out += "\xEF\xBF\xBD";
+      ++i;
+    }
+  }
+  return out;
+}
+
+
 std::string CommToString(const char (&comm)[TS_COMM_LEN]) {
-  return std::string(comm, strnlen(comm, TS_COMM_LEN));
+  // A thread can name itself with any bytes (prctl PR_SET_NAME).
+  return ToValidUtf8(std::string_view(comm, strnlen(comm, TS_COMM_LEN)));
 }
 
 std::string DescribeEvent(const DecodedEvent& e) {
@@ -182,6 +217,8 @@ std::string DescribeEvent(const DecodedEvent& e) {
               << " op=" << p.op << " result=" << p.result << " waited=" << p.waited;
         } else if constexpr (std::is_same_v<T, ts_futex_wake>) {
           out << " uaddr=0x" << p.uaddr << std::dec << " woken=" << p.woken;
+        } else if constexpr (std::is_same_v<T, ts_gil_event>) {
+          out << std::dec << " op=" << p.op;
         } else if constexpr (std::is_same_v<T, PyLocationRecord>) {
           out << " code=0x" << p.fixed.code << " instr=0x" << p.fixed.instr << std::dec << " "
               << p.file << ":" << p.fixed.line << " " << p.function << " flags=" << p.fixed.flags;

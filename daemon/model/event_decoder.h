@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <variant>
 
 #include "daemon/common/status.h"
@@ -27,7 +28,7 @@ using EventPayload =
     std::variant<ts_thread_start_begin, ts_thread_start_end, ts_thread_clone, ts_thread_bootstrap,
                  ts_thread_body_done, ts_thread_exit, ts_thread_rename, ts_thread_sentinel,
                  ts_thread_join, ts_thread_detach, ts_sem_wait, ts_preexisting_thread, ts_lost,
-                 ts_trace_mark, ts_lock_event, ts_futex_wake, PyLocationRecord>;
+                 ts_trace_mark, ts_lock_event, ts_futex_wake, ts_gil_event, PyLocationRecord>;
 
 struct DecodedEvent {
   ts_header header;
@@ -47,7 +48,12 @@ StatusOr<DecodedEvent> DecodeEvent(const uint8_t* data, size_t size);
 std::string EventTypeName(uint16_t type);
 std::string DescribeEvent(const DecodedEvent& event);
 
-// Copies a fixed-size C string field (comm) into a std::string.
+// Bytes as valid UTF-8 (protobuf strings must be): invalid sequences, overlong forms and
+// surrogates become U+FFFD. Applied to everything the target controls (names, paths), so live
+// and replayed reports agree and no message fails to serialize.
+std::string ToValidUtf8(std::string_view bytes);
+
+// Copies a fixed-size C string field (comm) into valid UTF-8.
 std::string CommToString(const char (&comm)[TS_COMM_LEN]);
 
 }  // namespace threadscope::model

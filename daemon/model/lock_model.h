@@ -30,6 +30,7 @@
 #include <vector>
 
 #include "daemon/model/event_decoder.h"
+#include "daemon/model/histogram.h"
 #include "daemon/model/py_locations.h"
 
 namespace threadscope::model {
@@ -44,17 +45,6 @@ enum class WaitKind {
   kJoin,       // Thread.join on 3.4-3.12: the thread's sentinel lock
 };
 const char* WaitKindName(WaitKind kind);
-
-// log2 buckets of nanoseconds: bucket i counts values in [2^i, 2^(i+1)); bucket 0 also holds 0.
-struct Log2Histogram {
-  static constexpr int kBuckets = 40;  // the last bucket holds everything from ~9 minutes on
-  uint64_t buckets[kBuckets] = {};
-  uint64_t count = 0;
-  uint64_t sum = 0;
-  uint64_t max = 0;
-  void Add(uint64_t ns);
-  void Merge(const Log2Histogram& other);
-};
 
 struct LockWaiter {
   pid_t tid = 0;

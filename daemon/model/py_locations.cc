@@ -32,8 +32,8 @@ void LocationTable::Define(const PyLocationRecord& r) {
     return;
   }
   CodeLocation l;
-  l.file = r.file;
-  l.function = r.function;
+  l.file = ToValidUtf8(r.file);
+  l.function = ToValidUtf8(r.function);
   l.line = r.fixed.line;
   l.unreadable = (r.fixed.flags & TS_LOCATION_UNREADABLE) != 0;
   locations_.push_back(std::move(l));

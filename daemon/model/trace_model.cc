@@ -37,6 +37,8 @@ void TraceModel::ApplyRecord(const uint8_t* data, size_t size, std::vector<Model
   }
   scratch_.clear();
   lock_scratch_.clear();
+  gil_scratch_.clear();
+  gil_.Apply(e, out ? &gil_scratch_ : nullptr);
   threads_.Apply(e, out ? &scratch_ : nullptr);
   std::optional<PyStack> stack;
   if (e.stack) stack = locations_.Resolve(*e.stack);
@@ -52,6 +54,12 @@ void TraceModel::ApplyRecord(const uint8_t* data, size_t size, std::vector<Model
       ModelEvent m;
       m.kind = ModelEvent::Kind::kLock;
       m.lock = change;
+      out->push_back(m);
+    }
+    for (const auto& change : gil_scratch_) {
+      ModelEvent m;
+      m.kind = ModelEvent::Kind::kGil;
+      m.gil = change;
       out->push_back(m);
     }
   }

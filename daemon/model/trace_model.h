@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "daemon/model/event_decoder.h"
+#include "daemon/model/gil_model.h"
 #include "daemon/model/lock_model.h"
 #include "daemon/model/thread_model.h"
 
@@ -31,11 +32,12 @@ struct TraceStats {
   uint64_t lost() const { return lost_ringbuf + lost_stash + lost_consumer; }
 };
 
-// A change worth telling a live watcher about: a thread's or a lock's.
+// A change worth telling a live watcher about: a thread's, a lock's or the GIL's.
 struct ModelEvent {
-  enum class Kind { kThread, kLock } kind = Kind::kThread;
+  enum class Kind { kThread, kLock, kGil } kind = Kind::kThread;
   ThreadChangeEvent thread;
   LockChangeEvent lock;
+  GilChangeEvent gil;
 };
 
 class TraceModel {
@@ -49,6 +51,7 @@ class TraceModel {
   const TraceModelConfig& config() const { return config_; }
   const ThreadModel& threads() const { return threads_; }
   const LockModel& locks() const { return locks_; }
+  const GilModel& gil() const { return gil_; }
   const LocationTable& locations() const { return locations_; }
   const TraceStats& stats() const { return stats_; }
   std::optional<uint64_t> attached_ns() const { return attached_ns_; }
@@ -63,6 +66,7 @@ class TraceModel {
   TraceModelConfig config_;
   ThreadModel threads_;
   LockModel locks_;
+  GilModel gil_;
   LocationTable locations_;
   TraceStats stats_;
   std::optional<uint64_t> attached_ns_;
@@ -71,6 +75,7 @@ class TraceModel {
   uint64_t last_ts_ns_ = 0;
   std::vector<ThreadChangeEvent> scratch_;
   std::vector<LockChangeEvent> lock_scratch_;
+  std::vector<GilChangeEvent> gil_scratch_;
 };
 
 }  // namespace threadscope::model

@@ -110,6 +110,10 @@ StatusOr<std::unique_ptr<DaemonServer>> DaemonServer::Start(const DaemonOptions&
   d->server_ = builder->BuildAndStart();
   if (!d->server_) return InternalError("cannot start the gRPC server");
   d->server_->GetHealthCheckService()->SetServingStatus(kServiceName, true);
+  if (!options.metrics_addr.empty()) {
+    TS_ASSIGN_OR_RETURN(d->metrics_, metrics::MetricsServer::Start(options.metrics_addr,
+                                                                   *d->manager_, options.metrics));
+  }
   TS_ASSIGN_OR_RETURN(d->listen_fd_, ListenUnix(options.socket_path, options.socket_group));
   d->wake_fd_ = eventfd(0, EFD_CLOEXEC);
   d->acceptor_ = std::thread([raw = d.get()] { raw->AcceptLoop(); });
@@ -159,6 +163,7 @@ void DaemonServer::Shutdown() {
 DaemonServer::~DaemonServer() {
   Shutdown();
   if (acceptor_.joinable()) acceptor_.join();
+  metrics_.reset();  // stop scraping before the sessions go
   if (manager_) manager_->DetachAll();
   if (listen_fd_ >= 0) {
     close(listen_fd_);

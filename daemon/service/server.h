@@ -14,6 +14,7 @@
 
 #include "daemon/common/status.h"
 #include "daemon/engine/session_manager.h"
+#include "daemon/metrics/metrics_server.h"
 #include "daemon/service/peer_auth.h"
 #include "daemon/service/threadscope_service.h"
 
@@ -27,6 +28,8 @@ struct DaemonOptions {
   // Group allowed to use the socket (mode 0660); empty or missing group = root only (0600).
   std::string socket_group = "threadscope";
   engine::SessionManagerOptions engine;
+  std::string metrics_addr;  // empty: no metrics endpoint
+  metrics::MetricsOptions metrics;
 };
 
 class DaemonServer {
@@ -47,6 +50,7 @@ class DaemonServer {
   PeerRegistry peers_;
   std::unique_ptr<ThreadscopeServiceImpl> service_;
   std::unique_ptr<grpc::Server> server_;
+  std::unique_ptr<metrics::MetricsServer> metrics_;
   int listen_fd_ = -1;
   int wake_fd_ = -1;  // eventfd that stops the accept loop
   std::thread acceptor_;

@@ -90,6 +90,8 @@ std::optional<int> LineLocations311(std::string_view t, int line, int64_t units)
 }
 
 void AppendUtf8(std::string* out, uint32_t cp) {
+  // Lone surrogates (legal in Python strings) and garbage have no UTF-8 form: U+FFFD.
+  if ((cp >= 0xd800 && cp <= 0xdfff) || cp > 0x10ffff) cp = 0xfffd;
   if (cp < 0x80) {
     out->push_back(static_cast<char>(cp));
   } else if (cp < 0x800) {
@@ -143,6 +145,11 @@ std::optional<std::string> PyCodeResolver::ReadString(uint64_t obj) const {
   if (ascii) {
     std::string s(static_cast<size_t>(length), '\0');
     if (!memory_.Read(obj + l.ascii_data, s.data(), s.size())) return std::nullopt;
+    // Read from a live process without stopping it: an object freed and reused under us shows
+    // bytes that are not ASCII. Not a string we can trust.
+    for (char c : s) {
+      if (static_cast<unsigned char>(c) >= 0x80) return std::nullopt;
+    }
     return s;
   }
   if (kind != 1 && kind != 2 && kind != 4) return std::nullopt;

@@ -1,27 +1,51 @@
-"""record -> report rebuilds exactly the report the live trace produced."""
+"""record -> report rebuilds exactly the report the live trace produced: threads, and locks with
+their Python stacks (the recording carries the locations the live engine resolved)."""
+import json
 import os
+import sys
 
 import harness
 
 
 class RecordReplayTest(harness.BpfTestCase):
-    def check(self, label, python):
+    def check(self, label, python, program="lifecycle.py", flags=()):
         rec, live = self.path(label + ".tsrec"), self.path(label + ".live.json")
-        r = harness.run([harness.threadscope(), "record", "-o", rec, "--report", live, "--",
-                         python, os.path.join(harness.PROGRAMS, "lifecycle.py"),
-                         self.path(label + ".truth")], timeout=120)
+        r = harness.run([harness.threadscope(), "record", "-o", rec, "--report", live] +
+                        list(flags) + ["--", python, os.path.join(harness.PROGRAMS, program),
+                                       self.path(label + ".truth")], timeout=120)
         self.assertEqual(r.returncode, 0, r.stderr)
         replay = harness.run([harness.threadscope(), "report", rec, "-o", "json"])
         self.assertEqual(replay.returncode, 0, replay.stderr)
-        import json
-        self.assertEqual(json.loads(replay.stdout), harness.load_json(live))
+        replayed = json.loads(replay.stdout)
+        self.assertEqual(replayed, harness.load_json(live))
         # The text form renders from the same snapshot.
         text = harness.run([harness.threadscope(), "report", rec])
         self.assertEqual(text.returncode, 0, text.stderr)
         self.assertIn("Summary:", text.stdout)
+        return replayed
 
     def test_every_interpreter(self):
         self.for_each_interpreter(self.check)
+
+    def test_locks_and_stacks(self):
+        def body(label, python):
+            report = self.check(label + ".locks", python,
+                                "locks.py", ["--locks", "all", "--acquire-stacks", "4"])
+            if report["target"]["python_stacks"]["enabled"]:
+                where = [l["first_contended_at"]["where"] for l in report["locks"]
+                         if l["first_contended_at"]]
+                self.assertTrue(where and all("locks.py:" in w for w in where), where)
+        # Two stack layouts: Debian's (DWARF-less, built-in offsets) and 3.13's debug_offsets.
+        for label, python, present, reason in harness.interpreters():
+            if label not in ("debian-3.11", "pyenv-3.13.0"):
+                continue
+            with self.subTest(interpreter=label):
+                if not present:
+                    if label.startswith("debian"):
+                        self.fail(reason)
+                    sys.stderr.write("SKIP %s: %s\n" % (label, reason))
+                    continue
+                body(label, python)
 
 
 if __name__ == "__main__":

@@ -109,6 +109,11 @@ class EventGenerator {
     e.op = op;
     return Make(TS_EV_LOCK_RELEASE, tid, e);
   }
+  std::string Gil(uint32_t tid, uint32_t op) {
+    ts_gil_event e{};
+    e.op = op;
+    return Make(TS_EV_GIL, tid, e);
+  }
   std::string FutexWake(uint32_t waker, uint64_t uaddr) {
     ts_futex_wake e{};
     e.uaddr = uaddr;

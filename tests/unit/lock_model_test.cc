@@ -366,3 +366,29 @@ TEST_F(LockModelTest, TargetExitEndsWaitsAndDeadlocks) {
 
 }  // namespace
 }  // namespace threadscope::model
+
+namespace threadscope::model {
+namespace {
+
+TEST(LocationTableTest, InvalidUtf8FromARecordingBecomesReplacementCharacters) {
+  LocationTable table;
+  PyLocationRecord r{};
+  r.fixed.code = 0x1000;
+  r.fixed.instr = 0x1010;
+  r.fixed.line = 7;
+  r.file = "caf\xc3\xa9.py";          // valid: kept
+  r.function = "f\xff\xc3(\xed\xa0\x80";  // stray byte, truncated sequence, encoded surrogate
+  table.Define(r);
+  ts_py_stack st{};
+  st.depth = 1;
+  st.frames[0].code = 0x1000;
+  st.frames[0].instr = 0x1010;
+  PyStack stack = table.Resolve(st);
+  ASSERT_EQ(stack.frames.size(), 1u);
+  const CodeLocation& l = table.Get(stack.frames[0]);
+  EXPECT_EQ(l.file, "caf\xc3\xa9.py");
+  EXPECT_EQ(l.function, "f\xef\xbf\xbd\xef\xbf\xbd(\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd");
+}
+
+}  // namespace
+}  // namespace threadscope::model

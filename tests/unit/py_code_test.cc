@@ -235,6 +235,20 @@ TEST_F(ResolverTest, NonAsciiNamesBecomeUtf8) {
   EXPECT_EQ(r.Resolve(0x30000, Instr(0x30000, 1)).function, "f\xf0\x9f\x98\x80");
 }
 
+TEST_F(ResolverTest, TornAndSurrogateStringsNeverYieldInvalidUtf8) {
+  Str(0x10000, U"a.py");
+  Str(0x11000, U"f");
+  // An "ASCII" string whose bytes are not (an object reused while we read it): unreadable.
+  uint8_t high = 0xe9;
+  mem_.Put(0x11000 + support_.layout.ascii_data, &high, 1);
+  Code(0x20000, 0x10000, 0x11000);
+  Str(0x12000, U"g\xd800");  // a lone surrogate: legal in Python, not in UTF-8
+  Code(0x30000, 0x10000, 0x12000);
+  PyCodeResolver r(mem_, support_);
+  EXPECT_NE(r.Resolve(0x20000, Instr(0x20000, 1)).kind, ResolvedFrame::Kind::kPython);
+  EXPECT_EQ(r.Resolve(0x30000, Instr(0x30000, 1)).function, "g\xef\xbf\xbd");
+}
+
 TEST_F(ResolverTest, FramesThatAreNotPythonAreSkippedNotGuessed) {
   Str(0x10000, U"a.py");
   Str(0x11000, U"f");

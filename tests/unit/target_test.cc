@@ -143,13 +143,26 @@ TEST_F(TargetTest, DebianStrippedPythonIsFullyResolved) {
     EXPECT_TRUE(p.unavailable.empty()) << p.name << ": " << p.unavailable;
     for (const auto& s : p.sites) {
       // Every probe on the hot path must sit on an instruction the kernel emulates.
-      if (p.name == "sem_wait" || p.name == "sem_wait_return" || p.name == "sem_destroy") {
+      if (p.name == "sem_wait" || p.name == "sem_wait_return" || p.name == "sem_destroy" ||
+          p.name.rfind("gil_", 0) == 0) {
         EXPECT_EQ(s.site_kind, UprobeSiteKind::kEmulated) << p.name << " " << s.Describe();
       }
     }
   }
   EXPECT_EQ(plan.model_config.joins, model::JoinVisibility::kBlockingOnly);
   EXPECT_TRUE(plan.model_config.body_done_visible);
+  // take_gil/drop_gil found without symbols, and LTO's inlined drop_gil copies by the GIL mutex
+  // they lock (PyEval_SaveThread's among them), so every drop is seen.
+  EXPECT_TRUE(plan.gil.traced) << plan.gil.unavailable;
+  EXPECT_TRUE(plan.gil.drops_complete) << plan.gil.notes;
+  EXPECT_TRUE(plan.gil.forced_known);
+  EXPECT_GE(plan.gil.inlined_drops, 1u);
+  bool save_thread = false;
+  for (const auto& p : plan.probes) {
+    if (p.name != "gil_drop_inlined") continue;
+    for (const auto& s : p.sites) save_thread |= s.location.rfind("PyEval_SaveThread+", 0) == 0;
+  }
+  EXPECT_TRUE(save_thread);
   // thread_run was found without symbols, through the _thread method table.
   for (const auto& p : plan.probes) {
     if (p.name == "thread_bootstrap") {
@@ -193,13 +206,16 @@ TEST_P(PyenvTest, VersionSymbolsAndPlan) {
   for (const auto& p : plan.probes) {
     if (!p.unavailable.empty()) {
       ++unavailable;
-      // The only gaps anywhere: 2.7 has no C-level join, and its locks cannot be traced.
+      // The only gaps anywhere: 2.7 has no C-level join, and its locks and GIL are not traced.
       EXPECT_EQ(version, "2.7.18");
-      EXPECT_TRUE(p.name == "thread_join" || p.name == "lock_wait") << p.name;
+      EXPECT_TRUE(p.name == "thread_join" || p.name == "lock_wait" || p.name == "gil_take")
+          << p.name;
     }
     if (p.required) EXPECT_TRUE(p.unavailable.empty()) << p.name;
   }
-  EXPECT_LE(unavailable, 2u);
+  EXPECT_LE(unavailable, 3u);
+  EXPECT_EQ(plan.gil.traced, t->info.version.major == 3) << plan.gil.unavailable;
+  if (t->info.version.major == 3) EXPECT_TRUE(plan.gil.forced_known) << version;
   if (t->info.version.major == 3) {
     // Tracing every acquire finds all its probes too, and more of them.
     loader::PlanOptions all;

@@ -1,0 +1,163 @@
+"""What the benchmarks share: running a workload untraced, under threadscope and under bpftrace
+on the same sites, interleaved, and printing medians side by side.
+
+Workloads (bench/workloads.py) print "RESULT <name> <wall s> cpu=<s> [<count>]". CPU time includes
+the kernel's time in the process, where uprobe traps are charged, so it is the steadier measure
+of what tracing costs the program on a noisy machine.
+"""
+import json
+import os
+import re
+import statistics
+import subprocess
+import tempfile
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+WORKLOADS = os.path.join(HERE, "workloads.py")
+
+TRACEPOINTS = {"thread_clone": "sched:sched_process_fork",
+               "thread_exit": "sched:sched_process_exit",
+               "thread_rename": "task:task_rename",
+               "lock_wake": "raw_syscalls:sys_enter"}
+
+
+def parse_result(stdout):
+    """(wall seconds, CPU seconds, the count the program reported or None)."""
+    m = re.search(r"RESULT \S+ ([0-9.]+) cpu=([0-9.]+)(?: (\d+))?", stdout)
+    if not m:
+        raise RuntimeError("no RESULT line in: " + stdout[-500:])
+    return float(m.group(1)), float(m.group(2)), (int(m.group(3)) if m.group(3) else None)
+
+
+def bpftrace_script(report):
+    """One counting probe per site threadscope attached, same kinds, same offsets."""
+    lines = []
+    for probe in report["probes"]:
+        if not probe["attached"]:
+            continue
+        if probe["kind"] == "raw_tracepoint":
+            lines.append("tracepoint:%s /pid == cpid/ { @[\"%s\"] = count(); }" %
+                         (TRACEPOINTS[probe["name"]], probe["name"]))
+            continue
+        kind = "uretprobe" if probe["kind"] == "uretprobe" else "uprobe"
+        for site in probe["sites"]:
+            lines.append("%s:%s:0x%x { @[\"%s\"] = count(); }" %
+                         (kind, site["binary"], site["file_offset"], probe["name"]))
+    return "\n".join(lines)
+
+
+def bpftrace_hits(stdout):
+    return sum(int(n) for n in re.findall(r"^@\[.*\]: (\d+)$", stdout, re.M))
+
+
+class Bench:
+    """modes: name -> threadscope flags (a list), "untraced", or ("bpftrace", flags): bpftrace
+    counting hits on the sites threadscope places with those flags."""
+
+    def __init__(self, threadscope, python, modes, runs):
+        if not os.path.ismount("/sys/kernel/tracing"):  # bpftrace needs tracefs
+            subprocess.run(["mount", "-t", "tracefs", "nodev", "/sys/kernel/tracing"],
+                           check=False)
+        self.threadscope, self.python, self.modes, self.runs = threadscope, python, modes, runs
+        self.tmp = tempfile.mkdtemp(prefix="ts_bench_")
+        self.scripts, self.plans = {}, {}
+        for name, mode in modes.items():
+            if isinstance(mode, tuple):
+                plan = self.plan(mode[1])
+                self.scripts[name] = os.path.join(self.tmp, name + ".bt")
+                with open(self.scripts[name], "w") as f:
+                    f.write(bpftrace_script(plan))
+
+    def plan(self, flags):
+        """threadscope's report for `flags` on an empty program: its probes and sites."""
+        key = " ".join(flags)
+        if key not in self.plans:
+            path = os.path.join(self.tmp, "plan-%d.json" % len(self.plans))
+            subprocess.run([self.threadscope, "run"] + flags + ["--report", path, "--",
+                                                               self.python, "-c", "pass"],
+                           check=True, capture_output=True)
+            self.plans[key] = json.load(open(path))
+        return self.plans[key]
+
+    def measure(self, workload, n, on_report=None):
+        """Runs every mode `runs` times, interleaved. Returns mode -> dict of lists: wall, cpu,
+        counted (the program's own count), records (threadscope records or bpftrace hits)."""
+        cmd = [self.python, WORKLOADS, workload, str(n)]
+        out = {m: {"wall": [], "cpu": [], "counted": [], "records": [], "reports": []}
+               for m in self.modes}
+        failed = {}
+        for _ in range(self.runs):
+            for name, mode in self.modes.items():
+                if name in failed:
+                    continue
+                if mode == "untraced":
+                    r = subprocess.run(cmd, capture_output=True, text=True, check=True)
+                elif isinstance(mode, tuple):
+                    r = subprocess.run(["bpftrace", "--unsafe", "-q", self.scripts[name], "-c",
+                                        " ".join(cmd)], capture_output=True, text=True)
+                    if "RESULT" not in r.stdout:
+                        failed[name] = (r.stderr.strip().splitlines() or ["failed"])[-1]
+                        continue
+                    out[name]["records"].append(bpftrace_hits(r.stdout))
+                else:
+                    rep = os.path.join(self.tmp, "r.json")
+                    r = subprocess.run([self.threadscope, "run", "--no-live", "--report", rep] +
+                                       mode + ["--"] + cmd, capture_output=True, text=True,
+                                       check=True)
+                    report = json.load(open(rep))
+                    out[name]["records"].append(report["stats"]["events"])
+                    out[name]["reports"].append(report)
+                    if report["stats"]["drops"]:
+                        print("  warning: %s dropped %d records" % (name,
+                                                                   report["stats"]["drops"]))
+                seconds, cpu, count = parse_result(r.stdout)
+                out[name]["wall"].append(seconds)
+                out[name]["cpu"].append(cpu)
+                if count is not None:
+                    out[name]["counted"].append(count)
+        for name, why in failed.items():
+            out[name]["failed"] = why
+        return out
+
+    def print_table(self, title, results, count_label="counted"):
+        base = statistics.median(results["untraced"]["wall"])
+        base_cpu = statistics.median(results["untraced"]["cpu"])
+        print("\n" + title)
+        print("  %-18s %8s %7s %8s %7s %12s %10s %10s" % (
+            "mode", "wall s", "ratio", "cpu s", "ratio", "records/run", "cpu us/rec",
+            count_label))
+        for name in self.modes:
+            r = results[name]
+            if not r["wall"]:
+                print("  %-18s not measured: %s" % (name, r.get("failed", "?")))
+                continue
+            med, med_cpu = statistics.median(r["wall"]), statistics.median(r["cpu"])
+            recs = statistics.median(r["records"]) if r["records"] else None
+            per = "%10.3f" % ((med_cpu - base_cpu) / recs * 1e6) if recs else "%10s" % "-"
+            counted = ("%10d" % statistics.median(r["counted"])) if r["counted"] else ""
+            print("  %-18s %8.3f %6.3fx %8.3f %6.3fx %12s %s %s" % (
+                name, med, med / base, med_cpu, med_cpu / base_cpu,
+                "%d" % recs if recs else "-", per, counted))
+
+    @staticmethod
+    def added_cpu(results, mode):
+        """Median CPU a mode added over the untraced runs (seconds), or None."""
+        if not results[mode]["cpu"]:
+            return None
+        return statistics.median(results[mode]["cpu"]) - statistics.median(
+            results["untraced"]["cpu"])
+
+    def print_vs_floor(self, results, mode, floor_mode, what):
+        cost, floor = self.added_cpu(results, mode), self.added_cpu(results, floor_mode)
+        if cost is not None and floor and floor > 0:
+            print("  %s added CPU vs the bpftrace floor on the same sites: %.2fx" %
+                  (what, cost / floor))
+
+    def print_sites(self, flags, prefixes):
+        """Where each probe of the plan sits and how the kernel runs its instruction."""
+        for probe in self.plan(flags)["probes"]:
+            if probe["name"].startswith(prefixes) and probe["attached"]:
+                kinds = sorted({s["execution"] for s in probe["sites"]}) or ["kernel tracepoint"]
+                first = probe["sites"][0]["instruction"] if probe["sites"] else ""
+                print("  %-28s %3d site(s)  %-26s %s" % (probe["name"], len(probe["sites"]),
+                                                         "/".join(kinds), first))

@@ -1,0 +1,71 @@
+#!/usr/bin/env python3
+"""GIL tracing cost, measured side by side in one run.
+
+Workloads (bench/workloads.py):
+  cpu N       4 threads spinning in Python, N loop iterations in all, at the default 5 ms switch
+              interval: the GIL changes hands ~200 times a second, by forced switches
+  handoff N   4 threads making N short blocking calls in all (os.stat): every call drops and
+              re-takes the GIL, the worst case for GIL tracing
+
+Modes, interleaved:
+  untraced      the workload alone
+  lifecycle     threadscope run --locks off --gil off (thread lifecycle probes only)
+  gil           threadscope run --locks off (lifecycle + GIL)
+  bpftrace-gil  bpftrace counting hits on exactly the sites `gil` placed: the uprobe floor
+  default       threadscope run (contended locks + GIL: what users get)
+
+  bench/gil_bench.py --threadscope bazel-bin/client/threadscope [--python /usr/bin/python3.11]
+
+"switches" is the median number of GIL switches threadscope saw in the `gil` runs.
+"""
+import argparse
+import statistics
+import sys
+
+from benchlib import Bench
+
+GIL_ONLY = ["--locks", "off"]
+MODES = {
+    "untraced": "untraced",
+    "lifecycle": ["--locks", "off", "--gil", "off"],
+    "gil": GIL_ONLY,
+    "bpftrace-gil": ("bpftrace", GIL_ONLY),
+    "default": [],
+}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--threadscope", required=True)
+    ap.add_argument("--python", default="/usr/bin/python3.11")
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--scale", type=float, default=1.0, help="multiply every workload size")
+    args = ap.parse_args()
+    bench = Bench(args.threadscope, args.python, MODES, args.runs)
+    plan = bench.plan(GIL_ONLY)
+    print("interpreter: %s (CPython %s); %d runs per mode, interleaved; medians" %
+          (args.python, plan["target"]["python_version"], args.runs))
+    print("GIL probes, where each sits and how the kernel runs it:")
+    bench.print_sites(GIL_ONLY, ("gil_",))
+
+    for workload, n in [("cpu", 20000000), ("handoff", 200000)]:
+        n = int(n * args.scale)
+        results = bench.measure(workload, n)
+        bench.print_table("%s (n=%d)" % (workload, n), results)
+        reports = results["gil"]["reports"]
+        if reports:
+            g = [r["gil"] for r in reports]
+            print("  threadscope saw %d GIL acquisitions, %d switches (%d forced) per run "
+                  "(median)" % (statistics.median(x["acquisitions"] for x in g),
+                                statistics.median(x["switches"] for x in g),
+                                statistics.median(x["forced_switches"] for x in g)))
+        bench.print_vs_floor(results, "gil", "bpftrace-gil", "GIL tracing (--locks off)")
+        life, gil = bench.added_cpu(results, "lifecycle"), bench.added_cpu(results, "gil")
+        base = statistics.median(results["untraced"]["cpu"])
+        if life is not None and gil is not None:
+            print("  GIL probes alone: %+.2f%% CPU over lifecycle-only tracing" %
+                  (100 * (gil - life) / base))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

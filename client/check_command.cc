@@ -1,0 +1,221 @@
+#include "client/check_command.h"
+
+#include <sys/wait.h>
+#include <unistd.h>
+#include <fcntl.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "client/gate.h"
+
+namespace threadscope::client {
+
+namespace {
+
+using nlohmann::json;
+
+int Usage(const std::string& message) {
+  std::fprintf(stderr, "threadscope check: %s\n", message.c_str());
+  return kCheckUsage;
+}
+
+bool ReadFile(const std::string& path, std::string* out) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return false;
+  std::ostringstream s;
+  s << in.rdbuf();
+  *out = s.str();
+  return true;
+}
+
+bool WriteFile(const std::string& path, const std::string& text, bool append = false) {
+  std::ofstream out(path, append ? std::ios::app : std::ios::trunc);
+  out << text;
+  return static_cast<bool>(out);
+}
+
+// Runs `threadscope run` with a report into `report`; its output goes to `log`.
+int RunOnce(const std::vector<std::string>& run_flags, const std::vector<std::string>& command,
+            const std::string& report, const std::string& log) {
+  std::vector<std::string> args = {"threadscope"};
+  std::vector<std::string> global, local;
+  // --server is the CLI's global option: it goes before the subcommand.
+  for (size_t i = 0; i < run_flags.size(); ++i) {
+    if (run_flags[i] == "--server" && i + 1 < run_flags.size()) {
+      global.push_back(run_flags[i]);
+      global.push_back(run_flags[++i]);
+    } else {
+      local.push_back(run_flags[i]);
+    }
+  }
+  args.insert(args.end(), global.begin(), global.end());
+  args.insert(args.end(), {"run", "--no-live", "--report", report});
+  args.insert(args.end(), local.begin(), local.end());
+  args.push_back("--");
+  args.insert(args.end(), command.begin(), command.end());
+  pid_t pid = fork();
+  if (pid < 0) return -1;
+  if (pid == 0) {
+    int fd = open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    if (fd >= 0) {
+      dup2(fd, STDOUT_FILENO);
+      dup2(fd, STDERR_FILENO);
+    }
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    execv("/proc/self/exe", argv.data());
+    _exit(127);
+  }
+  int status = 0;
+  while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+std::string LastLine(const std::string& path) {
+  std::string text;
+  if (!ReadFile(path, &text)) return "";
+  while (!text.empty() && text.back() == '\n') text.pop_back();
+  auto nl = text.rfind('\n');
+  return nl == std::string::npos ? text : text.substr(nl + 1);
+}
+
+}  // namespace
+
+int CheckCommand(const CheckOptions& options, const std::vector<std::string>& command) {
+  if (options.baseline.empty()) return Usage("--baseline FILE is required");
+  if (options.reports.empty() && command.empty()) {
+    return Usage("give the command to run after --, or saved reports with --reports");
+  }
+  if (!options.reports.empty() && !command.empty()) {
+    return Usage("give either --reports or a command, not both");
+  }
+  if (options.runs < 1 || options.runs > 100) return Usage("--runs must be 1-100");
+  std::map<std::string, gate::Threshold> overrides;
+  for (const auto& t : options.thresholds) {
+    auto parsed = gate::ParseThreshold(t);
+    if (!parsed) {
+      return Usage("--threshold '" + t + "' is not NAME=REL,ABS (e.g. lock_contentions=0.25,5)");
+    }
+    overrides[parsed->first] = parsed->second;
+  }
+
+  // The baseline: required unless it is being created.
+  std::optional<gate::Baseline> baseline;
+  std::string text;
+  if (ReadFile(options.baseline, &text)) {
+    std::string why;
+    baseline = gate::ParseBaseline(text, &why);
+    if (!baseline) {
+      return Usage("baseline " + options.baseline + " is corrupt: " + why +
+                   " (fix it, or rewrite it with --update-baseline)");
+    }
+  } else if (!options.update_baseline) {
+    return Usage("cannot read baseline " + options.baseline + ": " + std::strerror(errno) +
+                 " (create it with --update-baseline)");
+  }
+
+  // Figures, one map per run.
+  std::vector<std::map<std::string, double>> runs;
+  json meta = {{"runs", 0}};
+  if (!options.reports.empty()) {
+    for (const auto& path : options.reports) {
+      std::string report;
+      if (!ReadFile(path, &report)) return Usage("cannot read report " + path);
+      json j = json::parse(report, nullptr, false);
+      if (j.is_discarded() || !j.is_object() || !j.contains("report_version")) {
+        return Usage(path + " is not a threadscope JSON report");
+      }
+      runs.push_back(gate::ExtractFigures(j));
+      meta["python_version"] = j["target"].value("python_version", "");
+    }
+    meta["reports"] = options.reports;
+  } else {
+    char dir_template[] = "/tmp/threadscope-check-XXXXXX";
+    if (!mkdtemp(dir_template)) {
+      std::fprintf(stderr, "threadscope check: cannot create a temporary directory: %s\n",
+                   std::strerror(errno));
+      return kCheckInternal;
+    }
+    std::string dir = dir_template;
+    std::string log = dir + "/runs.log";
+    for (int i = 0; i < options.runs; ++i) {
+      std::string report = dir + "/run-" + std::to_string(i + 1) + ".json";
+      auto t0 = std::chrono::steady_clock::now();
+      int code = RunOnce(options.run_flags, command, report, log);
+      double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      std::string body;
+      json j;
+      if (ReadFile(report, &body)) j = json::parse(body, nullptr, false);
+      if (!j.is_object()) {
+        std::fprintf(stderr, "threadscope check: run %d/%d produced no report (exit %d): %s\n",
+                     i + 1, options.runs, code, LastLine(log).c_str());
+        continue;
+      }
+      auto figures = gate::ExtractFigures(j);
+      std::fprintf(stderr, "threadscope check: run %d/%d: exit %d, %.1fs, %zu figures\n", i + 1,
+                   options.runs, code, secs, figures.size());
+      runs.push_back(std::move(figures));
+      meta["python_version"] = j["target"].value("python_version", "");
+    }
+    meta["command"] = command;
+    meta["run_flags"] = options.run_flags;
+    std::filesystem::remove_all(dir);
+  }
+  meta["runs"] = runs.size();
+  if (runs.empty()) {
+    std::fprintf(stderr, "threadscope check: no data: no run produced a report\n");
+    return kCheckNoData;
+  }
+
+  if (options.update_baseline) {
+    gate::Baseline fresh = gate::MakeBaseline(runs, baseline ? &*baseline : nullptr, overrides, meta);
+    if (fresh.figures.empty()) {
+      std::fprintf(stderr, "threadscope check: no data: the reports have no figures\n");
+      return kCheckNoData;
+    }
+    if (!WriteFile(options.baseline, gate::BaselineJson(fresh).dump(2) + "\n")) {
+      std::fprintf(stderr, "threadscope check: cannot write %s\n", options.baseline.c_str());
+      return kCheckInternal;
+    }
+    std::printf("threadscope check: wrote baseline %s (%zu figures, medians of %zu runs)\n",
+                options.baseline.c_str(), fresh.figures.size(), runs.size());
+    return kCheckOk;
+  }
+
+  gate::CheckResult result = gate::Compare(*baseline, runs, overrides);
+  std::fputs(gate::TextReport(result).c_str(), stdout);
+  const char* gha = std::getenv("GITHUB_ACTIONS");
+  if (options.github || (gha && std::string(gha) == "true")) {
+    std::fputs(gate::GitHubAnnotations(result).c_str(), stdout);
+  }
+  std::string summary = options.summary_file;
+  if (summary.empty()) {
+    if (const char* s = std::getenv("GITHUB_STEP_SUMMARY"); s && *s) summary = s;
+  }
+  bool ok = true;
+  if (!summary.empty()) ok &= WriteFile(summary, gate::MarkdownSummary(result), true);
+  if (!options.junit_file.empty()) ok &= WriteFile(options.junit_file, gate::JUnitXml(result));
+  if (!options.json_file.empty()) {
+    ok &= WriteFile(options.json_file, gate::ResultJson(result).dump(2) + "\n");
+  }
+  std::fflush(stdout);
+  if (!ok) {
+    std::fprintf(stderr, "threadscope check: could not write an output file\n");
+    return kCheckInternal;
+  }
+  switch (result.verdict) {
+    case gate::Verdict::kOk: return kCheckOk;
+    case gate::Verdict::kRegression: return kCheckRegression;
+    case gate::Verdict::kNoData: return kCheckNoData;
+  }
+  return kCheckInternal;
+}
+
+}  // namespace threadscope::client

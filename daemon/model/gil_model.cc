@@ -1,0 +1,155 @@
+#include "daemon/model/gil_model.h"
+
+#include <algorithm>
+
+namespace threadscope::model {
+
+GilThreadStats& GilModel::Thread(pid_t tid, uint64_t ts) {
+  auto [it, inserted] = threads_.try_emplace(tid);
+  if (inserted) it->second.first_ns = ts;
+  return it->second;
+}
+
+const GilThreadStats* GilModel::FindThread(pid_t tid) const {
+  auto it = threads_.find(tid);
+  return it == threads_.end() ? nullptr : &it->second;
+}
+
+std::optional<uint64_t> GilModel::holder_since() const {
+  if (!holder_) return std::nullopt;
+  const GilThreadStats* t = FindThread(*holder_);
+  return t ? t->holding_since : std::nullopt;
+}
+
+std::vector<std::pair<pid_t, uint64_t>> GilModel::Waiters() const {
+  std::vector<std::pair<pid_t, uint64_t>> out;
+  for (const auto& [tid, t] : threads_) {
+    if (t.waiting_since) out.emplace_back(tid, *t.waiting_since);
+  }
+  std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) {
+    return a.second != b.second ? a.second < b.second : a.first < b.first;
+  });
+  return out;
+}
+
+void GilModel::EndHold(pid_t tid, GilThreadStats& t, uint64_t ts, bool forced, bool count_drop,
+                       std::vector<GilChangeEvent>* out) {
+  uint64_t held = 0;
+  if (t.holding_since) {
+    held = ts > *t.holding_since ? ts - *t.holding_since : 0;
+    t.hold_ns += held;
+    hold_.Add(held);
+  }
+  t.holding_since.reset();
+  if (holder_ == tid) holder_.reset();
+  if (count_drop) {
+    if (forced) {
+      ++t.forced_drops;
+      ++forced_drops_;
+    } else {
+      ++t.voluntary_drops;
+    }
+  }
+  t.forced_pending = false;
+  if (out) {
+    GilChangeEvent c;
+    c.kind = GilChangeEvent::Kind::kDropped;
+    c.ts_ns = ts;
+    c.tid = tid;
+    c.hold_ns = held;
+    c.forced = forced;
+    out->push_back(c);
+  }
+}
+
+void GilModel::Apply(const DecodedEvent& e, std::vector<GilChangeEvent>* out) {
+  const uint64_t ts = e.header.ts_ns;
+  const pid_t tid = static_cast<pid_t>(e.header.tid);
+  if (std::holds_alternative<ts_thread_exit>(e.payload)) {
+    // A thread that ends inside take_gil (a daemon thread at finalization) never returns from it;
+    // one that still holds the GIL is gone with it.
+    auto it = threads_.find(tid);
+    if (it == threads_.end()) return;
+    GilThreadStats& t = it->second;
+    if (t.waiting_since) {
+      t.wait_ns += ts > *t.waiting_since ? ts - *t.waiting_since : 0;
+      t.waiting_since.reset();
+    }
+    if (t.holding_since || holder_ == tid) EndHold(tid, t, ts, false, false, out);
+    return;
+  }
+  const auto* g = std::get_if<ts_gil_event>(&e.payload);
+  if (!g) return;
+  ++records_;
+  GilThreadStats& t = Thread(tid, ts);
+  switch (g->op) {
+    case TS_GIL_TAKE_BEGIN:
+      // A compiler clone calling the original (or a nested probe) reports the same take twice:
+      // the first entry is when the wait began.
+      if (!t.waiting_since && !t.holding_since) t.waiting_since = ts;
+      if (out) {
+        GilChangeEvent c;
+        c.kind = GilChangeEvent::Kind::kWaitBegin;
+        c.ts_ns = ts;
+        c.tid = tid;
+        out->push_back(c);
+      }
+      break;
+    case TS_GIL_TAKE_END: {
+      if (t.holding_since) break;  // the same take seen through a second return
+      uint64_t waited = 0;
+      if (t.waiting_since) {
+        waited = ts > *t.waiting_since ? ts - *t.waiting_since : 0;
+        t.waiting_since.reset();
+        t.wait_ns += waited;
+        wait_.Add(waited);
+      }
+      if (holder_ && *holder_ != tid) {
+        // Another thread's drop went unseen: end its hold here, so no two threads hold at once.
+        ++overlaps_;
+        EndHold(*holder_, threads_[*holder_], ts, false, false, out);
+      }
+      std::optional<pid_t> previous = last_holder_;
+      if (last_holder_ && *last_holder_ != tid) ++switches_;
+      ++acquisitions_;
+      ++t.acquisitions;
+      t.holding_since = ts;
+      t.forced_pending = false;
+      holder_ = tid;
+      last_holder_ = tid;
+      if (out) {
+        GilChangeEvent c;
+        c.kind = GilChangeEvent::Kind::kAcquired;
+        c.ts_ns = ts;
+        c.tid = tid;
+        c.wait_ns = waited;
+        c.previous_holder = previous;
+        out->push_back(c);
+      }
+      break;
+    }
+    case TS_GIL_FORCED:
+      t.forced_pending = true;
+      break;
+    case TS_GIL_DROP:
+    case TS_GIL_DROP_FORCED: {
+      bool forced = g->op == TS_GIL_DROP_FORCED || t.forced_pending;
+      if (!t.holding_since) {
+        if (holder_ && *holder_ != tid) {
+          ++unmatched_drops_;  // a drop by a thread we never saw take it while another holds
+        } else if (t.acquisitions == 0 && !t.held_at_attach) {
+          t.held_at_attach = true;  // it held the GIL when the probes went live
+        } else {
+          ++unmatched_drops_;
+        }
+      }
+      last_holder_ = tid;
+      EndHold(tid, t, ts, forced, true, out);
+      break;
+    }
+    default:
+      break;
+  }
+}
+
+}  // namespace threadscope::model

@@ -1,0 +1,90 @@
+// Rebuilds who holds the GIL, who waits for it, and per thread how long each waited and held,
+// from take_gil/drop_gil records. Pure.
+//
+// A take is waiting from take_gil's entry to its return; a hold runs from that return to the
+// thread's next drop. A drop is forced when the eval loop dropped because a waiter asked (the
+// TS_GIL_FORCED mark at the switch code precedes it), voluntary otherwise (a blocking call, a
+// thread ending). What this can and cannot know:
+//   - holds and waits that began before the attach have no start: the first drop of the holder
+//     at attach counts as a drop but adds no hold time (take_gil calls in progress at the attach
+//     never report their return);
+//   - a drop site the plan could not find (an inlined copy in a stripped build) shows as a take
+//     returning while another thread still holds: counted in `overlaps`, and the previous hold
+//     ends there, so per-thread times stay bounded by the wall clock.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <vector>
+
+#include "daemon/model/event_decoder.h"
+#include "daemon/model/histogram.h"
+
+namespace threadscope::model {
+
+struct GilThreadStats {
+  uint64_t acquisitions = 0;  // takes whose return was seen
+  uint64_t wait_ns = 0;       // take_gil entry to return, summed
+  uint64_t hold_ns = 0;       // acquisition to drop, summed (holds whose start was seen)
+  uint64_t forced_drops = 0;
+  uint64_t voluntary_drops = 0;
+  uint64_t first_ns = 0;  // first GIL record of the thread
+  std::optional<uint64_t> waiting_since;
+  std::optional<uint64_t> holding_since;  // set while this thread holds it
+  bool forced_pending = false;            // the switch code ran; the next drop is forced
+  bool held_at_attach = false;            // dropped it before any take was seen
+};
+
+struct GilChangeEvent {
+  enum class Kind { kWaitBegin, kAcquired, kDropped } kind = Kind::kAcquired;
+  uint64_t ts_ns = 0;
+  pid_t tid = 0;
+  uint64_t wait_ns = 0;  // kAcquired: how long the take waited
+  uint64_t hold_ns = 0;  // kDropped: how long it was held (0 when its start was not seen)
+  bool forced = false;   // kDropped: a forced switch
+  std::optional<pid_t> previous_holder;  // kAcquired: who held it before (a switch when != tid)
+};
+
+class GilModel {
+ public:
+  // Applies GIL records and thread exits; appends what changed to `out` (may be null).
+  void Apply(const DecodedEvent& e, std::vector<GilChangeEvent>* out);
+
+  bool seen() const { return records_ > 0; }
+  uint64_t records() const { return records_; }
+  std::optional<pid_t> holder() const { return holder_; }
+  std::optional<uint64_t> holder_since() const;
+  uint64_t switches() const { return switches_; }  // acquisitions by a different thread
+  uint64_t acquisitions() const { return acquisitions_; }
+  uint64_t forced_switches() const { return forced_drops_; }
+  uint64_t overlaps() const { return overlaps_; }
+  uint64_t unmatched_drops() const { return unmatched_drops_; }
+  const Log2Histogram& wait_histogram() const { return wait_; }
+  const Log2Histogram& hold_histogram() const { return hold_; }
+  const std::map<pid_t, GilThreadStats>& threads() const { return threads_; }
+  // Threads waiting for the GIL now, longest first: (tid, since).
+  std::vector<std::pair<pid_t, uint64_t>> Waiters() const;
+  const GilThreadStats* FindThread(pid_t tid) const;
+
+ private:
+  GilThreadStats& Thread(pid_t tid, uint64_t ts);
+  void EndHold(pid_t tid, GilThreadStats& t, uint64_t ts, bool forced, bool count_drop,
+               std::vector<GilChangeEvent>* out);
+
+  uint64_t records_ = 0;
+  std::optional<pid_t> holder_;
+  std::optional<pid_t> last_holder_;
+  uint64_t switches_ = 0;
+  uint64_t acquisitions_ = 0;
+  uint64_t forced_drops_ = 0;
+  uint64_t overlaps_ = 0;
+  uint64_t unmatched_drops_ = 0;
+  Log2Histogram wait_;
+  Log2Histogram hold_;
+  std::map<pid_t, GilThreadStats> threads_;
+};
+
+}  // namespace threadscope::model

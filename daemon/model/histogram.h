@@ -1,0 +1,19 @@
+// Distributions of durations, shared by the lock and GIL models.
+#pragma once
+
+#include <cstdint>
+
+namespace threadscope::model {
+
+// log2 buckets of nanoseconds: bucket i counts values in [2^i, 2^(i+1)); bucket 0 also holds 0.
+struct Log2Histogram {
+  static constexpr int kBuckets = 40;  // the last bucket holds everything from ~9 minutes on
+  uint64_t buckets[kBuckets] = {};
+  uint64_t count = 0;
+  uint64_t sum = 0;
+  uint64_t max = 0;
+  void Add(uint64_t ns);
+  void Merge(const Log2Histogram& other);
+};
+
+}  // namespace threadscope::model

@@ -1,0 +1,114 @@
+"""`threadscope check`, the CI gate, end to end: a baseline from a workload, unchanged runs that
+pass, an injected regression (the workload holds its lock longer) that fails with every CI
+output saying so, and bad baselines, bad flags and commands without data getting their exit
+codes."""
+import json
+import os
+import xml.etree.ElementTree as ET
+
+import harness
+
+WORKLOAD = os.path.join(harness.PROGRAMS, "contention.py")
+
+
+class CheckTest(harness.BpfTestCase):
+    def check(self, *args, hold=None):
+        cmd = [harness.threadscope(), "check"] + list(args)
+        if hold is not None:
+            cmd += ["--", harness.DEBIAN_PYTHON, WORKLOAD, str(hold)]
+        return harness.run(cmd, timeout=300)
+
+    def baseline(self):
+        path = self.path("baseline.json")
+        r = self.check("--baseline", path, "--runs", "3", "--update-baseline", hold=0)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("wrote baseline", r.stdout)
+        return path
+
+    def test_unchanged_passes_and_injected_regression_fails(self):
+        baseline = self.baseline()
+        b = harness.load_json(baseline)
+        self.assertEqual(b["threadscope_baseline"], 1)
+        self.assertIn("lock_contentions", b["figures"])
+        self.assertIn("gil_forced_switches", b["figures"])
+
+        out = {k: self.path("ok." + k) for k in ("xml", "json", "md")}
+        r = self.check("--baseline", baseline, "--runs", "3", "--junit", out["xml"],
+                       "--json", out["json"], "--summary", out["md"], hold=0)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertIn("verdict: ok", r.stdout)
+        self.assertEqual(harness.load_json(out["json"])["verdict"], "ok")
+        suite = ET.parse(out["xml"]).getroot().find("testsuite")
+        self.assertEqual(suite.get("failures"), "0")
+
+        # The regression: 20 ms holds make every waiter wait (60 contended acquisitions where
+        # the baseline has none), at one line of the program.
+        bad = {k: self.path("bad." + k) for k in ("xml", "json", "md")}
+        r = self.check("--baseline", baseline, "--runs", "3", "--junit", bad["xml"],
+                       "--json", bad["json"], "--summary", bad["md"], "--github", hold=0.02)
+        self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+        self.assertIn("verdict: REGRESSION", r.stdout)
+        self.assertIn("::error title=threadscope%3A lock_contentions regressed::", r.stdout)
+        result = harness.load_json(bad["json"])
+        self.assertEqual(result["verdict"], "regression")
+        figures = {f["name"]: f for f in result["figures"]}
+        self.assertTrue(figures["lock_contentions"]["regressed"])
+        self.assertGreaterEqual(figures["lock_contentions"]["median"], 50)
+        sites = [f for n, f in figures.items() if n.startswith("lock_contentions@")]
+        self.assertTrue(any("contention.py:" in f["name"] and f["median"] >= 50 for f in sites),
+                        sites)
+        suite = ET.parse(bad["xml"]).getroot().find("testsuite")
+        failed = [tc.get("name") for tc in suite.findall("testcase")
+                  if tc.find("failure") is not None]
+        self.assertIn("lock_contentions", failed)
+        with open(bad["md"]) as f:
+            self.assertIn("**regressed**", f.read())
+
+        # The same verdict from saved reports.
+        report = self.path("saved.json")
+        r = harness.run([harness.threadscope(), "run", "--report", report, "--",
+                         harness.DEBIAN_PYTHON, WORKLOAD, "0.02"], timeout=60)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        r = self.check("--baseline", baseline, "--reports", report)
+        self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+
+    def test_bad_baselines_and_flags(self):
+        corrupt = self.path("corrupt.json")
+        with open(corrupt, "w") as f:
+            f.write('{"threadscope_baseline": 1, "figures": {"lock_contentions": ')
+        r = self.check("--baseline", corrupt, "--runs", "1", hold=0)
+        self.assertEqual(r.returncode, 2)
+        self.assertIn("is corrupt", r.stderr)
+        self.assertEqual(len(r.stderr.strip().splitlines()), 1, r.stderr)
+
+        r = self.check("--baseline", self.path("missing.json"), "--runs", "1", hold=0)
+        self.assertEqual(r.returncode, 2)
+        self.assertIn("--update-baseline", r.stderr)
+
+        r = self.check("--baseline", corrupt, "--threshold", "lock_contentions=lots", hold=0)
+        self.assertEqual(r.returncode, 2)
+        self.assertIn("NAME=REL,ABS", r.stderr)
+
+        r = self.check("--baseline", corrupt)
+        self.assertEqual(r.returncode, 2)
+
+    def test_no_data(self):
+        baseline = self.path("b.json")
+        with open(baseline, "w") as f:
+            json.dump({"threadscope_baseline": 1, "figures": {"lock_contentions": {"value": 3}}},
+                      f)
+        # Not a Python program: no run produces a report.
+        r = harness.run([harness.threadscope(), "check", "--baseline", baseline, "--runs", "2",
+                         "--", "/bin/true"], timeout=60)
+        self.assertEqual(r.returncode, 4, r.stdout + r.stderr)
+        self.assertIn("no data", r.stderr)
+        # Lock and GIL tracing off: reports without the figures the baseline has.
+        r = harness.run([harness.threadscope(), "check", "--baseline", baseline, "--runs", "1",
+                         "--locks", "off", "--gil", "off", "--", harness.DEBIAN_PYTHON, "-c",
+                         "pass"], timeout=60)
+        self.assertEqual(r.returncode, 4, r.stdout + r.stderr)
+        self.assertIn("MISSING", r.stdout)
+
+
+if __name__ == "__main__":
+    harness.main()

@@ -1,0 +1,179 @@
+"""Metrics end to end: a real daemon serving --metrics-addr while it traces a real Python
+workload, a real Prometheus (Debian's) scraping it, and every query of the Grafana dashboard
+evaluated through Prometheus's HTTP API: none may fail or come back empty. Also: promtool checks
+the exposition, the alert rules and their unit tests; the dashboard's structure."""
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import time
+import urllib.parse
+import urllib.request
+
+import harness
+
+def dashboards_dir():
+    here = os.path.dirname(os.path.abspath(__file__))
+    for candidate in (os.path.join(here, "..", "..", "dashboards"),
+                      os.path.join(os.environ.get("TEST_SRCDIR", ""), "__main__", "dashboards")):
+        if os.path.exists(os.path.join(candidate, "threadscope.json")):
+            return os.path.abspath(candidate)
+    raise RuntimeError("dashboards/ not found next to the tests")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def http_get(url, timeout=10):
+    with urllib.request.urlopen(url, timeout=timeout) as r:
+        return r.read().decode()
+
+
+def http_text(url):
+    """The body, or "" while the server is not answering yet."""
+    try:
+        return http_get(url)
+    except OSError:
+        return ""
+
+
+def panel_queries(dashboard):
+    for p in dashboard["panels"]:
+        if p["type"] == "row":
+            continue
+        for t in p.get("targets", []):
+            yield p, t["expr"]
+
+
+def instantiate(expr):
+    """A dashboard query with Grafana's variables as Grafana would fill them ("All")."""
+    expr = expr.replace("$__rate_interval", "10s")
+    return re.sub(r"\$(instance|service|pid)\b", ".*", expr)
+
+
+class MetricsTest(harness.BpfTestCase):
+    def test_dashboard_structure(self):
+        with open(os.path.join(dashboards_dir(), "threadscope.json")) as f:
+            dash = json.load(f)
+        self.assertEqual(dash["__inputs"][0]["name"], "DS_PROMETHEUS")
+        names = [v["name"] for v in dash["templating"]["list"]]
+        self.assertEqual(names, ["DS_PROMETHEUS", "instance", "service", "pid"])
+        rows = [p["title"] for p in dash["panels"] if p["type"] == "row"]
+        self.assertEqual(rows, ["Overview", "Threads", "Locks", "GIL"])
+        ids = [p["id"] for p in dash["panels"]]
+        self.assertEqual(len(ids), len(set(ids)))
+        for p in dash["panels"]:
+            if p["type"] == "row":
+                continue
+            self.assertEqual(p["datasource"]["uid"], "${DS_PROMETHEUS}", p["title"])
+            self.assertTrue(p["fieldConfig"]["defaults"].get("unit"), p["title"])
+            self.assertTrue(p["targets"], p["title"])
+            for t in p["targets"]:
+                self.assertEqual(t["datasource"]["uid"], "${DS_PROMETHEUS}", p["title"])
+                self.assertRegex(t["expr"], r"threadscope_[a-z_]+", p["title"])
+
+    def test_alert_rules(self):
+        alerts = os.path.join(dashboards_dir(), "alerts")
+        r = subprocess.run(["promtool", "check", "rules",
+                            os.path.join(alerts, "threadscope-rules.yml")],
+                           capture_output=True, text=True)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        r = subprocess.run(["promtool", "test", "rules", "threadscope-rules.test.yml"],
+                           cwd=alerts, capture_output=True, text=True)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+
+    def test_prometheus_scrapes_and_every_panel_has_data(self):
+        metrics_port, prom_port = free_port(), free_port()
+        sock = self.path("threadscope.sock")
+        log = open(self.path("daemon.log"), "w")
+        daemon = subprocess.Popen([harness.threadscoped(), "--socket", sock, "--metrics-addr",
+                                   str(metrics_port), "--label", "node=ci"],
+                                  stdout=log, stderr=subprocess.STDOUT)
+        procs = [daemon]
+        try:
+            harness.wait_for(lambda: os.path.exists(sock), what="the daemon's socket")
+            url = "http://127.0.0.1:%d/metrics" % metrics_port
+            harness.wait_for(lambda: http_text(url), what="the metrics endpoint")
+            workload = subprocess.Popen(
+                [harness.threadscope(), "--server", "unix:" + sock, "run", "--no-live",
+                 "--label", "service=ci", "--", harness.DEBIAN_PYTHON,
+                 os.path.join(harness.PROGRAMS, "metrics_workload.py"), "25"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            procs.append(workload)
+            harness.wait_for(lambda: "threadscope_target_info{" in http_text(url), timeout=30,
+                             what="the target in the exposition")
+            time.sleep(2)
+            exposition = http_get(url)
+            # The exposition passes promtool's checks (names, units, _total, HELP/TYPE).
+            r = subprocess.run(["promtool", "check", "metrics"], input=exposition,
+                               capture_output=True, text=True)
+            self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+            self.assertIn('service="ci"', exposition)
+            self.assertIn('node="ci"', exposition)
+            self.assertIn('threadscope_gil_switches_total{', exposition)
+            self.assertRegex(exposition, r'threadscope_lock_contentions_total\{[^}]*lock="0x')
+
+            config = self.path("prometheus.yml")
+            with open(config, "w") as f:
+                f.write("global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
+                        "scrape_configs:\n  - job_name: threadscope\n"
+                        "    static_configs:\n      - targets: ['127.0.0.1:%d']\n" % metrics_port)
+            prom_log = open(self.path("prometheus.log"), "w")
+            prom = subprocess.Popen(
+                ["prometheus", "--config.file", config, "--storage.tsdb.path",
+                 self.path("tsdb"), "--web.listen-address", "127.0.0.1:%d" % prom_port],
+                stdout=prom_log, stderr=subprocess.STDOUT)
+            procs.append(prom)
+            api = "http://127.0.0.1:%d/api/v1/" % prom_port
+
+            def query(expr):
+                body = http_get(api + "query?" + urllib.parse.urlencode({"query": expr}))
+                return json.loads(body)
+
+            def scraped():
+                try:
+                    res = query("count_over_time(threadscope_target_info[1m])")
+                except OSError:
+                    return False
+                return any(float(s["value"][1]) >= 8 for s in res["data"]["result"])
+
+            harness.wait_for(scraped, timeout=60, what="8 scrapes of the daemon by Prometheus")
+            self.assertIsNone(workload.poll(), "the workload ended before the queries ran")
+
+            with open(os.path.join(dashboards_dir(), "threadscope.json")) as f:
+                dash = json.load(f)
+            failures = []
+            for panel, expr in panel_queries(dash):
+                res = query(instantiate(expr))
+                if res.get("status") != "success":
+                    failures.append("%s: %s -> %s" % (panel["title"], expr, res))
+                elif not res["data"]["result"]:
+                    failures.append("%s: %s -> empty" % (panel["title"], expr))
+            self.assertEqual(failures, [])
+            # Variables resolve too.
+            for var in dash["templating"]["list"][1:]:
+                m = re.match(r"label_values\((.*), (\w+)\)$", var["query"]["query"])
+                self.assertIsNotNone(m, var)
+                selector = re.sub(r"\$(instance|service|pid)\b", ".*", m.group(1))
+                res = query("count by (%s) (%s)" % (m.group(2), selector))
+                self.assertTrue(res["data"]["result"], var["name"])
+        finally:
+            for p in reversed(procs):
+                if p.poll() is None:
+                    p.send_signal(signal.SIGTERM)
+                    try:
+                        p.wait(timeout=30)
+                    except subprocess.TimeoutExpired:
+                        p.kill()
+            log.close()
+            if "prom_log" in locals():
+                prom_log.close()
+
+
+if __name__ == "__main__":
+    harness.main()

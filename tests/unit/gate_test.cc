@@ -1,0 +1,162 @@
+#include "client/gate.h"
+
+#include <gtest/gtest.h>
+
+namespace threadscope::client::gate {
+namespace {
+
+using nlohmann::json;
+
+json Report(double contended, double wait_ns, const std::string& where, double forced,
+            double gil_wait_ns) {
+  return {{"report_version", 1},
+          {"target", {{"lock_mode", "contended"}, {"python_version", "3.11.2"}}},
+          {"locks",
+           {{{"contended", contended},
+             {"timeouts", 1},
+             {"wait_ns_total", wait_ns},
+             {"first_contended_at", {{"where", where}}}},
+            {{"contended", 0}, {"timeouts", 0}, {"wait_ns_total", 0},
+             {"first_contended_at", nullptr}}}},
+          {"deadlocks", json::array()},
+          {"summary", {{"start_failed", 0}}},
+          {"gil",
+           {{"traced", true},
+            {"forced_switches", forced},
+            {"per_thread",
+             {{{"wait_ns", gil_wait_ns}, {"observed_ns", 1e9}},
+              {{"wait_ns", 0}, {"observed_ns", 1e9}}}}}}};
+}
+
+TEST(GateTest, FiguresFromAReport) {
+  auto f = ExtractFigures(Report(40, 2e9, "/srv/app/app.py:12 work", 100, 5e8));
+  EXPECT_EQ(f["lock_contentions"], 40);
+  EXPECT_EQ(f["lock_timeouts"], 1);
+  EXPECT_DOUBLE_EQ(f["lock_wait_seconds"], 2.0);
+  EXPECT_EQ(f["deadlocks"], 0);
+  EXPECT_EQ(f["lock_contentions@app.py:12 work"], 40);  // no directory: portable baselines
+  EXPECT_EQ(f["gil_forced_switches"], 100);
+  EXPECT_DOUBLE_EQ(f["gil_wait_share"], 0.25);
+  // Lock tracing off: no lock figures, rather than zeros that would look like an improvement.
+  json off = Report(40, 0, "x", 0, 0);
+  off["target"]["lock_mode"] = "off";
+  off["gil"]["traced"] = false;
+  auto g = ExtractFigures(off);
+  EXPECT_FALSE(g.count("lock_contentions"));
+  EXPECT_FALSE(g.count("gil_forced_switches"));
+}
+
+std::vector<std::map<std::string, double>> Runs(std::initializer_list<double> contended) {
+  std::vector<std::map<std::string, double>> out;
+  for (double c : contended) out.push_back({{"lock_contentions", c}, {"deadlocks", 0}});
+  return out;
+}
+
+TEST(GateTest, MedianMustExceedBothThresholds) {
+  Baseline b = MakeBaseline(Runs({100, 90, 110}), nullptr, {}, json::object());
+  EXPECT_EQ(b.figures["lock_contentions"].value, 100);
+  // Limit: max(100 * 1.25, 100 + 5) = 125.
+  EXPECT_EQ(Compare(b, Runs({120, 124, 119}), {}).verdict, Verdict::kOk);
+  auto r = Compare(b, Runs({130, 160, 126}), {});
+  EXPECT_EQ(r.verdict, Verdict::kRegression);
+  const FigureResult* f = nullptr;
+  for (const auto& x : r.figures) {
+    if (x.name == "lock_contentions") f = &x;
+  }
+  ASSERT_NE(f, nullptr);
+  EXPECT_TRUE(f->regressed);
+  EXPECT_EQ(f->median, 130);
+  EXPECT_NE(f->explanation.find("100 -> 130 (+30%)"), std::string::npos) << f->explanation;
+  // Small counts: 2 -> 4 is +100% but only +2, under the absolute threshold.
+  Baseline small = MakeBaseline(Runs({2}), nullptr, {}, json::object());
+  EXPECT_EQ(Compare(small, Runs({4}), {}).verdict, Verdict::kOk);
+  // An override tightens it.
+  EXPECT_EQ(Compare(small, Runs({4}), {{"lock_contentions", {0.1, 1}}}).verdict,
+            Verdict::kRegression);
+}
+
+TEST(GateTest, AnyNewDeadlockFails) {
+  Baseline b = MakeBaseline(Runs({10}), nullptr, {}, json::object());
+  auto runs = Runs({10});
+  runs[0]["deadlocks"] = 1;
+  EXPECT_EQ(Compare(b, runs, {}).verdict, Verdict::kRegression);
+}
+
+TEST(GateTest, NoiseIsExplainedNotHidden) {
+  Baseline b = MakeBaseline(Runs({100}), nullptr, {}, json::object());
+  auto r = Compare(b, Runs({60, 110, 200}), {});
+  const FigureResult& f = r.figures[1];
+  ASSERT_EQ(f.name, "lock_contentions");
+  EXPECT_TRUE(f.noisy);
+  EXPECT_FALSE(f.regressed);  // the median (110) is within the limit
+  EXPECT_NE(f.explanation.find("noisy"), std::string::npos);
+  EXPECT_NE(f.explanation.find("2 of 3 runs within the limit"), std::string::npos)
+      << f.explanation;
+}
+
+TEST(GateTest, NoDataAndMissingFigures) {
+  Baseline b = MakeBaseline(Runs({10}), nullptr, {}, json::object());
+  std::vector<std::map<std::string, double>> empty(2);
+  auto r = Compare(b, empty, {});
+  EXPECT_EQ(r.verdict, Verdict::kNoData);
+  for (const auto& f : r.figures) EXPECT_TRUE(f.missing);
+}
+
+TEST(GateTest, BaselineRoundTripAndCorruption) {
+  Baseline b = MakeBaseline(Runs({10, 12}), nullptr, {{"lock_contentions", {0.5, 2}}},
+                            {{"runs", 2}});
+  std::string error;
+  auto parsed = ParseBaseline(BaselineJson(b).dump(), &error);
+  ASSERT_TRUE(parsed) << error;
+  EXPECT_EQ(parsed->figures["lock_contentions"].value, 11);
+  EXPECT_EQ(parsed->figures["lock_contentions"].threshold.rel, 0.5);
+  EXPECT_EQ(parsed->figures["lock_contentions"].threshold.abs, 2);
+  EXPECT_FALSE(ParseBaseline("{not json", &error));
+  EXPECT_NE(error.find("not JSON"), std::string::npos);
+  EXPECT_FALSE(ParseBaseline(R"({"figures": {}})", &error));
+  EXPECT_NE(error.find("threadscope_baseline"), std::string::npos);
+  EXPECT_FALSE(ParseBaseline(R"({"threadscope_baseline": 1, "figures": {"x": {"value": "a"}}})",
+                             &error));
+  EXPECT_NE(error.find("\"x\""), std::string::npos);
+  EXPECT_FALSE(ParseBaseline(
+      R"({"threadscope_baseline": 1, "figures": {"x": {"value": 1, "rel": -1}}})", &error));
+}
+
+TEST(GateTest, ThresholdFlag) {
+  auto t = ParseThreshold("lock_contentions=0.1,3");
+  ASSERT_TRUE(t);
+  EXPECT_EQ(t->first, "lock_contentions");
+  EXPECT_EQ(t->second.rel, 0.1);
+  EXPECT_EQ(t->second.abs, 3);
+  EXPECT_FALSE(ParseThreshold("lock_contentions=0.1"));
+  EXPECT_FALSE(ParseThreshold("=0.1,2"));
+  EXPECT_FALSE(ParseThreshold("x=a,2"));
+  EXPECT_FALSE(ParseThreshold("x=-1,2"));
+}
+
+TEST(GateTest, CiOutputs) {
+  Baseline b = MakeBaseline(Runs({100}), nullptr, {}, json::object());
+  auto r = Compare(b, Runs({200}), {});
+  std::string xml = JUnitXml(r);
+  EXPECT_NE(xml.find("<testsuite name=\"threadscope check\" tests=\"2\" failures=\"1\""),
+            std::string::npos)
+      << xml;
+  EXPECT_NE(xml.find("<testcase classname=\"threadscope.contention\" name=\"lock_contentions\">"
+                     "<failure message=\"100 -&gt; 200"),
+            std::string::npos)
+      << xml;
+  std::string gh = GitHubAnnotations(r);
+  EXPECT_EQ(gh.rfind("::error title=threadscope%3A lock_contentions regressed::100 -> 200", 0),
+            0u)
+      << gh;
+  std::string md = MarkdownSummary(r);
+  EXPECT_NE(md.find("| `lock_contentions` | 100 | 200 (200–200) | 125 | **regressed** |"),
+            std::string::npos)
+      << md;
+  json j = ResultJson(r);
+  EXPECT_EQ(j["verdict"], "regression");
+  EXPECT_EQ(j["figures"][1]["regressed"], true);
+}
+
+}  // namespace
+}  // namespace threadscope::client::gate
