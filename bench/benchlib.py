@@ -5,6 +5,7 @@ Workloads (bench/workloads.py) print "RESULT <name> <wall s> cpu=<s> [<count>]".
 the kernel's time in the process, where uprobe traps are charged, so it is the steadier measure
 of what tracing costs the program on a noisy machine.
 """
+import argparse
 import json
 import os
 import re
@@ -48,6 +49,18 @@ def bpftrace_script(report):
 
 def bpftrace_hits(stdout):
     return sum(int(n) for n in re.findall(r"^@\[.*\]: (\d+)$", stdout, re.M))
+
+
+def parse_args(runs=5, extra=None):
+    """The options every benchmark takes; `extra(parser)` adds its own."""
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--threadscope", required=True)
+    ap.add_argument("--python", default="/usr/bin/python3.11")
+    ap.add_argument("--runs", type=int, default=runs)
+    ap.add_argument("--scale", type=float, default=1.0, help="multiply every workload size")
+    if extra:
+        extra(ap)
+    return ap.parse_args()
 
 
 class Bench:

@@ -18,11 +18,10 @@ Modes, interleaved:
 
 "switches" is the median number of GIL switches threadscope saw in the `gil` runs.
 """
-import argparse
 import statistics
 import sys
 
-from benchlib import Bench
+from benchlib import Bench, parse_args
 
 GIL_ONLY = ["--locks", "off"]
 MODES = {
@@ -35,12 +34,8 @@ MODES = {
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--threadscope", required=True)
-    ap.add_argument("--python", default="/usr/bin/python3.11")
-    ap.add_argument("--runs", type=int, default=5)
-    ap.add_argument("--scale", type=float, default=1.0, help="multiply every workload size")
-    args = ap.parse_args()
+    args = parse_args(extra=lambda ap: ap.add_argument(
+        "--only", choices=["cpu", "handoff"], help="run one workload"))
     bench = Bench(args.threadscope, args.python, MODES, args.runs)
     plan = bench.plan(GIL_ONLY)
     print("interpreter: %s (CPython %s); %d runs per mode, interleaved; medians" %
@@ -49,6 +44,8 @@ def main():
     bench.print_sites(GIL_ONLY, ("gil_",))
 
     for workload, n in [("cpu", 20000000), ("handoff", 200000)]:
+        if args.only and workload != args.only:
+            continue
         n = int(n * args.scale)
         results = bench.measure(workload, n)
         bench.print_table("%s (n=%d)" % (workload, n), results)

@@ -11,13 +11,12 @@ and detach. Needs root, bpftrace, and tracefs (mounted here if missing, for bpft
 
   bench/lifecycle_bench.py --threadscope bazel-bin/client/threadscope [--python /usr/bin/python3.11]
 """
-import argparse
 import statistics
 import subprocess
 import sys
 import time
 
-from benchlib import Bench
+from benchlib import Bench, parse_args
 
 # Lifecycle probes only: bench/locks_bench.py and bench/gil_bench.py measure the rest.
 LIFECYCLE = ["--locks", "off", "--gil", "off"]
@@ -25,12 +24,8 @@ MODES = {"untraced": "untraced", "threadscope": LIFECYCLE, "bpftrace": ("bpftrac
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--threadscope", required=True)
-    ap.add_argument("--python", default="/usr/bin/python3.11")
-    ap.add_argument("--runs", type=int, default=7)
-    ap.add_argument("--threads", type=int, default=2000)
-    args = ap.parse_args()
+    args = parse_args(runs=7, extra=lambda ap: ap.add_argument("--threads", type=int,
+                                                                default=2000))
     bench = Bench(args.threadscope, args.python, MODES, args.runs)
     print("interpreter: %s; %d runs per mode, interleaved; medians" % (args.python, args.runs))
     for workload, n in [("threads", args.threads), ("pool", args.threads)]:

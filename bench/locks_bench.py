@@ -22,11 +22,10 @@ inflate that number). Needs root and bpftrace; mounts tracefs for bpftrace if mi
 "blocking" is the median number of blocking acquisitions the program counted itself (for the
 queue, the consumer's waits on an empty queue); "records/run" for bpftrace is its probe hits.
 """
-import argparse
 import statistics
 import sys
 
-from benchlib import Bench
+from benchlib import Bench, parse_args
 
 NO_GIL = ["--gil", "off"]
 MODES = {
@@ -40,12 +39,7 @@ MODES = {
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--threadscope", required=True)
-    ap.add_argument("--python", default="/usr/bin/python3.11")
-    ap.add_argument("--runs", type=int, default=5)
-    ap.add_argument("--scale", type=float, default=1.0, help="multiply every workload size")
-    args = ap.parse_args()
+    args = parse_args()
     bench = Bench(args.threadscope, args.python, MODES, args.runs)
     plan = bench.plan(MODES["all"])
     print("interpreter: %s (CPython %s); %d runs per mode, interleaved; medians" %

@@ -119,10 +119,13 @@ class BpfTestCase(unittest.TestCase):
     def path(self, name):
         return os.path.join(self.tmp.name, name)
 
-    def for_each_interpreter(self, body):
-        """Runs body(label, python) per interpreter as subtests; skips absent pyenv builds."""
+    def for_each_interpreter(self, body, only=None):
+        """Runs body(label, python) per interpreter (or those labelled in `only`) as subtests;
+        skips absent pyenv builds, fails when Debian's is missing."""
         ran = 0
         for label, python, present, reason in interpreters():
+            if only is not None and label not in only:
+                continue
             with self.subTest(interpreter=label):
                 if not present:
                     if label.startswith("debian"):

@@ -117,6 +117,15 @@ class MetricsTest(harness.BpfTestCase):
             self.assertIn('node="ci"', exposition)
             self.assertIn('threadscope_gil_switches_total{', exposition)
             self.assertRegex(exposition, r'threadscope_lock_contentions_total\{[^}]*lock="0x')
+            # Every metric a panel or variable names is one the daemon exports.
+            exported = set(re.findall(r"^# TYPE (\S+) ", exposition, re.M))
+            with open(os.path.join(dashboards_dir(), "threadscope.json")) as f:
+                dash_text = f.read()
+            for name in set(re.findall(r"threadscope_[a-z_]+", dash_text)) - {"threadscope_"}:
+                base = re.sub(r"_(bucket|sum|count)$", "", name)
+                if name.startswith("threadscope_") and "." not in name and name != "threadscope":
+                    self.assertTrue(name in exported or base in exported,
+                                    "the dashboard uses %s, which is not exported" % name)
 
             config = self.path("prometheus.yml")
             with open(config, "w") as f:

@@ -2,7 +2,6 @@
 their Python stacks (the recording carries the locations the live engine resolved)."""
 import json
 import os
-import sys
 
 import harness
 
@@ -36,16 +35,7 @@ class RecordReplayTest(harness.BpfTestCase):
                          if l["first_contended_at"]]
                 self.assertTrue(where and all("locks.py:" in w for w in where), where)
         # Two stack layouts: Debian's (DWARF-less, built-in offsets) and 3.13's debug_offsets.
-        for label, python, present, reason in harness.interpreters():
-            if label not in ("debian-3.11", "pyenv-3.13.0"):
-                continue
-            with self.subTest(interpreter=label):
-                if not present:
-                    if label.startswith("debian"):
-                        self.fail(reason)
-                    sys.stderr.write("SKIP %s: %s\n" % (label, reason))
-                    continue
-                body(label, python)
+        self.for_each_interpreter(body, only=("debian-3.11", "pyenv-3.13.0"))
 
 
 if __name__ == "__main__":
