@@ -38,6 +38,8 @@ struct Flags {
   std::string gil = "on";
   bool gil_events = false;
   std::vector<std::string> labels;
+  std::string perfetto_out;
+  std::string chrome_out;
   std::string record_file;
   pid_t pid = 0;
 };
@@ -71,6 +73,9 @@ void AddTraceOptions(CLI::App* cmd, Flags& f, bool with_output) {
                   "switches), off");
   cmd->add_flag("--gil-events", f.gil_events,
                 "also stream every GIL wait, acquisition and drop as events (-o jsonl, --events)");
+  cmd->add_option("--perfetto-out", f.perfetto_out,
+                  "write a Perfetto timeline (threads, lock waits and hand-offs, GIL) at the end");
+  cmd->add_option("--chrome-out", f.chrome_out, "the same timeline as Chrome trace JSON");
   cmd->add_option("--label", f.labels,
                   "NAME=VALUE on this target's metrics (with a daemon serving --metrics-addr)");
   cmd->add_option("--lease", f.lease,
@@ -175,6 +180,15 @@ int CliMain(int argc, char** argv) {
   check->footer("Usage: threadscope check --baseline FILE [--runs N] -- CMD [ARGS...]\n"
                 "Exit: 0 ok, 1 regression, 2 usage or bad baseline, 3 internal error, 4 no data");
 
+  std::string export_out, export_format;
+  auto* exporter = app.add_subcommand("export", "write a recording as a Perfetto or Chrome timeline");
+  exporter->add_option("file", report_input, "recording file")->required();
+  exporter->add_option("-o,--output", export_out, "timeline file to write")->required();
+  exporter->add_option("--format", export_format,
+                       "perfetto (TrackEvent protobuf, ui.perfetto.dev) or chrome (JSON); "
+                       "default: chrome for *.json, else perfetto")
+      ->check(CLI::IsMember({"perfetto", "chrome"}));
+
   auto* status = app.add_subcommand("status", "show the engine and its targets");
   status->add_option("-o,--output", f.output, "text or json")
       ->check(CLI::IsMember({"text", "json"}));
@@ -250,6 +264,11 @@ int CliMain(int argc, char** argv) {
     trace.labels[l.substr(0, eq)] = l.substr(eq + 1);
   }
   trace.gil_events = f.gil_events;
+  if (!f.perfetto_out.empty() && !f.chrome_out.empty()) {
+    return UsageError("give --perfetto-out or --chrome-out, not both");
+  }
+  trace.timeline_file = f.perfetto_out.empty() ? f.chrome_out : f.perfetto_out;
+  trace.timeline_format = f.perfetto_out.empty() ? "chrome" : "perfetto";
   trace.report_file = f.report_file;
   trace.events_file = f.events_file;
   trace.live_view = !f.no_live;
@@ -270,6 +289,13 @@ int CliMain(int argc, char** argv) {
     return conn.status().code() == StatusCode::kUnavailable ? kExitNoDaemon : kExitInternal;
   }
 
+  if (exporter->parsed()) {
+    if (export_format.empty()) {
+      bool json = export_out.size() >= 5 && export_out.compare(export_out.size() - 5, 5, ".json") == 0;
+      export_format = json ? "chrome" : "perfetto";
+    }
+    return ExportCommand(**conn, report_input, export_out, export_format);
+  }
   if (attach->parsed()) {
     if (f.pid <= 0) return UsageError("pid must be a positive integer");
     return AttachCommand(**conn, signals, f.pid, trace);

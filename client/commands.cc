@@ -13,9 +13,11 @@
 #include <fstream>
 #include <mutex>
 #include <thread>
+#include <variant>
 
 #include "client/exit_codes.h"
 #include "client/launcher.h"
+#include "client/timeline.h"
 #include "daemon/engine/recording.h"
 
 namespace threadscope::client {
@@ -167,6 +169,57 @@ class EventPrinter {
   std::thread thread_;
 };
 
+// Every event of a target from its start, GIL events included, until it finishes (or the
+// context is cancelled): what a timeline is built from.
+std::vector<v1::WatchEventsResponse> CollectEvents(v1::ThreadscopeService::Stub& stub,
+                                                   const std::string& target_id,
+                                                   grpc::ClientContext* ctx) {
+  v1::WatchEventsRequest req;
+  req.set_target_id(target_id);
+  req.set_from_start(true);
+  req.set_gil_events(true);
+  auto reader = stub.WatchEvents(ctx, req);
+  std::vector<v1::WatchEventsResponse> out;
+  v1::WatchEventsResponse r;
+  while (reader->Read(&r)) {
+    bool done = r.has_target_finished();
+    out.push_back(r);
+    if (done) break;
+  }
+  reader->Finish();
+  return out;
+}
+
+Status WriteTimeline(const std::string& path, const std::string& format,
+                     const v1::Snapshot& final, const std::vector<v1::WatchEventsResponse>& events) {
+  timeline::Timeline t = timeline::Build(final, events);
+  std::string body = format == "chrome" ? timeline::ToChrome(t).dump() + "\n"
+                                        : timeline::ToPerfetto(t);
+  return WriteTextFile(path, body);
+}
+
+// Collects a live target's events on its own thread, for --perfetto-out.
+class TimelineCollector {
+ public:
+  TimelineCollector(v1::ThreadscopeService::Stub& stub, std::string target_id) {
+    thread_ = std::thread([this, &stub, target_id] { events_ = CollectEvents(stub, target_id, &ctx_); });
+  }
+  ~TimelineCollector() {
+    ctx_.TryCancel();
+    if (thread_.joinable()) thread_.join();
+  }
+  // After the target finished or was detached: the stream ends with it.
+  const std::vector<v1::WatchEventsResponse>& Finish() {
+    if (thread_.joinable()) thread_.join();
+    return events_;
+  }
+
+ private:
+  grpc::ClientContext ctx_;
+  std::thread thread_;
+  std::vector<v1::WatchEventsResponse> events_;
+};
+
 // What attach and run share: everything after the probes are in.
 class TraceRun {
  public:
@@ -177,6 +230,9 @@ class TraceRun {
     if (!options_.record_file.empty()) {
       recorder_ = std::make_unique<Recorder>(conn_.stub(), target_.target_id(),
                                              options_.record_file);
+    }
+    if (!options_.timeline_file.empty()) {
+      timeline_ = std::make_unique<TimelineCollector>(conn_.stub(), target_.target_id());
     }
     bool jsonl = options_.output == OutputFormat::kJsonl;
     if (!options_.events_file.empty()) {
@@ -223,6 +279,7 @@ class TraceRun {
     if (!s.ok()) {
       if (recorder_) recorder_->Stop();
       if (events_) events_->Stop();
+      timeline_.reset();
       return Fail(s, "detach");
     }
     int code = kExitOk;
@@ -236,6 +293,14 @@ class TraceRun {
       }
     }
     const v1::Snapshot& snap = resp.snapshot();
+    if (timeline_) {
+      Status ts = WriteTimeline(options_.timeline_file, options_.timeline_format, snap,
+                                timeline_->Finish());
+      if (!ts.ok()) {
+        Error("timeline " + options_.timeline_file + ": " + ts.message());
+        code = kExitInternal;
+      }
+    }
     nlohmann::json report = ReportJson(snap);
     if (!options_.report_file.empty()) {
       if (Status ws = WriteTextFile(options_.report_file, report.dump(2) + "\n"); !ws.ok()) {
@@ -260,6 +325,7 @@ class TraceRun {
   bool run_mode_;
   std::unique_ptr<Recorder> recorder_;
   std::unique_ptr<EventPrinter> events_;
+  std::unique_ptr<TimelineCollector> timeline_;
   std::FILE* events_out_ = nullptr;
 };
 
@@ -398,8 +464,10 @@ int RunCommand(Connection& conn, SignalWatch& signals, const std::vector<std::st
   return code != kExitOk ? code : status;
 }
 
-int ReportCommand(Connection& conn, const std::string& file, OutputFormat output,
-                  const std::string& report_file, const TextStyle& style) {
+namespace {
+
+// Loads a recording file into the engine; the target id, or the exit code for the failure.
+std::variant<std::string, int> LoadRecording(Connection& conn, const std::string& file) {
   auto chunks = engine::ReadRecordingFile(file);
   if (!chunks.ok()) {
     Error(chunks.status().message());
@@ -421,11 +489,42 @@ int ReportCommand(Connection& conn, const std::string& file, OutputFormat output
                ? kExitBadRecording
                : ExitCodeFor(s);
   }
+  return loaded.target().target_id();
+}
+
+}  // namespace
+
+int ExportCommand(Connection& conn, const std::string& file, const std::string& out,
+                  const std::string& format) {
+  auto loaded = LoadRecording(conn, file);
+  if (auto* code = std::get_if<int>(&loaded)) return *code;
+  const std::string& id = std::get<std::string>(loaded);
+  grpc::ClientContext ctx;
+  auto events = CollectEvents(conn.stub(), id, &ctx);
   v1::GetSnapshotRequest req;
-  req.set_target_id(loaded.target().target_id());
+  req.set_target_id(id);
   v1::GetSnapshotResponse resp;
   auto ctx2 = Unary();
-  s = conn.stub().GetSnapshot(ctx2.get(), req, &resp);
+  grpc::Status s = conn.stub().GetSnapshot(ctx2.get(), req, &resp);
+  if (!s.ok()) return Fail(s, "snapshot");
+  if (Status ws = WriteTimeline(out, format, resp.snapshot(), events); !ws.ok()) {
+    Error(ws.message());
+    return kExitInternal;
+  }
+  std::fprintf(stderr, "threadscope: wrote %s timeline %s (%zu events)\n", format.c_str(),
+               out.c_str(), events.size());
+  return kExitOk;
+}
+
+int ReportCommand(Connection& conn, const std::string& file, OutputFormat output,
+                  const std::string& report_file, const TextStyle& style) {
+  auto loaded = LoadRecording(conn, file);
+  if (auto* code = std::get_if<int>(&loaded)) return *code;
+  v1::GetSnapshotRequest req;
+  req.set_target_id(std::get<std::string>(loaded));
+  v1::GetSnapshotResponse resp;
+  auto ctx2 = Unary();
+  grpc::Status s = conn.stub().GetSnapshot(ctx2.get(), req, &resp);
   if (!s.ok()) return Fail(s, "snapshot");
   nlohmann::json report = ReportJson(resp.snapshot());
   if (!report_file.empty()) {

@@ -32,6 +32,8 @@ struct TraceOptions {
   bool gil = true;
   bool gil_events = false;  // stream GIL events too
   std::map<std::string, std::string> labels;  // metric labels for the target
+  std::string timeline_file;                  // --perfetto-out / --chrome-out
+  std::string timeline_format = "perfetto";
   TextStyle style;
 };
 
@@ -58,6 +60,9 @@ int RunCommand(Connection& conn, SignalWatch& signals, const std::vector<std::st
 int ReportCommand(Connection& conn, const std::string& file, OutputFormat output,
                   const std::string& report_file, const TextStyle& style);
 int StatusCommand(Connection& conn, OutputFormat output);
+// A recording as a timeline: format "perfetto" (TrackEvent protobuf) or "chrome" (JSON).
+int ExportCommand(Connection& conn, const std::string& recording, const std::string& out,
+                  const std::string& format);
 
 // "5", "5s", "250ms", "2m", "1h" -> seconds; nullopt when it does not parse.
 std::optional<double> ParseDuration(const std::string& text);

@@ -211,12 +211,14 @@ TEST_P(PyenvTest, VersionSymbolsAndPlan) {
       EXPECT_TRUE(p.name == "thread_join" || p.name == "lock_wait" || p.name == "gil_take")
           << p.name;
     }
-    if (p.required) EXPECT_TRUE(p.unavailable.empty()) << p.name;
+    if (p.required) {
+      EXPECT_TRUE(p.unavailable.empty()) << p.name;
+    }
   }
   EXPECT_LE(unavailable, 3u);
   EXPECT_EQ(plan.gil.traced, t->info.version.major == 3) << plan.gil.unavailable;
-  if (t->info.version.major == 3) EXPECT_TRUE(plan.gil.forced_known) << version;
   if (t->info.version.major == 3) {
+    EXPECT_TRUE(plan.gil.forced_known) << version;
     // Tracing every acquire finds all its probes too, and more of them.
     loader::PlanOptions all;
     all.locks = loader::LockMode::kAll;
