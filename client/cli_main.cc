@@ -128,6 +128,12 @@ int CliMain(int argc, char** argv) {
                  "threadscope.sock, else trace in-process")
       ->envname("THREADSCOPE_SERVER");
   app.add_flag("--no-daemon", f.no_daemon, "trace in-process even if threadscoped runs");
+  std::string tls_ca, token_file, tls_server_name;
+  app.add_option("--tls-ca", tls_ca, "TCP servers: the CA that signed the daemon's certificate");
+  app.add_option("--token-file", token_file, "TCP servers: file holding the bearer token")
+      ->envname("THREADSCOPE_TOKEN_FILE");
+  app.add_option("--tls-server-name", tls_server_name,
+                 "TCP servers: the name the certificate is checked against, if not the host");
   app.add_option("--color", f.color, "auto, always, never (NO_COLOR is honoured)")
       ->check(CLI::IsMember({"auto", "always", "never"}));
   app.add_option("--log-level", f.log_level, "engine log level for in-process tracing")
@@ -283,10 +289,17 @@ int CliMain(int argc, char** argv) {
   connect.server = f.server;
   connect.server_explicit = !f.server.empty();
   connect.no_daemon = f.no_daemon;
+  connect.tls_ca = tls_ca;
+  connect.token_file = token_file;
+  connect.tls_server_name = tls_server_name;
   auto conn = Connection::Open(connect);
   if (!conn.ok()) {
     std::fprintf(stderr, "threadscope: %s\n", conn.status().message().c_str());
-    return conn.status().code() == StatusCode::kUnavailable ? kExitNoDaemon : kExitInternal;
+    switch (conn.status().code()) {
+      case StatusCode::kUnavailable: return kExitNoDaemon;
+      case StatusCode::kInvalidArgument: return kExitUsage;
+      default: return kExitInternal;
+    }
   }
 
   if (exporter->parsed()) {

@@ -3,6 +3,8 @@
 #include <sys/stat.h>
 
 #include <chrono>
+#include <fstream>
+#include <sstream>
 
 #include "daemon/service/server.h"
 
@@ -16,8 +18,40 @@ std::string NormalizeServerAddress(const std::string& server) {
     return "unix:" + path;
   }
   if (server[0] == '/' || server[0] == '.') return "unix:" + server;
+  if (server.rfind("tcp://", 0) == 0) return server.substr(6);
   return server;
 }
+
+namespace {
+
+StatusOr<std::string> ReadSmallFile(const std::string& path, const std::string& flag) {
+  std::ifstream in(path);
+  if (!in) return InvalidArgumentError(flag + ": cannot read " + path);
+  std::ostringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+// TLS, plus the token as "authorization: Bearer ..." on every call.
+StatusOr<std::shared_ptr<grpc::ChannelCredentials>> TcpCredentials(const ConnectOptions& o) {
+  if (o.token_file.empty()) {
+    return InvalidArgumentError(
+        "a TCP server needs --token-file (and --tls-ca unless its certificate is signed by a "
+        "system CA): threadscoped serves TCP only with TLS and a bearer token");
+  }
+  TS_ASSIGN_OR_RETURN(std::string token, ReadSmallFile(o.token_file, "--token-file"));
+  auto b = token.find_first_not_of(" \t\r\n");
+  auto e = token.find_last_not_of(" \t\r\n");
+  token = b == std::string::npos ? "" : token.substr(b, e - b + 1);
+  grpc::SslCredentialsOptions ssl;
+  if (!o.tls_ca.empty()) {
+    TS_ASSIGN_OR_RETURN(ssl.pem_root_certs, ReadSmallFile(o.tls_ca, "--tls-ca"));
+  }
+  return grpc::CompositeChannelCredentials(grpc::SslCredentials(ssl),
+                                           grpc::AccessTokenCredentials(token));
+}
+
+}  // namespace
 
 Connection::~Connection() {
   stub_.reset();
@@ -35,8 +69,14 @@ StatusOr<std::unique_ptr<Connection>> Connection::Open(const ConnectOptions& opt
     if (socket_exists || options.server_explicit) {
       grpc::ChannelArguments args;
       args.SetMaxReceiveMessageSize(64 << 20);
-      auto channel =
-          grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args);
+      std::shared_ptr<grpc::ChannelCredentials> creds = grpc::InsecureChannelCredentials();
+      if (!is_unix) {
+        TS_ASSIGN_OR_RETURN(creds, TcpCredentials(options));
+        if (!options.tls_server_name.empty()) {
+          args.SetSslTargetNameOverride(options.tls_server_name);
+        }
+      }
+      auto channel = grpc::CreateCustomChannel(address, creds, args);
       bool up = channel->WaitForConnected(std::chrono::system_clock::now() +
                                           std::chrono::seconds(2));
       if (up) {

@@ -21,6 +21,10 @@ struct ConnectOptions {
   std::string server;            // "unix:/path", a socket path; empty = default socket
   bool server_explicit = false;  // --server / THREADSCOPE_SERVER was given: never fall back
   bool no_daemon = false;        // always trace in-process
+  // TCP servers (HOST:PORT, tcp://HOST:PORT): always TLS, with a bearer token.
+  std::string tls_ca;           // CA that signed the server's certificate (default: system roots)
+  std::string token_file;       // required for TCP
+  std::string tls_server_name;  // the name to check the certificate against, if not the host
 };
 
 class Connection {

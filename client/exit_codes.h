@@ -11,7 +11,7 @@ enum ExitCode : int {
   kExitUsage = 2,             // bad flags or arguments
   kExitNoSuchProcess = 3,     // NOT_FOUND
   kExitNotPython = 4,         // FAILED_PRECONDITION: not CPython, unsupported, no probes
-  kExitPermission = 5,        // PERMISSION_DENIED: BPF or ptrace not allowed
+  kExitPermission = 5,        // PERMISSION_DENIED / UNAUTHENTICATED: not allowed, bad token
   kExitNoDaemon = 6,          // UNAVAILABLE: --server given and nothing answers
   kExitTargetExited = 7,      // ABORTED: the target exited while attaching
   kExitBadRecording = 8,      // INVALID_ARGUMENT / DATA_LOSS on a recording
@@ -23,7 +23,8 @@ inline int ExitCodeFor(const grpc::Status& s) {
     case grpc::StatusCode::OK: return kExitOk;
     case grpc::StatusCode::NOT_FOUND: return kExitNoSuchProcess;
     case grpc::StatusCode::FAILED_PRECONDITION: return kExitNotPython;
-    case grpc::StatusCode::PERMISSION_DENIED: return kExitPermission;
+    case grpc::StatusCode::PERMISSION_DENIED:
+    case grpc::StatusCode::UNAUTHENTICATED: return kExitPermission;
     case grpc::StatusCode::UNAVAILABLE: return kExitNoDaemon;
     case grpc::StatusCode::ABORTED: return kExitTargetExited;
     case grpc::StatusCode::INVALID_ARGUMENT: return kExitUsage;

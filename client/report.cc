@@ -418,6 +418,7 @@ json ReportJson(const v1::Snapshot& s) {
         {"python_version", t.python_version()},
         {"symbols", SymbolsName(t.symbols())},
         {"free_threaded", t.free_threaded()},
+        {"other_mount_namespace", t.other_mount_namespace()},
         {"join_visibility", JoinVisibilityName(t.join_visibility())},
         {"lock_mode", t.lock_mode()},
         {"lock_threshold_ns", t.lock_threshold_ns()},
@@ -532,9 +533,12 @@ std::string AttachBanner(const v1::Target& t, const std::string& engine) {
       missing += fmt::format("\n  not attached: {} ({})", p.name(), p.reason());
     }
   }
+  std::string ns = t.ns_pid() && t.ns_pid() != t.pid()
+                       ? fmt::format(" (pid {} in its namespace)", t.ns_pid())
+                       : "";
   return fmt::format(
-      "threadscope: pid {} {} — CPython {} ({}, {} symbols) via {}; {}/{} probes attached{}",
-      t.pid(), t.executable(), t.python_version(), t.interpreter(), SymbolsName(t.symbols()),
+      "threadscope: pid {}{} {} — CPython {} ({}, {} symbols) via {}; {}/{} probes attached{}",
+      t.pid(), ns, t.executable(), t.python_version(), t.interpreter(), SymbolsName(t.symbols()),
       engine, attached, t.probes_size(), missing);
 }
 

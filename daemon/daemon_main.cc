@@ -25,6 +25,14 @@ int DaemonMain(int argc, char** argv) {
                  "group that may use the socket (mode 0660); root-only if it does not exist")
       ->capture_default_str();
   std::vector<std::string> labels;
+  app.add_option("--listen-tcp", options.tcp.address,
+                 "also serve gRPC on HOST:PORT, only with TLS and a bearer token (off by default)");
+  app.add_option("--tls-cert", options.tcp.cert_file, "server certificate chain (PEM) for TCP");
+  app.add_option("--tls-key", options.tcp.key_file, "its private key (PEM)");
+  app.add_option("--tls-client-ca", options.tcp.client_ca,
+                 "require client certificates signed by this CA (mTLS)");
+  app.add_option("--token-file", options.tcp.token_file,
+                 "file holding the bearer token TCP clients must send");
   app.add_option("--metrics-addr", options.metrics_addr,
                  "serve Prometheus metrics on HOST:PORT (PORT alone: loopback), e.g. 9464");
   app.add_option("--label", labels, "NAME=VALUE added to every metric series (repeatable)");
@@ -62,7 +70,11 @@ int DaemonMain(int argc, char** argv) {
   auto server = service::DaemonServer::Start(options);
   if (!server.ok()) {
     std::fprintf(stderr, "threadscoped: %s\n", server.status().message().c_str());
-    return 3;
+    // Bad flags or files given are usage errors; anything else is the environment.
+    return server.status().code() == StatusCode::kInvalidArgument ||
+                   server.status().code() == StatusCode::kNotFound
+               ? 2
+               : 3;
   }
   std::thread signals([&] {
     int sig = 0;

@@ -19,6 +19,8 @@ packages=(
   python3.11 procps util-linux
   # metrics tests: a real Prometheus scraping the daemon, promtool for rules and exposition
   prometheus
+  # TCP + TLS test: a throwaway CA and certificates; deployment test: the manifest's YAML
+  openssl python3-yaml
 )
 
 missing=()

@@ -58,11 +58,21 @@ StatusOr<int> ListenUnix(const std::string& path, const std::string& group_name)
     }
     unlink(path.c_str());
   }
+  // Bound under a temporary name, given its group and mode, then renamed into place: the socket
+  // appears at `path` only once its permissions are final.
+  std::string staging = path + ".new." + std::to_string(getpid());
+  sockaddr_un staged{};
+  staged.sun_family = AF_UNIX;
+  if (staging.size() >= sizeof(staged.sun_path)) {
+    return InvalidArgumentError("socket path is too long: " + path);
+  }
+  std::strcpy(staged.sun_path, staging.c_str());
+  unlink(staging.c_str());
   int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0) return ErrnoToStatus(errno, "socket");
   // Owner/group only from the first moment the socket exists.
   mode_t old = umask(0117);
-  int rc = bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
+  int rc = bind(fd, reinterpret_cast<sockaddr*>(&staged), sizeof(staged));
   umask(old);
   if (rc != 0) {
     int err = errno;
@@ -72,16 +82,23 @@ StatusOr<int> ListenUnix(const std::string& path, const std::string& group_name)
   mode_t mode = 0600;
   if (!group_name.empty()) {
     if (struct group* g = getgrnam(group_name.c_str())) {
-      if (chown(path.c_str(), 0, g->gr_gid) == 0) mode = 0660;
+      if (chown(staging.c_str(), 0, g->gr_gid) == 0) mode = 0660;
     } else {
       spdlog::warn("group '{}' does not exist: socket {} is root-only (0600)", group_name, path);
     }
   }
-  chmod(path.c_str(), mode);
+  chmod(staging.c_str(), mode);
   if (listen(fd, 128) != 0) {
     int err = errno;
     close(fd);
+    unlink(staging.c_str());
     return ErrnoToStatus(err, "cannot listen on " + path);
+  }
+  if (rename(staging.c_str(), path.c_str()) != 0) {
+    int err = errno;
+    close(fd);
+    unlink(staging.c_str());
+    return ErrnoToStatus(err, "cannot create " + path);
   }
   return fd;
 }
@@ -107,8 +124,19 @@ StatusOr<std::unique_ptr<DaemonServer>> DaemonServer::Start(const DaemonOptions&
                                                          ServiceInfo{"daemon"});
   auto builder = NewBuilder();
   builder->RegisterService(d->service_.get());
+  int tcp_port = 0;
+  if (!options.tcp.address.empty()) {
+    TS_ASSIGN_OR_RETURN(auto creds, TcpServerCredentials(options.tcp));
+    builder->AddListeningPort(options.tcp.address, creds, &tcp_port);
+  }
   d->server_ = builder->BuildAndStart();
   if (!d->server_) return InternalError("cannot start the gRPC server");
+  if (!options.tcp.address.empty()) {
+    if (tcp_port == 0) {
+      return UnavailableError("cannot listen on " + options.tcp.address + " (in use?)");
+    }
+    spdlog::info("threadscoped listening on {} (TLS, bearer token)", options.tcp.address);
+  }
   d->server_->GetHealthCheckService()->SetServingStatus(kServiceName, true);
   if (!options.metrics_addr.empty()) {
     TS_ASSIGN_OR_RETURN(d->metrics_, metrics::MetricsServer::Start(options.metrics_addr,

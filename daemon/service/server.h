@@ -16,6 +16,7 @@
 #include "daemon/engine/session_manager.h"
 #include "daemon/metrics/metrics_server.h"
 #include "daemon/service/peer_auth.h"
+#include "daemon/service/remote_auth.h"
 #include "daemon/service/threadscope_service.h"
 
 namespace threadscope::service {
@@ -29,6 +30,7 @@ struct DaemonOptions {
   std::string socket_group = "threadscope";
   engine::SessionManagerOptions engine;
   std::string metrics_addr;  // empty: no metrics endpoint
+  TcpOptions tcp;            // tcp.address empty: Unix socket only
   metrics::MetricsOptions metrics;
 };
 

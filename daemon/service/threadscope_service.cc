@@ -1,5 +1,7 @@
 #include "daemon/service/threadscope_service.h"
 
+#include "daemon/service/remote_auth.h"
+
 #include <spdlog/spdlog.h>
 #include <sys/utsname.h>
 
@@ -27,6 +29,13 @@ StatusOr<PeerCredentials> ThreadscopeServiceImpl::Caller(grpc::ServerContext* ct
     return self;
   }
   if (auto creds = peers_->Lookup(ctx->peer())) return *creds;
+  if (HasVerifiedToken(*ctx)) {
+    // Over TCP (TLS + token): the token holder operates the daemon; there are no peer
+    // credentials to narrow it down.
+    PeerCredentials remote;
+    remote.trusted = true;
+    return remote;
+  }
   return PermissionDeniedError("cannot identify the caller (" + ctx->peer() +
                                "); connect through the daemon's Unix socket");
 }

@@ -1,0 +1,80 @@
+"""A target in its own pid and mount namespaces (`unshare --pid --mount --fork`), running an
+interpreter the host cannot see at that path (a copy bind-mounted at /mnt inside): attached by
+its host pid, reported with its in-container pid, its binary resolved through /proc/PID/root,
+and its threads, lock waits (with the container-side file and line) and GIL traced."""
+import os
+import shutil
+import signal
+import subprocess
+import time
+
+import harness
+
+TARGET = '''import threading, time
+lock = threading.Lock()
+def hold():
+    with lock:
+        time.sleep(0.3)
+def wait():
+    time.sleep(0.05)
+    with lock:  # line 8: where the waiter waits
+        pass
+open("/mnt/ready", "w").close()
+while not __import__("os").path.exists("/mnt/go"):
+    time.sleep(0.01)
+ts = [threading.Thread(target=hold), threading.Thread(target=wait)]
+[t.start() for t in ts]
+[t.join() for t in ts]
+time.sleep(30)
+'''
+
+
+class ContainerTest(harness.BpfTestCase):
+    def test_attach_by_host_pid_into_other_namespaces(self):
+        root = self.path("container")
+        os.makedirs(root)
+        shutil.copy(harness.DEBIAN_PYTHON, os.path.join(root, "python3.11"))
+        with open(os.path.join(root, "target.py"), "w") as f:
+            f.write(TARGET)
+        unshare = subprocess.Popen(
+            ["unshare", "--pid", "--mount", "--fork", "--mount-proc", "sh", "-c",
+             "mount --bind %s /mnt && exec /mnt/python3.11 /mnt/target.py" % root],
+            start_new_session=True)
+        try:
+            harness.wait_for(lambda: os.path.exists(os.path.join(root, "ready")), timeout=20,
+                             what="the containerized target")
+            children = subprocess.check_output(["pgrep", "-P", str(unshare.pid)], text=True)
+            pid = int(children.split()[0])
+            self.assertFalse(os.path.exists("/mnt/python3.11"), "the host must not see it")
+            self.assertEqual(os.readlink("/proc/%d/exe" % pid), "/mnt/python3.11")
+
+            report_path = self.path("report.json")
+            cli = subprocess.Popen([harness.threadscope(), "attach", str(pid), "--no-live",
+                                    "-d", "3", "--report", report_path],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            banner = cli.stderr.readline()
+            open(os.path.join(root, "go"), "w").close()
+            _, err = cli.communicate(timeout=60)
+            self.assertEqual(cli.returncode, 0, banner + err)
+            self.assertIn("(pid 1 in its namespace)", banner)
+            report = harness.load_json(report_path)
+            t = report["target"]
+            self.assertEqual(t["pid"], pid)
+            self.assertEqual(t["ns_pid"], 1)
+            self.assertTrue(t["other_mount_namespace"])
+            self.assertEqual(t["executable"], "/mnt/python3.11")
+            for probe in report["probes"]:
+                self.assertTrue(probe["attached"], "%s: %s" % (probe["name"], probe["reason"]))
+            started = [th for th in report["threads"] if th["origin"] == "started"]
+            self.assertEqual(len(started), 2)
+            self.assertTrue(report["gil"]["traced"])
+            waited = [l for l in report["locks"] if l["contended"]]
+            self.assertEqual(len(waited), 1, report["locks"])
+            self.assertEqual(waited[0]["first_contended_at"]["where"], "/mnt/target.py:8 wait")
+        finally:
+            os.killpg(unshare.pid, signal.SIGKILL)
+            unshare.wait()
+
+
+if __name__ == "__main__":
+    harness.main()
