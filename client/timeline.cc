@@ -1,5 +1,7 @@
 #include "client/timeline.h"
 
+#include "proto/stack_text.h"
+
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -12,15 +14,6 @@
 namespace threadscope::client::timeline {
 
 namespace {
-
-std::string Where(const v1::PyStack& s) {
-  if (s.frames_size() == 0) return "";
-  const auto& f = s.frames(std::min<int>(static_cast<int>(s.primary()), s.frames_size() - 1));
-  std::string file = f.file();
-  auto slash = file.rfind('/');
-  if (slash != std::string::npos) file = file.substr(slash + 1);
-  return file + (f.has_line() ? ":" + std::to_string(f.line()) : "") + " " + f.function();
-}
 
 class Builder {
  public:
@@ -35,8 +28,8 @@ class Builder {
       Lifecycle(th);
     }
     for (const auto& l : final.locks()) {
-      std::string where = Where(l.first_contended_at());
-      if (where.empty()) where = Where(l.created_at());
+      std::string where = v1::ShortWhere(l.first_contended_at());
+      if (where.empty()) where = v1::ShortWhere(l.created_at());
       lock_names_[l.id()] = where;
     }
   }
@@ -146,7 +139,7 @@ class Builder {
         const char* what = e.wait_kind() == v1::WAIT_KIND_CONDITION ? "condition wait"
                            : e.wait_kind() == v1::WAIT_KIND_JOIN    ? "join wait"
                                                                     : "lock wait";
-        std::string where = Where(e.stack());
+        std::string where = v1::ShortWhere(e.stack());
         OpenWait w{e.ts_ns(), std::string(what) + (where.empty() ? "" : " at " + where),
                    {{"lock", id}}};
         if (e.has_other_native_tid()) w.args.push_back({"owner", std::to_string(e.other_native_tid())});

@@ -1,5 +1,7 @@
 #include "daemon/metrics/snapshot_metrics.h"
 
+#include "proto/stack_text.h"
+
 #include <algorithm>
 #include <cmath>
 #include <regex>
@@ -85,15 +87,6 @@ v1::Histogram Merge(const v1::Histogram& a, const v1::Histogram& b) {
   out.set_sum_ns(a.sum_ns() + b.sum_ns());
   out.set_max_ns(std::max(a.max_ns(), b.max_ns()));
   return out;
-}
-
-std::string Where(const v1::PyStack& s) {
-  if (s.frames_size() == 0) return "";
-  const auto& f = s.frames(std::min<int>(static_cast<int>(s.primary()), s.frames_size() - 1));
-  std::string file = f.file();
-  auto slash = file.rfind('/');
-  if (slash != std::string::npos) file = file.substr(slash + 1);
-  return file + (f.has_line() ? ":" + std::to_string(f.line()) : "") + " " + f.function();
 }
 
 const char* StateLabel(v1::ThreadState s) {
@@ -187,8 +180,8 @@ void TargetMetrics(const v1::Snapshot& s, const MetricsOptions& options, Familie
         if (l->has_hold()) other.hold = Merge(other.hold, l->hold());
         continue;
       }
-      std::string site = Where(l->first_contended_at());
-      if (site.empty()) site = Where(l->created_at());
+      std::string site = v1::ShortWhere(l->first_contended_at());
+      if (site.empty()) site = v1::ShortWhere(l->created_at());
       const char* kind = l->kind() == v1::LOCK_KIND_RLOCK  ? "RLock"
                          : l->kind() == v1::LOCK_KIND_LOCK ? "Lock"
                                                            : "unknown";

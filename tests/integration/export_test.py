@@ -13,6 +13,14 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 PROTO_DIR = os.path.join(HERE, "..", "..", "proto")
 
 
+def decode_perfetto(path):
+    """The trace as protobuf text, through protoc and the trace.proto subset."""
+    with open(path, "rb") as f:
+        return subprocess.run(["protoc", "--proto_path", PROTO_DIR,
+                               "--decode=perfetto.protos.Trace", "perfetto/trace.proto"],
+                              stdin=f, capture_output=True, text=True)
+
+
 class ExportTest(harness.BpfTestCase):
     def record(self):
         rec, report = self.path("c.tsrec"), self.path("c.json")
@@ -49,10 +57,7 @@ class ExportTest(harness.BpfTestCase):
         perfetto = self.path("c.pftrace")
         r = harness.run([harness.threadscope(), "export", rec, "-o", perfetto])
         self.assertEqual(r.returncode, 0, r.stderr)
-        with open(perfetto, "rb") as f:
-            decoded = subprocess.run(
-                ["protoc", "--proto_path", PROTO_DIR, "--decode=perfetto.protos.Trace",
-                 "perfetto/trace.proto"], stdin=f, capture_output=True, text=True)
+        decoded = decode_perfetto(perfetto)
         self.assertEqual(decoded.returncode, 0, decoded.stderr)
         text = decoded.stdout
         self.assertEqual(text.count("type: TYPE_SLICE_BEGIN"), text.count("type: TYPE_SLICE_END"))
@@ -72,10 +77,7 @@ class ExportTest(harness.BpfTestCase):
                          harness.DEBIAN_PYTHON, os.path.join(harness.PROGRAMS, "contention.py"),
                          "0.005", "20"], timeout=120)
         self.assertEqual(r.returncode, 0, r.stderr)
-        with open(out, "rb") as f:
-            decoded = subprocess.run(
-                ["protoc", "--proto_path", PROTO_DIR, "--decode=perfetto.protos.Trace",
-                 "perfetto/trace.proto"], stdin=f, capture_output=True, text=True)
+        decoded = decode_perfetto(out)
         self.assertEqual(decoded.returncode, 0, decoded.stderr)
         self.assertIn("lock wait at contention.py:", decoded.stdout)
 
