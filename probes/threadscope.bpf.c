@@ -36,6 +36,9 @@ const volatile __u32 lockobject_lock_offset = 16;
 /* Runtime addresses of Py_True / Py_False in the target, to read acquire()'s result. */
 const volatile __u64 py_true = 0;
 const volatile __u64 py_false = 0;
+/* Python 2.7: the address of `interpreter_lock`, the variable holding the GIL (a plain lock);
+ * 0 elsewhere. */
+const volatile __u64 gil_lock_addr = 0;
 
 /* CO-RE view of the few task_struct fields we read; libbpf relocates them against kernel BTF,
  * so no vmlinux.h is needed. */
@@ -921,4 +924,72 @@ SEC("uretprobe")
 int ts_gil_ret(struct pt_regs *ctx)
 {
 	return gil_record(ctx);
+}
+
+/* ---- Python 2.7: the GIL is a plain lock, taken and dropped through PyThread_acquire_lock /
+ * PyThread_release_lock like every other lock; only calls on `interpreter_lock` are the GIL. */
+
+/* A blocking take of the GIL in progress on this task (its return reports the acquisition). */
+struct {
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, __u32);
+} gil_takes SEC(".maps");
+
+static __always_inline bool is_gil_lock(void *lock)
+{
+	return gil_lock_addr && lock && (__u64)lock == read_user_u64(gil_lock_addr);
+}
+
+static __always_inline void gil_op(__u32 op)
+{
+	struct ts_gil_event *e = ts_reserve(sizeof(*e), TS_EV_GIL);
+
+	if (!e)
+		return;
+	e->op = op;
+	e->_pad = 0;
+	ts_submit(e);
+}
+
+/* int PyThread_acquire_lock(PyThread_type_lock lock, int waitflag) */
+SEC("uprobe")
+int BPF_KPROBE(ts_gil_lock_acquire, void *lock, int waitflag)
+{
+	__u32 *taking;
+
+	if (!is_target() || !waitflag || !is_gil_lock(lock))
+		return 0;
+	taking = bpf_task_storage_get(&gil_takes, bpf_get_current_task_btf(), 0,
+				      BPF_LOCAL_STORAGE_GET_F_CREATE);
+	if (taking)
+		*taking = 1;
+	gil_op(TS_GIL_TAKE_BEGIN);
+	return 0;
+}
+
+SEC("uretprobe")
+int BPF_KRETPROBE(ts_gil_lock_acquire_ret, int ret)
+{
+	__u32 *taking;
+
+	if (!is_target())
+		return 0;
+	taking = bpf_task_storage_get(&gil_takes, bpf_get_current_task_btf(), 0, 0);
+	if (!taking || !*taking)
+		return 0;
+	*taking = 0;
+	if (ret == 1)
+		gil_op(TS_GIL_TAKE_END);
+	return 0;
+}
+
+/* void PyThread_release_lock(PyThread_type_lock lock) */
+SEC("uprobe")
+int BPF_KPROBE(ts_gil_lock_release, void *lock)
+{
+	if (is_target() && is_gil_lock(lock))
+		gil_op(TS_GIL_DROP);
+	return 0;
 }

@@ -72,6 +72,7 @@ StatusOr<std::shared_ptr<LiveSession>> LiveSession::Attach(std::string id, pid_t
   bpf_options.trace_all_sems = plan.trace_all_sems;
   bpf_options.py_true = plan.py_true;
   bpf_options.py_false = plan.py_false;
+  bpf_options.gil_lock_addr = plan.gil_lock_addr;
   if (plan.stacks) {
     bpf_options.py_layout = plan.stacks->bpf;
     bpf_options.stack_frames = plan.stack_frames;

@@ -140,6 +140,7 @@ StatusOr<std::unique_ptr<BpfTracer>> BpfTracer::Load(const BpfTracerOptions& opt
   t->skel_->rodata->lockobject_lock_offset = options.lockobject_lock_offset;
   t->skel_->rodata->py_true = options.py_true;
   t->skel_->rodata->py_false = options.py_false;
+  t->skel_->rodata->gil_lock_addr = options.gil_lock_addr;
   t->uprobe_multi_ = KernelHasUprobeMulti();
   if (t->uprobe_multi_) {
     bpf_program* prog;

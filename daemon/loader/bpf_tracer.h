@@ -30,6 +30,7 @@ struct BpfTracerOptions {
   uint32_t lockobject_lock_offset = 16;
   uint64_t py_true = 0;
   uint64_t py_false = 0;
+  uint64_t gil_lock_addr = 0;  // 2.7: where `interpreter_lock` lives in the target
   // Python stacks: where to find frames (interp_head_addr 0 = off) and how many to record.
   ts_py_layout py_layout{};
   uint8_t stack_frames = 0;          // at lock waits and lock creation

@@ -540,6 +540,91 @@ std::vector<FunctionRange> RangesOf(const Planner& p, const std::string& name) {
   return out;
 }
 
+// 2.7: the GIL is the plain lock in `interpreter_lock`; its takes and drops are
+// PyThread_acquire_lock(lock, 1) / PyThread_release_lock(lock) calls on it, filtered in BPF by
+// the lock's address. The eval loop releases and re-takes it every sys.getcheckinterval() ticks:
+// its call to PyThread_release_lock marks those drops as forced.
+void AddGil27Probes(const Planner& p, ProbePlan* plan) {
+  GilCoverage& g = plan->gil;
+  auto var = p.py().FindSymbol("interpreter_lock");
+  auto acquire = p.Function("PyThread_acquire_lock");
+  auto release = p.Function("PyThread_release_lock");
+  if (!var || !acquire || !release) {
+    g.unavailable = "Python 2.7's GIL is the static `interpreter_lock`, which needs .symtab "
+                    "(and PyThread_acquire_lock/PyThread_release_lock)";
+    PlannedProbe probe;
+    probe.name = "gil_take";
+    probe.program = "ts_gil_lock_acquire";
+    probe.purpose = "GIL waits, holds and switches";
+    probe.unavailable = g.unavailable;
+    plan->probes.push_back(std::move(probe));
+    return;
+  }
+  plan->gil_lock_addr = var->value + p.target().info.interpreter.load_bias;
+  // PyThread_release_lock starts with `sub $8,%rsp` (single-stepped, ~10x a trap's cost); its
+  // first call (sem_post(lock)) comes before anything writes %rdi, so the lock is still the first
+  // argument there and the site is an emulated call.
+  ProbeSite release_site = *release;
+  for (const auto& insn : target::DecodeFunction(p.py(), p.dis(), release->vaddr, 64)) {
+    bool writes_rdi = (insn.const_dest && *insn.const_dest == target::ArgRegister::kRdi) ||
+                      (insn.clobbers && *insn.clobbers == target::ArgRegister::kRdi);
+    if (writes_rdi || insn.is_jump || insn.is_ret) break;
+    if (insn.is_call) {
+      if (auto s = p.Site(p.py(), p.target().info.interpreter, insn.address,
+                          "PyThread_release_lock+" + Hex(insn.address - release->vaddr) +
+                              " (its first call, the lock still in %rdi)",
+                          release->resolved_by + " + call site")) {
+        release_site = *s;
+      }
+      break;
+    }
+  }
+  auto add = [&](const char* name, const char* program, ProbeKind kind, uint32_t op,
+                 const char* purpose, std::vector<ProbeSite> sites, const std::string& missing) {
+    PlannedProbe probe;
+    probe.name = name;
+    probe.program = program;
+    probe.kind = kind;
+    probe.cookie = op;
+    probe.purpose = purpose;
+    probe.sites = std::move(sites);
+    if (probe.sites.empty()) probe.unavailable = missing;
+    plan->probes.push_back(std::move(probe));
+  };
+  add("gil_take", "ts_gil_lock_acquire", ProbeKind::kUprobe, TS_GIL_TAKE_BEGIN,
+      "a blocking PyThread_acquire_lock on interpreter_lock: waiting for the GIL", {*acquire}, "");
+  add("gil_take_return", "ts_gil_lock_acquire_ret", ProbeKind::kUretprobe, TS_GIL_TAKE_END,
+      "it returned: the thread holds the GIL (every lock acquire passes here, filtered in BPF)",
+      {*acquire}, "");
+  add("gil_drop", "ts_gil_lock_release", ProbeKind::kUprobe, TS_GIL_DROP,
+      "PyThread_release_lock on interpreter_lock: the holder drops the GIL", {release_site}, "");
+  std::vector<ProbeSite> forced;
+  if (auto eval = p.py().FindSymbol("PyEval_EvalFrameEx"); eval && eval->is_function) {
+    for (const auto& c : target::CallSites(target::DecodeFunction(p.py(), p.dis(), eval->value))) {
+      auto stub = p.py().PltStubName(c.target);
+      auto name = stub ? stub : p.py().NameAt(c.target);
+      if (!name || *name != "PyThread_release_lock") continue;
+      if (auto s = p.Site(p.py(), p.target().info.interpreter, c.address,
+                          "PyEval_EvalFrameEx+" + Hex(c.address - eval->value) +
+                              " (periodic switch: call PyThread_release_lock)",
+                          "call site in PyEval_EvalFrameEx")) {
+        forced.push_back(*s);
+      }
+    }
+  }
+  add("gil_forced", "ts_gil", ProbeKind::kUprobe, TS_GIL_FORCED,
+      "the eval loop's periodic release (every sys.getcheckinterval() ticks): a forced drop",
+      forced, "no call to PyThread_release_lock found in PyEval_EvalFrameEx");
+  g.traced = true;
+  g.take_functions = 1;
+  g.drop_functions = 1;
+  g.drops_complete = true;
+  g.forced_known = !forced.empty();
+  g.notes = "2.7: the GIL is interpreter_lock, a plain lock; every lock operation of the process "
+            "passes the probes and is filtered in BPF by its address. Forced drops are the eval "
+            "loop's periodic release every sys.getcheckinterval() ticks, asked for or not.";
+}
+
 void AddGilProbes(const Planner& p, bool enabled, ProbePlan* plan) {
   GilCoverage& g = plan->gil;
   const PythonVersion& v = p.version();
@@ -557,8 +642,7 @@ void AddGilProbes(const Planner& p, bool enabled, ProbePlan* plan) {
     plan->probes.push_back(std::move(probe));
   };
   if (v.major == 2) {
-    none("Python 2.7's GIL is a plain lock (interpreter_lock) taken through PyThread_acquire_lock "
-         "like every other lock, every 100 bytecodes: not traced");
+    AddGil27Probes(p, plan);
     return;
   }
   if (p.target().info.free_threaded) {

@@ -89,6 +89,8 @@ struct ProbePlan {
   // Runtime addresses of Py_True / Py_False (acquire()'s results), 0 when unknown.
   uint64_t py_true = 0;
   uint64_t py_false = 0;
+  // 2.7: runtime address of `interpreter_lock` (the GIL is a plain lock), 0 otherwise.
+  uint64_t gil_lock_addr = 0;
   // Python stacks: where frames live in this interpreter, or why stacks are off.
   std::optional<target::PyStackSupport> stacks;
   std::string stacks_unavailable;

@@ -36,9 +36,9 @@ class LifecycleTest(harness.BpfTestCase):
         self.assertEqual(report["trace"]["ended_by"], "exited")
         self.assertEqual(report["stats"]["drops"], 0)
         for probe in report["probes"]:
-            # 2.7 has no C-level join, and its locks and GIL are not traced: absent by design,
-            # with reasons.
-            if probe["name"] not in ("thread_join", "lock_wait", "gil_take"):
+            # 2.7 has no C-level join and its locks are not traced: absent by design, with
+            # reasons.
+            if probe["name"] not in ("thread_join", "lock_wait"):
                 self.assertTrue(probe["attached"], "%s: %s" % (probe["name"], probe["reason"]))
         visibility = report["target"]["join_visibility"]
         version = tuple(int(x) for x in truth["python"].split(".")[:2])

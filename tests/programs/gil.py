@@ -1,9 +1,11 @@
-"""GIL ground truth (CPython 3). Runs three phases one after the other and writes, to argv[1],
-each phase's threads (native tids), switch interval and wall time:
+"""GIL ground truth (CPython 2.7 and 3). Runs three phases one after the other and writes, to
+argv[1], each phase's threads (native tids), switch interval and wall time:
 
   cpu5      3 threads spin for SPIN seconds at the default 5 ms switch interval: the GIL is
             always wanted, so it changes hands about once per interval, by forced switches
-  cpu1      the same at a 1 ms interval: about five times as many forced switches
+            (2.7: the default check interval, 100 ticks)
+  cpu1      the same at a 1 ms interval: about five times as many forced switches (2.7: every
+            20 ticks)
   sleepers  4 threads each sleep 2 ms 100 times, nothing else running: every sleep drops and
             re-takes the GIL, and the takes hardly wait
 """
@@ -37,8 +39,17 @@ def sleeper():
         time.sleep(0.002)
 
 
+def set_interval(seconds):
+    """3.x: the switch interval; 2.7 counts ticks instead (100 by default, 20 for 1 ms)."""
+    if hasattr(sys, "setswitchinterval"):
+        sys.setswitchinterval(seconds)
+        return sys.getswitchinterval()
+    sys.setcheckinterval(int(round(seconds / 0.00005)))
+    return None
+
+
 def phase(name, body, count, interval):
-    sys.setswitchinterval(interval)
+    actual = set_interval(interval)
     tids = []
     lock = threading.Lock()
 
@@ -53,7 +64,7 @@ def phase(name, body, count, interval):
         t.start()
     for t in threads:
         t.join()
-    truth["phases"][name] = {"tids": tids, "interval": sys.getswitchinterval(),
+    truth["phases"][name] = {"tids": tids, "interval": actual,
                              "wall": time.time() - t0, "threads": count}
 
 

@@ -206,19 +206,22 @@ TEST_P(PyenvTest, VersionSymbolsAndPlan) {
   for (const auto& p : plan.probes) {
     if (!p.unavailable.empty()) {
       ++unavailable;
-      // The only gaps anywhere: 2.7 has no C-level join, and its locks and GIL are not traced.
+      // The only gaps anywhere: 2.7 has no C-level join, and its locks are not traced.
       EXPECT_EQ(version, "2.7.18");
-      EXPECT_TRUE(p.name == "thread_join" || p.name == "lock_wait" || p.name == "gil_take")
-          << p.name;
+      EXPECT_TRUE(p.name == "thread_join" || p.name == "lock_wait") << p.name;
     }
     if (p.required) {
       EXPECT_TRUE(p.unavailable.empty()) << p.name;
     }
   }
-  EXPECT_LE(unavailable, 3u);
-  EXPECT_EQ(plan.gil.traced, t->info.version.major == 3) << plan.gil.unavailable;
+  EXPECT_LE(unavailable, 2u);
+  // The GIL everywhere, 2.7's plain-lock GIL included.
+  EXPECT_TRUE(plan.gil.traced) << plan.gil.unavailable;
+  EXPECT_TRUE(plan.gil.forced_known) << version;
+  if (version == "2.7.18") {
+    EXPECT_NE(plan.gil_lock_addr, 0u);
+  }
   if (t->info.version.major == 3) {
-    EXPECT_TRUE(plan.gil.forced_known) << version;
     // Tracing every acquire finds all its probes too, and more of them.
     loader::PlanOptions all;
     all.locks = loader::LockMode::kAll;
