@@ -64,7 +64,7 @@ class LocksTest(harness.BpfTestCase):
         ends = lock_events(events, lock["id"], "wait_end")
         self.assertEqual(sorted(e["native_tid"] for e in ends), sorted(b["waiters"]), where)
         self.assertTrue(all(e["acquired"] and e["wait_kind"] == "lock" for e in ends), where)
-        # The holder slept 0.3 s holding it; the first waiter in waited most of that, and was
+        # The holder slept 1 s holding it; the first waiter in waited most of that, and was
         # handed the lock by the holder. The second got it from the first (or the holder).
         first = min(ends, key=lambda e: e["ts_ns"])
         self.assertEqual(first["other_native_tid"], b["holder"], where)
@@ -214,7 +214,7 @@ class LocksTest(harness.BpfTestCase):
                  if e["type"] == "lock" and e["change"] == "wait_end"]
         self.assertTrue(waits)
         self.assertTrue(all(e["wait_ns"] >= 200_000_000 for e in waits), waits)
-        # Only the barrier's first waiter (~0.25 s) and the 0.3 s RLock wait are that long.
+        # Only the barrier waits (~0.95 s) and the 0.3 s RLock wait are that long.
         self.assertFalse([e for e in waits if e["lock_id"] == lock_at(
             report, truth["timeout"]["lock"])["id"]])
 

@@ -3,7 +3,7 @@ what happened; the JSON goes to argv[1] at the end.
 
   counts      worker i acquires its own lock (i+1)*50 times and a shared lock 10 times
   barrier     a holder takes `contended`, everybody meets at a barrier, the two waiters block
-              on it while the holder sleeps 0.3 s holding it
+              on it while the holder sleeps 1 s holding it
   rlock       three levels of `with rlock`, then a waiter blocks while the holder is 2 deep
   condition   a consumer waits on a Condition until the producer notifies it
   timeout     acquire(timeout=0.1) on a lock held for 0.5 s fails once; 5 acquire(False) fail
@@ -68,7 +68,7 @@ def holder():
     roles["holder"] = native_id()
     with contended:
         barrier.wait()
-        time.sleep(0.3)
+        time.sleep(1.0)  # long enough for the waiters to block even on a loaded machine
 def waiter():
     roles.setdefault("waiters", []).append(native_id())
     barrier.wait()
@@ -96,7 +96,7 @@ def rholder2():
     with rlock:
         with rlock:
             state["held2"] = True
-            time.sleep(0.3)
+            time.sleep(1.0)  # long enough for the waiters to block even on a loaded machine
 def rwaiter():
     state["waiter"] = native_id()
     while not state.get("held2"):
