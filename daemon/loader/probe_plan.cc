@@ -540,6 +540,21 @@ std::vector<FunctionRange> RangesOf(const Planner& p, const std::string& name) {
   return out;
 }
 
+// One GIL probe at `sites` (cookie = its enum ts_gil_op), or unavailable with `missing`.
+void AddGilProbe(ProbePlan* plan, const char* name, const char* program, ProbeKind kind,
+                 uint32_t op, const char* purpose, std::vector<ProbeSite> sites,
+                 const std::string& missing) {
+  PlannedProbe probe;
+  probe.name = name;
+  probe.program = program;
+  probe.kind = kind;
+  probe.cookie = op;
+  probe.purpose = purpose;
+  probe.sites = std::move(sites);
+  if (probe.sites.empty()) probe.unavailable = missing;
+  plan->probes.push_back(std::move(probe));
+}
+
 // 2.7: the GIL is the plain lock in `interpreter_lock`; its takes and drops are
 // PyThread_acquire_lock(lock, 1) / PyThread_release_lock(lock) calls on it, filtered in BPF by
 // the lock's address. The eval loop releases and re-takes it every sys.getcheckinterval() ticks:
@@ -581,15 +596,7 @@ void AddGil27Probes(const Planner& p, ProbePlan* plan) {
   }
   auto add = [&](const char* name, const char* program, ProbeKind kind, uint32_t op,
                  const char* purpose, std::vector<ProbeSite> sites, const std::string& missing) {
-    PlannedProbe probe;
-    probe.name = name;
-    probe.program = program;
-    probe.kind = kind;
-    probe.cookie = op;
-    probe.purpose = purpose;
-    probe.sites = std::move(sites);
-    if (probe.sites.empty()) probe.unavailable = missing;
-    plan->probes.push_back(std::move(probe));
+    AddGilProbe(plan, name, program, kind, op, purpose, std::move(sites), missing);
   };
   add("gil_take", "ts_gil_lock_acquire", ProbeKind::kUprobe, TS_GIL_TAKE_BEGIN,
       "a blocking PyThread_acquire_lock on interpreter_lock: waiting for the GIL", {*acquire}, "");
@@ -807,15 +814,7 @@ void AddGilProbes(const Planner& p, bool enabled, ProbePlan* plan) {
 
   auto add = [&](const char* name, const char* program, ProbeKind kind, uint32_t op,
                  const char* purpose, std::vector<ProbeSite> sites, const std::string& missing) {
-    PlannedProbe probe;
-    probe.name = name;
-    probe.program = program;
-    probe.kind = kind;
-    probe.cookie = op;
-    probe.purpose = purpose;
-    probe.sites = std::move(sites);
-    if (probe.sites.empty()) probe.unavailable = missing;
-    plan->probes.push_back(std::move(probe));
+    AddGilProbe(plan, name, program, kind, op, purpose, std::move(sites), missing);
   };
   add("gil_take", "ts_gil", ProbeKind::kUprobe, TS_GIL_TAKE_BEGIN,
       "a thread starts waiting for the GIL (take_gil entered)", takes, "");
