@@ -14,6 +14,9 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <cstdlib>
+#include <optional>
+
 #include <cerrno>
 #include <cstring>
 
@@ -103,6 +106,33 @@ StatusOr<int> ListenUnix(const std::string& path, const std::string& group_name)
   return fd;
 }
 
+// Socket activation (sd_listen_fds(3)): LISTEN_PID is us and LISTEN_FDS >= 1 put a listening
+// socket at fd 3. Returns it and its path, nothing when not activated, an error when what was
+// passed is not a listening Unix stream socket.
+StatusOr<std::optional<std::pair<int, std::string>>> SocketFromSystemd() {
+  const char* pid = std::getenv("LISTEN_PID");
+  const char* fds = std::getenv("LISTEN_FDS");
+  if (!pid || !fds || std::atoi(pid) != getpid() || std::atoi(fds) < 1) {
+    return std::optional<std::pair<int, std::string>>();
+  }
+  unsetenv("LISTEN_PID");
+  unsetenv("LISTEN_FDS");
+  unsetenv("LISTEN_FDNAMES");
+  constexpr int kFd = 3;  // SD_LISTEN_FDS_START
+  int listening = 0;
+  socklen_t len = sizeof(listening);
+  sockaddr_un addr{};
+  socklen_t alen = sizeof(addr);
+  if (getsockopt(kFd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &len) != 0 || !listening ||
+      getsockname(kFd, reinterpret_cast<sockaddr*>(&addr), &alen) != 0 ||
+      addr.sun_family != AF_UNIX) {
+    return FailedPreconditionError(
+        "LISTEN_FDS is set but fd 3 is not a listening Unix socket (check threadscoped.socket)");
+  }
+  fcntl(kFd, F_SETFD, FD_CLOEXEC);
+  return std::optional<std::pair<int, std::string>>(std::make_pair(kFd, std::string(addr.sun_path)));
+}
+
 std::unique_ptr<grpc::ServerBuilder> NewBuilder() {
   // Link health.proto's descriptor so reflection can describe grpc.health.v1 too.
   (void)grpc::health::v1::HealthCheckRequest::descriptor();
@@ -142,10 +172,20 @@ StatusOr<std::unique_ptr<DaemonServer>> DaemonServer::Start(const DaemonOptions&
     TS_ASSIGN_OR_RETURN(d->metrics_, metrics::MetricsServer::Start(options.metrics_addr,
                                                                    *d->manager_, options.metrics));
   }
-  TS_ASSIGN_OR_RETURN(d->listen_fd_, ListenUnix(options.socket_path, options.socket_group));
+  TS_ASSIGN_OR_RETURN(auto inherited, SocketFromSystemd());
+  if (inherited) {
+    // systemd (threadscoped.socket) made the socket, with its path, group and mode: use it and
+    // leave the file to systemd.
+    d->listen_fd_ = inherited->first;
+    d->socket_activated_ = true;
+    d->options_.socket_path = inherited->second;
+  } else {
+    TS_ASSIGN_OR_RETURN(d->listen_fd_, ListenUnix(options.socket_path, options.socket_group));
+  }
   d->wake_fd_ = eventfd(0, EFD_CLOEXEC);
   d->acceptor_ = std::thread([raw = d.get()] { raw->AcceptLoop(); });
-  spdlog::info("threadscoped listening on unix:{}", options.socket_path);
+  spdlog::info("threadscoped listening on unix:{}{}", d->options_.socket_path,
+               d->socket_activated_ ? " (socket from systemd)" : "");
   return d;
 }
 
@@ -195,7 +235,7 @@ DaemonServer::~DaemonServer() {
   if (manager_) manager_->DetachAll();
   if (listen_fd_ >= 0) {
     close(listen_fd_);
-    unlink(options_.socket_path.c_str());
+    if (!socket_activated_) unlink(options_.socket_path.c_str());
   }
   if (wake_fd_ >= 0) close(wake_fd_);
 }

@@ -54,6 +54,7 @@ class DaemonServer {
   std::unique_ptr<grpc::Server> server_;
   std::unique_ptr<metrics::MetricsServer> metrics_;
   int listen_fd_ = -1;
+  bool socket_activated_ = false;  // the socket came from systemd: not ours to remove
   int wake_fd_ = -1;  // eventfd that stops the accept loop
   std::thread acceptor_;
   std::atomic<bool> stopping_{false};

@@ -4,6 +4,7 @@ capabilities, sees host pids and exposes the metrics Prometheus scrapes."""
 import os
 import re
 import signal
+import socket
 import subprocess
 
 import yaml
@@ -55,6 +56,46 @@ class DeployTest(harness.BpfTestCase):
             daemon.send_signal(signal.SIGTERM)
             daemon.wait(timeout=30)
             log.close()
+
+    def test_socket_activation(self):
+        """As threadscoped.socket does it: systemd binds the socket with the unit's mode and
+        group and passes it as fd 3 (LISTEN_PID, LISTEN_FDS); the daemon serves it and leaves
+        the file to its owner."""
+        with open(os.path.join(DEPLOY, "systemd", "threadscoped.socket")) as f:
+            unit = f.read()
+        self.assertRegex(unit, r"(?m)^ListenStream=/run/threadscope/threadscope.sock$")
+        mode = int(re.search(r"(?m)^SocketMode=(\d+)$", unit).group(1), 8)
+        path = self.path("activated.sock")
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind(path)
+        os.chmod(path, mode)
+        listener.listen(16)
+        listener.set_inheritable(True)  # Python sockets are close-on-exec by default
+
+        def as_systemd_would():
+            if listener.fileno() != 3:
+                os.dup2(listener.fileno(), 3)
+            os.environ["LISTEN_PID"] = str(os.getpid())
+            os.environ["LISTEN_FDS"] = "1"
+
+        log = open(self.path("activated.log"), "w")
+        daemon = subprocess.Popen([harness.threadscoped(), "--socket", self.path("unused.sock")],
+                                  stdout=log, stderr=subprocess.STDOUT,
+                                  preexec_fn=as_systemd_would, close_fds=False)
+        try:
+            r = harness.run([harness.threadscope(), "--server", "unix:" + path, "status"],
+                            timeout=60)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            self.assertIn("threadscoped", r.stdout + r.stderr)
+            self.assertFalse(os.path.exists(self.path("unused.sock")))
+        finally:
+            daemon.send_signal(signal.SIGTERM)
+            daemon.wait(timeout=30)
+            log.close()
+            listener.close()
+        self.assertTrue(os.path.exists(path), "the daemon removed a socket it does not own")
+        with open(self.path("activated.log")) as f:
+            self.assertIn("socket from systemd", f.read())
 
     def test_kubernetes_daemonset(self):
         _, bounding, _ = unit_capabilities()
