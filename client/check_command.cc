@@ -40,22 +40,12 @@ bool WriteFile(const std::string& path, const std::string& text, bool append = f
 }
 
 // Runs `threadscope run` with a report into `report`; its output goes to `log`.
-int RunOnce(const std::vector<std::string>& run_flags, const std::vector<std::string>& command,
+int RunOnce(const CheckOptions& options, const std::vector<std::string>& command,
             const std::string& report, const std::string& log) {
   std::vector<std::string> args = {"threadscope"};
-  std::vector<std::string> global, local;
-  // --server is the CLI's global option: it goes before the subcommand.
-  for (size_t i = 0; i < run_flags.size(); ++i) {
-    if (run_flags[i] == "--server" && i + 1 < run_flags.size()) {
-      global.push_back(run_flags[i]);
-      global.push_back(run_flags[++i]);
-    } else {
-      local.push_back(run_flags[i]);
-    }
-  }
-  args.insert(args.end(), global.begin(), global.end());
+  args.insert(args.end(), options.global_flags.begin(), options.global_flags.end());
   args.insert(args.end(), {"run", "--no-live", "--report", report});
-  args.insert(args.end(), local.begin(), local.end());
+  args.insert(args.end(), options.run_flags.begin(), options.run_flags.end());
   args.push_back("--");
   args.insert(args.end(), command.begin(), command.end());
   pid_t pid = fork();
@@ -86,9 +76,23 @@ std::string LastLine(const std::string& path) {
   return nl == std::string::npos ? text : text.substr(nl + 1);
 }
 
+int CheckCommandImpl(const CheckOptions& options, const std::vector<std::string>& command);
+
 }  // namespace
 
 int CheckCommand(const CheckOptions& options, const std::vector<std::string>& command) {
+  try {
+    return CheckCommandImpl(options, command);
+  } catch (const nlohmann::json::exception& e) {
+    // A baseline or report that is JSON but not of the expected shape (a string where a number
+    // belongs, a missing object).
+    return Usage(std::string("a baseline or report has an unexpected shape: ") + e.what());
+  }
+}
+
+namespace {
+
+int CheckCommandImpl(const CheckOptions& options, const std::vector<std::string>& command) {
   if (options.baseline.empty()) return Usage("--baseline FILE is required");
   if (options.reports.empty() && command.empty()) {
     return Usage("give the command to run after --, or saved reports with --reports");
@@ -112,9 +116,13 @@ int CheckCommand(const CheckOptions& options, const std::vector<std::string>& co
   if (ReadFile(options.baseline, &text)) {
     std::string why;
     baseline = gate::ParseBaseline(text, &why);
-    if (!baseline) {
+    if (!baseline && !options.update_baseline) {
       return Usage("baseline " + options.baseline + " is corrupt: " + why +
                    " (fix it, or rewrite it with --update-baseline)");
+    }
+    if (!baseline) {
+      std::fprintf(stderr, "threadscope check: replacing corrupt baseline %s (%s)\n",
+                   options.baseline.c_str(), why.c_str());
     }
   } else if (!options.update_baseline) {
     return Usage("cannot read baseline " + options.baseline + ": " + std::strerror(errno) +
@@ -148,7 +156,7 @@ int CheckCommand(const CheckOptions& options, const std::vector<std::string>& co
     for (int i = 0; i < options.runs; ++i) {
       std::string report = dir + "/run-" + std::to_string(i + 1) + ".json";
       auto t0 = std::chrono::steady_clock::now();
-      int code = RunOnce(options.run_flags, command, report, log);
+      int code = RunOnce(options, command, report, log);
       double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       std::string body;
       json j;
@@ -165,7 +173,7 @@ int CheckCommand(const CheckOptions& options, const std::vector<std::string>& co
       meta["python_version"] = j["target"].value("python_version", "");
     }
     meta["command"] = command;
-    meta["run_flags"] = options.run_flags;
+    meta["run_flags"] = options.run_flags;  // not the global ones: they may name secrets' files
     std::filesystem::remove_all(dir);
   }
   meta["runs"] = runs.size();
@@ -217,5 +225,7 @@ int CheckCommand(const CheckOptions& options, const std::vector<std::string>& co
   }
   return kCheckInternal;
 }
+
+}  // namespace
 
 }  // namespace threadscope::client

@@ -27,7 +27,8 @@ struct CheckOptions {
   std::string json_file;
   std::string summary_file;  // Markdown; default: $GITHUB_STEP_SUMMARY when set
   bool github = false;       // annotations on stdout; default: when GITHUB_ACTIONS=true
-  std::vector<std::string> run_flags;  // given to each `threadscope run` (--server, --locks ...)
+  std::vector<std::string> global_flags;  // before `run`: --server, --tls-ca, --token-file ...
+  std::vector<std::string> run_flags;     // after `run`: --locks, --gil
 };
 
 int CheckCommand(const CheckOptions& options, const std::vector<std::string>& command);

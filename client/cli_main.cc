@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstring>
 #include <cstdlib>
 
 #include "client/check_command.h"
@@ -104,6 +105,23 @@ int UsageError(const std::string& message) {
   return kExitUsage;
 }
 
+// Output files are checked before anything is traced: a typo in a path must not cost a trace.
+// Nothing is created here: an existing file must be writable, a new one's directory must be.
+std::string Unwritable(const std::vector<std::pair<const char*, std::string>>& outputs) {
+  for (const auto& [flag, path] : outputs) {
+    if (path.empty()) continue;
+    std::string probe = path;
+    if (access(path.c_str(), F_OK) != 0) {
+      auto slash = path.rfind('/');
+      probe = slash == std::string::npos ? "." : slash == 0 ? "/" : path.substr(0, slash);
+    }
+    if (access(probe.c_str(), W_OK) != 0) {
+      return std::string(flag) + ": cannot write " + path + ": " + std::strerror(errno);
+    }
+  }
+  return "";
+}
+
 }  // namespace
 
 int CliMain(int argc, char** argv) {
@@ -179,7 +197,8 @@ int CliMain(int argc, char** argv) {
                     "append a Markdown summary (default: $GITHUB_STEP_SUMMARY)");
   check->add_flag("--github", check_options.github,
                   "print GitHub annotations (default when GITHUB_ACTIONS=true)");
-  check->add_option("--locks", check_locks, "lock tracing of each run: contended (default), all")
+  check->add_option("--locks", check_locks,
+                    "lock tracing of each run: contended (default), all, off")
       ->check(CLI::IsMember({"contended", "all", "off"}));
   check->add_option("--gil", check_gil, "GIL tracing of each run: on (default), off")
       ->check(CLI::IsMember({"on", "off"}));
@@ -208,9 +227,14 @@ int CliMain(int argc, char** argv) {
   }
   if (check->parsed()) {
     // The gate runs `threadscope run` per run: it needs no connection of its own.
-    if (!f.server.empty()) check_options.run_flags = {"--server", f.server};
-    check_options.run_flags.insert(check_options.run_flags.end(),
-                                   {"--locks", check_locks, "--gil", check_gil});
+    // Each run connects as this command was told to.
+    auto& g = check_options.global_flags;
+    if (!f.server.empty()) g.insert(g.end(), {"--server", f.server});
+    if (f.no_daemon) g.push_back("--no-daemon");
+    if (!tls_ca.empty()) g.insert(g.end(), {"--tls-ca", tls_ca});
+    if (!token_file.empty()) g.insert(g.end(), {"--token-file", token_file});
+    if (!tls_server_name.empty()) g.insert(g.end(), {"--tls-server-name", tls_server_name});
+    check_options.run_flags = {"--locks", check_locks, "--gil", check_gil};
     return CheckCommand(check_options, command);
   }
 
@@ -275,6 +299,14 @@ int CliMain(int argc, char** argv) {
   }
   trace.timeline_file = f.perfetto_out.empty() ? f.chrome_out : f.perfetto_out;
   trace.timeline_format = f.perfetto_out.empty() ? "chrome" : "perfetto";
+  if (std::string bad = Unwritable({{"--report", f.report_file},
+                                     {"--events", f.events_file},
+                                     {f.perfetto_out.empty() ? "--chrome-out" : "--perfetto-out",
+                                      trace.timeline_file},
+                                     {"export -o", exporter->parsed() ? export_out : ""}});
+      !bad.empty()) {
+    return UsageError(bad);
+  }
   trace.report_file = f.report_file;
   trace.events_file = f.events_file;
   trace.live_view = !f.no_live;

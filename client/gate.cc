@@ -14,6 +14,25 @@ namespace {
 
 constexpr char kSitePrefix[] = "lock_contentions@";
 
+}  // namespace
+
+std::optional<Baseline> ParseBaselineJson(const std::string& text, std::string* error);
+
+namespace {
+
+// A per-line figure in every run that traced locks: absent from such a run means no thread
+// waited there (0); a run without lock data says nothing about it.
+std::vector<double> SiteValues(const std::string& name,
+                               const std::vector<std::map<std::string, double>>& runs) {
+  std::vector<double> out;
+  for (const auto& run : runs) {
+    if (!run.count("lock_contentions")) continue;
+    auto it = run.find(name);
+    out.push_back(it == run.end() ? 0.0 : it->second);
+  }
+  return out;
+}
+
 double Median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
   size_t n = v.size();
@@ -114,6 +133,15 @@ std::map<std::string, double> ExtractFigures(const json& report) {
 }
 
 std::optional<Baseline> ParseBaseline(const std::string& text, std::string* error) {
+  try {
+    return ParseBaselineJson(text, error);
+  } catch (const json::exception& e) {
+    *error = std::string("unexpected shape: ") + e.what();
+    return std::nullopt;
+  }
+}
+
+std::optional<Baseline> ParseBaselineJson(const std::string& text, std::string* error) {
   json j = json::parse(text, nullptr, false);
   if (j.is_discarded()) {
     *error = "it is not JSON";
@@ -206,10 +234,8 @@ CheckResult Compare(const Baseline& baseline, const std::vector<std::map<std::st
     f.threshold = b != baseline.figures.end() ? b->second.threshold : DefaultThreshold(name);
     if (auto o = overrides.find(name); o != overrides.end()) f.threshold = o->second;
     auto v = values.find(name);
-    // A per-site figure absent from a run means no thread waited there: 0.
     std::vector<double> got = v != values.end() ? v->second : std::vector<double>{};
-    bool site = name.rfind(kSitePrefix, 0) == 0;
-    if (site) got.resize(runs.size(), 0.0);
+    if (name.rfind(kSitePrefix, 0) == 0) got = SiteValues(name, runs);
     if (got.empty()) {
       f.missing = true;
       if (b != baseline.figures.end()) {
@@ -281,7 +307,7 @@ Baseline MakeBaseline(const std::vector<std::map<std::string, double>>& runs,
     for (const auto& [k, v] : run) values[k].push_back(v);
   }
   for (auto& [name, got] : values) {
-    if (name.rfind(kSitePrefix, 0) == 0) got.resize(runs.size(), 0.0);
+    if (name.rfind(kSitePrefix, 0) == 0) got = SiteValues(name, runs);
     BaselineFigure f;
     f.value = Median(got);
     f.runs = got;

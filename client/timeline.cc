@@ -17,7 +17,7 @@ namespace {
 
 class Builder {
  public:
-  explicit Builder(const v1::Snapshot& final) : final_(final) {
+  explicit Builder(const v1::Snapshot& final) {
     t_.pid = final.target().pid();
     t_.process_name = final.target().executable();
     t_.start_ns = final.trace_start_ns();
@@ -161,10 +161,13 @@ class Builder {
         std::vector<uint64_t> in;
         if (e.has_other_native_tid()) {
           w.args.push_back({"woken_by", std::to_string(e.other_native_tid())});
-          auto f = pending_flows_.find({id, e.other_native_tid()});
-          if (f != pending_flows_.end()) {
-            in.push_back(f->second);
-            pending_flows_.erase(f);
+          // An arrow only where the wake and the wait it ended are both known.
+          auto f = pending_wakes_.find({id, e.other_native_tid()});
+          if (f != pending_wakes_.end()) {
+            uint64_t flow = ++t_.flows;
+            t_.slices[f->second].flows_out.push_back(flow);
+            in.push_back(flow);
+            pending_wakes_.erase(f);
           }
         }
         AddSlice(ThreadKey(tid), w.name, "lock", w.begin, e.ts_ns(), w.args, {}, std::move(in));
@@ -186,10 +189,9 @@ class Builder {
                    e.ts_ns(), {{"owner", std::to_string(tid)}}, {}, {});
           holders_.erase(h);
         }
-        uint64_t flow = ++t_.flows;
-        pending_flows_[{id, tid}] = flow;
+        pending_wakes_[{id, tid}] = t_.slices.size();
         AddSlice(ThreadKey(tid), "release wakes a waiter", "lock", e.ts_ns(), e.ts_ns(),
-                 {{"lock", id}}, {flow}, {});
+                 {{"lock", id}}, {}, {});
         break;
       }
       case v1::LOCK_CHANGE_DEADLOCK: {
@@ -244,13 +246,13 @@ class Builder {
     }
   }
 
-  const v1::Snapshot& final_;
   Timeline t_;
   std::set<std::string> keys_;
   std::map<std::string, std::string> lock_names_;
   std::map<int32_t, OpenWait> lock_waits_;
   std::map<std::string, std::pair<int32_t, uint64_t>> holders_;  // lock -> (owner, since)
-  std::map<std::pair<std::string, int32_t>, uint64_t> pending_flows_;  // (lock, waker) -> flow
+  // (lock, waker) -> index in t_.slices of its latest wake (slices are sorted only at the end)
+  std::map<std::pair<std::string, int32_t>, size_t> pending_wakes_;
   std::map<int32_t, uint64_t> gil_waits_;
   std::optional<std::pair<int32_t, uint64_t>> gil_holder_;
   int64_t lock_waiters_ = 0;

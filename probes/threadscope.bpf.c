@@ -895,18 +895,21 @@ int ts_futex_wake(struct bpf_raw_tracepoint_args *ctx)
 
 /* ---------------------------------------------------------------- the GIL */
 
-static __always_inline int gil_record(struct pt_regs *ctx)
+static __always_inline void gil_op(__u32 op)
 {
-	struct ts_gil_event *e;
+	struct ts_gil_event *e = ts_reserve(sizeof(*e), TS_EV_GIL);
 
-	if (!is_target())
-		return 0;
-	e = ts_reserve(sizeof(*e), TS_EV_GIL);
 	if (!e)
-		return 0;
-	e->op = (__u32)bpf_get_attach_cookie(ctx);
+		return;
+	e->op = op;
 	e->_pad = 0;
 	ts_submit(e);
+}
+
+static __always_inline int gil_record(struct pt_regs *ctx)
+{
+	if (is_target())
+		gil_op((__u32)bpf_get_attach_cookie(ctx));
 	return 0;
 }
 
@@ -940,17 +943,6 @@ struct {
 static __always_inline bool is_gil_lock(void *lock)
 {
 	return gil_lock_addr && lock && (__u64)lock == read_user_u64(gil_lock_addr);
-}
-
-static __always_inline void gil_op(__u32 op)
-{
-	struct ts_gil_event *e = ts_reserve(sizeof(*e), TS_EV_GIL);
-
-	if (!e)
-		return;
-	e->op = op;
-	e->_pad = 0;
-	ts_submit(e);
 }
 
 /* int PyThread_acquire_lock(PyThread_type_lock lock, int waitflag) */

@@ -35,14 +35,15 @@ bool LockMatches(const v1::WatchEventsRequest& req, const v1::LockEvent& event) 
 }
 
 // JFR-style threshold: short waits make no events (the statistics still count them).
-bool AboveThreshold(const v1::LockEvent& e, uint64_t threshold_ns) {
+// Decided on the model's event, before any message is built for it.
+bool AboveThreshold(const model::LockChangeEvent& e, uint64_t threshold_ns) {
   if (threshold_ns == 0) return true;
-  switch (e.change()) {
-    case v1::LOCK_CHANGE_WAIT_BEGIN:
-    case v1::LOCK_CHANGE_WOKEN:
+  switch (e.change) {
+    case model::LockChange::kWaitBegin:
+    case model::LockChange::kWoken:
       return false;
-    case v1::LOCK_CHANGE_WAIT_END:
-      return e.wait_ns() >= threshold_ns;
+    case model::LockChange::kWaitEnd:
+      return e.wait_ns >= threshold_ns;
     default:
       return true;
   }
@@ -109,8 +110,8 @@ void ApplyAndDescribe(model::TraceModel& model, const uint8_t* data, size_t size
           if (!gil_events) continue;
           *r.mutable_gil_event() = ToProto(e.gil);
         } else {
+          if (!AboveThreshold(e.lock, lock_threshold_ns)) continue;
           *r.mutable_lock_event() = ToProto(model.locks(), model.locations(), e.lock);
-          if (!AboveThreshold(r.lock_event(), lock_threshold_ns)) continue;
         }
         out->push_back(std::move(r));
       }
@@ -128,10 +129,6 @@ void ApplyAndDescribe(model::TraceModel& model, const uint8_t* data, size_t size
     off += len;
     if (records) ++*records;
   }
-}
-
-bool Deliverable(const EventSubscription& sub, const v1::WatchEventsResponse& r) {
-  return sub.Matches(r);
 }
 
 }  // namespace
@@ -217,20 +214,26 @@ v1::RecordingChunk Session::HeaderChunk() const {
 }
 
 std::shared_ptr<EventSubscription> Session::Watch(const v1::WatchEventsRequest& request) {
-  auto sub = std::make_shared<EventSubscription>(request, 8192);
+  constexpr size_t kLiveQueue = 8192;  // what a slow reader may fall behind by, live
   std::lock_guard<std::mutex> lock(mu_);
+  std::vector<v1::WatchEventsResponse> history;
   if (request.from_start()) {
-    // Re-run the raw history through a fresh model to regenerate the past, in order.
+    // Re-run the raw history through a fresh model to regenerate the past, in order. It is all
+    // queued before the client reads anything, so the queue holds all of it: the past is never
+    // dropped (only a client too slow for the live stream loses events, and is told so).
     model::TraceModel replay(model_->config());
-    std::vector<v1::WatchEventsResponse> history;
+    EventSubscription filter(request, 0);
     for (const auto& chunk : raw_log_) {
+      std::vector<v1::WatchEventsResponse> part;
       ApplyAndDescribe(replay, reinterpret_cast<const uint8_t*>(chunk.data()), chunk.size(),
-                       &history, nullptr, target_.lock_threshold_ns(), request.gil_events());
-    }
-    for (auto& r : history) {
-      if (Deliverable(*sub, r)) sub->queue().Push(std::move(r));
+                       &part, nullptr, target_.lock_threshold_ns(), request.gil_events());
+      for (auto& r : part) {
+        if (filter.Matches(r)) history.push_back(std::move(r));
+      }
     }
   }
+  auto sub = std::make_shared<EventSubscription>(request, history.size() + kLiveQueue);
+  for (auto& r : history) sub->queue().Push(std::move(r));
   if (finished_) {
     v1::WatchEventsResponse r;
     r.mutable_target_finished()->set_state(target_.state());
@@ -315,7 +318,7 @@ void Session::IngestRecords(const uint8_t* data, size_t size) {
   }
   for (const auto& r : events) {
     for (auto& w : watchers_) {
-      if (Deliverable(*w, r)) w->queue().Push(r);
+      if (w->Matches(r)) w->queue().Push(r);
     }
   }
 }

@@ -61,8 +61,7 @@ StatusOr<SessionManager::AttachResult> SessionManager::Attach(pid_t pid,
                                 std::to_string(options.acquire_stack_frames()));
   }
   for (const auto& [name, value] : options.labels()) {
-    std::string n, v;
-    if (!metrics::ParseLabel(name + "=" + value, &n, &v)) {
+    if (!metrics::IsUserLabelName(name)) {
       return InvalidArgumentError("label '" + name +
                                   "' is not a Prometheus label name threadscope leaves to users");
     }

@@ -298,8 +298,8 @@ v1::Gil BuildGil(const model::TraceModel& model, bool traced, uint64_t now_ns) {
     g.set_acquisitions(t.acquisitions);
     // Time still running counts up to now, so a thread stuck waiting shows it.
     uint64_t wait = t.wait_ns, hold = t.hold_ns;
-    if (t.waiting_since && now_ns > *t.waiting_since) wait += now_ns - *t.waiting_since;
-    if (t.holding_since && now_ns > *t.holding_since) hold += now_ns - *t.holding_since;
+    if (t.waiting_since) wait += model::Elapsed(now_ns, *t.waiting_since);
+    if (t.holding_since) hold += model::Elapsed(now_ns, *t.holding_since);
     g.set_wait_ns(wait);
     g.set_hold_ns(hold);
     g.set_forced_drops(t.forced_drops);

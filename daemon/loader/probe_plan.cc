@@ -567,12 +567,8 @@ void AddGil27Probes(const Planner& p, ProbePlan* plan) {
   if (!var || !acquire || !release) {
     g.unavailable = "Python 2.7's GIL is the static `interpreter_lock`, which needs .symtab "
                     "(and PyThread_acquire_lock/PyThread_release_lock)";
-    PlannedProbe probe;
-    probe.name = "gil_take";
-    probe.program = "ts_gil_lock_acquire";
-    probe.purpose = "GIL waits, holds and switches";
-    probe.unavailable = g.unavailable;
-    plan->probes.push_back(std::move(probe));
+    AddGilProbe(plan, "gil_take", "ts_gil_lock_acquire", ProbeKind::kUprobe, TS_GIL_TAKE_BEGIN,
+                "GIL waits, holds and switches", {}, g.unavailable);
     return;
   }
   plan->gil_lock_addr = var->value + p.target().info.interpreter.load_bias;
@@ -594,17 +590,16 @@ void AddGil27Probes(const Planner& p, ProbePlan* plan) {
       break;
     }
   }
-  auto add = [&](const char* name, const char* program, ProbeKind kind, uint32_t op,
-                 const char* purpose, std::vector<ProbeSite> sites, const std::string& missing) {
-    AddGilProbe(plan, name, program, kind, op, purpose, std::move(sites), missing);
-  };
-  add("gil_take", "ts_gil_lock_acquire", ProbeKind::kUprobe, TS_GIL_TAKE_BEGIN,
-      "a blocking PyThread_acquire_lock on interpreter_lock: waiting for the GIL", {*acquire}, "");
-  add("gil_take_return", "ts_gil_lock_acquire_ret", ProbeKind::kUretprobe, TS_GIL_TAKE_END,
+  AddGilProbe(plan, "gil_take", "ts_gil_lock_acquire", ProbeKind::kUprobe, TS_GIL_TAKE_BEGIN,
+              "a blocking PyThread_acquire_lock on interpreter_lock: waiting for the GIL",
+              {*acquire}, "");
+  AddGilProbe(
+      plan, "gil_take_return", "ts_gil_lock_acquire_ret", ProbeKind::kUretprobe, TS_GIL_TAKE_END,
       "it returned: the thread holds the GIL (every lock acquire passes here, filtered in BPF)",
       {*acquire}, "");
-  add("gil_drop", "ts_gil_lock_release", ProbeKind::kUprobe, TS_GIL_DROP,
-      "PyThread_release_lock on interpreter_lock: the holder drops the GIL", {release_site}, "");
+  AddGilProbe(plan, "gil_drop", "ts_gil_lock_release", ProbeKind::kUprobe, TS_GIL_DROP,
+              "PyThread_release_lock on interpreter_lock: the holder drops the GIL", {release_site},
+              "");
   std::vector<ProbeSite> forced;
   if (auto eval = p.py().FindSymbol("PyEval_EvalFrameEx"); eval && eval->is_function) {
     for (const auto& c : target::CallSites(target::DecodeFunction(p.py(), p.dis(), eval->value))) {
@@ -619,7 +614,8 @@ void AddGil27Probes(const Planner& p, ProbePlan* plan) {
       }
     }
   }
-  add("gil_forced", "ts_gil", ProbeKind::kUprobe, TS_GIL_FORCED,
+  AddGilProbe(
+      plan, "gil_forced", "ts_gil", ProbeKind::kUprobe, TS_GIL_FORCED,
       "the eval loop's periodic release (every sys.getcheckinterval() ticks): a forced drop",
       forced, "no call to PyThread_release_lock found in PyEval_EvalFrameEx");
   g.traced = true;
@@ -627,9 +623,10 @@ void AddGil27Probes(const Planner& p, ProbePlan* plan) {
   g.drop_functions = 1;
   g.drops_complete = true;
   g.forced_known = !forced.empty();
-  g.notes = "2.7: the GIL is interpreter_lock, a plain lock; every lock operation of the process "
-            "passes the probes and is filtered in BPF by its address. Forced drops are the eval "
-            "loop's periodic release every sys.getcheckinterval() ticks, asked for or not.";
+  g.notes =
+      "2.7: the GIL is interpreter_lock, a plain lock; every lock operation of the process "
+      "passes the probes and is filtered in BPF by its address. Forced drops are the eval "
+      "loop's periodic release every sys.getcheckinterval() ticks, asked for or not.";
 }
 
 void AddGilProbes(const Planner& p, bool enabled, ProbePlan* plan) {
@@ -641,20 +638,17 @@ void AddGilProbes(const Planner& p, bool enabled, ProbePlan* plan) {
   }
   auto none = [&](const std::string& why) {
     g.unavailable = why;
-    PlannedProbe probe;
-    probe.name = "gil_take";
-    probe.program = "ts_gil";
-    probe.purpose = "GIL waits, holds and switches";
-    probe.unavailable = why;
-    plan->probes.push_back(std::move(probe));
+    AddGilProbe(plan, "gil_take", "ts_gil", ProbeKind::kUprobe, TS_GIL_TAKE_BEGIN,
+                "GIL waits, holds and switches", {}, why);
   };
   if (v.major == 2) {
     AddGil27Probes(p, plan);
     return;
   }
   if (p.target().info.free_threaded) {
-    none("free-threaded build: there is no GIL (one enabled at run time by an import is not "
-         "followed yet)");
+    none(
+        "free-threaded build: there is no GIL (one enabled at run time by an import is not "
+        "followed yet)");
     return;
   }
 
@@ -721,7 +715,8 @@ void AddGilProbes(const Planner& p, bool enabled, ProbePlan* plan) {
     auto it = calls_by_function.find(function);
     if (it == calls_by_function.end()) {
       it = calls_by_function
-               .emplace(function, target::CallSites(target::DecodeFunction(p.py(), p.dis(), function)))
+               .emplace(function,
+                        target::CallSites(target::DecodeFunction(p.py(), p.dis(), function)))
                .first;
     }
     return it->second;
@@ -812,28 +807,26 @@ void AddGilProbes(const Planner& p, bool enabled, ProbePlan* plan) {
   }
   g.forced_known = !forced.empty() || !inlined_forced.empty();
 
-  auto add = [&](const char* name, const char* program, ProbeKind kind, uint32_t op,
-                 const char* purpose, std::vector<ProbeSite> sites, const std::string& missing) {
-    AddGilProbe(plan, name, program, kind, op, purpose, std::move(sites), missing);
-  };
-  add("gil_take", "ts_gil", ProbeKind::kUprobe, TS_GIL_TAKE_BEGIN,
-      "a thread starts waiting for the GIL (take_gil entered)", takes, "");
-  add("gil_take_return", "ts_gil_ret", ProbeKind::kUretprobe, TS_GIL_TAKE_END,
-      "a thread got the GIL (take_gil returned)", takes, "");
-  add("gil_drop", "ts_gil", ProbeKind::kUprobe, TS_GIL_DROP,
-      "the holder releases the GIL (drop_gil)", drops, "");
+  AddGilProbe(plan, "gil_take", "ts_gil", ProbeKind::kUprobe, TS_GIL_TAKE_BEGIN,
+              "a thread starts waiting for the GIL (take_gil entered)", takes, "");
+  AddGilProbe(plan, "gil_take_return", "ts_gil_ret", ProbeKind::kUretprobe, TS_GIL_TAKE_END,
+              "a thread got the GIL (take_gil returned)", takes, "");
+  AddGilProbe(plan, "gil_drop", "ts_gil", ProbeKind::kUprobe, TS_GIL_DROP,
+              "the holder releases the GIL (drop_gil)", drops, "");
   if (!inlined.empty()) {
-    add("gil_drop_inlined", "ts_gil", ProbeKind::kUprobe, TS_GIL_DROP,
-        "the holder releases the GIL (drop_gil inlined into its caller)", inlined, "");
+    AddGilProbe(plan, "gil_drop_inlined", "ts_gil", ProbeKind::kUprobe, TS_GIL_DROP,
+                "the holder releases the GIL (drop_gil inlined into its caller)", inlined, "");
   }
   if (!inlined_forced.empty()) {
-    add("gil_drop_inlined_forced", "ts_gil", ProbeKind::kUprobe, TS_GIL_DROP_FORCED,
-        "forced switch: drop_gil inlined into the eval loop's switch code", inlined_forced, "");
+    AddGilProbe(plan, "gil_drop_inlined_forced", "ts_gil", ProbeKind::kUprobe, TS_GIL_DROP_FORCED,
+                "forced switch: drop_gil inlined into the eval loop's switch code", inlined_forced,
+                "");
   }
-  add("gil_forced", "ts_gil", ProbeKind::kUprobe, TS_GIL_FORCED,
-      "the eval loop drops the GIL because a waiter asked (forced switch)", forced,
-      "no call from " + forced_fn + " into the drop path found: forced and voluntary drops "
-      "are not told apart");
+  AddGilProbe(plan, "gil_forced", "ts_gil", ProbeKind::kUprobe, TS_GIL_FORCED,
+              "the eval loop drops the GIL because a waiter asked (forced switch)", forced,
+              "no call from " + forced_fn +
+                  " into the drop path found: forced and voluntary drops "
+                  "are not told apart");
 
   if (!gil_mutex && !v.AtLeast(3, 12)) {
     g.notes = "no call locks the GIL mutex by its address: no inlined drop_gil copy was found "

@@ -21,7 +21,7 @@ constexpr int kLastBound = 36;   // 68.7 s
 const std::set<std::string>& ReservedLabels() {
   static const std::set<std::string> names = {
       "pid", "executable", "python_version", "target", "state", "lock", "kind", "site",
-      "probe", "reason", "symbols", "lock_mode", "le", "quantile", "job", "instance"};
+      "probe", "reason", "symbols", "lock_mode", "gil", "le", "quantile", "job", "instance"};
   return names;
 }
 
@@ -102,9 +102,12 @@ const char* StateLabel(v1::ThreadState s) {
 void TargetMetrics(const v1::Snapshot& s, const MetricsOptions& options, Families& f,
                    std::set<std::string>* own_series) {
   const v1::Target& t = s.target();
+  // One value per name (a duplicate label makes Prometheus reject the page): the target's own
+  // labels over the daemon's.
+  std::map<std::string, std::string> user(options.labels.begin(), options.labels.end());
+  for (const auto& [k, v] : t.labels()) user[k] = v;
   Labels base;
-  for (const auto& [k, v] : options.labels) base.push_back({k, v});
-  for (const auto& [k, v] : t.labels()) base.push_back({k, v});
+  for (const auto& [k, v] : user) base.push_back({k, v});
   base.push_back({"pid", std::to_string(t.pid())});
   base.push_back({"executable", t.executable()});
   base = With(base, {});
@@ -283,14 +286,18 @@ prometheus::ClientMetric::Histogram ToPrometheus(const v1::Histogram& h) {
   return out;
 }
 
-bool ParseLabel(const std::string& text, std::string* name, std::string* value) {
+bool IsUserLabelName(const std::string& name) {
   static const std::regex kName("[a-zA-Z_][a-zA-Z0-9_]*");
+  return std::regex_match(name, kName) && name.rfind("__", 0) != 0 &&
+         !ReservedLabels().count(name);
+}
+
+bool ParseLabel(const std::string& text, std::string* name, std::string* value) {
   auto eq = text.find('=');
   if (eq == std::string::npos) return false;
   *name = text.substr(0, eq);
   *value = text.substr(eq + 1);
-  if (!std::regex_match(*name, kName) || name->rfind("__", 0) == 0) return false;
-  return !ReservedLabels().count(*name);
+  return IsUserLabelName(*name);
 }
 
 std::vector<prometheus::MetricFamily> BuildMetrics(const std::vector<v1::Snapshot>& snapshots,

@@ -36,7 +36,7 @@ void GilModel::EndHold(pid_t tid, GilThreadStats& t, uint64_t ts, bool forced, b
                        std::vector<GilChangeEvent>* out) {
   uint64_t held = 0;
   if (t.holding_since) {
-    held = ts > *t.holding_since ? ts - *t.holding_since : 0;
+    held = Elapsed(ts, *t.holding_since);
     t.hold_ns += held;
     hold_.Add(held);
   }
@@ -72,7 +72,7 @@ void GilModel::Apply(const DecodedEvent& e, std::vector<GilChangeEvent>* out) {
     if (it == threads_.end()) return;
     GilThreadStats& t = it->second;
     if (t.waiting_since) {
-      t.wait_ns += ts > *t.waiting_since ? ts - *t.waiting_since : 0;
+      t.wait_ns += Elapsed(ts, *t.waiting_since);
       t.waiting_since.reset();
     }
     if (t.holding_since || holder_ == tid) EndHold(tid, t, ts, false, false, out);
@@ -86,7 +86,8 @@ void GilModel::Apply(const DecodedEvent& e, std::vector<GilChangeEvent>* out) {
     case TS_GIL_TAKE_BEGIN:
       // A compiler clone calling the original (or a nested probe) reports the same take twice:
       // the first entry is when the wait began.
-      if (!t.waiting_since && !t.holding_since) t.waiting_since = ts;
+      if (t.waiting_since || t.holding_since) break;
+      t.waiting_since = ts;
       if (out) {
         GilChangeEvent c;
         c.kind = GilChangeEvent::Kind::kWaitBegin;
@@ -99,7 +100,7 @@ void GilModel::Apply(const DecodedEvent& e, std::vector<GilChangeEvent>* out) {
       if (t.holding_since) break;  // the same take seen through a second return
       uint64_t waited = 0;
       if (t.waiting_since) {
-        waited = ts > *t.waiting_since ? ts - *t.waiting_since : 0;
+        waited = Elapsed(ts, *t.waiting_since);
         t.waiting_since.reset();
         t.wait_ns += waited;
         wait_.Add(waited);

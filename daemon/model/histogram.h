@@ -5,6 +5,10 @@
 
 namespace threadscope::model {
 
+// now - since, or 0 when records arrive out of order (a recording, a release by another thread):
+// durations never wrap around into years.
+inline uint64_t Elapsed(uint64_t now, uint64_t since) { return now > since ? now - since : 0; }
+
 // log2 buckets of nanoseconds: bucket i counts values in [2^i, 2^(i+1)); bucket 0 also holds 0.
 struct Log2Histogram {
   static constexpr int kBuckets = 40;  // the last bucket holds everything from ~9 minutes on

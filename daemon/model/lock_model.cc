@@ -165,7 +165,7 @@ void LockModel::SetOwner(LockRecord& lock, pid_t tid, uint64_t ts, bool exact, u
 
 void LockModel::ClearOwner(LockRecord& lock, uint64_t ts) {
   if (lock.owner) {
-    if (lock.owner_exact && !lock.condition_waiter) lock.hold.Add(ts - lock.owner_since_ns);
+    if (lock.owner_exact && !lock.condition_waiter) lock.hold.Add(Elapsed(ts, lock.owner_since_ns));
     auto it = threads_.find(*lock.owner);
     if (it != threads_.end()) {
       auto& held = it->second.held;
@@ -215,13 +215,7 @@ void LockModel::Apply(const DecodedEvent& event, const PyStack* stack,
           pid_t tid = static_cast<pid_t>(h.tid);
           auto it = threads_.find(tid);
           if (it != threads_.end() && it->second.waiting_lock) {
-            if (auto l_it = locks_.find(*it->second.waiting_lock); l_it != locks_.end()) {
-              LockRecord* l = &l_it->second;
-              l->waiters.erase(std::remove_if(l->waiters.begin(), l->waiters.end(),
-                                              [&](const LockWaiter& w) { return w.tid == tid; }),
-                               l->waiters.end());
-            }
-            it->second.waiting_lock.reset();
+            LeaveWait(it->second, tid);
             ResolveDeadlocks(tid, h.ts_ns, out);
           }
         } else if constexpr (std::is_same_v<T, ts_trace_mark>) {
@@ -249,6 +243,8 @@ void LockModel::OnSemWait(const ts_header& h, const ts_sem_wait& e, const PyStac
     WaitKind kind = ClassifyWait(l, tid);
     if (kind == WaitKind::kCondition) l.condition_waiter = true;
     ThreadLockState& t = threads_[tid];
+    // A wait whose end was lost (or a repeated begin) must not leave a phantom waiter behind.
+    if (t.waiting_lock) LeaveWait(t, tid);
     t.waiting_lock = l.id;
     t.waiting_since_ns = h.ts_ns;
     t.waiting_kind = kind;
@@ -273,16 +269,24 @@ void LockModel::OnSemWait(const ts_header& h, const ts_sem_wait& e, const PyStac
   EndWait(it->second, *l, tid, h.ts_ns, e.ret == 0, out);
 }
 
+void LockModel::LeaveWait(ThreadLockState& t, pid_t tid) {
+  if (t.waiting_lock) {
+    if (auto it = locks_.find(*t.waiting_lock); it != locks_.end()) {
+      auto& w = it->second.waiters;
+      w.erase(std::remove_if(w.begin(), w.end(), [&](const LockWaiter& x) { return x.tid == tid; }),
+              w.end());
+    }
+  }
+  t.waiting_lock.reset();
+  t.waiting_stack = PyStack{};
+}
+
 void LockModel::EndWait(ThreadLockState& t, LockRecord& l, pid_t tid, uint64_t ts, bool acquired,
                         std::vector<LockChangeEvent>* out) {
-  uint64_t waited = ts - t.waiting_since_ns;
+  uint64_t waited = Elapsed(ts, t.waiting_since_ns);
   WaitKind kind = t.waiting_kind;
-  t.waiting_lock.reset();
   t.last_wait_stack = std::move(t.waiting_stack);
-  t.waiting_stack = PyStack{};
-  l.waiters.erase(std::remove_if(l.waiters.begin(), l.waiters.end(),
-                                 [&](const LockWaiter& w) { return w.tid == tid; }),
-                  l.waiters.end());
+  LeaveWait(t, tid);
   l.wait.Add(waited);
   switch (kind) {
     case WaitKind::kLock:

@@ -176,6 +176,8 @@ class LockModel {
   void SetOwner(LockRecord& lock, pid_t tid, uint64_t ts, bool exact, uint32_t depth,
                 std::vector<LockChangeEvent>* out);
   void ClearOwner(LockRecord& lock, uint64_t ts);
+  // Takes the thread off the waiters of the lock it waits on, if any.
+  void LeaveWait(ThreadLockState& t, pid_t tid);
   void EndWait(ThreadLockState& t, LockRecord& lock, pid_t tid, uint64_t ts, bool acquired,
                std::vector<LockChangeEvent>* out);
   void CheckDeadlock(pid_t start, uint64_t ts, std::vector<LockChangeEvent>* out);

@@ -1,4 +1,5 @@
 """Bad input: one clear line on stderr, a distinct exit code, nothing left attached."""
+import json
 import os
 import shutil
 import signal
@@ -56,6 +57,14 @@ class BadInputTest(harness.BpfTestCase):
                             "--lock-stacks", "0-8")
         self.one_line_error(self.ts("run", "--acquire-stacks", "-1", "--", "true"), 2,
                             "--acquire-stacks")
+        # Unwritable outputs are refused before anything is traced.
+        self.one_line_error(self.ts("run", "--perfetto-out", "/nonexistent/t.pftrace", "--",
+                                    "true"), 2, "--perfetto-out", "/nonexistent/t.pftrace")
+        self.one_line_error(self.ts("run", "--report", "/nonexistent/r.json", "--", "true"), 2,
+                            "--report")
+        self.one_line_error(self.ts("export", self.path("none.tsrec"), "-o", "/nonexistent/x"),
+                            2, "export -o")
+        self.one_line_error(self.ts("run", "--gil", "maybe", "--", "true"), 2, "--gil")
 
     def test_no_daemon_listening(self):
         self.one_line_error(self.ts("--server", "unix:" + self.path("nope.sock"), "status"), 6,
@@ -125,6 +134,7 @@ class BadInputTest(harness.BpfTestCase):
                  "time.sleep(30)\n") % (go, go + ".done")
         target = subprocess.Popen([harness.DEBIAN_PYTHON, "-c", burst])
         report, events = self.path("small.json"), self.path("small.jsonl")
+        cli = None
         try:
             time.sleep(0.3)
             cli = harness.start_attach(target.pid, "--ring-buffer", "64K", "--report", report,
@@ -140,11 +150,15 @@ class BadInputTest(harness.BpfTestCase):
         finally:
             target.kill()
             target.wait()
+            if cli is not None and cli.poll() is None:  # failed while stopped: do not leave it holding probes
+                cli.send_signal(signal.SIGCONT)
+                cli.kill()
+                cli.wait()
         rep = harness.load_json(report)
         self.assertGreater(rep["stats"]["lost_ringbuf"], 0)
         self.assertEqual(rep["stats"]["drops"], rep["stats"]["lost_ringbuf"])
         self.assertIn("records were dropped", out + err)
-        lines = [harness.json.loads(l) for l in open(events) if l.strip()]
+        lines = [json.loads(l) for l in open(events) if l.strip()]
         streamed = sum(l["count"] for l in lines
                        if l["type"] == "lost" and l["source"] == "kernel_ring")
         self.assertEqual(streamed, rep["stats"]["lost_ringbuf"])

@@ -91,6 +91,7 @@ class CheckTest(harness.BpfTestCase):
 
         r = self.check("--baseline", corrupt)
         self.assertEqual(r.returncode, 2)
+        self.assertIn("give the command to run", r.stderr)
 
     def test_no_data(self):
         baseline = self.path("b.json")

@@ -26,14 +26,17 @@ class ExportTest(harness.BpfTestCase):
         rec, report = self.path("c.tsrec"), self.path("c.json")
         r = harness.run([harness.threadscope(), "record", "-o", rec, "--report", report, "--",
                          harness.DEBIAN_PYTHON, os.path.join(harness.PROGRAMS, "contention.py"),
-                         "0.005", "10"], timeout=120)
+                         "0.002", "300"], timeout=120)
         self.assertEqual(r.returncode, 0, r.stderr)
         return rec, harness.load_json(report)
 
     def test_chrome_and_perfetto_match_the_report(self):
         rec, report = self.record()
         contended = sum(l["contended"] for l in report["locks"])
-        self.assertGreaterEqual(contended, 20)  # 3 waiters x 10 rounds, give or take
+        # 3 waiters x 300 rounds, give or take; with GIL events, far more than the live
+        # stream's queue holds (8192), which the replay must not truncate.
+        self.assertGreaterEqual(contended, 600)
+        self.assertGreater(3 * report["gil"]["acquisitions"], 8192)
         tids = {t["native_tid"] for t in report["threads"] if t["native_tid"]}
 
         chrome = self.path("c.json.trace")
@@ -52,7 +55,9 @@ class ExportTest(harness.BpfTestCase):
         self.assertGreater(len(starts), 0)
         self.assertEqual({e["id"] for e in finishes} - {e["id"] for e in starts}, set())
         gil_held = [e for e in events if e["ph"] == "b" and e["name"] == "GIL held"]
-        self.assertGreaterEqual(len(gil_held), report["gil"]["acquisitions"] // 2)
+        # Every acquisition's hold is drawn (the one open at the end included); only a hold
+        # that began before the attach has no start.
+        self.assertGreaterEqual(len(gil_held), report["gil"]["acquisitions"] - 1)
 
         perfetto = self.path("c.pftrace")
         r = harness.run([harness.threadscope(), "export", rec, "-o", perfetto])

@@ -50,6 +50,7 @@ class GilTest(harness.BpfTestCase):
         per = {t["native_tid"]: t for t in gil["per_thread"]}
         phases = truth["phases"]
         for name, phase in phases.items():
+            self.assertEqual(len(phase["tids"]), phase["threads"], name)
             for tid in phase["tids"]:
                 self.assertIn(tid, per, "%s thread %d has no GIL record" % (name, tid))
 

@@ -30,10 +30,11 @@ class RecordReplayTest(harness.BpfTestCase):
         def body(label, python):
             report = self.check(label + ".locks", python,
                                 "locks.py", ["--locks", "all", "--acquire-stacks", "4"])
-            if report["target"]["python_stacks"]["enabled"]:
-                where = [l["first_contended_at"]["where"] for l in report["locks"]
-                         if l["first_contended_at"]]
-                self.assertTrue(where and all("locks.py:" in w for w in where), where)
+            self.assertTrue(report["target"]["python_stacks"]["enabled"],
+                            report["target"]["python_stacks"]["reason"])
+            where = [l["first_contended_at"]["where"] for l in report["locks"]
+                     if l["first_contended_at"]]
+            self.assertTrue(where and all("locks.py:" in w for w in where), where)
         # Two stack layouts: Debian's (DWARF-less, built-in offsets) and 3.13's debug_offsets.
         self.for_each_interpreter(body, only=("debian-3.11", "pyenv-3.13.0"))
 

@@ -83,8 +83,9 @@ class RemoteTest(harness.BpfTestCase):
             r = cli("status", token=None)
             self.assertEqual(r.returncode, 2, r.stdout + r.stderr)
             self.assertIn("--token-file", r.stderr)
-            # Trusting the wrong CA: the handshake fails, nothing is sent.
-            r = harness.run([harness.threadscope(), "--server", "127.0.0.1:%d" % port, "--tls-ca",
+            # Trusting the wrong CA (the same call as the first, which succeeded, but for the
+            # CA): the handshake fails, nothing is sent.
+            r = harness.run([harness.threadscope(), "--server", "tcp://127.0.0.1:%d" % port, "--tls-ca",
                              os.path.join(pki, "other.crt"), "--token-file",
                              os.path.join(pki, "token"), "status"], timeout=60)
             self.assertEqual(r.returncode, 6, r.stdout + r.stderr)

@@ -52,6 +52,15 @@ std::vector<std::map<std::string, double>> Runs(std::initializer_list<double> co
   return out;
 }
 
+const FigureResult& Figure(const CheckResult& r, const std::string& name) {
+  for (const auto& f : r.figures) {
+    if (f.name == name) return f;
+  }
+  ADD_FAILURE() << "no figure " << name;
+  static const FigureResult none;
+  return none;
+}
+
 TEST(GateTest, MedianMustExceedBothThresholds) {
   Baseline b = MakeBaseline(Runs({100, 90, 110}), nullptr, {}, json::object());
   EXPECT_EQ(b.figures["lock_contentions"].value, 100);
@@ -59,11 +68,7 @@ TEST(GateTest, MedianMustExceedBothThresholds) {
   EXPECT_EQ(Compare(b, Runs({120, 124, 119}), {}).verdict, Verdict::kOk);
   auto r = Compare(b, Runs({130, 160, 126}), {});
   EXPECT_EQ(r.verdict, Verdict::kRegression);
-  const FigureResult* f = nullptr;
-  for (const auto& x : r.figures) {
-    if (x.name == "lock_contentions") f = &x;
-  }
-  ASSERT_NE(f, nullptr);
+  const FigureResult* f = &Figure(r, "lock_contentions");
   EXPECT_TRUE(f->regressed);
   EXPECT_EQ(f->median, 130);
   EXPECT_NE(f->explanation.find("100 -> 130 (+30%)"), std::string::npos) << f->explanation;
@@ -85,8 +90,7 @@ TEST(GateTest, AnyNewDeadlockFails) {
 TEST(GateTest, NoiseIsExplainedNotHidden) {
   Baseline b = MakeBaseline(Runs({100}), nullptr, {}, json::object());
   auto r = Compare(b, Runs({60, 110, 200}), {});
-  const FigureResult& f = r.figures[1];
-  ASSERT_EQ(f.name, "lock_contentions");
+  const FigureResult& f = Figure(r, "lock_contentions");
   EXPECT_TRUE(f.noisy);
   EXPECT_FALSE(f.regressed);  // the median (110) is within the limit
   EXPECT_NE(f.explanation.find("noisy"), std::string::npos);
@@ -99,6 +103,7 @@ TEST(GateTest, NoDataAndMissingFigures) {
   std::vector<std::map<std::string, double>> empty(2);
   auto r = Compare(b, empty, {});
   EXPECT_EQ(r.verdict, Verdict::kNoData);
+  ASSERT_EQ(r.figures.size(), 2u);  // lock_contentions and deadlocks, neither measured
   for (const auto& f : r.figures) EXPECT_TRUE(f.missing);
 }
 
@@ -155,6 +160,8 @@ TEST(GateTest, CiOutputs) {
       << md;
   json j = ResultJson(r);
   EXPECT_EQ(j["verdict"], "regression");
+  ASSERT_EQ(j["figures"].size(), 2u);
+  EXPECT_EQ(j["figures"][1]["name"], "lock_contentions");
   EXPECT_EQ(j["figures"][1]["regressed"], true);
 }
 

@@ -138,6 +138,9 @@ TEST(LabelTest, UserLabelsAreValidatedNames) {
   EXPECT_FALSE(ParseLabel("9lives=x", &n, &v));
   EXPECT_FALSE(ParseLabel("pid=3", &n, &v));  // threadscope's own
   EXPECT_FALSE(ParseLabel("__name__=x", &n, &v));
+  EXPECT_FALSE(ParseLabel("gil=x", &n, &v));
+  EXPECT_TRUE(IsUserLabelName("team"));
+  EXPECT_FALSE(IsUserLabelName("svc=x"));  // the API's map keys are names alone
 }
 
 TEST(ListenAddressTest, PortAloneMeansLoopback) {

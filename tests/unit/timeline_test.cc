@@ -116,8 +116,9 @@ TEST_F(TimelineTest, ThreadsWaitsHoldsAndHandOffs) {
   // Counters return to 0 after each wait.
   std::map<std::string, int64_t> last;
   for (const auto& c : t.counters) last[c.track] = c.value;
-  EXPECT_EQ(last["gilwaiters"], 0);
-  EXPECT_EQ(last["lockwaiters"], 0);
+  ASSERT_TRUE(last.count("gilwaiters") && last.count("lockwaiters"));
+  EXPECT_EQ(last.at("gilwaiters"), 0);
+  EXPECT_EQ(last.at("lockwaiters"), 0);
 }
 
 TEST_F(TimelineTest, PerfettoTraceParsesBackWithBalancedSlicesAndFlows) {
