@@ -23,11 +23,14 @@ def expected_joined(kind, visibility):
 
 
 class LifecycleTest(harness.BpfTestCase):
-    def check(self, label, python):
+    def check(self, interp):
+        label = interp.label
         truth_path, report_path = self.path(label + ".truth"), self.path(label + ".json")
         program = os.path.join(harness.PROGRAMS, "lifecycle.py")
-        r = harness.run([harness.threadscope(), "run", "--report", report_path, "--",
-                         python, program, truth_path], timeout=120)
+        # `run` follows the command's execs to the interpreter (through tools/in-root for the
+        # Debian unstable root: wrapper -> unshare -> wrapper -> chroot -> python).
+        r = harness.run([harness.threadscope(), "run", "--report", report_path, "--"] +
+                        interp.argv + [program, truth_path], timeout=120)
         self.assertEqual(r.returncode, 0, r.stderr)
         truth, report = harness.load_json(truth_path), harness.load_json(report_path)
 
