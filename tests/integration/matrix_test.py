@@ -27,7 +27,7 @@ class MatrixTest(harness.BpfTestCase):
             p = subprocess.Popen(interp.argv + ["-c", PROBE, out], cwd=self.tmp.name)
             self.assertEqual(p.wait(timeout=60), 0)
             seen = harness.load_json(out)  # written inside the root, read on the host
-            self.assertEqual(seen["pid"], p.pid)  # wrapper -> unshare -> chroot -> python
+            self.assertEqual(seen["pid"], p.pid)  # wrapper -> unshare -> wrapper -> python
             self.assertEqual(seen["ppid"], os.getpid())
             self.assertEqual(seen["cwd"], os.path.realpath(self.tmp.name))
             self.assertEqual(seen["executable"], interp.path)
