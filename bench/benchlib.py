@@ -121,7 +121,9 @@ class Bench:
         else:
             self.bpftrace = [bpftrace]
             self.bpftrace_binary = python.binary if python.in_root else None
-            self.bpftrace_python = python.argv
+            # bpftrace 0.17's -c runs ELF files only: tools/in-root goes through bash (which
+            # execs, so bpftrace's child pid is still the interpreter's).
+            self.bpftrace_python = (["/bin/bash"] if python.in_root else []) + python.argv
         self.tmp = tempfile.mkdtemp(prefix="ts_bench_")
         self.scripts, self.plans = {}, {}
         for name, mode in modes.items():
