@@ -14,7 +14,8 @@ Modes, interleaved:
   bpftrace-gil  bpftrace counting hits on exactly the sites `gil` placed: the uprobe floor
   default       threadscope run (contended locks + GIL: what users get)
 
-  bench/gil_bench.py --threadscope bazel-bin/client/threadscope [--python LABEL|PATH] [--bpftrace sid]
+  bench/gil_bench.py --threadscope bazel-bin/client/threadscope
+      [--python LABEL|PATH] [--bpftrace sid]
 
 "switches" is the median number of GIL switches threadscope saw in the `gil` runs.
 """

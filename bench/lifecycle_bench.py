@@ -9,7 +9,8 @@ For each workload, alternates (to cancel drift on a noisy machine):
 and reports medians, ratios to untraced, and the cost per started thread. Also times attach
 and detach. Needs root, bpftrace, and tracefs (mounted here if missing, for bpftrace).
 
-  bench/lifecycle_bench.py --threadscope bazel-bin/client/threadscope [--python LABEL|PATH] [--bpftrace sid]
+  bench/lifecycle_bench.py --threadscope bazel-bin/client/threadscope
+      [--python LABEL|PATH] [--bpftrace sid]
 """
 import statistics
 import subprocess

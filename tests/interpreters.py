@@ -77,6 +77,15 @@ class Interpreter:
                 text=True).strip()
         return self._reported
 
+    def free_threaded(self):
+        """True for a free-threaded build (3.13t and later): no GIL to trace."""
+        if not hasattr(self, "_free_threaded"):
+            out = subprocess.check_output(self.argv + [
+                "-c", "import sysconfig; print(bool(sysconfig.get_config_var('Py_GIL_DISABLED')))"],
+                text=True)
+            self._free_threaded = out.strip() == "True"
+        return self._free_threaded
+
     def version_info(self):
         """(major, minor), from the matrix or, for extras, from the interpreter itself."""
         version = self.version or self.reported_version()

@@ -90,6 +90,8 @@ class AttachTest(harness.BpfTestCase):
             pa, pb = (harness.load_json(p)["probes"] for p in (a_json, b_json))
             self.assertEqual(pb, pa)
             for probe in pb:
+                if interp.free_threaded() and probe["name"].startswith("gil_"):
+                    continue  # no GIL in a free-threaded build
                 self.assertTrue(probe["attached"], "%s: %s" % (probe["name"], probe["reason"]))
                 for site in probe["sites"]:
                     self.assertNotIn("int3", site["instruction"])

@@ -224,13 +224,18 @@ TEST_P(MatrixTest, VersionSymbolsAndPlan) {
   }
   EXPECT_EQ(t->info.version.ToString(), ::threadscope::interpreters::SelfReportedVersion(in));
   const bool py2 = t->info.version.major == 2;
+  // Free-threaded builds (3.13t+, from THREADSCOPE_EXTRA_PYTHONS) have no GIL to trace.
+  const bool no_gil = t->info.free_threaded;
   auto plan = loader::PlanProbes(*t, *dis_);
   size_t unavailable = 0;
   for (const auto& p : plan.probes) {
     if (!p.unavailable.empty()) {
       ++unavailable;
-      // The only gaps anywhere: 2.7 has no C-level join, and its locks are not traced.
-      if (!py2 || (p.name != "thread_join" && p.name != "lock_wait")) {
+      // The only gaps anywhere: 2.7 has no C-level join, and its locks are not traced; a
+      // free-threaded build has no GIL.
+      bool by_design = (py2 && (p.name == "thread_join" || p.name == "lock_wait")) ||
+                       (no_gil && p.name.rfind("gil_", 0) == 0);
+      if (!by_design) {
         ADD_FAILURE() << in.label << ": probe " << p.name << " unavailable: " << p.unavailable;
       }
     }
@@ -246,12 +251,18 @@ TEST_P(MatrixTest, VersionSymbolsAndPlan) {
     }
   }
   EXPECT_LE(unavailable, 2u);
-  // The GIL everywhere, 2.7's plain-lock GIL included.
-  EXPECT_TRUE(plan.gil.traced) << in.label << ": " << plan.gil.unavailable;
-  EXPECT_TRUE(plan.gil.forced_known) << in.label;
-  if (in.kind != "pyenv" && in.kind != "extra") {
-    // Without symbols, every drop (the inlined copies too) must still be found.
-    EXPECT_TRUE(plan.gil.drops_complete) << in.label << ": " << plan.gil.notes;
+  if (no_gil) {
+    EXPECT_FALSE(plan.gil.traced) << in.label;
+    EXPECT_NE(plan.gil.unavailable.find("free-threaded"), std::string::npos)
+        << in.label << ": " << plan.gil.unavailable;
+  } else {
+    // The GIL everywhere else, 2.7's plain-lock GIL included.
+    EXPECT_TRUE(plan.gil.traced) << in.label << ": " << plan.gil.unavailable;
+    EXPECT_TRUE(plan.gil.forced_known) << in.label;
+    if (in.kind != "pyenv" && in.kind != "extra") {
+      // Without symbols, every drop (the inlined copies too) must still be found.
+      EXPECT_TRUE(plan.gil.drops_complete) << in.label << ": " << plan.gil.notes;
+    }
   }
   if (py2) {
     EXPECT_NE(plan.gil_lock_addr, 0u);
@@ -262,6 +273,7 @@ TEST_P(MatrixTest, VersionSymbolsAndPlan) {
     all.locks = loader::LockMode::kAll;
     auto all_plan = loader::PlanProbes(*t, *dis_, all);
     for (const auto& p : all_plan.probes) {
+      if (no_gil && p.name.rfind("gil_", 0) == 0) continue;
       EXPECT_TRUE(p.unavailable.empty()) << in.label << ": " << p.name << ": " << p.unavailable;
     }
     EXPECT_GT(all_plan.probes.size(), plan.probes.size());
