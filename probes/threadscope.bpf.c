@@ -355,7 +355,8 @@ static __always_inline void fill_stack(struct ts_header *h, struct ts_py_stack *
 		instr = buf_u64(buf, py_layout.frame_instr);
 		if (!py_layout.instr_is_pointer)
 			instr = (__u64)(__s64)(__s32)instr; /* int f_lasti */
-		st->frames[depth & (TS_PY_MAX_FRAMES - 1)].code = buf_u64(buf, py_layout.frame_code);
+		st->frames[depth & (TS_PY_MAX_FRAMES - 1)].code =
+			buf_u64(buf, py_layout.frame_code) & ~(__u64)py_layout.code_tag_mask;
 		st->frames[depth & (TS_PY_MAX_FRAMES - 1)].instr = instr;
 		depth++;
 		f = buf_u64(buf, py_layout.frame_previous);

@@ -253,7 +253,8 @@ struct ts_py_layout {
 	__u32 frame_read_size;     /* bytes to read per frame to cover the fields above */
 	__u8 instr_is_pointer;
 	__u8 owner_cstack;         /* FRAME_OWNED_BY_CSTACK (3.12+: skipped); 0xff: none */
-	__u8 _pad[2];
+	__u8 code_tag_mask;        /* bits of the code pointer that tag it (3.14+ _PyStackRef) */
+	__u8 _pad;
 };
 
 #define TS_PY_MAX_FRAMES 8
