@@ -319,7 +319,7 @@ TEST(PyLayoutTest, EveryInterpreterOnTheMachineHasItsFramesFound) {
     }
   }
   EXPECT_FALSE(BuiltinPyLayout(PythonVersion{2, 7}));
-  EXPECT_FALSE(BuiltinPyLayout(PythonVersion{3, 14}));
+  EXPECT_FALSE(BuiltinPyLayout(PythonVersion{3, 16}));
 }
 
 }  // namespace
