@@ -8,6 +8,7 @@
 #include <fstream>
 #include <memory>
 
+#include "daemon/loader/capabilities.h"
 #include "daemon/loader/probe_plan.h"
 #include "daemon/target/cpython.h"
 #include "daemon/target/disasm.h"
@@ -34,6 +35,14 @@ std::string SelfReportedVersion(const std::string& python) {
   std::string v(buf);
   while (!v.empty() && (v.back() == '\n' || v.back() == '\r')) v.pop_back();
   return v;
+}
+
+// Probes hit on every lock wait or GIL switch: they must be cheap.
+bool HotPath(loader::ProbeId id) {
+  using loader::ProbeId;
+  const auto& spec = loader::Spec(id);
+  return id == ProbeId::kSemWait || id == ProbeId::kSemWaitReturn ||
+         id == ProbeId::kSemDestroy || spec.feature == loader::Feature::kGil;
 }
 
 class TargetTest : public ::testing::Test {
@@ -140,36 +149,33 @@ TEST_F(TargetTest, DebianStrippedPythonIsFullyResolved) {
   EXPECT_EQ(t->info.version.ToString(), SelfReportedVersion(kDebianPython));
   auto plan = loader::PlanProbes(*t, *dis_);
   for (const auto& p : plan.probes) {
-    EXPECT_TRUE(p.unavailable.empty()) << p.name << ": " << p.unavailable;
+    EXPECT_TRUE(p.unavailable.empty()) << p.name() << ": " << p.unavailable;
     for (const auto& s : p.sites) {
       // Every probe on the hot path must sit on an instruction the kernel emulates.
-      if (p.name == "sem_wait" || p.name == "sem_wait_return" || p.name == "sem_destroy" ||
-          p.name.rfind("gil_", 0) == 0) {
-        EXPECT_EQ(s.site_kind, UprobeSiteKind::kEmulated) << p.name << " " << s.Describe();
+      if (HotPath(p.id)) {
+        EXPECT_EQ(s.site_kind, UprobeSiteKind::kEmulated) << p.name() << " " << s.Describe();
       }
     }
   }
-  EXPECT_EQ(plan.model_config.joins, model::JoinVisibility::kBlockingOnly);
-  EXPECT_TRUE(plan.model_config.body_done_visible);
-  // take_gil/drop_gil found without symbols, and LTO's inlined drop_gil copies by the GIL mutex
-  // they lock (PyEval_SaveThread's among them), so every drop is seen.
-  EXPECT_TRUE(plan.gil.traced) << plan.gil.unavailable;
-  EXPECT_TRUE(plan.gil.drops_complete) << plan.gil.notes;
-  EXPECT_TRUE(plan.gil.forced_known);
-  EXPECT_GE(plan.gil.inlined_drops, 1u);
+  auto can = loader::PlannedCapabilities(plan);
+  EXPECT_EQ(can.threads.joins, model::JoinVisibility::kBlockingOnly);
+  EXPECT_TRUE(can.threads.body_done_visible);
+  // take_gil/drop_gil found without symbols, and LTO's inlined drop_gil copies by their release
+  // (PyEval_SaveThread's among them), so every drop is seen.
+  EXPECT_TRUE(can.gil.traced) << can.gil.unavailable;
+  EXPECT_TRUE(can.gil.drops_complete) << can.gil.notes;
+  EXPECT_TRUE(can.gil.forced_known);
+  EXPECT_GE(can.gil.inlined_drops, 1u);
   bool save_thread = false;
-  for (const auto& p : plan.probes) {
-    if (p.name != "gil_drop_inlined") continue;
-    for (const auto& s : p.sites) save_thread |= s.location.rfind("PyEval_SaveThread+", 0) == 0;
+  for (const auto* p : plan.Find(loader::ProbeId::kGilDropInlined)) {
+    for (const auto& s : p->sites) save_thread |= s.location.rfind("PyEval_SaveThread+", 0) == 0;
   }
   EXPECT_TRUE(save_thread);
   // thread_run was found without symbols, through the _thread method table.
-  for (const auto& p : plan.probes) {
-    if (p.name == "thread_bootstrap") {
-      ASSERT_EQ(p.sites.size(), 1u);
-      EXPECT_NE(p.sites[0].resolved_by.find("PyMethodDef"), std::string::npos);
-    }
-  }
+  auto boot = plan.Find(loader::ProbeId::kThreadBootstrap);
+  ASSERT_EQ(boot.size(), 1u);
+  ASSERT_EQ(boot[0]->sites.size(), 1u);
+  EXPECT_NE(boot[0]->sites[0].resolved_by.find("PyMethodDef"), std::string::npos);
 }
 
 TEST_F(TargetTest, MethodTablesOfTheThreadModule) {
@@ -208,10 +214,11 @@ TEST_P(PyenvTest, VersionSymbolsAndPlan) {
       ++unavailable;
       // The only gaps anywhere: 2.7 has no C-level join, and its locks are not traced.
       EXPECT_EQ(version, "2.7.18");
-      EXPECT_TRUE(p.name == "thread_join" || p.name == "lock_wait") << p.name;
+      EXPECT_TRUE(p.id == loader::ProbeId::kThreadJoin || p.id == loader::ProbeId::kLockWait)
+          << p.name();
     }
-    if (p.required) {
-      EXPECT_TRUE(p.unavailable.empty()) << p.name;
+    if (p.required()) {
+      EXPECT_TRUE(p.unavailable.empty()) << p.name();
     }
   }
   EXPECT_LE(unavailable, 2u);
@@ -226,13 +233,13 @@ TEST_P(PyenvTest, VersionSymbolsAndPlan) {
     loader::PlanOptions all;
     all.locks = loader::LockMode::kAll;
     auto all_plan = loader::PlanProbes(*t, *dis_, all);
-    for (const auto& p : all_plan.probes) EXPECT_TRUE(p.unavailable.empty()) << p.name;
+    for (const auto& p : all_plan.probes) EXPECT_TRUE(p.unavailable.empty()) << p.name();
     EXPECT_GT(all_plan.probes.size(), plan.probes.size());
   }
   auto expected_joins = version == "2.7.18"              ? model::JoinVisibility::kNone
                         : t->info.version.AtLeast(3, 13) ? model::JoinVisibility::kExact
                                                          : model::JoinVisibility::kBlockingOnly;
-  EXPECT_EQ(plan.model_config.joins, expected_joins);
+  EXPECT_EQ(loader::PlannedCapabilities(plan).threads.joins, expected_joins);
 }
 
 INSTANTIATE_TEST_SUITE_P(Interpreters, PyenvTest,
