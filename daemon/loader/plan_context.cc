@@ -119,6 +119,19 @@ std::string PlanContext::Where(uint64_t entry, const std::string& name, uint64_t
   return vaddr >= entry ? name + "+" + Hex(vaddr - entry) : code_.Describe(vaddr);
 }
 
+std::string PlanContext::FunctionName(uint64_t entry) const {
+  if (auto name = py().NameAt(entry)) return *name;
+  if (!tables_) tables_ = target::FindMethodTables(py());
+  std::string methods;
+  for (const auto& table : *tables_) {
+    for (const auto& def : table) {
+      if (def.function != entry || methods.find(def.name) != std::string::npos) continue;
+      methods += (methods.empty() ? "" : ",") + def.name;
+    }
+  }
+  return code_.NameOf(entry) + (methods.empty() ? "" : "[" + methods + "]");
+}
+
 std::optional<ProbeSite> PlanContext::Function(const std::string& name) const {
   auto sym = py().FindSymbol(name);
   if (!sym || !sym->is_function) return std::nullopt;

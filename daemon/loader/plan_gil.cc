@@ -191,7 +191,7 @@ void FindDrops(const PlanContext& p, Finding* f) {
   for (uint64_t copy : Owners(ImportCalls(p, "pthread_cond_wait"))) {
     if (releasing.count(copy)) continue;
     f->complete = false;
-    f->notes.push_back("drop_gil copy in " + p.code().NameOf(copy) +
+    f->notes.push_back("drop_gil copy in " + p.FunctionName(copy) +
                        ": its release (pthread_cond_signal) was not found");
   }
 
@@ -542,7 +542,7 @@ void PlanGilProbes(const PlanContext& p, bool enabled, ProbePlan* plan) {
   for (const auto& r : f.releases) {
     std::string name = p.py().NameAt(r.owner).value_or(
         r.out_of_line ? (f.final_release.count(r.owner) ? "drop_gil[final release]" : "drop_gil")
-                      : p.code().NameOf(r.owner));
+                      : p.FunctionName(r.owner));
     std::string what = r.out_of_line ? "release: call pthread_cond_signal"
                                      : "inlined drop_gil: call pthread_cond_signal";
     auto s = p.PySite(r.call, p.Where(r.owner, name, r.call) + " (" + what + ")",
@@ -562,11 +562,11 @@ void PlanGilProbes(const PlanContext& p, bool enabled, ProbePlan* plan) {
     }
   }
   for (uint64_t c : f.forced_calls) {
-    std::string handler = p.code().NameOf(*f.handler);
+    std::string handler = p.FunctionName(*f.handler);
     auto target = p.code().CallsOf(*f.handler);
     std::string callee;
     for (const auto& cs : target) {
-      if (cs.address == c) callee = p.code().NameOf(cs.target);
+      if (cs.address == c) callee = p.FunctionName(cs.target);
     }
     if (auto s = p.PySite(c, p.Where(*f.handler, handler, c) + " (forced switch: call " + callee +
                                  ")",

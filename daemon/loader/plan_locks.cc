@@ -87,7 +87,7 @@ ImportSites FindImportSites(const PlanContext& p, const std::vector<std::string>
         ++out.excluded;
         continue;
       }
-      std::string name = p.code().NameOf(owner);
+      std::string name = p.FunctionName(owner);
       if (auto s = p.PySite(site.call, p.Where(owner, name, site.call) + " (call " + fn + ")",
                             "call site of " + fn)) {
         out.calls.push_back(*s);

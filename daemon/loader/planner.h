@@ -52,6 +52,9 @@ class PlanContext {
   // "name+0x73" for an address in the function at `entry` (known to the caller as `name`),
   // "name.cold+0x1a" in one of its fragments.
   std::string Where(uint64_t entry, const std::string& name, uint64_t vaddr) const;
+  // What to call the function at `entry`: its symbol, else "fn_0x...", with the PyMethodDef
+  // name when a method table points at it ("fn_0x661d90[stat]").
+  std::string FunctionName(uint64_t entry) const;
   // A function by symbol name, in the interpreter.
   std::optional<ProbeSite> Function(const std::string& name) const;
   // A libc function by name (default symbol version).
