@@ -1,9 +1,5 @@
 #include "tools/probe_docs.h"
 
-#include <pwd.h>
-#include <unistd.h>
-
-#include <cstdlib>
 #include <string>
 
 #include "daemon/loader/capabilities.h"
@@ -118,40 +114,6 @@ const char* JoinsName(model::JoinVisibility v) {
 }  // namespace
 
 std::string SectionHeading(const std::string& label) { return "### " + label; }
-
-std::vector<DefaultInterpreter> DefaultDocInterpreters() {
-  auto env = [](const char* name) -> std::string {
-    const char* v = std::getenv(name);
-    return v ? v : "";
-  };
-  std::string pyenv = env("PYENV_ROOT");
-  if (pyenv.empty()) {
-    const passwd* pw = getpwuid(getuid());
-    pyenv = std::string(pw && pw->pw_dir ? pw->pw_dir : "/root") + "/.pyenv";
-  }
-  std::string unstable = env("THREADSCOPE_DEBIAN_UNSTABLE_ROOT");
-  if (unstable.empty()) {
-    unstable = "/var/cache/threadscope/debian-unstable";
-    // The root made by hand before tools/debian-unstable-root.sh existed.
-    if (access(unstable.c_str(), F_OK) != 0) unstable = "/var/cache/threadscope/sid-manual";
-  }
-  std::vector<DocInterpreter> list = {{"debian-3.11", "/usr/bin/python3.11"}};
-  for (const char* v : {"2.7.18", "3.6.15", "3.7.16", "3.8.18", "3.9.18", "3.10.13", "3.11.7",
-                        "3.12.1", "3.13.0"}) {
-    std::string version = v;
-    list.push_back({"pyenv-" + version, pyenv + "/versions/" + version + "/bin/python" +
-                                            version.substr(0, version.rfind('.'))});
-  }
-  for (const char* v : {"3.13", "3.14", "3.15"}) {
-    list.push_back({std::string("debian-unstable-") + v, unstable + "/usr/bin/python" + v});
-  }
-  std::vector<DefaultInterpreter> out;
-  for (auto& d : list) {
-    bool present = access(d.binary.c_str(), R_OK) == 0;
-    out.push_back({std::move(d), present});
-  }
-  return out;
-}
 
 std::string CatalogueMarkdown() {
   std::string out = kIntro;

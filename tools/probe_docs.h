@@ -27,15 +27,6 @@ std::string InterpreterMarkdown(const DocInterpreter& in, const target::Disassem
 std::string ProbesMarkdown(const std::vector<DocInterpreter>& interpreters,
                            const target::Disassembler& dis);
 
-// The interpreters the committed file covers, where this machine has them: Debian 12's
-// python3.11, the pyenv builds ($PYENV_ROOT), Debian unstable's 3.13-3.15 (in
-// $THREADSCOPE_DEBIAN_UNSTABLE_ROOT). `present` is false for those missing here.
-struct DefaultInterpreter {
-  DocInterpreter doc;
-  bool present = false;
-};
-std::vector<DefaultInterpreter> DefaultDocInterpreters();
-
 // The heading that starts an interpreter's section.
 std::string SectionHeading(const std::string& label);
 

@@ -1,12 +1,13 @@
 // The probe plan for interpreter binaries, as Markdown.
 //   bazel run //tools:probe_table -- /usr/bin/python3.11 [LABEL=]PATH...   one table each
 //   bazel run //tools:probe_table -- --markdown > docs/PROBES.md           the whole file
-// --markdown without paths covers the interpreters docs/PROBES.md covers (all of them must be
-// on the machine); with paths, those.
+// --markdown without paths covers the interpreters of the test matrix (tests/interpreters.json;
+// every one must be on the machine, the Debian unstable root built); with paths, those.
 #include <cstdio>
 #include <string>
 #include <vector>
 
+#include "tests/unit/interpreters.h"
 #include "tools/probe_docs.h"
 
 using namespace threadscope;
@@ -30,13 +31,19 @@ int main(int argc, char** argv) {
     }
   }
   if (markdown && interpreters.empty()) {
-    for (const auto& d : docs::DefaultDocInterpreters()) {
-      if (!d.present) {
-        std::fprintf(stderr, "%s is missing (%s): docs/PROBES.md covers it\n",
-                     d.doc.label.c_str(), d.doc.binary.c_str());
+    auto matrix = interpreters::Load();
+    if (!matrix.ok()) {
+      std::fprintf(stderr, "%s\n", matrix.status().ToString().c_str());
+      return 1;
+    }
+    for (const auto& in : *matrix) {
+      if (in.kind == "extra") continue;  // THREADSCOPE_EXTRA_PYTHONS: not in the committed file
+      if (!in.present()) {
+        std::fprintf(stderr, "%s: %s; docs/PROBES.md covers it\n", in.label.c_str(),
+                     in.missing.c_str());
         return 1;
       }
-      interpreters.push_back(d.doc);
+      interpreters.push_back({in.label, in.binary});
     }
   }
   std::string out;

@@ -1,15 +1,17 @@
-// Finding take_gil, every drop_gil copy and the forced switches without .symtab.
+// Finding take_gil, every drop_gil copy and the forced switches without .symtab, on the
+// interpreters of the matrix (tests/interpreters.json).
 //
 // Ground truth comes from the pyenv builds, which keep their symbols: a copy stripped with
 // `objcopy --strip-all` must give the same sites, in the functions .symtab names. Debian's
 // stripped builds (12's 3.11, unstable's 3.13-3.15) are checked for the structure every CPython
-// build has, and, for the exact builds docs/../shared/reference analysed by hand (by GNU build
-// id), for the counts that analysis found.
-#include <dirent.h>
+// build has, and, for the exact builds the reference (cpython-thread-probe-points.md §10.3)
+// analysed by hand, for the counts that analysis found.
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cctype>
+#include <cstdio>
 #include <cstdlib>
 #include <map>
 #include <memory>
@@ -23,39 +25,54 @@
 #include "daemon/target/disasm.h"
 #include "daemon/target/elf_file.h"
 #include "daemon/target/python_process.h"
+#include "tests/unit/interpreters.h"
 
 namespace threadscope::loader {
 namespace {
+
+using ::threadscope::interpreters::Interpreter;
 
 std::string Env(const char* name, const std::string& fallback) {
   const char* v = std::getenv(name);
   return v && *v ? v : fallback;
 }
 
-std::string PyenvLibpython(const std::string& version) {
-  std::string dir = Env("PYENV_ROOT", "/root/.pyenv") + "/versions/" + version + "/lib";
-  std::unique_ptr<DIR, int (*)(DIR*)> d(opendir(dir.c_str()), closedir);
-  if (!d) return "";
-  while (dirent* e = readdir(d.get())) {
-    std::string name = e->d_name;
-    if (name.rfind("libpython", 0) == 0 && name.size() > 7 &&
-        name.compare(name.size() - 7, 7, ".so.1.0") == 0) {
-      return dir + "/" + name;
-    }
+// The matrix (tests/interpreters.json) entries of one kind; a matrix that cannot be read
+// becomes one required entry failing with the reason.
+std::vector<Interpreter> OfKind(const std::string& kind) {
+  auto m = ::threadscope::interpreters::Load();
+  if (!m.ok()) {
+    Interpreter broken;
+    broken.label = "matrix";
+    broken.kind = kind;
+    broken.required = true;
+    broken.missing = m.status().ToString();
+    return {broken};
   }
-  return "";
+  std::vector<Interpreter> out;
+  for (auto& in : *m) {
+    if (in.kind == kind) out.push_back(std::move(in));
+  }
+  return out;
 }
 
-// Debian unstable's root: tools/debian-unstable-root.sh's, or the one made by hand.
-std::string DebianUnstable(const std::string& minor) {
-  for (const std::string& root :
-       {Env("THREADSCOPE_DEBIAN_UNSTABLE_ROOT", "/var/cache/threadscope/debian-unstable"),
-        std::string("/var/cache/threadscope/sid-manual")}) {
-    std::string path = root + "/usr/bin/python" + minor;
-    if (access(path.c_str(), R_OK) == 0) return path;
+std::string TestName(const ::testing::TestParamInfo<Interpreter>& info) {
+  std::string name = info.param.label;
+  for (char& c : name) {
+    if (!std::isalnum(static_cast<unsigned char>(c))) c = '_';
   }
-  return "";
+  return name;
 }
+
+// Skips an absent optional interpreter (naming it), fails on an absent required one.
+#define REQUIRE_PRESENT(in)                                                  \
+  do {                                                                       \
+    if (!(in).present()) {                                                   \
+      if ((in).required) FAIL() << (in).label << " is required: " << (in).missing; \
+      std::fprintf(stderr, "%s\n", (in).SkipLine().c_str());               \
+      GTEST_SKIP() << (in).missing;                                          \
+    }                                                                        \
+  } while (0)
 
 std::vector<ProbeSite> Sites(const ProbePlan& plan, ProbeId id) {
   std::vector<ProbeSite> out;
@@ -87,16 +104,25 @@ class GilDiscoveryTest : public ::testing::Test {
 // --------------------------------------------------------------- pyenv builds, stripped
 
 class StrippedPyenvTest : public GilDiscoveryTest,
-                          public ::testing::WithParamInterface<const char*> {};
+                          public ::testing::WithParamInterface<Interpreter> {
+ protected:
+  // The build's libpython, and a copy of it stripped of everything but .dynsym.
+  void Strip(std::string* lib, std::string* stripped) {
+    auto t = target::InspectPythonBinary(*dis_, GetParam().binary);
+    ASSERT_TRUE(t.ok()) << t.status().ToString();
+    *lib = t->info.interpreter.host_path;
+    *stripped = Env("TEST_TMPDIR", "/tmp") + "/" + GetParam().label;
+    mkdir(stripped->c_str(), 0700);
+    *stripped += lib->substr(lib->rfind('/'));
+    ASSERT_EQ(std::system(("objcopy --strip-all '" + *lib + "' '" + *stripped + "'").c_str()), 0);
+  }
+};
 
 TEST_P(StrippedPyenvTest, FindsWhatSymbolsName) {
-  std::string version = GetParam();
-  std::string lib = PyenvLibpython(version);
-  if (lib.empty()) GTEST_SKIP() << "pyenv CPython " << version << " is not installed";
-  std::string stripped = Env("TEST_TMPDIR", "/tmp") + "/" + version;
-  mkdir(stripped.c_str(), 0700);
-  stripped += lib.substr(lib.rfind('/'));
-  ASSERT_EQ(std::system(("objcopy --strip-all '" + lib + "' '" + stripped + "'").c_str()), 0);
+  REQUIRE_PRESENT(GetParam());
+  const std::string version = GetParam().label;
+  std::string lib, stripped;
+  ASSERT_NO_FATAL_FAILURE(Strip(&lib, &stripped));
 
   auto full = target::InspectPythonBinary(*dis_, lib);
   auto bare = target::InspectPythonBinary(*dis_, stripped);
@@ -162,13 +188,10 @@ TEST_P(StrippedPyenvTest, FindsWhatSymbolsName) {
 }
 
 TEST_P(StrippedPyenvTest, ColdFragmentsBelongToTheFunctionThatJumpsIntoThem) {
-  std::string version = GetParam();
-  std::string lib = PyenvLibpython(version);
-  if (lib.empty()) GTEST_SKIP() << "pyenv CPython " << version << " is not installed";
-  std::string stripped = Env("TEST_TMPDIR", "/tmp") + "/cold-" + version;
-  mkdir(stripped.c_str(), 0700);
-  stripped += lib.substr(lib.rfind('/'));
-  ASSERT_EQ(std::system(("objcopy --strip-all '" + lib + "' '" + stripped + "'").c_str()), 0);
+  REQUIRE_PRESENT(GetParam());
+  const std::string version = GetParam().label;
+  std::string lib, stripped;
+  ASSERT_NO_FATAL_FAILURE(Strip(&lib, &stripped));
   auto full = target::ElfFile::Open(lib);
   auto bare = target::ElfFile::Open(stripped);
   ASSERT_TRUE(full.ok() && bare.ok());
@@ -210,35 +233,30 @@ TEST_P(StrippedPyenvTest, ColdFragmentsBelongToTheFunctionThatJumpsIntoThem) {
   EXPECT_GT(right, 0u) << right << " of " << cold << " (" << unknown << " shared)";
 }
 
-INSTANTIATE_TEST_SUITE_P(Interpreters, StrippedPyenvTest,
-                         ::testing::Values("2.7.18", "3.6.15", "3.7.16", "3.8.18", "3.9.18",
-                                           "3.10.13", "3.11.7", "3.12.1", "3.13.0"));
+INSTANTIATE_TEST_SUITE_P(Interpreters, StrippedPyenvTest, ::testing::ValuesIn(OfKind("pyenv")),
+                         TestName);
 
 // --------------------------------------------------------------- distribution builds
 
+// Builds cpython-thread-probe-points.md §10.3 analysed by hand (objdump and gdb on these exact
+// binaries, by GNU build id): their counts, beyond the structure every build has.
 struct Expected {
-  const char* minor;
-  const char* build_id;  // the build the reference analysed by hand
-  size_t releases;       // its pthread_cond_signal releases outside take_gil
+  const char* build_id;
+  size_t releases;  // pthread_cond_signal releases outside take_gil
   size_t inlined_functions;
 };
-
-// cpython-thread-probe-points.md §10.3 (objdump and gdb on these exact binaries).
-constexpr Expected kDebianUnstable[] = {
-    {"3.13", "f9de766c3a031e0782095d175ff04e394a2744d2", 13, 9},
-    {"3.14", "cccda113240f3ba4c016991793a62dc0cfe01613", 9, 6},
-    {"3.15", "d41ac9e28ff414f10df5da23fb051683a7b4adcf", 10, 6},
+constexpr Expected kAnalysed[] = {
+    {"f9de766c3a031e0782095d175ff04e394a2744d2", 13, 9},  // Debian unstable 3.13.18
+    {"cccda113240f3ba4c016991793a62dc0cfe01613", 9, 6},   // 3.14.10
+    {"d41ac9e28ff414f10df5da23fb051683a7b4adcf", 10, 6},  // 3.15.2
 };
 
 class DebianUnstableTest : public GilDiscoveryTest,
-                           public ::testing::WithParamInterface<Expected> {};
+                           public ::testing::WithParamInterface<Interpreter> {};
 
 TEST_P(DebianUnstableTest, EveryGilSiteFoundWithoutSymbols) {
-  const Expected& want = GetParam();
-  std::string python = DebianUnstable(want.minor);
-  ASSERT_FALSE(python.empty()) << "Debian unstable's python" << want.minor
-                               << " is required (tools/debian-unstable-root.sh)";
-  auto t = target::InspectPythonBinary(*dis_, python);
+  REQUIRE_PRESENT(GetParam());
+  auto t = target::InspectPythonBinary(*dis_, GetParam().binary);
   ASSERT_TRUE(t.ok()) << t.status().ToString();
   ASSERT_FALSE(t->info.full_symbols);
   ProbePlan plan = Plan(*t);
@@ -289,8 +307,9 @@ TEST_P(DebianUnstableTest, EveryGilSiteFoundWithoutSymbols) {
   EXPECT_EQ(g.debug_offsets_disagree, 0);
   EXPECT_GE(g.debug_offsets_agree + 1, static_cast<int>(drops.size() + inlined.size()));
 
-  // The exact build the reference analysed by hand: the same drops.
-  if (t->interpreter_elf->build_id() == want.build_id) {
+  // The exact builds the reference analysed by hand: the same drops.
+  for (const Expected& want : kAnalysed) {
+    if (t->interpreter_elf->build_id() != want.build_id) continue;
     EXPECT_EQ(drops.size() + inlined.size(), want.releases) << g.notes;
     std::set<std::string> functions;
     for (const auto& s : inlined) {
@@ -309,7 +328,7 @@ TEST_P(DebianUnstableTest, EveryGilSiteFoundWithoutSymbols) {
   for (const auto& p : plan.probes) {
     if (p.spec().feature == Feature::kThreads) EXPECT_TRUE(p.unavailable.empty()) << p.name();
   }
-  if (std::string(want.minor) == "3.15") {
+  if (t->info.version.AtLeast(3, 15)) {
     for (ProbeId id : {ProbeId::kSemWait, ProbeId::kSemWaitReturn}) {
       auto p = plan.Find(id);
       ASSERT_EQ(p.size(), 1u);
@@ -321,15 +340,14 @@ TEST_P(DebianUnstableTest, EveryGilSiteFoundWithoutSymbols) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Builds, DebianUnstableTest, ::testing::ValuesIn(kDebianUnstable),
-                         [](const auto& info) {
-                           std::string n = std::string("python") + info.param.minor;
-                           n.erase(n.find('.'), 1);
-                           return n;
-                         });
+INSTANTIATE_TEST_SUITE_P(Builds, DebianUnstableTest,
+                         ::testing::ValuesIn(OfKind("debian-unstable")), TestName);
 
 TEST_F(GilDiscoveryTest, Debian12Python311) {
-  auto t = target::InspectPythonBinary(*dis_, "/usr/bin/python3.11");
+  auto system = OfKind("system");
+  ASSERT_EQ(system.size(), 1u);
+  ASSERT_TRUE(system[0].present()) << system[0].missing;
+  auto t = target::InspectPythonBinary(*dis_, system[0].binary);
   ASSERT_TRUE(t.ok()) << t.status().ToString();
   ProbePlan plan = Plan(*t);
   EXPECT_TRUE(plan.gil.traced) << plan.gil.unavailable;

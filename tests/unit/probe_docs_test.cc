@@ -1,12 +1,14 @@
 // docs/PROBES.md is what `bazel run //tools:probe_table -- --markdown` writes: the catalogue
-// part always, and each interpreter's section for the interpreters this machine has (an absent
-// one keeps its committed section, named on stderr; Debian 12's python3.11 must be there).
+// part always, and a section per interpreter of the test matrix (tests/interpreters.json) this
+// machine has; an absent optional one keeps its committed section (named on stderr), an absent
+// required one fails.
 #include <gtest/gtest.h>
 
 #include <fstream>
 #include <map>
 #include <sstream>
 
+#include "tests/unit/interpreters.h"
 #include "tools/probe_docs.h"
 
 namespace threadscope::docs {
@@ -47,16 +49,18 @@ TEST(ProbeDocsTest, CommittedFileIsWhatTheGeneratorWrites) {
   ASSERT_TRUE(dis.ok());
   auto sections = Sections(committed, catalogue.size() - 1);
   std::string expected = catalogue;
-  for (const auto& d : DefaultDocInterpreters()) {
-    if (d.present) {
-      expected += InterpreterMarkdown(d.doc, **dis);
+  auto matrix = interpreters::Load();
+  ASSERT_TRUE(matrix.ok()) << matrix.status().ToString();
+  for (const auto& in : *matrix) {
+    if (in.kind == "extra") continue;
+    if (in.present()) {
+      expected += InterpreterMarkdown({in.label, in.binary}, **dis);
       continue;
     }
-    ASSERT_NE(d.doc.label, "debian-3.11") << d.doc.binary << " must be installed";
-    std::fprintf(stderr, "SKIP %s: %s is missing; its committed section is kept\n",
-                 d.doc.label.c_str(), d.doc.binary.c_str());
-    auto it = sections.find(d.doc.label);
-    ASSERT_NE(it, sections.end()) << "docs/PROBES.md has no section for " << d.doc.label;
+    ASSERT_FALSE(in.required) << in.label << " is required: " << in.missing;
+    std::fprintf(stderr, "%s (its committed section is kept)\n", in.SkipLine().c_str());
+    auto it = sections.find(in.label);
+    ASSERT_NE(it, sections.end()) << "docs/PROBES.md has no section for " << in.label;
     expected += it->second;
   }
   EXPECT_EQ(committed, expected) << kRegenerate;
