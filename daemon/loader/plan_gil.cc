@@ -114,12 +114,16 @@ std::vector<uint64_t> EntryAndClones(const PlanContext& p, const char* name) {
   return out;
 }
 
-// Direct call and jump targets of the function at `entry` inside the interpreter (no PLT
-// stubs), each followed through up to three unconditional jumps (thunks, tail calls).
+// The functions the one at `entry` calls or tail-jumps to inside the interpreter (no PLT
+// stubs, not its own code), each followed through up to three unconditional jumps (thunks,
+// tail calls).
 std::set<uint64_t> BranchTargets(const PlanContext& p, uint64_t entry) {
   std::set<uint64_t> out;
   for (const auto& c : p.code().CallsOf(entry)) {
-    if (!p.py().IsText(c.target) || p.py().PltStubName(c.target)) continue;
+    if (!p.py().IsText(c.target) || p.py().PltStubName(c.target) ||
+        p.code().InFunction(entry, c.target)) {
+      continue;
+    }
     for (uint64_t t : p.code().JumpChain(c.target, 3)) out.insert(t);
   }
   return out;
