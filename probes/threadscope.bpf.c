@@ -5,7 +5,8 @@
  *
  * Conventions (libbpf-tools style):
  *   - one program per probe role; the daemon decides which symbol/offset each is attached to
- *     (daemon/probes/probe_plan.cc), a uprobe cookie carries per-site details;
+ *     (daemon/loader/plan_*.cc, from the catalogue in probe_catalog.h), a uprobe cookie
+ *     carries per-site details;
  *   - every program first checks the target tgid (uprobes are already bound to the target pid,
  *     but raw tracepoints and libc probes see more than the target);
  *   - records are submitted without a wakeup; the daemon drains in batches, and we force a

@@ -90,8 +90,12 @@ class AttachTest(harness.BpfTestCase):
             pa, pb = (harness.load_json(p)["probes"] for p in (a_json, b_json))
             self.assertEqual(pb, pa)
             for probe in pb:
-                if interp.free_threaded() and probe["name"].startswith("gil_"):
-                    continue  # no GIL in a free-threaded build
+                # What the build lacks (a free-threaded build's GIL, 3.15's semaphore waits) is
+                # not placed, with its reason (target_test checks which); the rest attaches.
+                if not probe["sites"] and probe["kind"] != "raw_tracepoint":
+                    self.assertFalse(probe["attached"])
+                    self.assertTrue(probe["reason"], probe["name"])
+                    continue
                 self.assertTrue(probe["attached"], "%s: %s" % (probe["name"], probe["reason"]))
                 for site in probe["sites"]:
                     self.assertNotIn("int3", site["instruction"])

@@ -39,9 +39,10 @@ class GilTest(harness.BpfTestCase):
             return
         self.assertTrue(gil["traced"], gil["reason"])
         for probe in report["probes"]:
-            if probe["name"].startswith("gil_"):
+            if probe["feature"] == "gil":
                 self.assertTrue(probe["attached"], "%s: %s" % (probe["name"], probe["reason"]))
         self.assertTrue(gil["coverage"]["forced_known"], gil["coverage"])
+        self.assertTrue(gil["coverage"]["drops_complete"], gil["coverage"])
         # One holder at a time: no take returned while another thread held it, every drop came
         # from the thread holding it, and the holds add up to no more than the wall clock.
         self.assertEqual(gil["overlaps"], 0)
@@ -100,7 +101,7 @@ class GilTest(harness.BpfTestCase):
             report = harness.load_json(report_path)
             self.assertFalse(report["gil"]["traced"])
             self.assertIn("--gil off", report["gil"]["reason"])
-            self.assertFalse([p for p in report["probes"] if p["name"].startswith("gil_")])
+            self.assertFalse([p for p in report["probes"] if p["feature"] == "gil"])
         self.for_each_interpreter(body, kinds=harness.CORE)
 
     def test_gil_events_stream(self):
