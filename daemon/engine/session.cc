@@ -134,8 +134,8 @@ void ApplyAndDescribe(model::TraceModel& model, const uint8_t* data, size_t size
 }  // namespace
 
 EventSubscription::EventSubscription(const v1::WatchEventsRequest& request,
-                                     StreamLimits limits)
-    : request_(request), queue_(limits.max_items, limits.max_bytes) {}
+                                     StreamLimits limits, std::string client)
+    : request_(request), client_(std::move(client)), queue_(limits.max_items, limits.max_bytes) {}
 
 bool EventSubscription::Matches(const v1::WatchEventsResponse& r) const {
   if (r.has_thread_event()) return ChangeMatches(request_, r.thread_event());
@@ -288,8 +288,9 @@ v1::RecordingChunk Session::HeaderChunk() const {
 }
 
 std::shared_ptr<EventSubscription> Session::Watch(const v1::WatchEventsRequest& request,
+                                                  const std::string& client,
                                                   StreamLimits limits) {
-  auto sub = std::make_shared<EventSubscription>(request, limits);
+  auto sub = std::make_shared<EventSubscription>(request, limits, client);
   std::lock_guard<std::mutex> lock(mu_);
   if (request.from_start()) {
     // Only references to the history are taken here; the reader's thread replays it through a
@@ -315,14 +316,15 @@ void Session::Unwatch(const std::shared_ptr<EventSubscription>& sub) {
   watchers_.erase(std::remove(watchers_.begin(), watchers_.end(), sub), watchers_.end());
 }
 
-StatusOr<std::shared_ptr<RecordingSubscription>> Session::StreamRecording(StreamLimits limits) {
+StatusOr<std::shared_ptr<RecordingSubscription>> Session::StreamRecording(
+    const std::string& client, StreamLimits limits) {
   std::lock_guard<std::mutex> lock(mu_);
   if (raw_log_evicted_records_) {
     return OutOfRangeError("the records since attach no longer fit the " +
                            std::to_string(raw_log_budget_ >> 20) +
                            " MiB history; start recording right after attaching");
   }
-  auto sub = std::make_shared<RecordingSubscription>(limits);
+  auto sub = std::make_shared<RecordingSubscription>(limits, client);
   sub->header_ = HeaderChunk();
   sub->history_ = HistoryChunks();
   if (finished_) {
@@ -387,6 +389,34 @@ void Session::IngestRecords(const uint8_t* data, size_t size) {
     for (auto& w : watchers_) {
       if (w->Matches(r)) w->queue().Push(r, bytes);
     }
+  }
+}
+
+void Session::EndStreamsOf(const std::string& client) {
+  std::lock_guard<std::mutex> lock(mu_);
+  uint64_t end = model_->last_ts_ns();
+  for (auto it = watchers_.begin(); it != watchers_.end();) {
+    if ((*it)->client_ != client) {
+      ++it;
+      continue;
+    }
+    v1::WatchEventsResponse r;
+    r.mutable_target_finished()->set_state(v1::TARGET_STATE_DETACHED);
+    r.mutable_target_finished()->set_ts_ns(end);
+    (*it)->queue().PushAndClose(std::move(r));
+    it = watchers_.erase(it);
+  }
+  for (auto it = recorders_.begin(); it != recorders_.end();) {
+    if ((*it)->client_ != client) {
+      ++it;
+      continue;
+    }
+    v1::RecordingChunk trailer;
+    trailer.mutable_trailer()->set_end_ns(end);
+    trailer.mutable_trailer()->set_state(v1::TARGET_STATE_DETACHED);
+    trailer.mutable_trailer()->set_records(model_->stats().records);
+    (*it)->queue().PushAndClose(std::move(trailer));
+    it = recorders_.erase(it);
   }
 }
 

@@ -107,7 +107,8 @@ struct StreamLimits {
 // by the thread that reads (the client's RPC), then live events follow from the queue.
 class EventSubscription {
  public:
-  EventSubscription(const v1::WatchEventsRequest& request, StreamLimits limits);
+  EventSubscription(const v1::WatchEventsRequest& request, StreamLimits limits,
+                    std::string client = "");
   const v1::WatchEventsRequest& request() const { return request_; }
   bool Matches(const v1::WatchEventsResponse& event) const;
   // Next message for the client: history first; a LostEvents first if events were dropped.
@@ -120,6 +121,7 @@ class EventSubscription {
   bool FillFromHistory();
 
   v1::WatchEventsRequest request_;
+  std::string client_;  // whose stream: it ends when that client's last lease does
   BoundedQueue<v1::WatchEventsResponse> queue_;
   // History (from_start): chunks to replay through `replay_`, and what they produced.
   std::vector<RecordChunk> history_;
@@ -133,7 +135,8 @@ class EventSubscription {
 // One StreamRecording client: header, the history since attach, then live chunks, a trailer.
 class RecordingSubscription {
  public:
-  explicit RecordingSubscription(StreamLimits limits) : queue_(limits.max_items, limits.max_bytes) {}
+  explicit RecordingSubscription(StreamLimits limits, std::string client = "")
+      : client_(std::move(client)), queue_(limits.max_items, limits.max_bytes) {}
   BoundedQueue<v1::RecordingChunk>& queue() { return queue_; }
   // Next chunk for the client: the header and history first.
   BoundedQueue<v1::RecordingChunk>::PopResult Next(v1::RecordingChunk* out,
@@ -143,6 +146,7 @@ class RecordingSubscription {
 
  private:
   friend class Session;
+  std::string client_;
   std::optional<v1::RecordingChunk> header_;
   std::vector<RecordChunk> history_;
   size_t next_chunk_ = 0;
@@ -162,12 +166,17 @@ class Session {
   v1::Snapshot snapshot() const;
   bool finished() const;
 
+  // `client`: whose stream (EndStreamsOf ends it when that client detaches).
   std::shared_ptr<EventSubscription> Watch(const v1::WatchEventsRequest& request,
+                                           const std::string& client = "",
                                            StreamLimits limits = {});
   void Unwatch(const std::shared_ptr<EventSubscription>& sub);
   // Everything from attach on; OutOfRange if early records were already evicted.
-  StatusOr<std::shared_ptr<RecordingSubscription>> StreamRecording(StreamLimits limits = {
-      65536, 32u << 20});
+  StatusOr<std::shared_ptr<RecordingSubscription>> StreamRecording(
+      const std::string& client = "", StreamLimits limits = {65536, 32u << 20});
+  // The client's trace ended (its last lease on a trace others still hold): its streams end
+  // as if the target had been detached (TargetFinished / a trailer).
+  void EndStreamsOf(const std::string& client);
   void Unstream(const std::shared_ptr<RecordingSubscription>& sub);
 
   // Live: removes the probes and finalizes. Recordings: no-op.

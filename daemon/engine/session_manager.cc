@@ -176,6 +176,7 @@ StatusOr<SessionManager::AttachResult> SessionManager::Attach(
       Lease lease{"L" + std::to_string(next_lease_++), client.id, client.uid, seconds,
                   target::MonotonicNowNs()};
       e.leases.push_back(lease);
+      spdlog::debug("{}: lease {} for client {} (shared)", id, lease.id, client.id);
       result.session = e.session;
       result.lease_id = lease.id;
       result.notice = OptionsNotice(e.session->target(), live, options);
@@ -215,6 +216,7 @@ StatusOr<SessionManager::AttachResult> SessionManager::Attach(
   result.session = e.session;
   result.newly_attached = true;
   result.lease_id = e.leases.back().id;
+  spdlog::debug("{}: lease {} for client {}", id, result.lease_id, client.id);
   sessions_[id] = std::move(e);
   auto it = attaching_.find(pid);
   if (it != attaching_.end() && it->second == pid_mu && pid_mu.use_count() <= 2) {
@@ -275,6 +277,7 @@ StatusOr<SessionManager::DetachResult> SessionManager::Detach(const std::string&
                                                               bool force) {
   std::shared_ptr<Session> session;
   bool ended = false;
+  bool still_held_by_client = false;
   {
     std::lock_guard<std::mutex> lock(mu_);
     auto it = sessions_.find(target_id);
@@ -312,16 +315,32 @@ StatusOr<SessionManager::DetachResult> SessionManager::Detach(const std::string&
       }
     }
     ended = e.leases.empty();
+    still_held_by_client = std::any_of(e.leases.begin(), e.leases.end(),
+                                       [&](const Lease& l) { return l.client == client.id; });
+    spdlog::debug("{}: client {} detached (lease '{}'); {} leases left", target_id, client.id,
+                  lease_id, e.leases.size());
     if (ended) sessions_.erase(it);
   }
   DetachResult r;
-  if (ended) TS_RETURN_IF_ERROR(session->Detach());
+  if (ended) {
+    TS_RETURN_IF_ERROR(session->Detach());
+  } else if (!still_held_by_client) {
+    // Others still trace it; for this client the trace ends here: its streams end as if
+    // detached, and its snapshot is final for it.
+    session->EndStreamsOf(client.id);
+  }
   r.snapshot = session->snapshot();
+  if (!ended && !r.snapshot.final()) {
+    r.snapshot.set_final(true);
+    r.snapshot.set_ended_by(v1::TRACE_END_DETACHED);
+    r.snapshot.set_trace_end_ns(r.snapshot.now_ns());
+  }
   r.ended = ended;
   return r;
 }
 
 void SessionManager::ReleaseClient(const std::string& client_id) {
+  spdlog::debug("client {} disconnected", client_id);
   std::vector<std::shared_ptr<Session>> ended;
   {
     std::lock_guard<std::mutex> lock(mu_);

@@ -142,7 +142,7 @@ StatusOr<PeerCredentials> IdentifyPeer(int fd, const target::ProcFs& proc, std::
   return peer;
 }
 
-void PeerRegistry::Add(int fd, PeerCredentials creds) {
+std::optional<std::string> PeerRegistry::Add(int fd, PeerCredentials creds) {
   Entry e;
   e.creds = std::move(creds);
   struct stat st;
@@ -151,7 +151,10 @@ void PeerRegistry::Add(int fd, PeerCredentials creds) {
     e.ino = static_cast<uint64_t>(st.st_ino);
   }
   std::lock_guard<std::mutex> lock(mu_);
+  std::optional<std::string> replaced;
+  if (auto it = by_fd_.find(fd); it != by_fd_.end()) replaced = it->second.creds.client;
   by_fd_[fd] = std::move(e);
+  return replaced;
 }
 
 bool PeerRegistry::StillSame(int fd, const Entry& e) {

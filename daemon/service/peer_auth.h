@@ -54,8 +54,9 @@ StatusOr<PeerCredentials> IdentifyPeer(int fd, const target::ProcFs& proc, std::
 
 class PeerRegistry {
  public:
-  // Records what was decided at accept for the socket `fd`.
-  void Add(int fd, PeerCredentials creds);
+  // Records what was decided at accept for the socket `fd`. The number may be that of a closed
+  // connection not yet pruned: its client is returned (its leases end).
+  std::optional<std::string> Add(int fd, PeerCredentials creds);
   // Credentials for a gRPC peer string ("fd:<n>"); nullopt when unknown or when the fd no
   // longer names the socket that was accepted (its connection closed and the number was reused).
   std::optional<PeerCredentials> Lookup(const std::string& peer) const;

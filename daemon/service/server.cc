@@ -275,8 +275,9 @@ void DaemonServer::AcceptLoop() {
     }
     // The fd number is the key gRPC's peer string carries ("fd:<n>"); the registry also keeps
     // the socket's inode, so a reused number is never taken for the connection it replaces.
-    peers_.Add(fd, std::move(*peer));
+    auto replaced = peers_.Add(fd, std::move(*peer));
     grpc::AddInsecureChannelFromFd(server_.get(), fd);
+    if (replaced) manager_->ReleaseClient(*replaced);
   }
   if (spare >= 0) close(spare);
 }

@@ -185,7 +185,7 @@ grpc::Status ThreadscopeServiceImpl::WatchEvents(
   auto slot = OpenStream(caller);
   if (!slot.ok()) return ToGrpcStatus(slot.status());
   engine::Client client = ClientOf(caller);
-  auto sub = (*session)->Watch(*req);
+  auto sub = (*session)->Watch(*req, caller.client);
   while (!ctx->IsCancelled()) {
     v1::WatchEventsResponse r;
     auto res = sub->Next(&r, std::chrono::milliseconds(200));
@@ -224,7 +224,7 @@ grpc::Status ThreadscopeServiceImpl::StreamRecording(grpc::ServerContext* ctx,
   auto slot = OpenStream(caller);
   if (!slot.ok()) return ToGrpcStatus(slot.status());
   engine::Client client = ClientOf(caller);
-  auto sub = (*session)->StreamRecording();
+  auto sub = (*session)->StreamRecording(caller.client);
   if (!sub.ok()) return ToGrpcStatus(sub.status());
   while (!ctx->IsCancelled()) {
     v1::RecordingChunk chunk;

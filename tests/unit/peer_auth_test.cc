@@ -53,7 +53,7 @@ TEST(PeerRegistryTest, KnowsOnlyTheSocketItAccepted) {
   PeerRegistry r;
   PeerCredentials c = User(123, 1000);
   c.client = "fd:x#1";
-  r.Add(sv[0], c);
+  EXPECT_FALSE(r.Add(sv[0], c));
   std::string peer = "fd:" + std::to_string(sv[0]);
   ASSERT_TRUE(r.Lookup(peer));
   EXPECT_EQ(r.Lookup(peer)->uid, 1000u);
@@ -63,6 +63,11 @@ TEST(PeerRegistryTest, KnowsOnlyTheSocketItAccepted) {
   EXPECT_FALSE(r.Lookup("fd:"));
   EXPECT_FALSE(r.Lookup("fd:99999999999999999999"));
   EXPECT_TRUE(r.Prune().empty());
+  // A new connection on a number not pruned yet: the one it replaces is reported gone.
+  PeerCredentials again = c;
+  again.client = "fd:x#0";
+  EXPECT_EQ(r.Add(sv[0], again), std::optional<std::string>("fd:x#1"));
+  r.Add(sv[0], c);
   // The connection closes and its number is reused by another file: not the same peer.
   close(sv[0]);
   int reused = dup(sv[1]);
