@@ -12,6 +12,7 @@
 #include "client/commands.h"
 #include "client/connection.h"
 #include "client/exit_codes.h"
+#include "daemon/common/labels.h"
 #include "daemon/common/version.h"
 #include "probes/threadscope_events.h"
 
@@ -287,12 +288,11 @@ int CliMain(int argc, char** argv) {
   }
   trace.gil = f.gil == "on";
   for (const auto& l : f.labels) {
-    auto eq = l.find('=');
-    if (eq == std::string::npos || eq == 0) {
-      return UsageError("--label: '" + l + "' is not NAME=VALUE (e.g. service=api)");
-    }
-    trace.labels[l.substr(0, eq)] = l.substr(eq + 1);
+    auto label = ParseLabel(l);
+    if (!label.ok()) return UsageError("--label: " + label.status().message());
+    trace.labels[label->first] = label->second;
   }
+  if (Status s = ValidateLabels(trace.labels); !s.ok()) return UsageError("--label: " + s.message());
   trace.gil_events = f.gil_events;
   if (!f.perfetto_out.empty() && !f.chrome_out.empty()) {
     return UsageError("give --perfetto-out or --chrome-out, not both");

@@ -16,6 +16,7 @@
 #include <sys/types.h>
 
 #include <cstdint>
+#include <deque>
 #include <map>
 #include <optional>
 #include <vector>
@@ -85,6 +86,8 @@ class GilModel {
   Log2Histogram wait_;
   Log2Histogram hold_;
   std::map<pid_t, GilThreadStats> threads_;
+  static constexpr size_t kMaxThreads = 16384;
+  std::deque<pid_t> exited_;  // oldest first: whose rows go first past kMaxThreads
 };
 
 }  // namespace threadscope::model

@@ -6,6 +6,7 @@ BPF program (names start with ts_) is still loaded.
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -161,3 +162,80 @@ class BpfTestCase(unittest.TestCase):
 
 def main():
     unittest.main(verbosity=2)
+
+
+NOBODY = 65534
+
+
+def as_nobody():
+    """preexec_fn: drop to nobody:nogroup (the group that may use the test daemons' sockets)."""
+    os.setgroups([])
+    os.setgid(NOBODY)
+    os.setuid(NOBODY)
+
+
+class Daemon:
+    """threadscoped on a Unix socket of its own inside `directory`, group `nogroup` (so that
+    unprivileged test users may connect); stopped with SIGTERM on exit."""
+
+    def __init__(self, directory, *args, prefix=()):
+        os.chmod(directory, 0o755)  # unprivileged clients reach the socket through it
+        self.sock = os.path.join(directory, "threadscope.sock")
+        self.address = "unix:" + self.sock
+        self.log_path = os.path.join(directory, "daemon.log")
+        self.args = [threadscoped(), "--socket", self.sock, "--socket-group",
+                     "nogroup"] + list(args)
+        self.prefix = list(prefix)
+        self.proc = None
+
+    def __enter__(self):
+        self.log = open(self.log_path, "w")
+        self.proc = subprocess.Popen(self.prefix + self.args, stdout=self.log,
+                                     stderr=subprocess.STDOUT)
+        wait_for(lambda: os.path.exists(self.sock) or self.proc.poll() is not None,
+                 what="the daemon's socket")
+        if self.proc.poll() is not None:
+            raise AssertionError("threadscoped exited: " + self.read_log())
+        return self
+
+    def __exit__(self, *exc):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+
+    def alive(self):
+        return self.proc.poll() is None
+
+    def read_log(self):
+        with open(self.log_path) as f:
+            return f.read()
+
+    def rss_kib(self):
+        with open("/proc/%d/status" % self.proc.pid) as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+        return 0
+
+    def cpu_seconds(self):
+        with open("/proc/%d/stat" % self.proc.pid) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def cli(self, *args, **kwargs):
+        return run([threadscope(), "--server", self.address] + list(args), **kwargs)
+
+
+def copy_for_nobody(path, directory):
+    """A copy of an executable that nobody may run, in a directory nobody may enter."""
+    os.makedirs(directory, exist_ok=True)
+    os.chmod(directory, 0o777)
+    dest = os.path.join(directory, os.path.basename(path))
+    shutil.copy(path, dest)
+    os.chmod(dest, 0o755)
+    return dest
