@@ -1,0 +1,22 @@
+// libFuzzer target: a recording file, as `threadscope report` reads it and as LoadRecording
+// hands a client's chunks to the daemon: parsing, validation, and the replay that rebuilds the
+// model and its snapshot.
+#include <cstddef>
+#include <cstdint>
+#include <string_view>
+
+#include "daemon/engine/recording.h"
+#include "daemon/engine/session.h"
+
+using namespace threadscope;
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  auto chunks = engine::ParseRecording(
+      std::string_view(reinterpret_cast<const char*>(data), size), "fuzz.tsrec");
+  if (!chunks.ok()) return 0;
+  auto replay = engine::ReplaySession::Create("rec:fuzz", *chunks);
+  if (!replay.ok()) return 0;
+  (void)(*replay)->snapshot();
+  (void)(*replay)->target();
+  return 0;
+}
