@@ -197,7 +197,9 @@ StatusOr<InspectedProcess> InspectPythonBinary(const Disassembler& dis, const st
   bool is_library = IsLibpythonName(Basename(path));
   if (!is_library && !DefinesCPythonRuntime(*binary.elf)) {
     // A dynamically linked python executable: follow DT_NEEDED/RUNPATH to its libpython.
-    for (const auto& needed : binary.elf->needed()) {
+    // (A copy: the loop replaces `binary`, and the list with it.)
+    const std::vector<std::string> needed_libs = binary.elf->needed();
+    for (const auto& needed : needed_libs) {
       if (!IsLibpythonName(needed) || is_library) continue;
       std::string dir = path.substr(0, path.rfind('/'));
       for (const std::string& candidate :
