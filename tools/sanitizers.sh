@@ -41,7 +41,7 @@ if [ "$FUZZ_SECONDS" -gt 0 ]; then
            "$work/artifacts/$target/ (reproduce: $bin/tests/fuzz/${target}_fuzzer FILE)" >&2
       exit 1
     fi
-    grep -E "^(#[0-9]+ *DONE|stat::number_of_executed_units|stat::average_exec_per_sec)" \
+    grep -E "^(#[0-9]+[[:space:]]+DONE|stat::number_of_executed_units|stat::average_exec_per_sec)" \
       "$work/$target.log" | sed "s/^/  $target: /" >&2 || true
   done
   rm -rf "$work"
