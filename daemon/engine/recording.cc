@@ -80,8 +80,8 @@ StatusOr<std::vector<v1::RecordingChunk>> ParseChunks(google::protobuf::io::Zero
     // and the bytes left allow (50 MB at once at most, protobuf 3.21 kSafeStringSize).
     if (!google::protobuf::util::ParseDelimitedFromZeroCopyStream(&chunk, in, &clean_eof)) {
       if (clean_eof) break;
-      return DataLossError(name + " is truncated or corrupt after " + std::to_string(chunks.size()) +
-                           " chunks");
+      return DataLossError(name + " is truncated or corrupt after " +
+                           std::to_string(chunks.size()) + " chunks");
     }
     chunks.push_back(std::move(chunk));
   }

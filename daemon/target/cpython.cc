@@ -263,7 +263,8 @@ ImportCallSites FindImportCallSitesBounded(const ElfFile& elf, const Disassemble
   for (const auto& sec : elf.sections()) {
     if (!(sec.flags & 0x4 /* SHF_EXECINSTR */) || sec.type != 1 /* SHT_PROGBITS */) continue;
     if (sec.name.rfind(".plt", 0) == 0) continue;
-    code.emplace_back(sec.addr, sec.size > UINT64_MAX - sec.addr ? UINT64_MAX : sec.addr + sec.size);
+    uint64_t end = sec.size > UINT64_MAX - sec.addr ? UINT64_MAX : sec.addr + sec.size;
+    code.emplace_back(sec.addr, end);
   }
   std::sort(code.begin(), code.end());
   std::vector<std::pair<uint64_t, uint64_t>> merged;

@@ -104,6 +104,7 @@ StatusOr<std::unique_ptr<ElfFile>> ElfFile::FromBytes(std::string_view bytes, st
   Status s = elf->Parse(
       [bytes](uint64_t off, void* out, size_t n) {
         if (!InRange(off, n, bytes.size())) return DataLossError("read past the end");
+        if (n == 0) return OkStatus();  // `out` may be null (an empty table's data())
         std::memcpy(out, bytes.data() + off, n);
         return OkStatus();
       },
@@ -201,8 +202,11 @@ Status ElfFile::Parse(const Reader& read, uint64_t file_size) {
   }
   std::vector<Elf64_Phdr> ph(eh.e_phnum);
   std::vector<Elf64_Shdr> sh(eh.e_shnum);
-  if (Status s = read(eh.e_phoff, ph.data(), ph.size() * sizeof(Elf64_Phdr)); !s.ok()) {
-    return s.WithContext(path_);
+  // An ELF file may have no program headers (an object file); its empty table has no data().
+  if (!ph.empty()) {
+    if (Status s = read(eh.e_phoff, ph.data(), ph.size() * sizeof(Elf64_Phdr)); !s.ok()) {
+      return s.WithContext(path_);
+    }
   }
   if (Status s = read(eh.e_shoff, sh.data(), sh.size() * sizeof(Elf64_Shdr)); !s.ok()) {
     return s.WithContext(path_);
@@ -580,7 +584,8 @@ Status ElfFile::ParseEhFrame() {
       if (ReadEhPointer(rec, &q, it->second, q_vaddr, &pc_begin) &&
           ReadEhPointer(rec, &q, it->second & 0x0f, 0, &pc_range) && pc_range > 0) {
         if (eh_frame_sorted_.size() >= limits_.max_fdes) {
-          return ResourceExhaustedError("refusing " + path_ + ": its .eh_frame describes more than " +
+          return ResourceExhaustedError("refusing " + path_ +
+                                        ": its .eh_frame describes more than " +
                                         std::to_string(limits_.max_fdes) + " functions");
         }
         eh_frame_sorted_.emplace_back(pc_begin, SaturatingEnd(pc_begin, pc_range));

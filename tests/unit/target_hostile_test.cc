@@ -175,6 +175,18 @@ TEST_F(HostileElfTest, OffsetsNearTheTopOfTheAddressSpaceDoNotWrap) {
   EXPECT_FALSE((*elf)->CStringAt(0xffffffffffffffff));
 }
 
+// Found by elf_fuzzer: no program headers at all (memcpy to an empty table's null data()).
+TEST_F(HostileElfTest, NoProgramHeaders) {
+  std::string bytes = MakeFakePython().bytes;
+  auto eh = Get<Elf64_Ehdr>(bytes, 0);
+  eh.e_phnum = 0;
+  Put(&bytes, 0, eh);
+  auto elf = ElfFile::FromBytes(bytes, "x");
+  ASSERT_TRUE(elf.ok()) << elf.status().ToString();
+  EXPECT_TRUE((*elf)->BytesAt(ElfBuilder::kText, 1).empty());
+  EXPECT_TRUE(FindMethodTables(**elf).empty());
+}
+
 TEST_F(HostileElfTest, SectionNameTableIndexOutOfRange) {
   std::string bytes = ElfBuilder().Build();
   auto eh = Get<Elf64_Ehdr>(bytes, 0);
@@ -601,7 +613,9 @@ TEST(HostileCodeTest, LineArithmeticDoesNotOverflow) {
   EXPECT_FALSE(LineForOffset(LineTableFormat::kLnotab36, up, INT32_MAX, 1 << 20));
   EXPECT_FALSE(LineForOffset(LineTableFormat::kLinetable310, up, INT32_MAX, 1 << 14));
   std::string big_varints;
-  for (int i = 0; i < 1000; ++i) big_varints += std::string("\xf0\x7e\x7f\x7f\x7f\x7f\x7f\x7f\x7f\x3f", 10);
+  for (int i = 0; i < 1000; ++i) {
+    big_varints += std::string("\xf0\x7e\x7f\x7f\x7f\x7f\x7f\x7f\x7f\x3f", 10);
+  }
   EXPECT_FALSE(LineForOffset(LineTableFormat::kLocations311, big_varints, INT32_MAX, 999));
   EXPECT_FALSE(LineForOffset(LineTableFormat::kLinetable310, "\x02\x01", 7, INT64_MAX));
 }
