@@ -124,6 +124,7 @@ StatusOr<std::shared_ptr<LiveSession>> LiveSession::Attach(
   t.set_free_threaded(info.free_threaded);
   t.set_other_mount_namespace(info.other_mount_namespace);
   t.set_state(v1::TARGET_STATE_ATTACHED);
+  t.set_budget_stage(BudgetStageName(BudgetStage::kFull));
   t.set_attached_ns(target::MonotonicNowNs());
   t.set_realtime_offset_ns(target::RealtimeMinusMonotonicNs());
   t.set_kernel_release(KernelRelease());

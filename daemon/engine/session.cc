@@ -231,6 +231,11 @@ void Session::SetProbeTarget(v1::Target target) {
   model_ = std::make_unique<model::TraceModel>(ModelConfigFromTarget(target_));
 }
 
+void Session::SetBudgetStage(BudgetStage stage) {
+  std::lock_guard<std::mutex> lock(mu_);
+  target_.set_budget_stage(BudgetStageName(stage));
+}
+
 v1::Target Session::target() const {
   std::lock_guard<std::mutex> lock(mu_);
   v1::Target t = target_;

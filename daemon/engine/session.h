@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "daemon/common/status.h"
+#include "daemon/engine/budget_stage.h"
 #include "daemon/model/trace_model.h"
 #include "threadscope/v1/threadscope.pb.h"
 
@@ -181,6 +182,10 @@ class Session {
 
   // Live: removes the probes and finalizes. Recordings: no-op.
   virtual Status Detach() = 0;
+
+  // The overhead budget's stage for this target (budget_stage.h): "full" until the budget's
+  // controller (issue 15, item 2) steps it down.
+  void SetBudgetStage(BudgetStage stage);
 
   // Who may read this target: the uids that passed the check when it was attached or loaded.
   // Grants belong to this session object, never to a pid or an id that a later one could reuse.

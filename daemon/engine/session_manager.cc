@@ -132,6 +132,7 @@ StatusOr<SessionManager::AttachResult> SessionManager::Attach(
     // Only the operator may hold a trace open long without using it.
     seconds = std::min(seconds, lim.max_lease_seconds_unprivileged);
   }
+  if (client.until_exit && client.may_trace_anything) seconds = 0;  // never idles out
   pid_t pid = process->pid();
 
   // One attach per process at a time; different processes attach concurrently (nothing a
@@ -174,7 +175,7 @@ StatusOr<SessionManager::AttachResult> SessionManager::Attach(
                                       " clients already (the limit)");
       }
       Lease lease{"L" + std::to_string(next_lease_++), client.id, client.uid, seconds,
-                  target::MonotonicNowNs()};
+                  target::MonotonicNowNs(), client.until_exit && seconds == 0};
       e.leases.push_back(lease);
       spdlog::debug("{}: lease {} for client {} (shared)", id, lease.id, client.id);
       result.session = e.session;
@@ -212,7 +213,7 @@ StatusOr<SessionManager::AttachResult> SessionManager::Attach(
   e.session = *session;
   e.leases.push_back(
       Lease{"L" + std::to_string(next_lease_++), client.id, client.uid, seconds,
-            target::MonotonicNowNs()});
+            target::MonotonicNowNs(), client.until_exit && seconds == 0});
   result.session = e.session;
   result.newly_attached = true;
   result.lease_id = e.leases.back().id;
@@ -328,7 +329,9 @@ StatusOr<SessionManager::DetachResult> SessionManager::Detach(const std::string&
   }
   DetachResult r;
   if (ended) {
-    TS_RETURN_IF_ERROR(session->Detach());
+    Status detached = session->Detach();
+    NotifyEnded({session});
+    TS_RETURN_IF_ERROR(detached);
   } else if (!still_held_by_client) {
     // Others still trace it; for this client the trace ends here: its streams end as if
     // detached, and its snapshot is final for it.
@@ -354,6 +357,38 @@ void SessionManager::ReleaseClient(const std::string& client_id) {
   for (auto& s : ended) {
     spdlog::info("{}: its last client ({}) disconnected; detaching", s->id(), client_id);
     DetachQuietly(s);
+  }
+  NotifyEnded(ended);
+}
+
+int SessionManager::AddEndedListener(EndedListener listener) {
+  std::lock_guard<std::mutex> lock(listeners_mu_);
+  int id = next_listener_++;
+  listeners_[id] = std::move(listener);
+  return id;
+}
+
+void SessionManager::RemoveEndedListener(int id) {
+  std::lock_guard<std::mutex> lock(listeners_mu_);
+  listeners_.erase(id);
+}
+
+void SessionManager::NotifyEnded(const std::vector<std::shared_ptr<Session>>& ended) {
+  if (ended.empty()) return;
+  std::vector<EndedListener> listeners;
+  {
+    std::lock_guard<std::mutex> lock(listeners_mu_);
+    for (const auto& [id, l] : listeners_) listeners.push_back(l);
+  }
+  // Runs on the reaper, the acceptor and RPC threads: nothing may escape.
+  for (const auto& s : ended) {
+    for (const auto& l : listeners) {
+      try {
+        l(s);
+      } catch (const std::exception& e) {
+        spdlog::error("{}: ended listener: {}", s->id(), e.what());
+      }
+    }
   }
 }
 
@@ -420,7 +455,12 @@ void SessionManager::DetachAll() {
     std::lock_guard<std::mutex> lock(mu_);
     all.swap(sessions_);
   }
-  for (auto& [id, e] : all) DetachQuietly(e.session);
+  std::vector<std::shared_ptr<Session>> ended;
+  for (auto& [id, e] : all) {
+    DetachQuietly(e.session);
+    if (!e.recording) ended.push_back(e.session);
+  }
+  NotifyEnded(ended);
 }
 
 void SessionManager::ReapLoop() {
@@ -428,14 +468,21 @@ void SessionManager::ReapLoop() {
   while (!stopping_) {
     reap_cv_.wait_for(lock, std::chrono::seconds(1));
     uint64_t now = target::MonotonicNowNs();
-    auto ended = DropLeases([&](const std::string&, const Lease& l) {
+    auto ended = DropLeases([&](const std::string& id, const Lease& l) {
+      if (l.until_exit) {
+        // The daemon's own lease lasts as long as the trace: the process exited or exec'd.
+        auto it = sessions_.find(id);
+        return it != sessions_.end() && it->second.session->finished();
+      }
       return l.seconds > 0 && now - l.last_use_ns > uint64_t{l.seconds} * 1000000000ull;
     });
     lock.unlock();
     for (auto& s : ended) {
-      spdlog::info("{}: its last lease expired (no client used it); detaching", s->id());
+      spdlog::info("{}: its last lease ended (the process is gone, or no client used it); "
+                   "detaching", s->id());
       DetachQuietly(s);
     }
+    NotifyEnded(ended);
     lock.lock();
   }
 }

@@ -37,6 +37,11 @@ struct BpfTracerOptions {
   uint8_t stack_frames_acquire = 0;  // at every acquire (--locks=all)
 };
 
+// libbpf's messages go to spdlog (its print callback is process-wide: set once, here).
+void RouteLibbpfLogs();
+// A libbpf error as a Status that says what to do (EPERM without root: the capabilities).
+Status BpfError(int err, const std::string& what);
+
 using RecordCallback = std::function<void(const uint8_t* data, size_t size)>;
 
 class BpfTracer {
