@@ -411,6 +411,8 @@ json ReportJson(const v1::Snapshot& s) {
                       {"purpose", p.purpose()},
                       {"kind", p.kind()},
                       {"required", p.required()},
+                      {"feature", p.feature()},
+                      {"feeds", std::vector<std::string>(p.feeds().begin(), p.feeds().end())},
                       {"sites", sites}});
   }
   json threads = json::array();

@@ -5,7 +5,8 @@
  *
  * Conventions (libbpf-tools style):
  *   - one program per probe role; the daemon decides which symbol/offset each is attached to
- *     (daemon/probes/probe_plan.cc), a uprobe cookie carries per-site details;
+ *     (daemon/loader/plan_*.cc, from the catalogue in probe_catalog.h), a uprobe cookie
+ *     carries per-site details;
  *   - every program first checks the target tgid (uprobes are already bound to the target pid,
  *     but raw tracepoints and libc probes see more than the target);
  *   - records are submitted without a wakeup; the daemon drains in batches, and we force a
@@ -372,7 +373,8 @@ static __always_inline void fill_stack(struct ts_header *h, struct ts_py_stack *
 		instr = buf_u64(buf, py_layout.frame_instr);
 		if (!py_layout.instr_is_pointer)
 			instr = (__u64)(__s64)(__s32)instr; /* int f_lasti */
-		st->frames[depth & (TS_PY_MAX_FRAMES - 1)].code = buf_u64(buf, py_layout.frame_code);
+		st->frames[depth & (TS_PY_MAX_FRAMES - 1)].code =
+			buf_u64(buf, py_layout.frame_code) & ~(__u64)py_layout.code_tag_mask;
 		st->frames[depth & (TS_PY_MAX_FRAMES - 1)].instr = instr;
 		depth++;
 		f = buf_u64(buf, py_layout.frame_previous);

@@ -8,6 +8,7 @@
 
 #include "daemon/common/text.h"
 #include "daemon/engine/snapshot_builder.h"
+#include "daemon/loader/capabilities.h"
 #include "daemon/loader/probe_plan.h"
 #include "daemon/model/record_builder.h"
 #include "daemon/target/python_process.h"
@@ -27,12 +28,14 @@ std::string KernelRelease() {
 v1::Probe ToProto(const loader::PlannedProbe& planned, const loader::ProbeAttachResult& result) {
   using model::ToValidUtf8;
   v1::Probe p;
-  p.set_name(planned.name);
+  p.set_name(std::string(planned.name()));
   p.set_attached(result.attached);
   p.set_reason(ToValidUtf8(result.reason));
   p.set_purpose(ToValidUtf8(planned.purpose));
   p.set_kind(loader::ProbeKindName(planned.kind));
-  p.set_required(planned.required);
+  p.set_required(planned.required());
+  for (const auto& feed : loader::CapabilityNames(planned.feeds)) p.add_feeds(feed);
+  p.set_feature(loader::FeatureName(planned.spec().feature));
   for (const auto& site : planned.sites) {
     auto* s = p.add_sites();
     s->set_binary(ToValidUtf8(site.binary));
@@ -132,36 +135,22 @@ StatusOr<std::shared_ptr<LiveSession>> LiveSession::Attach(
     stacks->set_reason(model::ToValidUtf8(plan.stacks_unavailable));
   }
   for (const auto& [k, v] : options.labels) (*t.mutable_labels())[k] = v;
-  v1::GilTracing* gil = t.mutable_gil();
-  gil->set_enabled(plan.gil.traced);
-  gil->set_reason(model::ToValidUtf8(plan.gil.unavailable));
-  gil->set_take_functions(static_cast<uint32_t>(plan.gil.take_functions));
-  gil->set_drop_functions(static_cast<uint32_t>(plan.gil.drop_functions));
-  gil->set_inlined_drops(static_cast<uint32_t>(plan.gil.inlined_drops));
-  gil->set_drops_complete(plan.gil.drops_complete);
-  gil->set_forced_known(plan.gil.forced_known);
-  gil->set_notes(model::ToValidUtf8(plan.gil.notes));
-  // A probe the plan placed but the kernel refused changes what the model can see.
-  model::ThreadModelConfig config = plan.model_config;
   for (size_t i = 0; i < plan.probes.size(); ++i) {
-    const auto& planned = plan.probes[i];
-    const auto& result = (*attached)[i];
-    *t.add_probes() = ToProto(planned, result);
-    if (!result.attached && planned.name == "thread_body_done") config.body_done_visible = false;
-    if (!result.attached && gil->enabled() && planned.name.rfind("gil_", 0) == 0 &&
-        planned.name != "gil_forced") {
-      gil->set_enabled(false);
-      gil->set_reason(model::ToValidUtf8("probe " + planned.name +
-                                         " could not be attached: " + result.reason));
-    }
-    if (!result.attached && (planned.name.rfind("thread_join", 0) == 0 ||
-                             planned.name.rfind("sem_wait", 0) == 0) &&
-        planned.name != "sem_wait_return_fallback") {
-      config.joins = model::JoinVisibility::kNone;
-    }
+    *t.add_probes() = ToProto(plan.probes[i], (*attached)[i]);
   }
-  t.set_join_visibility(ToProto(config.joins));
-  t.set_body_done_visible(config.body_done_visible);
+  // What the model can know: what the plan placed, less what the kernel refused.
+  const loader::ModelCapabilities can = loader::DeriveCapabilities(plan, *attached);
+  v1::GilTracing* gil = t.mutable_gil();
+  gil->set_enabled(can.gil.traced);
+  gil->set_reason(model::ToValidUtf8(can.gil.unavailable));
+  gil->set_take_functions(static_cast<uint32_t>(can.gil.take_functions));
+  gil->set_drop_functions(static_cast<uint32_t>(can.gil.drop_functions));
+  gil->set_inlined_drops(static_cast<uint32_t>(can.gil.inlined_drops));
+  gil->set_drops_complete(can.gil.drops_complete);
+  gil->set_forced_known(can.gil.forced_known);
+  gil->set_notes(model::ToValidUtf8(can.gil.notes));
+  t.set_join_visibility(ToProto(can.threads.joins));
+  t.set_body_done_visible(can.threads.body_done_visible);
 
   // Still the process that was checked: its pid was not reused while we attached.
   if (!process->Alive()) return exited();

@@ -37,13 +37,6 @@ struct BpfTracerOptions {
   uint8_t stack_frames_acquire = 0;  // at every acquire (--locks=all)
 };
 
-struct ProbeAttachResult {
-  std::string name;
-  bool attached = false;
-  std::string reason;  // why not, or a summary of where
-  size_t sites_attached = 0;
-};
-
 using RecordCallback = std::function<void(const uint8_t* data, size_t size)>;
 
 class BpfTracer {
@@ -66,6 +59,10 @@ class BpfTracer {
 
   // Records lost in the kernel, by ts_lost_source, summed over CPUs.
   uint64_t Drops(uint32_t source) const;
+
+  // Opens the skeleton (no kernel objects) and checks that every BpfProgram names its
+  // program: the catalogue's docs and the loader agree. For tests.
+  static Status CheckProgramNames();
 
   // Removes every probe now; the ring stays readable for a final Drain().
   void DetachAll();
