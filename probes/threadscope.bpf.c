@@ -14,6 +14,7 @@
  *   - a failed reservation is counted in `drops`, never silent.
  */
 #include <stdbool.h>
+#include <stddef.h>
 #include <linux/types.h>
 #include <linux/bpf.h>
 #include <linux/ptrace.h>
@@ -756,25 +757,31 @@ static __always_inline __u32 lock_flags(__u32 kind)
 	return kind <= TS_LOCK_RLOCK && (sem_kinds & (1 << kind)) ? 0 : TS_LOCK_F_PYMUTEX;
 }
 
-/* A register by enum ts_reg (pt_regs fields cannot be indexed). */
+/* A register by enum ts_reg. The context cannot be read at a variable offset, and a switch
+ * over its fields compiles to one: copy the field through bpf_probe_read_kernel instead. */
 static __always_inline __u64 reg_value(struct pt_regs *ctx, __u32 reg)
 {
+	__u32 off;
+	__u64 v = 0;
+
 	switch (reg) {
-	case TS_REG_RDI: return ctx->rdi;
-	case TS_REG_RSI: return ctx->rsi;
-	case TS_REG_RDX: return ctx->rdx;
-	case TS_REG_RCX: return ctx->rcx;
-	case TS_REG_R8: return ctx->r8;
-	case TS_REG_R9: return ctx->r9;
-	case TS_REG_RBX: return ctx->rbx;
-	case TS_REG_RBP: return ctx->rbp;
-	case TS_REG_R12: return ctx->r12;
-	case TS_REG_R13: return ctx->r13;
-	case TS_REG_R14: return ctx->r14;
-	case TS_REG_R15: return ctx->r15;
-	case TS_REG_RAX: return ctx->rax;
+	case TS_REG_RDI: off = offsetof(struct pt_regs, rdi); break;
+	case TS_REG_RSI: off = offsetof(struct pt_regs, rsi); break;
+	case TS_REG_RDX: off = offsetof(struct pt_regs, rdx); break;
+	case TS_REG_RCX: off = offsetof(struct pt_regs, rcx); break;
+	case TS_REG_R8: off = offsetof(struct pt_regs, r8); break;
+	case TS_REG_R9: off = offsetof(struct pt_regs, r9); break;
+	case TS_REG_RBX: off = offsetof(struct pt_regs, rbx); break;
+	case TS_REG_RBP: off = offsetof(struct pt_regs, rbp); break;
+	case TS_REG_R12: off = offsetof(struct pt_regs, r12); break;
+	case TS_REG_R13: off = offsetof(struct pt_regs, r13); break;
+	case TS_REG_R14: off = offsetof(struct pt_regs, r14); break;
+	case TS_REG_R15: off = offsetof(struct pt_regs, r15); break;
+	case TS_REG_RAX: off = offsetof(struct pt_regs, rax); break;
 	default: return 0;
 	}
+	bpf_probe_read_kernel(&v, sizeof(v), (char *)ctx + off);
+	return v;
 }
 
 /* The lock object at a method probe: the cookie's register minus its adjustment. */

@@ -94,6 +94,14 @@ StatusOr<std::shared_ptr<LiveSession>> LiveSession::Attach(
   bpf_options.py_true = plan.py_true;
   bpf_options.py_false = plan.py_false;
   bpf_options.gil_lock_addr = plan.gil_lock_addr;
+  bpf_options.sem_kinds = plan.sem_kinds;
+  bpf_options.lock_mutex_off = plan.lock_mutex_off;
+  bpf_options.ob_type_off = plan.ob_type_off;
+  bpf_options.ob_mutex_off = plan.ob_mutex_off;
+  bpf_options.free_threaded = plan.free_threaded;
+  bpf_options.rlock_owner_off = plan.rlock_owner_off;
+  bpf_options.rlock_depth_off = plan.rlock_depth_off;
+  bpf_options.rlock_depth_is_level = plan.rlock_depth_is_level;
   if (plan.stacks) {
     bpf_options.py_layout = plan.stacks->bpf;
     bpf_options.stack_frames = plan.stack_frames;
@@ -158,9 +166,16 @@ StatusOr<std::shared_ptr<LiveSession>> LiveSession::Attach(
       new LiveSession(std::move(id), std::move(t), proc, options, process));
   s->attached_status_ = *status;
   s->tracer_ = std::move(tracer);
-  if (plan.stacks) {
+  if (plan.stacks || plan.type_type) {
     s->memory_ = std::make_unique<target::ProcessMemory>(pid);
+  }
+  if (plan.stacks) {
     s->resolver_ = std::make_unique<target::PyCodeResolver>(*s->memory_, *plan.stacks);
+  }
+  if (plan.locks != loader::LockMode::kOff) {
+    s->type_type_ = plan.type_type;
+    s->ob_type_off_ = plan.ob_type_off;
+    s->tp_name_off_ = plan.tp_name_off;
   }
   s->InjectMark(TS_MARK_ATTACHED);
   // Threads alive now: after the probes, so a thread is either in the scan or seen starting.
@@ -189,6 +204,28 @@ void LiveSession::DrainRing() {
 void LiveSession::IngestBatch() {
   if (batch_.empty()) return;
   locations_.clear();
+  if (type_type_ && memory_) {
+    // Name the type objects 3.13+ records point at (what a park waited on: a Lock, an RLock,
+    // a list's critical section...), ahead of the records, like locations.
+    const uint8_t* data = reinterpret_cast<const uint8_t*>(batch_.data());
+    for (size_t off = 0; off + sizeof(ts_header) <= batch_.size();) {
+      ts_header h;
+      std::memcpy(&h, data + off, sizeof(h));
+      if (h.size < sizeof(ts_header) || off + h.size > batch_.size()) break;
+      if (h.type == TS_EV_PARK_BEGIN && h.size >= sizeof(ts_park)) {
+        ts_park e;
+        std::memcpy(&e, data + off, sizeof(e));
+        DefineType(e.obj_type, h.ts_ns);
+        DefineType(e.cs_type, h.ts_ns);
+      } else if (h.type == TS_EV_CS_SLOW && h.size >= sizeof(ts_cs_slow)) {
+        ts_cs_slow e;
+        std::memcpy(&e, data + off, sizeof(e));
+        DefineType(e.obj_type, h.ts_ns);
+        DefineType(e.obj_type2, h.ts_ns);
+      }
+      off += h.size;
+    }
+  }
   if (resolver_) {
     // Resolve every (code, instr) pair seen for the first time, now, while the code objects
     // are most likely alive; the definitions go ahead of the records that use them.
@@ -212,8 +249,10 @@ void LiveSession::IngestBatch() {
   if (!locations_.empty() && !process_->Alive()) {
     locations_.clear();
     for (const auto& pair : resolved_now_) defined_.erase(pair);
+    for (uint64_t type : typed_now_) typed_.erase(type);
   }
   resolved_now_.clear();
+  typed_now_.clear();
   if (!locations_.empty()) {
     IngestRecords(reinterpret_cast<const uint8_t*>(locations_.data()), locations_.size());
   }
@@ -241,6 +280,38 @@ void LiveSession::DefineLocation(uint64_t code, uint64_t instr, uint64_t ts_ns) 
   }
   locations_ += model::MakePyLocationRecord(static_cast<uint32_t>(pid()), ts_ns, fixed, f.file,
                                             f.function);
+}
+
+void LiveSession::DefineType(uint64_t type, uint64_t ts_ns) {
+  // Bounded, like locations: a target cannot make us read without end.
+  constexpr size_t kMaxTypes = 4096;
+  if (!type || typed_.size() >= kMaxTypes || !typed_.insert(type).second) return;
+  typed_now_.push_back(type);
+  // A type object: its own type is `type` (or a metaclass whose type is). Anything else is
+  // not a type (the other reading of a parked address), and is named as unreadable once.
+  auto is_type = [&](uint64_t t) {
+    uint64_t meta = 0;
+    if (!memory_->Read(t + ob_type_off_, &meta, 8)) return false;
+    if (meta == type_type_) return true;
+    uint64_t meta_type = 0;
+    return memory_->Read(meta + ob_type_off_, &meta_type, 8) && meta_type == type_type_;
+  };
+  std::string name;
+  uint64_t name_ptr = 0;
+  char buf[128];
+  if (is_type(type) && memory_->Read(type + tp_name_off_, &name_ptr, 8) && name_ptr) {
+    // tp_name may end anywhere in these bytes: read what can be read, up to its NUL.
+    for (size_t n = sizeof(buf); n >= 16 && name.empty(); n /= 2) {
+      if (!memory_->Read(name_ptr, buf, n)) continue;
+      size_t len = strnlen(buf, n);
+      if (len < n) name.assign(buf, len);
+    }
+  }
+  bool printable = !name.empty();
+  for (char c : name) printable &= c > 0x20 && c < 0x7f;
+  locations_ += model::MakePyTypeRecord(static_cast<uint32_t>(pid()), ts_ns, type,
+                                        printable ? name : "",
+                                        printable ? 0 : TS_LOCATION_UNREADABLE);
 }
 
 void LiveSession::InjectPreexistingThreads() {

@@ -70,6 +70,8 @@ class LiveSession : public Session {
   // Ingests a batch from the ring, preceded by definitions of the stack locations it uses.
   void IngestBatch();
   void DefineLocation(uint64_t code, uint64_t instr, uint64_t ts_ns);
+  // Names a type object a record points at (3.13+ parks and lock records), once.
+  void DefineType(uint64_t type, uint64_t ts_ns);
 
   const target::ProcFs& proc_;
   LiveSessionOptions options_;
@@ -87,6 +89,13 @@ class LiveSession : public Session {
   std::unique_ptr<target::PyCodeResolver> resolver_;
   std::set<std::pair<uint64_t, uint64_t>> defined_;
   std::vector<std::pair<uint64_t, uint64_t>> resolved_now_;  // defined by the batch in hand
+  // Type names: how to read them (PyType_Type, where ob_type and tp_name are), and which type
+  // objects were named already (or found not to be types).
+  uint64_t type_type_ = 0;
+  uint32_t ob_type_off_ = 8;
+  uint32_t tp_name_off_ = 24;
+  std::set<uint64_t> typed_;
+  std::vector<uint64_t> typed_now_;
 };
 
 }  // namespace threadscope::engine
