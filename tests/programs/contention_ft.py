@@ -1,6 +1,8 @@
 """Free-threaded contention ground truth: threads that contend on one shared list and one shared
 dict (each operation takes the object's own critical section), started together behind a
-barrier. The JSON on argv[1] says which lines do what; argv[2] is the number of rounds.
+barrier. extend() and update() hold the object's mutex long enough that others must sleep for
+it even on two CPUs. The JSON on argv[1] says which lines do what; argv[2] is the number of
+rounds.
 
 On a build with the GIL the same program runs (there is no contention on objects then: the GIL
 serializes the threads), which is what the tests check there.
@@ -26,15 +28,19 @@ def here():
 lines = {}
 
 
+chunk = list(range(512))
+chunk_dict = {i: i for i in range(512)}
+
+
 def worker(k):
     barrier.wait()
-    lines["append"] = here() + 2
+    lines["list"] = here() + 2
     for i in range(rounds):
-        shared_list.append(k)
-        shared_dict[i & 1023] = k
-        if len(shared_list) > 10000:
+        shared_list.extend(chunk)
+        shared_dict.update(chunk_dict)
+        if len(shared_list) > 100000:
             shared_list.clear()
-    lines["setitem"] = lines["append"] + 1
+    lines["dict"] = lines["list"] + 1
 
 
 ts = [threading.Thread(target=worker, args=(k,)) for k in range(threads)]
