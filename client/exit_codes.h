@@ -13,8 +13,12 @@ enum ExitCode : int {
   kExitNotPython = 4,         // FAILED_PRECONDITION: not CPython, unsupported, no probes
   kExitPermission = 5,        // PERMISSION_DENIED / UNAUTHENTICATED: not allowed, bad token
   kExitNoDaemon = 6,          // UNAVAILABLE: --server given and nothing answers
-  kExitTargetExited = 7,      // ABORTED: the target exited while attaching
+  kExitTargetExited = 7,      // ABORTED: the target exited while attaching (or dumping)
   kExitBadRecording = 8,      // INVALID_ARGUMENT / DATA_LOSS on a recording
+  // dump --core (the cause comes from the status's DumpError details):
+  kExitBadCore = 9,             // no such core file, not a core file, or a truncated one
+  kExitExecutableMissing = 10,  // the core's executable (or libpython) is not on this machine
+  kExitExecutableMismatch = 11, // --exe is not the executable the core was dumped from
   kExitCommandNotFound = 127, // run: the command could not be executed
 };
 

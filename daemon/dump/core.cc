@@ -137,7 +137,7 @@ Status CoreFile::Parse() {
       fname = fname.substr(0, fname.find('\0'));
       psargs_ = desc.substr(56, 80);
       psargs_ = psargs_.substr(0, psargs_.find('\0'));
-      for (auto& t : tasks_) t.comm = fname;
+      fname_ = fname;
     } else if (name == "CORE" && type == NT_AUXV) {
       for (size_t a = 0; a + 16 <= desc.size(); a += 16) {
         auxv_.push_back({Get64(desc, a), Get64(desc, a + 8)});
@@ -164,8 +164,10 @@ Status CoreFile::Parse() {
   }
   if (tasks_.empty()) return DataLossError(path_ + " has no thread (NT_PRSTATUS) notes");
   if (!pid_) pid_ = tasks_.front().tid;
-  std::string comm = tasks_.front().comm;
-  for (auto& t : tasks_) t.comm = comm;
+  // A core keeps the process's name only; the other threads' names are not in it.
+  for (auto& t : tasks_) {
+    if (t.tid == pid_) t.comm = fname_;
+  }
   return OkStatus();
 }
 

@@ -70,6 +70,7 @@ class CoreFile : public MemoryReader {
   std::map<std::string, int> backing_;  // path in core -> fd of the host file
   pid_t pid_ = 0;
   std::string psargs_;
+  std::string fname_;
 };
 
 }  // namespace threadscope::dump

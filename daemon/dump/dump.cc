@@ -1,6 +1,8 @@
 #include "daemon/dump/dump.h"
 
 #include <elf.h>
+#include <pthread.h>
+#include <sched.h>
 #include <unistd.h>
 
 #include <memory>
@@ -77,10 +79,28 @@ class Symbolizer {
   std::unordered_map<std::string, std::unique_ptr<target::ElfFile>> elfs_;
 };
 
-void FillReport(DumpReport* r, const ProcessFacts& facts) {
-  (void)facts;
-  (void)r;
-}
+// For the few milliseconds the target is stopped, the dumping thread runs ahead of the
+// target's threads: each PTRACE_INTERRUPT wakes a thread of the target, and at equal priority
+// that thread preempts us before the next interrupt (measured: 100 interrupts took up to 10 ms
+// on a loaded machine instead of 0.7 ms). Needs CAP_SYS_NICE; without it nothing changes.
+class SchedBoost {
+ public:
+  SchedBoost() {
+    if (getenv("THREADSCOPE_DUMP_NO_BOOST")) return;
+    if (pthread_getschedparam(pthread_self(), &policy_, &param_) != 0) return;
+    sched_param fifo{};
+    fifo.sched_priority = 1;
+    boosted_ = pthread_setschedparam(pthread_self(), SCHED_FIFO, &fifo) == 0;
+  }
+  ~SchedBoost() {
+    if (boosted_) pthread_setschedparam(pthread_self(), policy_, &param_);
+  }
+
+ private:
+  int policy_ = SCHED_OTHER;
+  sched_param param_{};
+  bool boosted_ = false;
+};
 
 }  // namespace
 
@@ -152,18 +172,42 @@ StatusOr<DumpReport> DumpProcess(pid_t pid, const DumpOptions& options) {
       }
     }
   } else {
+    // A pass before the stop reads the code objects and type names the stopped pass will
+    // meet, so the pause only covers what changes: thread states, frames, locks.
+    ReadCache cache;
+    {
+      auto listed = ListTasks(pid, false);
+      if (listed.ok()) (void)ReadProcess(memory, layout, *listed, pid, ro, sym, &cache);
+      memory.Clear();
+    }
+    PendingReads pending;
     ThreadStopper stopper(pid);
-    Status stopped = stopper.Stop();
+    auto boost = std::make_unique<SchedBoost>();
+    Status stopped = stopper.Interrupt();
+    ProcessReader reader(memory, layout, pid, ro, sym, &cache, &pending);
+    uint64_t t1 = target::MonotonicNowNs();
+    Status read = stopped.ok() ? reader.ReadThreads() : OkStatus();
+    uint64_t t2 = target::MonotonicNowNs();
+    if (stopped.ok()) stopped = stopper.WaitStopped();
+    uint64_t t3 = target::MonotonicNowNs();
     if (!stopped.ok()) {
       stopper.Detach();
+      boost.reset();
       if (stopped.code() == StatusCode::kNotFound || stopped.code() == StatusCode::kAborted) {
         return AbortedError("process " + std::to_string(pid) + " exited during the dump");
       }
       return stopped;
     }
     tasks = stopper.tasks();
-    facts = ReadProcess(memory, layout, tasks, pid, ro, sym);
+    facts = read.ok() ? reader.Finish(tasks) : StatusOr<ProcessFacts>(read);
+    uint64_t t4 = target::MonotonicNowNs();
     report.pause_ns = stopper.Detach();
+    boost.reset();
+    const uint64_t t0 = t4 - *report.pause_ns;
+    report.pause_phases = {{"interrupt", t1 - t0}, {"read", t2 - t1}, {"wait", t3 - t2},
+                           {"finish", t4 - t3}};
+    memory.Clear();
+    if (facts.ok()) CompleteReads(memory, layout, pending, &*facts, &cache);
     for (pid_t tid : stopper.unstopped()) {
       if (facts.ok()) {
         facts->notes.push_back("thread " + std::to_string(tid) +
@@ -188,9 +232,10 @@ StatusOr<DumpReport> DumpProcess(pid_t pid, const DumpOptions& options) {
   facts->trace_owners = options.trace_owners;
   DumpReport analyzed = Analyze(*facts);
   analyzed.pause_ns = report.pause_ns;
+  analyzed.pause_phases = report.pause_phases;
   analyzed.reads = options.nonblocking ? report.reads : 1;
   analyzed.source = options.nonblocking ? "live-nonblocking" : "live";
-  FillReport(&analyzed, *facts);
+  analyzed.command_line = info.command_line;
   return analyzed;
 }
 
@@ -319,6 +364,7 @@ StatusOr<DumpReport> DumpCoreFile(const std::string& core_path, const std::strin
   DumpReport report = Analyze(facts);
   report.source = "core";
   report.core_file = core_path;
+  report.command_line = core->command();
   return report;
 }
 

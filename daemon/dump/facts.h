@@ -207,11 +207,16 @@ struct DumpReport {
   pid_t pid = 0;
   std::string python_version;
   std::string executable;
+  std::string command_line;
   std::string source;               // "live", "live-nonblocking", "core"
   std::string core_file;
   bool free_threaded = false;
   std::string layout_source;
   std::optional<uint64_t> pause_ns; // how long the target was stopped (live, blocking)
+  // Where the pause went: "interrupt" (PTRACE_INTERRUPT of every thread), "read" (thread
+  // states and frames, overlapping the threads' entry into the stop), "wait" (the last ones
+  // getting there: scheduling), "finish" (registers, futexes, locks), ns each.
+  std::vector<std::pair<std::string, uint64_t>> pause_phases;
   uint32_t reads = 1;               // --nonblocking: passes until two agreed
   std::vector<ThreadReport> threads;
   std::vector<DeadlockReport> deadlocks;

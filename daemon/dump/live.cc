@@ -70,6 +70,9 @@ std::optional<SyscallState> SyscallFromRegisters(const Registers& r) {
 }
 
 Status ThreadStopper::SeizeNew(const std::vector<pid_t>& tids) {
+  // Seize them all first (nothing stops yet), then interrupt them in a tight loop: each
+  // interrupt wakes a thread that would otherwise preempt us between the two calls.
+  size_t first_new = seized_.size();
   for (pid_t tid : tids) {
     bool known = std::any_of(seized_.begin(), seized_.end(),
                              [&](const Seized& s) { return s.tid == tid; });
@@ -95,55 +98,87 @@ Status ThreadStopper::SeizeNew(const std::vector<pid_t>& tids) {
       return ErrnoToStatus(err, "ptrace(PTRACE_SEIZE, " + std::to_string(tid) + ")");
     }
     seized_.push_back({tid});
-    if (ptrace(PTRACE_INTERRUPT, tid, nullptr, nullptr) != 0 && errno == ESRCH) {
-      seized_.back().stopped = true;  // gone: nothing to wait for
+  }
+  if (first_new < seized_.size() && first_new == 0) t0_ = target::MonotonicNowNs();
+  for (size_t i = first_new; i < seized_.size(); ++i) {
+    if (ptrace(PTRACE_INTERRUPT, seized_[i].tid, nullptr, nullptr) != 0 && errno == ESRCH) {
+      seized_[i].stopped = true;  // gone: nothing to wait for
     }
   }
   return OkStatus();
 }
 
-Status ThreadStopper::Stop() {
+Status ThreadStopper::Interrupt() {
   detached_ = false;
   t0_ = target::MonotonicNowNs();
   std::vector<pid_t> tids = TaskIds(pid_);
   if (tids.empty()) return NotFoundError("no process with pid " + std::to_string(pid_));
+  return SeizeNew(tids);
+}
+
+Status ThreadStopper::WaitStopped() {
+  std::vector<pid_t> tids;
+  for (const auto& s : seized_) tids.push_back(s.tid);
   for (int round = 0; round < kStopRounds; ++round) {
-    TS_RETURN_IF_ERROR(SeizeNew(tids));
-    // Wait for every interrupted thread to stop.
+    if (round > 0) TS_RETURN_IF_ERROR(SeizeNew(tids));
+    // Wait for every interrupted thread to stop. Events are taken as they come (waitid on
+    // any child, peeked first so that a child of this process that is not ours is never
+    // reaped); if one is not ours, each thread is polled instead.
     const uint64_t deadline = target::MonotonicNowNs() + kStopTimeoutNs;
-    for (;;) {
-      bool pending = false;
-      for (auto& s : seized_) {
-        if (s.stopped) continue;
-        int status = 0;
-        pid_t r = waitpid(s.tid, &status, __WALL | WNOHANG);
-        if (r == 0) {
-          pending = true;
-          continue;
+    size_t pending = 0;
+    for (const auto& s : seized_) pending += !s.stopped;
+    auto record = [&](Seized& s, int status) {
+      --pending;
+      s.stopped = true;
+      if (WIFEXITED(status) || WIFSIGNALED(status)) {
+        s.tid = -s.tid;  // the thread is gone
+        return;
+      }
+      int sig = WSTOPSIG(status);
+      // PTRACE_EVENT_STOP is our interrupt; any other stop is a signal that arrived: it is
+      // handed back at detach.
+      if ((status >> 16) != PTRACE_EVENT_STOP && sig != SIGTRAP && sig != SIGSTOP) {
+        s.pending_signal = sig;
+      }
+    };
+    bool peek = true;
+    while (pending > 0) {
+      bool progressed = false;
+      if (peek) {
+        siginfo_t si{};
+        if (waitid(P_ALL, 0, &si, WEXITED | WSTOPPED | __WALL | WNOHANG | WNOWAIT) == 0 &&
+            si.si_pid != 0) {
+          auto it = std::find_if(seized_.begin(), seized_.end(),
+                                 [&](const Seized& s) { return s.tid == si.si_pid; });
+          if (it == seized_.end() || it->stopped) {
+            peek = false;  // somebody else's child: poll ours one by one
+          } else {
+            int status = 0;
+            if (waitpid(it->tid, &status, __WALL | WNOHANG) == it->tid) record(*it, status);
+            progressed = true;
+          }
         }
-        if (r < 0 || WIFEXITED(status) || WIFSIGNALED(status)) {
-          s.stopped = true;  // the thread is gone
-          s.tid = -s.tid;
-          continue;
-        }
-        if (WIFSTOPPED(status)) {
-          s.stopped = true;
-          int sig = WSTOPSIG(status);
-          // PTRACE_EVENT_STOP is our interrupt; anything else is a signal that arrived:
-          // it is handed back at detach.
-          if ((status >> 16) != PTRACE_EVENT_STOP && sig != SIGTRAP && sig != SIGSTOP) {
-            s.pending_signal = sig;
+      } else {
+        for (auto& s : seized_) {
+          if (s.stopped) continue;
+          int status = 0;
+          pid_t r = waitpid(s.tid, &status, __WALL | WNOHANG);
+          if (r == s.tid) {
+            record(s, status);
+          } else if (r < 0) {
+            record(s, 0);
+            s.tid = -std::abs(s.tid);
           }
         }
       }
-      if (!pending) break;
+      if (pending == 0) break;
       if (target::MonotonicNowNs() > deadline) {
         for (auto& s : seized_) {
           if (!s.stopped) unstopped_.push_back(s.tid);
         }
         break;
       }
-      Nap(20'000);
+      if (!progressed) Nap(50'000);
     }
     std::vector<pid_t> now = TaskIds(pid_);
     if (now.empty()) return AbortedError("process " + std::to_string(pid_) + " exited");

@@ -27,7 +27,16 @@ class ThreadStopper {
   // Stops every thread (threads created meanwhile too, up to a few rounds). Errors:
   // PermissionDenied (ptrace refused: no rights, or another tracer), NotFound (no such
   // process), Aborted (it exited while being stopped).
-  Status Stop();
+  Status Stop() {
+    TS_RETURN_IF_ERROR(Interrupt());
+    return WaitStopped();
+  }
+  // The two halves: after Interrupt, no thread runs Python code any more (a thread running on
+  // a CPU is kicked at once; a sleeping one enters the stop as soon as it is scheduled, before
+  // returning to user space), so memory can be read while WaitStopped waits for the slowest
+  // to get there, registers and threads created meanwhile.
+  Status Interrupt();
+  Status WaitStopped();
   // Stopped threads with registers (and the system call each was in).
   const std::vector<TaskContext>& tasks() const { return tasks_; }
   // Resumes every thread; idempotent. Returns the pause in nanoseconds.

@@ -92,12 +92,12 @@ std::optional<std::string> ObjectReader::CString(uint64_t addr, size_t max) cons
 
 std::string ObjectReader::TypeName(uint64_t type) const {
   if (!type) return "";
-  auto it = type_names_.find(type);
-  if (it != type_names_.end()) return it->second;
+  auto it = type_names_->find(type);
+  if (it != type_names_->end()) return it->second;
   std::string name;
   if (auto p = ReadU64(m_, type + l_.tp_name)) name = CString(*p, 128).value_or("");
-  if (type_names_.size() > 4096) type_names_.clear();
-  type_names_[type] = name;
+  if (type_names_->size() > 4096) type_names_->clear();
+  (*type_names_)[type] = name;
   return name;
 }
 

@@ -23,8 +23,11 @@ class ObjectReader {
   static constexpr size_t kMaxTuple = 4096;
   static constexpr size_t kMaxDictEntries = 1 << 16;
 
-  ObjectReader(const MemoryReader& memory, const ResolvedLayout& layout)
-      : m_(memory), l_(layout.layout), a_(layout.addr) {}
+  // `type_names`: a cache of tp_name by type object that may outlive this reader.
+  ObjectReader(const MemoryReader& memory, const ResolvedLayout& layout,
+               std::unordered_map<uint64_t, std::string>* type_names = nullptr)
+      : m_(memory), l_(layout.layout), a_(layout.addr),
+        type_names_(type_names ? type_names : &own_type_names_) {}
 
   const DumpLayout& layout() const { return l_; }
   const RuntimeAddresses& addresses() const { return a_; }
@@ -76,7 +79,8 @@ class ObjectReader {
   const MemoryReader& m_;
   const DumpLayout& l_;
   const RuntimeAddresses& a_;
-  mutable std::unordered_map<uint64_t, std::string> type_names_;
+  std::unordered_map<uint64_t, std::string> own_type_names_;
+  std::unordered_map<uint64_t, std::string>* type_names_;
 };
 
 }  // namespace threadscope::dump

@@ -25,6 +25,7 @@ constexpr int kMaxBlocks = 20;             // CO_MAXBLOCKS
 constexpr uint64_t kPthreadTidOffset = 720;
 
 struct CodeInfo {
+  uint64_t filename_obj = 0;  // identity: a code object freed and its address reused differs
   std::string file = "?";
   std::string function = "?";
   int firstlineno = 0;
@@ -39,20 +40,51 @@ struct CodeInfo {
   std::string code;  // <= 3.10: co_code
 };
 
+// A value a blocked thread's innermost frames hold, to tell which lock its futex belongs to.
+// Examined lazily, most likely first: a local named like a lock, then the value stack from the
+// top, then the other locals.
 struct Candidate {
   uint64_t object = 0;
-  uint64_t via = 0;  // the bound method it came from, if any
+  int rank = 0;
 };
 
-class Reader {
- public:
-  Reader(const MemoryReader& memory, const ResolvedLayout& layout,
-         const std::vector<TaskContext>& tasks, pid_t pid, const ReadOptions& options,
-         const NativeSymbolizer& symbolize)
-      : m_(memory), resolved_(layout), l_(layout.layout), a_(layout.addr), o_(memory, layout),
-        tasks_(tasks), pid_(pid), opt_(options), symbolize_(symbolize) {}
+bool IsStdlibFile(const std::string& file) {
+  auto slash = file.rfind('/');
+  std::string base = slash == std::string::npos ? file : file.substr(slash + 1);
+  return base == "threading.py" || base == "queue.py";
+}
 
-  StatusOr<ProcessFacts> Run();
+}  // namespace
+
+struct ReadCache::Impl {
+  std::unordered_map<uint64_t, CodeInfo> codes;
+  std::unordered_map<uint64_t, std::string> type_names;
+};
+ReadCache::ReadCache() : impl(std::make_unique<Impl>()) {}
+ReadCache::~ReadCache() = default;
+
+class ProcessReader::Impl {
+ public:
+  Impl(const MemoryReader& memory, const ResolvedLayout& layout,
+         const std::vector<TaskContext>& tasks, pid_t pid, const ReadOptions& options,
+         const NativeSymbolizer& symbolize, ReadCache* cache, PendingReads* pending)
+      : m_(memory), resolved_(layout), l_(layout.layout), a_(layout.addr),
+        cache_(cache ? cache->impl.get() : &own_cache_),
+        o_(memory, layout, &cache_->type_names), tasks_(tasks), pid_(pid), opt_(options),
+        symbolize_(symbolize), pending_(pending ? pending : &own_pending_) {}
+
+  StatusOr<ProcessFacts> Run() {
+    TS_RETURN_IF_ERROR(ReadThreads());
+    return Finish(tasks_);
+  }
+  // Phase 1: interpreters, thread states, frames. Needs no registers: it can run while the
+  // interrupted threads are still on their way into the stop.
+  Status ReadThreads();
+  // Phase 2, with every thread stopped: which task each thread state is, system calls,
+  // futexes, lock objects.
+  StatusOr<ProcessFacts> Finish(const std::vector<TaskContext>& tasks);
+  // The reads PendingReads holds, into facts.
+  void Complete(const PendingReads& pending, ProcessFacts* facts);
 
  private:
   uint64_t Ptr(uint64_t addr) const { return ReadU64(m_, addr).value_or(0); }
@@ -79,14 +111,24 @@ class Reader {
   const ResolvedLayout& resolved_;
   const DumpLayout& l_;
   const RuntimeAddresses& a_;
+  ReadCache::Impl own_cache_;
+  ReadCache::Impl* cache_;
   ObjectReader o_;
   const std::vector<TaskContext>& tasks_;
+  struct PyThread {
+    uint64_t tstate;
+    ThreadFacts facts;
+    std::vector<Candidate> candidates;
+    uint64_t sentinel_ref = 0;
+  };
+  std::vector<PyThread> py_;
   pid_t pid_;
   ReadOptions opt_;
   const NativeSymbolizer& symbolize_;
+  PendingReads* pending_;
+  PendingReads own_pending_;
 
   ProcessFacts facts_;
-  std::unordered_map<uint64_t, CodeInfo> codes_;
   std::unordered_map<uint64_t, pid_t> tid_by_fsbase_;
   std::unordered_set<pid_t> task_tids_;
   std::unordered_map<uint64_t, pid_t> tid_by_ident_;
@@ -97,13 +139,16 @@ class Reader {
   bool gil_disabled_ = false;
 };
 
-const CodeInfo* Reader::Code(uint64_t code) {
-  auto it = codes_.find(code);
-  if (it != codes_.end()) return &it->second;
+const CodeInfo* ProcessReader::Impl::Code(uint64_t code) {
   if (!code || !a_.code_type || o_.TypeOf(code) != a_.code_type) return nullptr;
-  if (codes_.size() > 65536) codes_.clear();
+  const uint64_t filename_obj = Ptr(code + l_.code_filename);
+  auto& codes = cache_->codes;
+  auto it = codes.find(code);
+  if (it != codes.end() && it->second.filename_obj == filename_obj) return &it->second;
+  if (codes.size() > 65536) codes.clear();
   CodeInfo ci;
-  ci.file = o_.Str(Ptr(code + l_.code_filename)).value_or("?");
+  ci.filename_obj = filename_obj;
+  ci.file = o_.Str(filename_obj).value_or("?");
   uint32_t name_off = l_.code_qualname >= 0 ? static_cast<uint32_t>(l_.code_qualname)
                                             : l_.code_name;
   ci.function = o_.Str(Ptr(code + name_off)).value_or("?");
@@ -146,10 +191,10 @@ const CodeInfo* Reader::Code(uint64_t code) {
           ReadI32(m_, code + static_cast<uint32_t>(l_.code_firsttraceable)).value_or(0);
     }
   }
-  return &(codes_[code] = std::move(ci));
+  return &(codes[code] = std::move(ci));
 }
 
-std::optional<int> Reader::LineAt(const CodeInfo& ci, int64_t offset) const {
+std::optional<int> ProcessReader::Impl::LineAt(const CodeInfo& ci, int64_t offset) const {
   if (offset < 0) return std::nullopt;
   switch (l_.line_format) {
     case LineFormat::kLnotab27:
@@ -167,7 +212,7 @@ std::optional<int> Reader::LineAt(const CodeInfo& ci, int64_t offset) const {
   return std::nullopt;
 }
 
-std::string Reader::StdlibClass(uint64_t obj) {
+std::string ProcessReader::Impl::StdlibClass(uint64_t obj) {
   static const std::set<std::string> kKnown = {
       "Thread", "Condition", "_Condition", "Event", "_Event", "Semaphore", "_Semaphore",
       "BoundedSemaphore", "_BoundedSemaphore", "Barrier", "_RLock", "Queue", "LifoQueue",
@@ -185,7 +230,7 @@ std::string Reader::StdlibClass(uint64_t obj) {
   return "";
 }
 
-uint64_t Reader::ConditionLock(uint64_t cond) {
+uint64_t ProcessReader::Impl::ConditionLock(uint64_t cond) {
   auto it = facts_.condition_locks.find(cond);
   if (it != facts_.condition_locks.end()) return it->second;
   if (StdlibClass(cond) != "Condition") return 0;
@@ -198,12 +243,12 @@ uint64_t Reader::ConditionLock(uint64_t cond) {
   return out;
 }
 
-void Reader::NoteLock(uint64_t obj) {
+void ProcessReader::Impl::NoteLock(uint64_t obj) {
   if (!obj || facts_.locks.count(obj)) return;
   if (auto info = o_.Lock(obj)) facts_.locks[obj] = *info;
 }
 
-void Reader::AddWith(FrameFacts& f, uint64_t object, const CodeInfo& ci,
+void ProcessReader::Impl::AddWith(FrameFacts& f, uint64_t object, const CodeInfo& ci,
                      std::optional<uint32_t> at) {
   if (!object) return;
   for (const auto& w : f.withs) {
@@ -225,11 +270,12 @@ void Reader::AddWith(FrameFacts& f, uint64_t object, const CodeInfo& ci,
   f.withs.push_back(std::move(w));
 }
 
-void Reader::ReadFrames(uint64_t tstate, ThreadFacts& t, std::vector<Candidate>* candidates) {
+void ProcessReader::Impl::ReadFrames(uint64_t tstate, ThreadFacts& t, std::vector<Candidate>* candidates) {
   uint64_t f = Ptr(tstate + l_.tstate_frame);
   if (l_.cframe_current >= 0 && f) f = Ptr(f + static_cast<uint32_t>(l_.cframe_current));
   std::unordered_set<uint64_t> seen;
   const uint8_t cstack_owner = l_.minor >= 14 ? 4 : 3;
+  bool top_stdlib = true;  // still in the stdlib frames on top of the stack
   size_t steps = 0;
   while (f && steps++ < opt_.max_frames * 2) {
     if (!seen.insert(f).second) {
@@ -296,14 +342,20 @@ void Reader::ReadFrames(uint64_t tstate, ThreadFacts& t, std::vector<Candidate>*
     ff.where.function = ci->function;
     ff.where.line = LineAt(*ci, offset);
 
-    // `self`: the first argument, when it is called that (a cell on 3.11+ if captured).
+    // `self`: the first argument, when it is called that. What it is matters only for the
+    // stdlib frames on top of the stack (which Condition, Event, Thread is waited on); the
+    // others' types are not read, to keep the pause short.
+    const bool stdlib = IsStdlibFile(ci->file);
+    top_stdlib = top_stdlib && stdlib;
     if (ci->argcount >= 1 && !ci->names.empty() && ci->names[0] == "self") {
       uint64_t self = Slot(slots);
-      if (self && o_.TypeNameOf(self) == "cell") self = Ptr(self + l_.ob_type + 8);
+      if (self && top_stdlib && o_.TypeNameOf(self) == "cell") self = Ptr(self + l_.ob_type + 8);
       if (self) {
         ff.self = self;
-        ff.self_type = o_.TypeNameOf(self);
-        ff.self_stdlib_class = StdlibClass(self);
+        if (top_stdlib) {
+          ff.self_type = o_.TypeNameOf(self);
+          ff.self_stdlib_class = StdlibClass(self);
+        }
       }
     }
 
@@ -355,16 +407,24 @@ void Reader::ReadFrames(uint64_t tstate, ThreadFacts& t, std::vector<Candidate>*
       }
     }
 
-    // Objects this frame references, for telling which lock a futex belongs to.
+    // Values this frame holds, for telling which lock a futex belongs to (examined only if
+    // the thread turns out to sleep on one).
     if (t.frames.size() < 2 && candidates) {
       uint32_t n = std::min<uint32_t>(ci->nslots + ci->stacksize, kMaxCandidateSlots);
       std::vector<uint64_t> raw(n);
       if (n && m_.Read(slots, raw.data(), n * 8)) {
-        for (uint64_t v : raw) {
-          if (l_.stackrefs) v = (v & 3) == 3 ? 0 : v & ~uint64_t{3};
+        const int frame_rank = static_cast<int>(t.frames.size()) * 3;
+        auto clean = [&](uint64_t v) { return l_.stackrefs ? ((v & 3) == 3 ? 0 : v & ~3ull) : v; };
+        // The value stack from its top down, then the locals (a lock-like name first).
+        for (uint32_t i = n; i-- > ci->nslots;) {
+          if (uint64_t v = clean(raw[i])) candidates->push_back({v, frame_rank + 1});
+        }
+        for (uint32_t i = 0; i < std::min(n, ci->nslots); ++i) {
+          uint64_t v = clean(raw[i]);
           if (!v) continue;
-          candidates->push_back({v, 0});
-          if (auto self = o_.BoundSelf(v)) candidates->push_back({*self, v});
+          const std::string& name = i < ci->names.size() ? ci->names[i] : "";
+          bool lockish = name == "waiter" || name.find("lock") != std::string::npos;
+          candidates->push_back({v, frame_rank + (lockish ? 0 : 2)});
         }
       }
     }
@@ -383,7 +443,7 @@ void Reader::ReadFrames(uint64_t tstate, ThreadFacts& t, std::vector<Candidate>*
   }
 }
 
-void Reader::ReadGil(const std::vector<uint64_t>& interps) {
+void ProcessReader::Impl::ReadGil(const std::vector<uint64_t>& interps) {
   switch (l_.gil) {
     case GilKind::k27:
       if (a_.interpreter_lock) gil_sem_ = Ptr(a_.interpreter_lock);
@@ -436,7 +496,7 @@ void Reader::ReadGil(const std::vector<uint64_t>& interps) {
   }
 }
 
-std::optional<pid_t> Reader::TidForIdent(uint64_t ident) const {
+std::optional<pid_t> ProcessReader::Impl::TidForIdent(uint64_t ident) const {
   if (auto it = tid_by_fsbase_.find(ident); it != tid_by_fsbase_.end()) return it->second;
   if (!ident) return std::nullopt;
   auto tid = ReadI32(m_, ident + kPthreadTidOffset);
@@ -444,7 +504,7 @@ std::optional<pid_t> Reader::TidForIdent(uint64_t ident) const {
   return std::nullopt;
 }
 
-void Reader::ResolveFutex(ThreadFacts& t, uint64_t uaddr, const std::vector<Candidate>& cand) {
+void ProcessReader::Impl::ResolveFutex(ThreadFacts& t, uint64_t uaddr, const std::vector<Candidate>& cand) {
   Blocked& b = t.blocked;
   b.futex = uaddr;
   char hex[32];
@@ -492,11 +552,16 @@ void Reader::ResolveFutex(ThreadFacts& t, uint64_t uaddr, const std::vector<Cand
       }
     }
   }
-  // Semaphore-based locks (<= 3.13): the futex is the lock's sem_t; find the frame object whose
-  // semaphore it is.
-  for (const auto& c : cand) {
-    uint64_t obj = c.object;
-    if (!o_.IsLock(obj)) continue;
+  // Semaphore-based locks (<= 3.13): the futex is the lock's sem_t; find the frame value whose
+  // semaphore it is (a lock, or a bound method of one: `with L:` leaves L.__exit__ there).
+  std::vector<Candidate> ordered(cand.begin(), cand.end());
+  std::stable_sort(ordered.begin(), ordered.end(),
+                   [](const Candidate& x, const Candidate& y) { return x.rank < y.rank; });
+  std::unordered_set<uint64_t> tried;
+  bool lockish = false;
+  auto try_lock = [&](uint64_t obj) -> bool {
+    if (!obj || !tried.insert(obj).second || !o_.IsLock(obj)) return false;
+    lockish = true;
     uint64_t sem = o_.LockSemaphore(obj);
     if (!sem && o_.TypeNameOf(obj) == "_RLock") {
       // A Python RLock: its __block is the lock.
@@ -505,15 +570,16 @@ void Reader::ResolveFutex(ThreadFacts& t, uint64_t uaddr, const std::vector<Cand
         if (sem == uaddr) obj = *block;
       }
     }
-    if (sem && sem == uaddr) {
-      b.kind = BlockKind::kLock;
-      b.object = obj;
-      b.evidence = "futex " + std::string(hex) + " is the lock's semaphore";
-      return;
-    }
+    if (!sem || sem != uaddr) return false;
+    b.kind = BlockKind::kLock;
+    b.object = obj;
+    b.evidence = "futex " + std::string(hex) + " is the lock's semaphore";
+    return true;
+  };
+  for (const auto& c : ordered) {
+    if (try_lock(c.object)) return;
+    if (auto self = o_.BoundSelf(c.object); self && try_lock(*self)) return;
   }
-  bool lockish = false;
-  for (const auto& c : cand) lockish = lockish || o_.IsLock(c.object);
   if (lockish) {
     b.kind = BlockKind::kUnidentifiedLock;
     b.evidence = "futex " + std::string(hex) + " (no lock object in its frames matches it)";
@@ -524,7 +590,7 @@ void Reader::ResolveFutex(ThreadFacts& t, uint64_t uaddr, const std::vector<Cand
   }
 }
 
-void Reader::ClassifySyscall(ThreadFacts& t, const TaskContext& task,
+void ProcessReader::Impl::ClassifySyscall(ThreadFacts& t, const TaskContext& task,
                              const std::vector<Candidate>& cand) {
   if (!task.syscall) return;
   const SyscallState& s = *task.syscall;
@@ -560,14 +626,10 @@ void Reader::ClassifySyscall(ThreadFacts& t, const TaskContext& task,
   b.syscall = SyscallName(s.nr);
 }
 
-StatusOr<ProcessFacts> Reader::Run() {
+Status ProcessReader::Impl::ReadThreads() {
   facts_.pid = pid_;
   facts_.free_threaded = l_.free_threaded;
   facts_.layout_source = l_.source;
-  for (const auto& task : tasks_) {
-    task_tids_.insert(task.tid);
-    if (task.regs && task.regs->fs_base) tid_by_fsbase_[task.regs->fs_base] = task.tid;
-  }
 
   std::vector<uint64_t> interps;
   uint64_t interp = Ptr(a_.interp_head);
@@ -583,12 +645,7 @@ StatusOr<ProcessFacts> Reader::Run() {
   }
   ReadGil(interps);
 
-  struct PyThread {
-    uint64_t tstate;
-    ThreadFacts facts;
-    std::vector<Candidate> candidates;
-  };
-  std::vector<PyThread> py;
+  std::vector<PyThread>& py = py_;
   std::unordered_set<uint64_t> seen;
   for (uint64_t in : interps) {
     uint64_t ts = Ptr(in + l_.interp_tstate_head);
@@ -603,8 +660,6 @@ StatusOr<ProcessFacts> Reader::Run() {
         t.tid = static_cast<pid_t>(
             ReadI32(m_, ts + static_cast<uint32_t>(l_.tstate_native_id)).value_or(0));
       }
-      if (!t.tid && ident) t.tid = TidForIdent(ident).value_or(0);
-      if (ident && t.tid) tid_by_ident_[ident] = t.tid;
       if (l_.tstate_holds_gil >= 0 && !l_.free_threaded) {
         t.holds_gil = ReadI32(m_, ts + static_cast<uint32_t>(l_.tstate_holds_gil)).value_or(0) != 0;
       } else if (l_.tstate_status >= 0) {
@@ -623,26 +678,40 @@ StatusOr<ProcessFacts> Reader::Run() {
         // A free-threaded build with the GIL switched back on (PYTHON_GIL=1, an extension).
         t.holds_gil = ReadI32(m_, ts + static_cast<uint32_t>(l_.tstate_holds_gil)).value_or(0) != 0;
       }
-      if (gil_holder_tstate_ && *gil_holder_tstate_ == ts && t.tid) facts_.gil_holder = t.tid;
-      if (t.holds_gil == true && t.tid) facts_.gil_holder = t.tid;
-      // <= 3.12: Thread.join's sentinel lock is released when this thread state goes.
-      if (l_.tstate_on_delete_data >= 0 && t.tid) {
+      // <= 3.12: Thread.join's sentinel lock is released when this thread state goes. The
+      // weakref does not change while the thread lives: it is followed later.
+      if (l_.tstate_on_delete_data >= 0) {
         uint64_t wr = Ptr(ts + static_cast<uint32_t>(l_.tstate_on_delete_data));
-        if (auto lock = o_.WeakrefTarget(wr); lock && o_.IsLock(*lock)) {
-          facts_.sentinels[*lock] = t.tid;
-        }
+        if (wr) p.sentinel_ref = wr;
       }
       ReadFrames(ts, t, &p.candidates);
       py.push_back(std::move(p));
       ts = Ptr(ts + l_.tstate_next);
     }
   }
+  return OkStatus();
+}
+
+StatusOr<ProcessFacts> ProcessReader::Impl::Finish(const std::vector<TaskContext>& tasks) {
+  std::vector<PyThread>& py = py_;
+  for (const auto& task : tasks) {
+    task_tids_.insert(task.tid);
+    if (task.regs && task.regs->fs_base) tid_by_fsbase_[task.regs->fs_base] = task.tid;
+  }
+  for (auto& p : py) {
+    ThreadFacts& t = p.facts;
+    if (!t.tid && t.ident) t.tid = TidForIdent(*t.ident).value_or(0);
+    if (t.ident && t.tid) tid_by_ident_[*t.ident] = t.tid;
+    if (gil_holder_tstate_ && *gil_holder_tstate_ == p.tstate && t.tid) facts_.gil_holder = t.tid;
+    if (t.holds_gil == true && t.tid) facts_.gil_holder = t.tid;
+    if (p.sentinel_ref && t.tid) pending_->sentinel_refs.push_back({t.tid, p.sentinel_ref});
+  }
 
   std::unordered_map<pid_t, size_t> py_by_tid;
   for (size_t i = 0; i < py.size(); ++i) {
     if (py[i].facts.tid) py_by_tid[py[i].facts.tid] = i;
   }
-  for (const auto& task : tasks_) {
+  for (const auto& task : tasks) {
     ThreadFacts t;
     std::vector<Candidate> cand;
     auto it = py_by_tid.find(task.tid);
@@ -684,42 +753,77 @@ StatusOr<ProcessFacts> Reader::Run() {
                            " thread state(s) could not be matched to a task");
   }
 
-  // Everything the analysis will ask about: waited-for locks, Python thread names, joins.
-  for (auto& t : facts_.threads) {
-    if (t.blocked.kind == BlockKind::kLock) NoteLock(t.blocked.object);
-    for (auto& f : t.frames) {
-      if (f.self_stdlib_class == "RLock" || f.self_type == "_RLock") NoteLock(f.self);
-      if (f.self_stdlib_class == "Condition") ConditionLock(f.self);
-      if (f.self_stdlib_class == "Thread" && f.self) {
-        if (auto id = o_.GetAttr(f.self, l_.major == 2 ? "_Thread__ident" : "_ident")) {
-          if (auto v = o_.Int(*id)) {
-            auto tid = tid_by_ident_.find(static_cast<uint64_t>(*v));
-            if (tid != tid_by_ident_.end()) facts_.thread_objects[f.self] = tid->second;
-          }
-        }
-      }
-    }
-    if (!t.frames.empty() && t.frames.back().self_stdlib_class == "Thread") {
-      if (auto name = o_.GetAttr(t.frames.back().self, l_.major == 2 ? "_Thread__name" : "_name")) {
-        t.python_name = o_.Str(*name, 128).value_or("");
-      }
-    }
-  }
   std::stable_sort(facts_.threads.begin(), facts_.threads.end(),
                    [](const ThreadFacts& a, const ThreadFacts& b) {
                      if (a.is_main != b.is_main) return a.is_main;
                      return a.tid < b.tid;
                    });
+  // Everything the analysis will ask about: waited-for locks (now: they change), Thread
+  // names and idents (later: they do not).
+  for (size_t i = 0; i < facts_.threads.size(); ++i) {
+    auto& t = facts_.threads[i];
+    if (t.blocked.kind == BlockKind::kLock) NoteLock(t.blocked.object);
+    for (auto& f : t.frames) {
+      if (f.self_stdlib_class == "RLock" || f.self_type == "_RLock") NoteLock(f.self);
+      if (f.self_stdlib_class == "Condition") ConditionLock(f.self);
+      if (f.self_stdlib_class == "Thread" && f.self) pending_->thread_objects.push_back(f.self);
+    }
+    if (!t.frames.empty() && t.frames.back().self) {
+      pending_->thread_names.push_back({i, t.frames.back().self});
+    }
+  }
+  pending_->tid_by_ident = tid_by_ident_;
+  if (pending_ == &own_pending_) Complete(own_pending_, &facts_);
   return std::move(facts_);
 }
 
-}  // namespace
+void ProcessReader::Impl::Complete(const PendingReads& p, ProcessFacts* facts) {
+  for (const auto& [tid, wr] : p.sentinel_refs) {
+    if (auto lock = o_.WeakrefTarget(wr); lock && o_.IsLock(*lock)) facts->sentinels[*lock] = tid;
+  }
+  for (uint64_t thread : p.thread_objects) {
+    if (auto id = o_.GetAttr(thread, l_.major == 2 ? "_Thread__ident" : "_ident")) {
+      if (auto v = o_.Int(*id)) {
+        auto it = p.tid_by_ident.find(static_cast<uint64_t>(*v));
+        if (it != p.tid_by_ident.end()) facts->thread_objects[thread] = it->second;
+      }
+    }
+  }
+  for (const auto& [index, self] : p.thread_names) {
+    if (index >= facts->threads.size() || StdlibClass(self) != "Thread") continue;
+    if (auto name = o_.GetAttr(self, l_.major == 2 ? "_Thread__name" : "_name")) {
+      facts->threads[index].python_name = o_.Str(*name, 128).value_or("");
+    }
+  }
+}
 
 StatusOr<ProcessFacts> ReadProcess(const MemoryReader& memory, const ResolvedLayout& layout,
                                    const std::vector<TaskContext>& tasks, pid_t pid,
-                                   const ReadOptions& options, const NativeSymbolizer& symbolize) {
-  Reader r(memory, layout, tasks, pid, options, symbolize);
+                                   const ReadOptions& options, const NativeSymbolizer& symbolize,
+                                   ReadCache* cache, PendingReads* pending) {
+  ProcessReader::Impl r(memory, layout, tasks, pid, options, symbolize, cache, pending);
   return r.Run();
+}
+
+void CompleteReads(const MemoryReader& memory, const ResolvedLayout& layout,
+                   const PendingReads& pending, ProcessFacts* facts, ReadCache* cache) {
+  static const std::vector<TaskContext> kNoTasks;
+  static const NativeSymbolizer kNone;
+  ProcessReader::Impl r(memory, layout, kNoTasks, facts->pid, ReadOptions{}, kNone, cache, nullptr);
+  r.Complete(pending, facts);
+}
+
+ProcessReader::ProcessReader(const MemoryReader& memory, const ResolvedLayout& layout, pid_t pid,
+                             const ReadOptions& options, const NativeSymbolizer& symbolize,
+                             ReadCache* cache, PendingReads* pending) {
+  static const std::vector<TaskContext> kNoTasks;
+  impl_ = std::make_unique<Impl>(memory, layout, kNoTasks, pid, options, symbolize, cache,
+                                 pending);
+}
+ProcessReader::~ProcessReader() = default;
+Status ProcessReader::ReadThreads() { return impl_->ReadThreads(); }
+StatusOr<ProcessFacts> ProcessReader::Finish(const std::vector<TaskContext>& tasks) {
+  return impl_->Finish(tasks);
 }
 
 std::string SyscallName(int64_t nr) {

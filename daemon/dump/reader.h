@@ -8,8 +8,10 @@
 
 #include <array>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "daemon/dump/facts.h"
@@ -50,12 +52,55 @@ struct ReadOptions {
 // Symbolizes a native pc ("func+0x1c", "libc.so.6"); optional.
 using NativeSymbolizer = std::function<NativeFrame(uint64_t pc)>;
 
+// Code objects and type names do not change while their objects live, so a pass over the
+// process before it is stopped fills this cache and the stopped pass only checks that each code
+// object is still the one cached (its type and file-name pointers): a shorter pause.
+class ReadCache {
+ public:
+  ReadCache();
+  ~ReadCache();
+  struct Impl;
+  std::unique_ptr<Impl> impl;
+};
+
+// Reads the stopped pass leaves for after the process runs again: values that do not change
+// while their objects live (a Thread's name and ident, the weakref from a thread state to its
+// join sentinel).
+struct PendingReads {
+  std::vector<std::pair<size_t, uint64_t>> thread_names;  // facts.threads index -> Thread
+  std::vector<uint64_t> thread_objects;                   // Thread objects whose ident counts
+  std::vector<std::pair<pid_t, uint64_t>> sentinel_refs;  // tid -> its on_delete_data weakref
+  std::unordered_map<uint64_t, pid_t> tid_by_ident;
+};
+
 // Errors: FailedPrecondition when the runtime cannot be found in memory (not initialized, or
-// not the layout this interpreter was built with).
+// not the layout this interpreter was built with). With `pending`, reads that can wait are left
+// there for CompleteReads; without, they are done here.
+// The same in two phases, for a live process: ReadThreads (thread states and frames) can run
+// while interrupted threads are still entering their stop, Finish (system calls, futexes,
+// locks) once all are stopped and their registers read.
+class ProcessReader {
+ public:
+  ProcessReader(const MemoryReader& memory, const ResolvedLayout& layout, pid_t pid,
+                const ReadOptions& options, const NativeSymbolizer& symbolize = nullptr,
+                ReadCache* cache = nullptr, PendingReads* pending = nullptr);
+  ~ProcessReader();
+  Status ReadThreads();
+  StatusOr<ProcessFacts> Finish(const std::vector<TaskContext>& tasks);
+  class Impl;
+
+ private:
+  std::unique_ptr<Impl> impl_;
+};
+
 StatusOr<ProcessFacts> ReadProcess(const MemoryReader& memory, const ResolvedLayout& layout,
                                    const std::vector<TaskContext>& tasks, pid_t pid,
                                    const ReadOptions& options,
-                                   const NativeSymbolizer& symbolize = nullptr);
+                                   const NativeSymbolizer& symbolize = nullptr,
+                                   ReadCache* cache = nullptr, PendingReads* pending = nullptr);
+
+void CompleteReads(const MemoryReader& memory, const ResolvedLayout& layout,
+                   const PendingReads& pending, ProcessFacts* facts, ReadCache* cache = nullptr);
 
 // x86-64 system call names for reports ("clock_nanosleep", "syscall 999" when unknown).
 std::string SyscallName(int64_t nr);
