@@ -356,8 +356,9 @@ std::optional<uint64_t> ObjectReader::GetAttr(uint64_t obj, std::string_view nam
       break;
     case ManagedDict::kTagged312:
       if (flags & kTpflagsManagedDict) {
+        // The values pointer is stored minus one (odd), a dict as itself (3.12 pycore_object.h).
         uint64_t dorv = ReadU64(m_, obj - 24).value_or(0);
-        if (dorv & 1) return from_values(dorv - 1, 0);
+        if (dorv & 1) return from_values(dorv + 1, 0);
         if (dorv) return DictGet(dorv, name);
         return std::nullopt;
       }
