@@ -83,6 +83,14 @@ Status ThreadStopper::SeizeNew(const std::vector<pid_t>& tids) {
         if (tid == pid_) return AbortedError("process " + std::to_string(pid_) + " exited");
         continue;  // a thread that ended meanwhile
       }
+      if (err == EPERM && !seized_.empty()) {
+        // Permission does not change from one thread to the next: this thread is exiting
+        // (the kernel refuses to attach to an exiting task). The process may be going.
+        continue;
+      }
+      if (err == EPERM && !target::ProcFs().IsAlive(pid_)) {
+        return AbortedError("process " + std::to_string(pid_) + " exited");
+      }
       if (err == EPERM) {
         std::string tracer = TracerOf(pid_);
         if (!tracer.empty() && tracer != "0") {

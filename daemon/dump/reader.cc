@@ -99,7 +99,9 @@ class ProcessReader::Impl {
   void ReadFrames(uint64_t tstate, ThreadFacts& t, std::vector<Candidate>* candidates);
   void AddWith(FrameFacts& f, uint64_t object, const CodeInfo& ci, std::optional<uint32_t> at);
   uint64_t ConditionLock(uint64_t cond);
-  void ResolveFutex(ThreadFacts& t, uint64_t uaddr, const std::vector<Candidate>& candidates);
+  // `rsp`: the thread's stack pointer when registers are known, else 0.
+  void ResolveFutex(ThreadFacts& t, uint64_t uaddr, const std::vector<Candidate>& candidates,
+                    uint64_t rsp);
   void ClassifySyscall(ThreadFacts& t, const TaskContext& task,
                        const std::vector<Candidate>& candidates);
   void ReadGil(const std::vector<uint64_t>& interps);
@@ -504,7 +506,8 @@ std::optional<pid_t> ProcessReader::Impl::TidForIdent(uint64_t ident) const {
   return std::nullopt;
 }
 
-void ProcessReader::Impl::ResolveFutex(ThreadFacts& t, uint64_t uaddr, const std::vector<Candidate>& cand) {
+void ProcessReader::Impl::ResolveFutex(ThreadFacts& t, uint64_t uaddr,
+                                       const std::vector<Candidate>& cand, uint64_t rsp) {
   Blocked& b = t.blocked;
   b.futex = uaddr;
   char hex[32];
@@ -580,6 +583,46 @@ void ProcessReader::Impl::ResolveFutex(ThreadFacts& t, uint64_t uaddr, const std
     if (try_lock(c.object)) return;
     if (auto self = o_.BoundSelf(c.object); self && try_lock(*self)) return;
   }
+  // 3.13+ with the parking-lot entry unreadable (gdb 13's gcore writes no thread stack whose
+  // mapping holds glibc 2.42's in-place guard pages): the futex is on the thread's own stack,
+  // so it is parked; its frames say on what. Evidence, said as such.
+  const bool on_stack = rsp ? uaddr >= rsp && uaddr - rsp < (1u << 20) : true;
+  if (l_.major == 3 && l_.minor >= 13 && on_stack && !Ptr(uaddr - 8)) {
+    for (const auto& f : t.frames) {
+      if (!IsStdlibFile(f.where.file)) break;
+      if (f.self_stdlib_class != "Thread" || f.where.function.find("join") == std::string::npos) {
+        continue;
+      }
+      for (const char* attr : {"_handle", "_os_thread_handle"}) {
+        auto h = o_.GetAttr(f.self, attr);
+        uint64_t handle = h ? Ptr(*h + l_.ob_type + 8) : 0;  // PyThreadHandleObject.handle
+        uint64_t ident = handle ? Ptr(handle + 32) : 0;
+        if (ident) {
+          b.kind = BlockKind::kJoinHandle;
+          b.joined_ident = ident;
+          b.evidence = "parked (its parking-lot entry is not readable here) in Thread.join "
+                       "of the thread whose handle names ident " + ObjectId(ident);
+          return;
+        }
+      }
+    }
+    tried.clear();
+    for (const auto& c : ordered) {
+      for (uint64_t obj : {c.object, o_.BoundSelf(c.object).value_or(0)}) {
+        if (!obj || !tried.insert(obj).second || !o_.IsLock(obj) || o_.LockSemaphore(obj)) {
+          continue;
+        }
+        auto mutex = ReadU8(m_, obj + l_.lock_handle);
+        if (!mutex || !(*mutex & 1)) continue;  // not held: nothing to park on
+        b.kind = BlockKind::kLock;
+        b.object = obj;
+        b.evidence = "parked (its parking-lot entry is not readable here) while its frame "
+                     "acquires this lock, which is held" +
+                     std::string(*mutex & 2 ? " with waiters parked" : "");
+        return;
+      }
+    }
+  }
   if (lockish) {
     b.kind = BlockKind::kUnidentifiedLock;
     b.evidence = "futex " + std::string(hex) + " (no lock object in its frames matches it)";
@@ -599,7 +642,7 @@ void ProcessReader::Impl::ClassifySyscall(ThreadFacts& t, const TaskContext& tas
     case 202: {  // futex(uaddr, op, ...)
       uint32_t op = static_cast<uint32_t>(s.args[1]) & 127;
       if (op == 0 || op == 9) {  // FUTEX_WAIT, FUTEX_WAIT_BITSET
-        ResolveFutex(t, s.args[0], cand);
+        ResolveFutex(t, s.args[0], cand, task.regs ? task.regs->rsp : 0);
         return;
       }
       break;
