@@ -113,15 +113,12 @@ StatusOr<DumpReport> DumpProcess(pid_t pid, const DumpOptions& options) {
   target::ProcFs proc;
   TS_ASSIGN_OR_RETURN(auto dis, target::Disassembler::Create());
   // Everything that only needs the binaries happens before the process is stopped.
-  auto inspected = target::InspectPythonProcess(proc, *dis, pid);
-  if (!inspected.ok()) {
-    const Status& s = inspected.status();
-    if (s.code() == StatusCode::kInvalidArgument) return s;  // a thread id, not a process
-    return s;
-  }
-  const target::PythonProcess& info = inspected->info;
+  // NotFound, PermissionDenied, FailedPrecondition (not CPython) or InvalidArgument (a thread
+  // id, not a process): the codes dump.h promises.
+  TS_ASSIGN_OR_RETURN(auto inspected, target::InspectPythonProcess(proc, *dis, pid));
+  const target::PythonProcess& info = inspected.info;
   TS_ASSIGN_OR_RETURN(ResolvedLayout layout,
-                      ResolveLayout(*inspected->interpreter_elf, info.interpreter.load_bias,
+                      ResolveLayout(*inspected.interpreter_elf, info.interpreter.load_bias,
                                     info.version, info.free_threaded));
   Symbolizer symbolize;
   if (options.native) {

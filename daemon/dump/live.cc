@@ -7,6 +7,7 @@
 #include <sys/user.h>
 #include <sys/wait.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cstring>
@@ -245,15 +246,18 @@ StatusOr<std::vector<TaskContext>> ListTasks(pid_t pid, bool with_syscalls) {
     TaskContext t;
     t.tid = tid;
     if (with_syscalls) {
-      std::ifstream in("/proc/" + std::to_string(pid) + "/task/" + std::to_string(tid) +
-                       "/syscall");
+      const std::string path =
+          "/proc/" + std::to_string(pid) + "/task/" + std::to_string(tid) + "/syscall";
+      std::ifstream in(path);
       std::string first;
-      if (!(in >> first)) {
-        if (errno == EACCES || errno == EPERM) {
-          return PermissionDeniedError("cannot read /proc/" + std::to_string(pid) +
-                                       "/task/*/syscall: dump needs ptrace rights on the process");
+      if (!in.is_open()) {
+        if (access(path.c_str(), F_OK) == 0) {
+          return PermissionDeniedError("cannot read " + path +
+                                       ": dump needs ptrace rights on the process");
         }
-      } else if (first != "running" && first != "-1") {
+        continue;  // the thread ended
+      }
+      if ((in >> first) && first != "running" && first != "-1") {
         SyscallState s;
         s.nr = std::strtoll(first.c_str(), nullptr, 10);
         for (auto& a : s.args) {
