@@ -226,7 +226,8 @@ OwnerAnswer OwnerOf(uint64_t lock, const ProcessFacts& p, const Index& idx,
       a.source = source;
       a.detail = source == OwnerSource::kWithStatement
                      ? "a frame of the owner is inside `with` on this lock"
-                     : "a frame of the owner called acquire() on it and has not released it";
+                     : "inferred: a frame of the owner holds this lock in a variable and its "
+                       "code calls acquire() (it may have released it since)";
       return a;
     }
     if (holders.size() > 1) {

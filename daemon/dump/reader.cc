@@ -36,6 +36,9 @@ struct CodeInfo {
   int64_t code_units = 0;
   int firsttraceable = 0;
   std::vector<std::string> names;  // of the localsplus slots
+  // co_names (globals and attributes the code uses), when it calls something `acquire`.
+  bool calls_acquire = false;
+  std::vector<std::string> global_names;
   std::vector<ExceptionEntry> exceptions;
   std::string code;  // <= 3.10: co_code
 };
@@ -65,6 +68,13 @@ ReadCache::~ReadCache() = default;
 
 class ProcessReader::Impl {
  public:
+  // Where a frame's values live, for the acquire() evidence read once waits are known.
+  struct RawFrame {
+    uint64_t code = 0;
+    uint64_t slots = 0;
+    uint32_t nslots = 0;
+    uint64_t globals = 0;
+  };
   Impl(const MemoryReader& memory, const ResolvedLayout& layout,
          const std::vector<TaskContext>& tasks, pid_t pid, const ReadOptions& options,
          const NativeSymbolizer& symbolize, ReadCache* cache, PendingReads* pending)
@@ -96,7 +106,8 @@ class ProcessReader::Impl {
   }
   const CodeInfo* Code(uint64_t code);
   std::optional<int> LineAt(const CodeInfo& ci, int64_t units_or_bytes) const;
-  void ReadFrames(uint64_t tstate, ThreadFacts& t, std::vector<Candidate>* candidates);
+  void ReadFrames(uint64_t tstate, ThreadFacts& t, std::vector<Candidate>* candidates,
+                  std::vector<RawFrame>* raw);
   void AddWith(FrameFacts& f, uint64_t object, const CodeInfo& ci, std::optional<uint32_t> at);
   uint64_t ConditionLock(uint64_t cond);
   // `rsp`: the thread's stack pointer when registers are known, else 0.
@@ -122,7 +133,10 @@ class ProcessReader::Impl {
     ThreadFacts facts;
     std::vector<Candidate> candidates;
     uint64_t sentinel_ref = 0;
+    std::vector<RawFrame> raw;  // one per facts.frames entry
   };
+  std::unordered_map<pid_t, std::vector<RawFrame>> raw_by_tid_;
+  void FindAcquires();
   std::vector<PyThread> py_;
   pid_t pid_;
   ReadOptions opt_;
@@ -167,6 +181,12 @@ const CodeInfo* ProcessReader::Impl::Code(uint64_t code) {
     }
     return out;
   };
+  {
+    std::vector<std::string> co_names = names_of(static_cast<int32_t>(l_.code_names));
+    ci.calls_acquire =
+        std::find(co_names.begin(), co_names.end(), "acquire") != co_names.end();
+    if (ci.calls_acquire && co_names.size() <= 64) ci.global_names = std::move(co_names);
+  }
   if (l_.frame_objects) {
     int32_t nlocals = ReadI32(m_, code + static_cast<uint32_t>(l_.code_nlocals)).value_or(0);
     ci.names = names_of(l_.code_varnames);
@@ -272,7 +292,9 @@ void ProcessReader::Impl::AddWith(FrameFacts& f, uint64_t object, const CodeInfo
   f.withs.push_back(std::move(w));
 }
 
-void ProcessReader::Impl::ReadFrames(uint64_t tstate, ThreadFacts& t, std::vector<Candidate>* candidates) {
+void ProcessReader::Impl::ReadFrames(uint64_t tstate, ThreadFacts& t,
+                                     std::vector<Candidate>* candidates,
+                                     std::vector<RawFrame>* raw) {
   uint64_t f = Ptr(tstate + l_.tstate_frame);
   if (l_.cframe_current >= 0 && f) f = Ptr(f + static_cast<uint32_t>(l_.cframe_current));
   std::unordered_set<uint64_t> seen;
@@ -328,6 +350,7 @@ void ProcessReader::Impl::ReadFrames(uint64_t tstate, ThreadFacts& t, std::vecto
       ff.where.file = "?";
       ff.where.function = "?";
       t.frames.push_back(std::move(ff));
+      if (raw) raw->push_back({});
       continue;
     }
     if (!l_.frame_objects) {
@@ -336,6 +359,7 @@ void ProcessReader::Impl::ReadFrames(uint64_t tstate, ThreadFacts& t, std::vecto
         ff.where.file = ci->file;
         ff.where.function = ci->function;
         t.frames.push_back(std::move(ff));
+        if (raw) raw->push_back({});
         continue;
       }
       if (offset < ci->firsttraceable) continue;  // _PyFrame_IsIncomplete: not started yet
@@ -440,6 +464,10 @@ void ProcessReader::Impl::ReadFrames(uint64_t tstate, ThreadFacts& t, std::vecto
         auto [type, value] = o_.Describe(v);
         ff.locals.push_back({ci->names[i], type, value, v});
       }
+    }
+    if (raw) {
+      raw->push_back({ci->calls_acquire ? code : 0, slots, ci->nslots,
+                      ci->calls_acquire ? Ptr(frame + l_.frame_globals) : 0});
     }
     t.frames.push_back(std::move(ff));
   }
@@ -727,7 +755,7 @@ Status ProcessReader::Impl::ReadThreads() {
         uint64_t wr = Ptr(ts + static_cast<uint32_t>(l_.tstate_on_delete_data));
         if (wr) p.sentinel_ref = wr;
       }
-      ReadFrames(ts, t, &p.candidates);
+      ReadFrames(ts, t, &p.candidates, &p.raw);
       py.push_back(std::move(p));
       ts = Ptr(ts + l_.tstate_next);
     }
@@ -761,6 +789,7 @@ StatusOr<ProcessFacts> ProcessReader::Impl::Finish(const std::vector<TaskContext
     if (it != py_by_tid.end()) {
       t = std::move(py[it->second].facts);
       cand = std::move(py[it->second].candidates);
+      raw_by_tid_[task.tid] = std::move(py[it->second].raw);
       py_by_tid.erase(it);
     } else {
       t.tid = task.tid;
@@ -801,6 +830,7 @@ StatusOr<ProcessFacts> ProcessReader::Impl::Finish(const std::vector<TaskContext
                      if (a.is_main != b.is_main) return a.is_main;
                      return a.tid < b.tid;
                    });
+  FindAcquires();
   // Everything the analysis will ask about: waited-for locks (now: they change), Thread
   // names and idents (later: they do not).
   for (size_t i = 0; i < facts_.threads.size(); ++i) {
@@ -818,6 +848,53 @@ StatusOr<ProcessFacts> ProcessReader::Impl::Finish(const std::vector<TaskContext
   pending_->tid_by_ident = tid_by_ident_;
   if (pending_ == &own_pending_) Complete(own_pending_, &facts_);
   return std::move(facts_);
+}
+
+// A lock somebody waits for, that records no owner (a Lock, not an RLock), may have been
+// taken by an explicit acquire(): a frame whose code calls `acquire` and that holds the very
+// lock in a local variable or a module global. Evidence, not proof (the frame may have
+// released it since): the analysis names such an owner only when one thread alone qualifies,
+// says "acquire_call", and never builds a deadlock on it.
+void ProcessReader::Impl::FindAcquires() {
+  std::unordered_set<uint64_t> waited;
+  for (const auto& t : facts_.threads) {
+    if (t.blocked.kind != BlockKind::kLock) continue;
+    NoteLock(t.blocked.object);
+    auto it = facts_.locks.find(t.blocked.object);
+    if (it != facts_.locks.end() && it->second.type == LockType::kLock &&
+        it->second.locked != false) {
+      waited.insert(t.blocked.object);
+    }
+  }
+  if (waited.empty()) return;
+  for (auto& t : facts_.threads) {
+    auto raw = raw_by_tid_.find(t.tid);
+    if (raw == raw_by_tid_.end()) continue;
+    const uint64_t own = t.blocked.kind == BlockKind::kLock ? t.blocked.object : 0;
+    for (size_t i = 0; i < t.frames.size() && i < raw->second.size(); ++i) {
+      const RawFrame& r = raw->second[i];
+      if (!r.code) continue;
+      auto ci = cache_->codes.find(r.code);
+      if (ci == cache_->codes.end()) continue;
+      std::vector<uint64_t>& acquired = t.frames[i].acquired;
+      auto note = [&](uint64_t v) {
+        if (v && v != own && waited.count(v) &&
+            std::find(acquired.begin(), acquired.end(), v) == acquired.end()) {
+          acquired.push_back(v);
+        }
+      };
+      uint32_t n = std::min<uint32_t>(r.nslots, 256);
+      std::vector<uint64_t> values(n);
+      if (n && m_.Read(r.slots, values.data(), n * 8)) {
+        for (uint64_t v : values) note(l_.stackrefs ? v & ~uint64_t{3} : v);
+      }
+      size_t looked = 0;
+      for (const auto& name : ci->second.global_names) {
+        if (!r.globals || ++looked > 32) break;
+        if (auto v = o_.DictGet(r.globals, name)) note(*v);
+      }
+    }
+  }
 }
 
 void ProcessReader::Impl::Complete(const PendingReads& p, ProcessFacts* facts) {
