@@ -132,6 +132,19 @@ class DumpTest(harness.BpfTestCase):
         self.assertEqual(cond["holds"], [], where)
         at_line(cond, "cond_waits", "cond-waiter waits on C")
 
+        # A Lock taken by an explicit acquire(): no field records it; the one frame holding it
+        # in a global and calling acquire() is named, as an inference (never a deadlock edge).
+        aholder, awaiter = t("acquire-holder"), t("acquire-waiter")
+        self.assertEqual(aholder["state"], "condition_wait", where)
+        at_line(aholder, "acquire_holder_waits", "acquire-holder waits on the Event")
+        self.assertIn(locks["L2"], aholder["holds"], where)
+        self.assertEqual(awaiter["state"], "lock_wait", where)
+        self.assertEqual(awaiter["waiting_for"]["lock_id"], locks["L2"], where)
+        self.assertEqual(awaiter["waiting_for"]["owner_native_tid"], tids["acquire-holder"],
+                         where)
+        self.assertEqual(awaiter["waiting_for"]["owner_source"], "acquire_call", where)
+        at_line(awaiter, "acquire_waiter_waits", "acquire-waiter waits for L2")
+
         # The sleepers.
         for name in ("sleeper", "MainThread"):
             self.assertEqual(t(name)["state"], "sleeping", "%s: %s" % (where, name))

@@ -9,6 +9,8 @@ until it is killed:
   stuck                    waits on an Event nobody sets
   joiner                   joins `stuck`
   cond-waiter              waits on a Condition nobody notifies (inside `with cond:`)
+  acquire-holder           took a Lock with an explicit acquire() and waits on an Event
+  acquire-waiter           queued on that Lock
   sleeper                  time.sleep
   MainThread               time.sleep, after writing the ground truth
 
@@ -109,6 +111,28 @@ def cond_waiter():
         C.wait()
 
 
+L2 = threading.Lock()
+l2_held = threading.Event()
+
+
+def acquire_holder():
+    tids["acquire-holder"] = native_tid()
+    L2.acquire()
+    try:
+        l2_held.set()
+        lines["acquire_holder_waits"] = here() + 1
+        never.wait()
+    finally:
+        L2.release()
+
+
+def acquire_waiter():
+    tids["acquire-waiter"] = native_tid()
+    l2_held.wait()
+    lines["acquire_waiter_waits"] = here() + 1
+    L2.acquire()
+
+
 def sleeper():
     tids["sleeper"] = native_tid()
     lines["sleeps"] = here() + 1
@@ -118,7 +142,8 @@ def sleeper():
 threads = {}
 for name, fn in [("deadlock-a", deadlock_a), ("deadlock-b", deadlock_b),
                  ("rlock-holder", rlock_holder), ("rlock-waiter", rlock_waiter),
-                 ("stuck", stuck), ("cond-waiter", cond_waiter), ("sleeper", sleeper)]:
+                 ("stuck", stuck), ("cond-waiter", cond_waiter), ("sleeper", sleeper),
+                 ("acquire-holder", acquire_holder), ("acquire-waiter", acquire_waiter)]:
     threads[name] = named(name, fn)
     threads[name].start()
 
@@ -140,7 +165,8 @@ truth = {
     "file": os.path.abspath(__file__),
     "tids": tids,
     "lines": lines,
-    "locks": {"A": "0x%x" % id(A), "B": "0x%x" % id(B), "R": "0x%x" % id(R)},
+    "locks": {"A": "0x%x" % id(A), "B": "0x%x" % id(B), "R": "0x%x" % id(R),
+              "L2": "0x%x" % id(L2)},
     "objects": {"never": "0x%x" % id(never), "stuck_event": "0x%x" % id(stuck_event),
                 "C": "0x%x" % id(C), "stuck_thread": "0x%x" % id(threads["stuck"])},
 }

@@ -90,9 +90,13 @@ class Image {
   // A code object: `names` are its locals (the first is an argument when args > 0).
   uint64_t Code(const std::string& file, const std::string& name, int firstline,
                 const std::vector<std::string>& names, int args, int stacksize,
-                const std::string& exceptions = "", const std::string& bytecode = "") {
+                const std::string& exceptions = "", const std::string& bytecode = "",
+                const std::vector<std::string>& co_names = {}) {
     const DumpLayout& L = l();
     uint64_t c = Object(resolved_.addr.code_type, 512);
+    std::vector<uint64_t> co_name_objs;
+    for (const auto& n : co_names) co_name_objs.push_back(Str(n));
+    U64(c + L.code_names, Tuple(co_name_objs));
     U64(c + L.code_filename, Str(file));
     U64(c + L.code_name, Str(name));
     if (L.code_qualname >= 0) U64(c + static_cast<uint32_t>(L.code_qualname), Str(name));
@@ -329,6 +333,35 @@ TEST(DumpReaderTest, Python314StackRefsWithPairsAndParkingLot) {
   ASSERT_TRUE(facts->locks.count(lock_a));
   EXPECT_EQ(facts->locks.at(lock_a).locked, true);
   EXPECT_EQ(t.holds_gil, false);
+}
+
+TEST(DumpReaderTest, AnExplicitAcquireIsInferredFromAFrameHoldingTheLock) {
+  Image img({3, 11, 7, ""});
+  uint64_t sem = img.Alloc(32);
+  img.mem().PutU32(sem, 0);  // the semaphore's value: 0, held
+  uint64_t lock = img.Lock(sem);
+  uint64_t interp = img.Interp();
+  // 501 waits in `lk.acquire()`; 502's frame holds the lock in `lk` and calls acquire().
+  uint64_t wcode = img.Code("/srv/app.py", "waiter", 10, {"lk"}, 1, 2, "", "", {"acquire"});
+  uint64_t wf = img.Frame(wcode, 0, 4, {lock, img.Bound(lock, "acquire")}, 1);
+  img.ThreadState(interp, 0x7f0000a000, 501, wf);
+  uint64_t hcode = img.Code("/srv/app.py", "holder", 20, {"lk"}, 1, 2, "", "",
+                            {"acquire", "release"});
+  uint64_t hf = img.Frame(hcode, 0, 4, {lock}, 1);
+  img.ThreadState(interp, 0x7f0000b000, 502, hf);
+  TaskContext sleeping;
+  sleeping.tid = 502;
+  sleeping.syscall = SyscallState{230, {}};
+  auto facts = ReadProcess(img.mem(), img.resolved(), {FutexTask(501, sem), sleeping}, 501,
+                           ReadOptions{});
+  ASSERT_TRUE(facts.ok()) << facts.status().ToString();
+  EXPECT_TRUE(facts->threads[0].frames[0].acquired.empty()) << "the waiter does not hold it";
+  ASSERT_EQ(facts->threads[1].frames[0].acquired, (std::vector<uint64_t>{lock}));
+  DumpReport r = Analyze(*facts);
+  ASSERT_TRUE(r.threads[0].waiting_for);
+  EXPECT_EQ(r.threads[0].waiting_for->owner, 502);
+  EXPECT_EQ(r.threads[0].waiting_for->owner_source, OwnerSource::kAcquireCall);
+  EXPECT_TRUE(r.deadlocks.empty());
 }
 
 TEST(DumpReaderTest, HostileMemoryEndsInNotesNotCrashes) {
