@@ -40,7 +40,9 @@ grpc::Status ThreadscopeServiceImpl::Dump(grpc::ServerContext* ctx, const v1::Du
   options.nonblocking = req->nonblocking();
   StatusOr<dump::DumpReport> report = InternalError("not run");
   if (core) {
-    if (!caller->trusted) {  // the in-process engine only: the CLI reading with its own rights
+    // The in-process engine only: there the CLI reads the file with its own rights. A daemon
+    // would read it with root's, for anyone (a TCP operator included).
+    if (caller->client != "in-process") {
       return DumpFailure(PermissionDeniedError(
           "a daemon does not read core files for clients (it would read them with its own "
           "rights): threadscope dump --core runs in-process"));

@@ -247,17 +247,17 @@ class DumpTest(harness.BpfTestCase):
         ok = self.dump_json("--core", core)  # the executable the core names exists here
         self.assertEqual(ok["target"]["python_version"], harness.matrix.find("debian-3.11")
                          .reported_version())
-        self.one_line_error(self.ts("dump", "--core", core, "--exe", "/nonexistent/python"), 10,
+        self.one_line_error(self.ts("dump", "--core", core, "--exe", "/nonexistent/python"), 12,
                             "/nonexistent/python")
         other = self.other_python()
         if other:
-            self.one_line_error(self.ts("dump", "--core", core, "--exe", other), 11, "build-id")
-        self.one_line_error(self.ts("dump", "--core", "/etc/passwd"), 9, "not an ELF")
-        self.one_line_error(self.ts("dump", "--core", self.path("missing.core")), 9, "no core")
+            self.one_line_error(self.ts("dump", "--core", core, "--exe", other), 13, "build-id")
+        self.one_line_error(self.ts("dump", "--core", "/etc/passwd"), 11, "not an ELF")
+        self.one_line_error(self.ts("dump", "--core", self.path("missing.core")), 11, "no core")
         cut = self.path("cut.core")
         with open(core, "rb") as f, open(cut, "wb") as out:
             out.write(f.read(os.path.getsize(core) // 2))
-        self.one_line_error(self.ts("dump", "--core", cut), 9, "truncated")
+        self.one_line_error(self.ts("dump", "--core", cut), 11, "truncated")
         os.unlink(core)
         # A core of a process whose executable is not here.
         # (The Debian unstable root's interpreters are not on the host: their cores name
@@ -279,7 +279,7 @@ class DumpTest(harness.BpfTestCase):
                 self.assertEqual(g.returncode, 0, g.stderr[-2000:])
             core = "%s.%d" % (prefix, target.pid)
             try:
-                self.one_line_error(self.ts("dump", "--core", core), 10, "--exe")
+                self.one_line_error(self.ts("dump", "--core", core), 12, "--exe")
                 d = self.dump_json("--core", core, "--exe", interp.binary)
                 self.assertEqual(d["threads"][0]["state"], "sleeping")
             finally:
