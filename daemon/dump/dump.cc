@@ -5,6 +5,7 @@
 #include <sched.h>
 #include <unistd.h>
 
+#include <functional>
 #include <memory>
 #include <regex>
 #include <unordered_map>
@@ -20,6 +21,7 @@
 #include "daemon/target/elf_file.h"
 #include "daemon/target/procfs.h"
 #include "daemon/target/python_process.h"
+#include "daemon/target/target_file.h"
 
 namespace threadscope::dump {
 
@@ -40,9 +42,10 @@ class Symbolizer {
  public:
   struct Region {
     uint64_t start, end;
-    std::string path;       // as the target sees it
-    std::string host_path;  // what we open ("" = unverified: not symbolized)
-    uint64_t load = 0;      // the file's load address (offset-0 mapping)
+    std::string path;  // as the target sees it
+    // Opens the very file mapped there; empty when unverified (the region is not symbolized).
+    std::function<StatusOr<std::unique_ptr<target::ElfFile>>()> open;
+    uint64_t load = 0;  // the file's load address (offset-0 mapping)
   };
   void Add(Region r) { regions_.push_back(std::move(r)); }
 
@@ -52,10 +55,10 @@ class Symbolizer {
     for (const auto& r : regions_) {
       if (pc < r.start || pc >= r.end) continue;
       f.binary = Basename(r.path);
-      if (r.host_path.empty()) break;
-      auto& elf = elfs_[r.host_path];
+      if (!r.open) break;
+      auto& elf = elfs_[r.path];
       if (!elf) {
-        auto opened = target::ElfFile::Open(r.host_path);
+        auto opened = r.open();
         if (!opened.ok()) break;
         elf = std::move(opened).value();
       }
@@ -129,7 +132,12 @@ StatusOr<DumpReport> DumpProcess(pid_t pid, const DumpOptions& options) {
       }
       for (const auto& m : *maps) {
         if (m.path.empty() || m.path[0] != '/' || !m.executable()) continue;
-        symbolize.Add({m.start, m.end, m.path, proc.HostPath(pid, m.path), loads[m.path]});
+        // The file the process maps, not whatever its path names now (target_file.h).
+        auto open = [&proc, pid, m]() -> StatusOr<std::unique_ptr<target::ElfFile>> {
+          TS_ASSIGN_OR_RETURN(target::FileRef file, target::OpenMappedFile(proc, pid, m));
+          return target::ElfFile::FromFile(std::move(file), m.path);
+        };
+        symbolize.Add({m.start, m.end, m.path, open, loads[m.path]});
       }
     }
   }
@@ -344,7 +352,9 @@ StatusOr<DumpReport> DumpCoreFile(const std::string& core_path, const std::strin
         std::string in = core->BuildIdAt(core->LoadAddress(f.path));
         if (elf.ok() && !in.empty() && in == (*elf)->build_id()) host = f.path;
       }
-      symbolize.Add({f.start, f.end, f.path, host, core->LoadAddress(f.path)});
+      std::function<StatusOr<std::unique_ptr<target::ElfFile>>()> open;
+      if (!host.empty()) open = [host] { return target::ElfFile::Open(host); };
+      symbolize.Add({f.start, f.end, f.path, open, core->LoadAddress(f.path)});
     }
   }
   NativeSymbolizer sym = [&symbolize](uint64_t pc) { return symbolize(pc); };
