@@ -80,8 +80,8 @@ bool PlausibleSlot(const std::optional<std::pair<int32_t, uint64_t>>& s) {
 
 // The address of the {Py_tp_methods, table} record of a heap type's slot array.
 std::optional<uint64_t> MethodsSlot(const ElfFile& elf, uint64_t methods_table) {
-  for (const ElfSection* sec : elf.PointerDataSections()) {
-    for (uint64_t a = (sec->addr + 7) & ~uint64_t{7}; a + 8 <= sec->addr + sec->size; a += 8) {
+  for (const auto& [start, end] : elf.PointerDataRanges()) {
+    for (uint64_t a = (start + 7) & ~uint64_t{7}; a + 8 <= end; a += 8) {
       auto ptr = elf.PointerAt(a);
       if (!ptr || *ptr != methods_table) continue;
       if (auto here = SlotAt(elf, a - 8); here && here->first == kPyTpMethods) return a - 8;
@@ -189,8 +189,8 @@ std::optional<TypeSpec> FindTypeSpec(const ElfFile& elf, uint64_t methods_table)
   if (!at) return std::nullopt;
   uint64_t slots = *at;
   while (PlausibleSlot(SlotAt(elf, slots - 16))) slots -= 16;
-  for (const ElfSection* sec : elf.PointerDataSections()) {
-    for (uint64_t a = (sec->addr + 7) & ~uint64_t{7}; a + 8 <= sec->addr + sec->size; a += 8) {
+  for (const auto& [start, end] : elf.PointerDataRanges()) {
+    for (uint64_t a = (start + 7) & ~uint64_t{7}; a + 8 <= end; a += 8) {
       auto ptr = elf.PointerAt(a);
       if (!ptr || *ptr != slots || a < 24) continue;
       uint64_t spec = a - 24;
