@@ -39,7 +39,7 @@ const char* CapabilityName(Capability c) {
     case Capability::kGilTake: return "gil_take";
     case Capability::kGilDrop: return "gil_drop";
     case Capability::kGilForced: return "gil_forced";
-    case Capability::kContention: return "contention";
+    case Capability::kContention: return "lock_contention";
   }
   return "?";
 }
