@@ -828,8 +828,10 @@ std::string SummaryText(const v1::Snapshot& s, const TextStyle& style) {
       out += fmt::format("  contention (critical sections, interpreter mutexes): {} waits, {} "
                          "waiting in total\n",
                          waits, Duration(ns));
-      for (int i = 0; i < std::min(5, s.contention_size()); ++i) {
-        const v1::Contention& k = s.contention(i);
+      int shown = 0;
+      for (const auto& k : s.contention()) {
+        // A row whose fast path failed but never slept (spins only) says nothing about waiting.
+        if (!k.waits() || shown++ == 5) continue;
         std::string at = WhereText(k.stack());
         out += fmt::format("    {:<22} {:>6} waits, {:>9} total, {:>9} max, {} thread{}{}\n",
                            Printable(ContentionOn(k)), k.waits(), Duration(k.wait().sum_ns()),
