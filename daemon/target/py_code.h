@@ -49,12 +49,20 @@ struct ResolvedFrame {
   std::optional<int> line;
 };
 
-class PyCodeResolver {
+// Names the frames records carry, (code object, instruction) pairs. PyCodeResolver reads them
+// from the target's memory; the engine's tests answer from a table.
+class FrameResolver {
+ public:
+  virtual ~FrameResolver() = default;
+  virtual ResolvedFrame Resolve(uint64_t code, uint64_t instr) = 0;
+};
+
+class PyCodeResolver final : public FrameResolver {
  public:
   PyCodeResolver(const MemoryReader& memory, PyStackSupport support)
       : memory_(memory), support_(std::move(support)) {}
 
-  ResolvedFrame Resolve(uint64_t code, uint64_t instr);
+  ResolvedFrame Resolve(uint64_t code, uint64_t instr) override;
 
  private:
   struct CodeInfo {

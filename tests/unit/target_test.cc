@@ -10,6 +10,7 @@
 #include <fstream>
 #include <memory>
 
+#include "daemon/common/clock.h"
 #include "daemon/loader/capabilities.h"
 #include "daemon/loader/probe_plan.h"
 #include "daemon/target/cpython.h"
@@ -103,8 +104,8 @@ TEST(ProcfsTest, ReadsThisProcess) {
   EXPECT_GT((*tasks)[0].start_ticks, 0u);
   // This process started a moment ago: its start converts to a recent monotonic time (a
   // conversion error shows up as 0 or as the future).
-  uint64_t start = BootTicksToMonotonicNs((*tasks)[0].start_ticks);
-  uint64_t now = MonotonicNowNs();
+  uint64_t start = threadscope::BootTicksToMonotonicNs((*tasks)[0].start_ticks, SystemClock());
+  uint64_t now = SystemClock().MonotonicNowNs();
   EXPECT_LE(start, now);
   EXPECT_GT(start, now - 600'000'000'000ull);
   EXPECT_FALSE(proc.InOtherMountNamespace(getpid()));
