@@ -192,7 +192,8 @@ StatusOr<std::unique_ptr<DaemonServer>> DaemonServer::Start(const DaemonOptions&
   }
   std::unique_ptr<DaemonServer> d(new DaemonServer());
   d->options_ = options;
-  TS_ASSIGN_OR_RETURN(d->manager_, engine::SessionManager::Create(options.engine));
+  TS_ASSIGN_OR_RETURN(auto attacher, engine::BpfAttacher());
+  d->manager_ = engine::SessionManager::Create(options.engine, std::move(attacher));
   d->service_ = std::make_unique<ThreadscopeServiceImpl>(*d->manager_, &d->peers_,
                                                          ServiceInfo{"daemon", {}});
   auto builder = NewBuilder();
@@ -310,7 +311,8 @@ DaemonServer::~DaemonServer() {
 
 StatusOr<std::unique_ptr<InProcessEngine>> InProcessEngine::Start() {
   std::unique_ptr<InProcessEngine> e(new InProcessEngine());
-  TS_ASSIGN_OR_RETURN(e->manager_, engine::SessionManager::Create({}));
+  TS_ASSIGN_OR_RETURN(auto attacher, engine::BpfAttacher());
+  e->manager_ = engine::SessionManager::Create({}, std::move(attacher));
   e->service_ = std::make_unique<ThreadscopeServiceImpl>(*e->manager_, nullptr,
                                                          ServiceInfo{"in-process", {}});
   auto builder = NewBuilder();

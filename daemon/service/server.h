@@ -13,6 +13,7 @@
 #include <thread>
 
 #include "daemon/common/status.h"
+#include "daemon/engine/live_attach.h"
 #include "daemon/engine/session_manager.h"
 #include "daemon/metrics/metrics_server.h"
 #include "daemon/service/peer_auth.h"
