@@ -96,7 +96,9 @@ class LiveSessionTest : public ::testing::Test {
     options_.liveness_interval_ms = 200;
   }
   ~LiveSessionTest() override {
-    if (session_) EXPECT_TRUE(session_->Detach().ok());
+    if (session_) {
+      EXPECT_TRUE(session_->Detach().ok());
+    }
   }
 
   void Start(bool stacks = false) {
