@@ -209,7 +209,10 @@ StatusOr<std::unique_ptr<DaemonServer>> DaemonServer::Start(const DaemonOptions&
     if (tcp_port == 0) {
       return UnavailableError("cannot listen on " + options.tcp.address + " (in use?)");
     }
-    spdlog::info("threadscoped listening on {} (TLS, bearer token)", options.tcp.address);
+    // The port bound (the kernel's choice for port 0), which tests read instead of guessing.
+    std::string bound = options.tcp.address.substr(0, options.tcp.address.rfind(':') + 1) +
+                        std::to_string(tcp_port);
+    spdlog::info("threadscoped listening on {} (TLS, bearer token)", bound);
   }
   d->server_->GetHealthCheckService()->SetServingStatus(kServiceName, true);
   if (!options.metrics_addr.empty()) {

@@ -19,6 +19,7 @@
 #include "daemon/target/procfs.h"
 #include "daemon/target/python_process.h"
 #include "tests/unit/interpreters.h"
+#include "tests/unit/test_env.h"
 
 namespace threadscope::target {
 namespace {
@@ -327,13 +328,9 @@ TEST_F(TargetTest, NotPythonIsRefusedClearly) {
 }
 
 TEST_F(TargetTest, ElfRejectsNonElf) {
-  char path[] = "/tmp/ts_not_elf_XXXXXX";
-  int fd = mkstemp(path);
-  ASSERT_GE(fd, 0);
-  ASSERT_EQ(write(fd, "#!/bin/sh\necho hello, this is not ELF\n", 39), 39);
-  close(fd);
+  std::string path = threadscope::testing::TestDir("target_test") + "/not_elf";
+  std::ofstream(path) << "#!/bin/sh\necho hello, this is not ELF\n";
   auto e = ElfFile::Open(path);
-  unlink(path);
   EXPECT_EQ(e.status().code(), StatusCode::kFailedPrecondition);
   EXPECT_EQ(ElfFile::Open("/nonexistent/x").status().code(), StatusCode::kNotFound);
 }
