@@ -14,7 +14,10 @@ enum ExitCode : int {
   kExitPermission = 5,        // PERMISSION_DENIED / UNAUTHENTICATED: not allowed, bad token
   kExitNoDaemon = 6,          // UNAVAILABLE: --server given and nothing answers
   kExitTargetExited = 7,      // ABORTED: the target exited while attaching
-  kExitBadRecording = 8,      // INVALID_ARGUMENT / DATA_LOSS on a recording
+  // A recording that cannot be read or loaded: any failure to read the file, and INVALID_ARGUMENT,
+  // DATA_LOSS or FAILED_PRECONDITION from LoadRecording (commands.cc LoadRecording decides;
+  // ExitCodeFor alone maps only DATA_LOSS here, INVALID_ARGUMENT being a usage error elsewhere).
+  kExitBadRecording = 8,
   kExitCommandNotFound = 127, // run: the command could not be executed
 };
 

@@ -24,6 +24,9 @@ packages=(
   prometheus
   # TCP + TLS test: a throwaway CA and certificates; deployment test: the manifest's YAML
   openssl python3-yaml
+  # benchmarks (bench/): google-benchmark for model_bench (built by `bazel build //...`),
+  # bpftrace for the uprobe floors the Python benchmarks compare against
+  libbenchmark-dev bpftrace
 )
 
 missing=()

@@ -45,9 +45,12 @@ bool AboveThreshold(const model::LockChangeEvent& e, uint64_t threshold_ns) {
       return false;
     case model::LockChange::kWaitEnd:
       return e.wait_ns >= threshold_ns;
-    default:
+    case model::LockChange::kDeadlock:
+    case model::LockChange::kDeadlockResolved:
+    case model::LockChange::kOrderInversion:
       return true;
   }
+  return true;
 }
 
 bool GilMatches(const v1::WatchEventsRequest& req, const v1::GilEvent& event) {
@@ -371,7 +374,8 @@ void Session::IngestRecords(const uint8_t* data, size_t size) {
       ts_lost lost{};
       lost.count = rec->pending_lost;
       lost.source = TS_LOST_CONSUMER;
-      *bytes = model::MakeRecord(TS_EV_LOST, static_cast<uint32_t>(pid_), 0, model_->last_ts_ns(), lost);
+      *bytes = model::MakeRecord(TS_EV_LOST, static_cast<uint32_t>(pid_), 0,
+                                 model_->last_ts_ns(), lost);
     }
     bytes->append(reinterpret_cast<const char*>(data), size);
     size_t chunk_bytes = bytes->size();

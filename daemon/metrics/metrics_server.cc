@@ -75,7 +75,8 @@ StatusOr<std::unique_ptr<MetricsServer>> MetricsServer::Start(const std::string&
   // instead of guessing a free port).
   auto ports = server->exposer_->GetListeningPorts();
   if (!ports.empty()) {
-    server->address_ = normalized->substr(0, normalized->rfind(':') + 1) + std::to_string(ports[0]);
+    server->address_ =
+        normalized->substr(0, normalized->rfind(':') + 1) + std::to_string(ports[0]);
   }
   spdlog::info("metrics on http://{}/metrics", server->address_);
   return server;

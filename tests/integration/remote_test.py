@@ -74,8 +74,8 @@ class RemoteTest(harness.BpfTestCase):
             self.assertIn("--token-file", r.stderr)
             # Trusting the wrong CA (the same call as the first, which succeeded, but for the
             # CA): the handshake fails, nothing is sent.
-            r = harness.run([harness.threadscope(), "--server", "tcp://127.0.0.1:%d" % port, "--tls-ca",
-                             os.path.join(pki, "other.crt"), "--token-file",
+            r = harness.run([harness.threadscope(), "--server", "tcp://127.0.0.1:%d" % port,
+                             "--tls-ca", os.path.join(pki, "other.crt"), "--token-file",
                              os.path.join(pki, "token"), "status"], timeout=60)
             self.assertEqual(r.returncode, 6, r.stdout + r.stderr)
 

@@ -231,6 +231,52 @@ TEST(SessionTest, TruncatedHistoryIsSaidInBand) {
   EXPECT_LE(session.raw_log_bytes(), (128u << 10) + (64u << 10));
 }
 
+// DESIGN §7: a slow client never stalls tracing. Clients that never read hold bounded queues;
+// ingest goes on without waiting for them, and what they missed is told in-band when they read.
+TEST(SessionTest, ClientsThatNeverReadNeverStallIngest) {
+  EventGenerator g;
+  FedSession session("pid:1:1", SampleTarget());
+  auto watcher = session.Watch(v1::WatchEventsRequest(), "", engine::StreamLimits{16, 1 << 20});
+  auto recorder = session.StreamRecording("", engine::StreamLimits{4, 1 << 20});
+  ASSERT_TRUE(recorder.ok());
+  for (uint32_t t = 0; t < 500; ++t) session.Ingest(ThreadRound(g, 3000 + t));
+  EXPECT_EQ(session.target().stats().records(), 500u * 6);
+
+  v1::WatchEventsResponse r;
+  size_t items = 0;
+  uint64_t lost = 0;
+  while (watcher->Next(&r, std::chrono::milliseconds(10)) ==
+         engine::BoundedQueue<v1::WatchEventsResponse>::PopResult::kItem) {
+    ++items;
+    if (r.has_lost_events()) {
+      EXPECT_EQ(r.lost_events().source(), v1::LostEvents::SOURCE_CLIENT_QUEUE);
+      lost += r.lost_events().count();
+    }
+  }
+  EXPECT_EQ(items, 17u);  // the 16 it had room for, then how many it missed
+  EXPECT_EQ(lost, 500u * 3 - 16);  // STARTING, RUNNING, DONE per thread
+
+  // The recorder's next chunk after the ones it had room for starts with a ts_lost record.
+  v1::RecordingChunk chunk;
+  size_t chunks = 0;
+  while ((*recorder)->Next(&chunk, std::chrono::milliseconds(10)) ==
+         engine::BoundedQueue<v1::RecordingChunk>::PopResult::kItem) {
+    ++chunks;
+  }
+  EXPECT_EQ(chunks, 1u + 4u);  // the header, then the 4 it had room for
+  session.Ingest(ThreadRound(g, 9000));
+  ASSERT_EQ((*recorder)->Next(&chunk, std::chrono::milliseconds(100)),
+            engine::BoundedQueue<v1::RecordingChunk>::PopResult::kItem);
+  ts_lost missed;
+  ASSERT_GE(chunk.records().size(), sizeof(missed));
+  std::memcpy(&missed, chunk.records().data(), sizeof(missed));
+  EXPECT_EQ(missed.h.type, TS_EV_LOST);
+  EXPECT_EQ(missed.source, uint32_t{TS_LOST_CONSUMER});
+  EXPECT_EQ(missed.count, (500u - 4) * 6);
+  session.Unwatch(watcher);
+  session.Unstream(*recorder);
+}
+
 // A batch whose framing breaks (never from the ring; a recording is validated first): what could
 // be read is applied, the rest is one decode error, and watchers still hear what happened.
 TEST(SessionTest, ABadFrameInABatchIsOneDecodeError) {
