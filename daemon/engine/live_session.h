@@ -45,6 +45,10 @@ struct LiveSessionOptions {
   int poll_interval_ms = 50;
   int liveness_interval_ms = 200;
   size_t history_bytes = 64u << 20;  // raw records kept since attach (DESIGN §7.4)
+  // Inspecting and planning a target read files and code it chose: they get this long, then
+  // the attach fails (DEADLINE_EXCEEDED) saying which step ran out (measured on the machine's
+  // interpreters: 0.1-0.6 s, docs/PERFORMANCE.md).
+  int plan_deadline_ms = 20000;
 };
 
 // What a live session consumes, once its probes are attached.
