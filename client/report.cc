@@ -150,6 +150,7 @@ const char* LockChangeName(v1::LockChange c) {
     case v1::LOCK_CHANGE_DEADLOCK: return "deadlock";
     case v1::LOCK_CHANGE_DEADLOCK_RESOLVED: return "deadlock_resolved";
     case v1::LOCK_CHANGE_ORDER_INVERSION: return "order_inversion";
+    case v1::LOCK_CHANGE_RELEASED: return "released";
     default: return "unknown";
   }
 }
@@ -492,6 +493,7 @@ json EventJson(const v1::WatchEventsResponse& e) {
       out["wait_ns"] = le.wait_ns();
       out["acquired"] = le.acquired();
     }
+    if (le.change() == v1::LOCK_CHANGE_RELEASED) out["hold_ns"] = le.hold_ns();
     if (le.has_deadlock()) out["deadlock"] = DeadlockJson(le.deadlock());
     if (le.stack().frames_size()) out["stack"] = StackJson(le.stack());
     if (le.has_inversion()) out["inversion"] = InversionJson(le.inversion());

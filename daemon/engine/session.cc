@@ -18,6 +18,7 @@ constexpr size_t kRecordChunkBytes = 64 << 10;
 
 bool LockMatches(const v1::WatchEventsRequest& req, const v1::LockEvent& event) {
   if (req.no_lock_events()) return false;
+  if (event.change() == v1::LOCK_CHANGE_RELEASED && !req.hold_events()) return false;
   if (!req.lock_ids().empty() &&
       std::find(req.lock_ids().begin(), req.lock_ids().end(), event.lock_id()) ==
           req.lock_ids().end()) {
@@ -91,7 +92,7 @@ v1::ThreadEvent ToThreadEvent(const model::TraceModel& model, const model::Model
 // history replay of WatchEvents(from_start), so both say the same thing.
 void ApplyAndDescribe(model::TraceModel& model, const uint8_t* data, size_t size,
                       std::vector<v1::WatchEventsResponse>* out, uint64_t* records,
-                      uint64_t lock_threshold_ns, bool gil_events) {
+                      uint64_t lock_threshold_ns, bool gil_events, bool hold_events) {
   std::vector<model::ModelEvent> changes;
   size_t off = 0;
   while (off + sizeof(ts_header) <= size) {
@@ -110,6 +111,8 @@ void ApplyAndDescribe(model::TraceModel& model, const uint8_t* data, size_t size
           if (!gil_events) continue;
           *r.mutable_gil_event() = ToProto(e.gil);
         } else {
+          // One per release with --locks=all: built only when a watcher asked for them.
+          if (e.lock.change == model::LockChange::kReleased && !hold_events) continue;
           if (!AboveThreshold(e.lock, lock_threshold_ns)) continue;
           *r.mutable_lock_event() = ToProto(model.locks(), model.locations(), e.lock);
         }
@@ -226,7 +229,8 @@ std::shared_ptr<EventSubscription> Session::Watch(const v1::WatchEventsRequest& 
     for (const auto& chunk : raw_log_) {
       std::vector<v1::WatchEventsResponse> part;
       ApplyAndDescribe(replay, reinterpret_cast<const uint8_t*>(chunk.data()), chunk.size(),
-                       &part, nullptr, target_.lock_threshold_ns(), request.gil_events());
+                       &part, nullptr, target_.lock_threshold_ns(), request.gil_events(),
+                       request.hold_events());
       for (auto& r : part) {
         if (filter.Matches(r)) history.push_back(std::move(r));
       }
@@ -285,10 +289,13 @@ void Session::IngestRecords(const uint8_t* data, size_t size) {
   std::lock_guard<std::mutex> lock(mu_);
   std::vector<v1::WatchEventsResponse> events;
   uint64_t records = 0;
-  bool gil_events = false;
-  for (const auto& w : watchers_) gil_events |= w->request().gil_events();
+  bool gil_events = false, hold_events = false;
+  for (const auto& w : watchers_) {
+    gil_events |= w->request().gil_events();
+    hold_events |= w->request().hold_events();
+  }
   ApplyAndDescribe(*model_, data, size, watchers_.empty() ? nullptr : &events, &records,
-                   target_.lock_threshold_ns(), gil_events);
+                   target_.lock_threshold_ns(), gil_events, hold_events);
   // History, in chunks of about kRecordChunkBytes, within the budget.
   if (raw_log_.empty() || raw_log_.back().size() + size > kRecordChunkBytes) {
     raw_log_.emplace_back();

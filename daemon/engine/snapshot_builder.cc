@@ -200,6 +200,7 @@ v1::LockEvent ToProto(const model::LockModel& locks, const model::LocationTable&
       out.set_change(v1::LOCK_CHANGE_DEADLOCK_RESOLVED);
       break;
     case model::LockChange::kOrderInversion: out.set_change(v1::LOCK_CHANGE_ORDER_INVERSION); break;
+    case model::LockChange::kReleased: out.set_change(v1::LOCK_CHANGE_RELEASED); break;
   }
   out.set_lock_id(IdOf(locks, e.lock_id));
   if (const model::LockRecord* l = locks.FindLock(e.lock_id)) out.set_kind(ToProto(l->kind));
@@ -207,6 +208,7 @@ v1::LockEvent ToProto(const model::LockModel& locks, const model::LocationTable&
   out.set_wait_kind(ToProto(e.wait_kind));
   out.set_wait_ns(e.wait_ns);
   out.set_acquired(e.acquired);
+  out.set_hold_ns(e.hold_ns);
   if (e.other) out.set_other_native_tid(*e.other);
   if (e.deadlock_id && e.deadlock_id <= locks.deadlocks().size()) {
     *out.mutable_deadlock() = ToProto(locks, where, locks.deadlocks()[e.deadlock_id - 1]);

@@ -5,8 +5,10 @@
 #include <cstdint>
 #include <cstring>
 #include <string>
+#include <utility>
 #include <vector>
 
+#include "daemon/model/event_decoder.h"
 #include "daemon/model/record_builder.h"
 #include "probes/threadscope_events.h"
 
@@ -150,6 +152,34 @@ class EventGenerator {
     ts_trace_mark e{};
     e.kind = kind;
     return Make(TS_EV_TRACE_MARK, pid_, e);
+  }
+  // What the daemon writes the first time a (code object, instruction) pair is seen.
+  std::string Location(uint64_t code, uint64_t instr, int32_t line, const std::string& file,
+                       const std::string& function) {
+    ts_py_location fixed{};
+    fixed.code = code;
+    fixed.instr = instr;
+    fixed.line = line;
+    return model::MakePyLocationRecord(pid_, now_, fixed, file, function);
+  }
+  // `record` carrying a Python stack: (code, instr) pairs, innermost first.
+  static std::string WithStack(std::string record,
+                               const std::vector<std::pair<uint64_t, uint64_t>>& frames,
+                               bool truncated = false) {
+    ts_py_stack st{};
+    st.depth = static_cast<uint8_t>(frames.size());
+    st.flags = truncated ? TS_STACK_TRUNCATED : 0;
+    for (size_t i = 0; i < frames.size() && i < TS_PY_MAX_FRAMES; ++i) {
+      st.frames[i].code = frames[i].first;
+      st.frames[i].instr = frames[i].second;
+    }
+    ts_header h;
+    std::memcpy(&h, record.data(), sizeof(h));
+    h.flags |= TS_HDR_PY_STACK;
+    h.size = static_cast<uint32_t>(record.size() + sizeof(st));
+    std::memcpy(record.data(), &h, sizeof(h));
+    record.append(reinterpret_cast<const char*>(&st), sizeof(st));
+    return record;
   }
 
  private:
