@@ -41,6 +41,8 @@ struct Flags {
   std::vector<std::string> labels;
   std::string perfetto_out;
   std::string chrome_out;
+  std::string pprof_out;
+  std::string collapsed_out;
   std::string record_file;
   pid_t pid = 0;
 };
@@ -77,6 +79,13 @@ void AddTraceOptions(CLI::App* cmd, Flags& f, bool with_output) {
   cmd->add_option("--perfetto-out", f.perfetto_out,
                   "write a Perfetto timeline (threads, lock waits and hand-offs, GIL) at the end");
   cmd->add_option("--chrome-out", f.chrome_out, "the same timeline as Chrome trace JSON");
+  cmd->add_option("--pprof-out", f.pprof_out,
+                  "write a contention profile at the end: lock, condition and GIL waits (and "
+                  "holds with --locks all) by Python stack, gzipped pprof (go tool pprof, "
+                  "Pyroscope, ui.perfetto.dev)");
+  cmd->add_option("--collapsed-out", f.collapsed_out,
+                  "write the waits as folded stacks at the end (flamegraph.pl, inferno, "
+                  "speedscope; values are nanoseconds waited)");
   cmd->add_option("--label", f.labels,
                   "NAME=VALUE on this target's metrics (with a daemon serving --metrics-addr)");
   cmd->add_option("--lease", f.lease,
@@ -206,13 +215,18 @@ int CliMain(int argc, char** argv) {
                 "Exit: 0 ok, 1 regression, 2 usage or bad baseline, 3 internal error, 4 no data");
 
   std::string export_out, export_format;
-  auto* exporter = app.add_subcommand("export", "write a recording as a Perfetto or Chrome timeline");
+  auto* exporter = app.add_subcommand(
+      "export", "write a recording as a timeline (Perfetto, Chrome) or a contention profile "
+                "(pprof, folded stacks)");
   exporter->add_option("file", report_input, "recording file")->required();
-  exporter->add_option("-o,--output", export_out, "timeline file to write")->required();
+  exporter->add_option("-o,--output", export_out, "file to write")->required();
   exporter->add_option("--format", export_format,
-                       "perfetto (TrackEvent protobuf, ui.perfetto.dev) or chrome (JSON); "
-                       "default: chrome for *.json, else perfetto")
-      ->check(CLI::IsMember({"perfetto", "chrome"}));
+                       "perfetto (TrackEvent protobuf, ui.perfetto.dev), chrome (JSON), pprof "
+                       "(gzipped profile.proto: lock, condition and GIL waits by Python stack) "
+                       "or collapsed (folded stacks, nanoseconds waited); default from the name: "
+                       "*.json chrome, *.pb.gz/*.pprof pprof, *.folded/*.collapsed collapsed, "
+                       "else perfetto")
+      ->check(CLI::IsMember({"perfetto", "chrome", "pprof", "collapsed"}));
 
   auto* status = app.add_subcommand("status", "show the engine and its targets");
   status->add_option("-o,--output", f.output, "text or json")
@@ -299,7 +313,11 @@ int CliMain(int argc, char** argv) {
   }
   trace.timeline_file = f.perfetto_out.empty() ? f.chrome_out : f.perfetto_out;
   trace.timeline_format = f.perfetto_out.empty() ? "chrome" : "perfetto";
+  trace.pprof_file = f.pprof_out;
+  trace.collapsed_file = f.collapsed_out;
   if (std::string bad = Unwritable({{"--report", f.report_file},
+                                     {"--pprof-out", f.pprof_out},
+                                     {"--collapsed-out", f.collapsed_out},
                                      {"--events", f.events_file},
                                      {f.perfetto_out.empty() ? "--chrome-out" : "--perfetto-out",
                                       trace.timeline_file},
@@ -336,8 +354,14 @@ int CliMain(int argc, char** argv) {
 
   if (exporter->parsed()) {
     if (export_format.empty()) {
-      bool json = export_out.size() >= 5 && export_out.compare(export_out.size() - 5, 5, ".json") == 0;
-      export_format = json ? "chrome" : "perfetto";
+      auto ends = [&](const std::string& suffix) {
+        return export_out.size() >= suffix.size() &&
+               export_out.compare(export_out.size() - suffix.size(), suffix.size(), suffix) == 0;
+      };
+      export_format = ends(".json")                          ? "chrome"
+                      : ends(".pb.gz") || ends(".pprof")     ? "pprof"
+                      : ends(".folded") || ends(".collapsed") ? "collapsed"
+                                                             : "perfetto";
     }
     return ExportCommand(**conn, report_input, export_out, export_format);
   }

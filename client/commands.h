@@ -34,6 +34,8 @@ struct TraceOptions {
   std::map<std::string, std::string> labels;  // metric labels for the target
   std::string timeline_file;                  // --perfetto-out / --chrome-out
   std::string timeline_format = "perfetto";
+  std::string pprof_file;      // --pprof-out: contention profile (gzipped pprof)
+  std::string collapsed_file;  // --collapsed-out: folded stacks (nanoseconds waited)
   TextStyle style;
 };
 
@@ -60,7 +62,8 @@ int RunCommand(Connection& conn, SignalWatch& signals, const std::vector<std::st
 int ReportCommand(Connection& conn, const std::string& file, OutputFormat output,
                   const std::string& report_file, const TextStyle& style);
 int StatusCommand(Connection& conn, OutputFormat output);
-// A recording as a timeline: format "perfetto" (TrackEvent protobuf) or "chrome" (JSON).
+// A recording as a timeline, format "perfetto" (TrackEvent protobuf) or "chrome" (JSON), or as
+// a contention profile: "pprof" (gzipped profile.proto) or "collapsed" (folded stacks).
 int ExportCommand(Connection& conn, const std::string& recording, const std::string& out,
                   const std::string& format);
 
