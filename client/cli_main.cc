@@ -190,7 +190,14 @@ int CliMain(int argc, char** argv) {
   std::string check_locks = "contended", check_gil = "on";
   auto* check = app.add_subcommand(
       "check", "CI gate: trace a command N times, compare lock and GIL contention with a baseline");
-  check->add_option("--baseline", check_options.baseline, "baseline JSON (committed)")->required();
+  check->add_option("--baseline", check_options.baseline, "baseline JSON (committed)");
+  check->add_flag("--stacks", check_options.stacks,
+                  "also judge per-stack figures: each run writes a contention profile, and the "
+                  "stacks whose waiting grew are named");
+  check->add_option("--compare", check_options.compare_profiles,
+                    "compare contention profiles (pprof, from --pprof-out or export): the first "
+                    "is the baseline; names the stacks whose waiting grew")
+      ->expected(2, 64);
   check->add_option("--runs", check_options.runs, "runs of the command; the median is compared")
       ->capture_default_str();
   check->add_flag("--update-baseline", check_options.update_baseline,
@@ -211,7 +218,8 @@ int CliMain(int argc, char** argv) {
       ->check(CLI::IsMember({"contended", "all", "off"}));
   check->add_option("--gil", check_gil, "GIL tracing of each run: on (default), off")
       ->check(CLI::IsMember({"on", "off"}));
-  check->footer("Usage: threadscope check --baseline FILE [--runs N] -- CMD [ARGS...]\n"
+  check->footer("Usage: threadscope check --baseline FILE [--runs N] [--stacks] -- CMD [ARGS...]\n"
+                "       threadscope check --compare OLD.pb.gz NEW.pb.gz\n"
                 "Exit: 0 ok, 1 regression, 2 usage or bad baseline, 3 internal error, 4 no data");
 
   std::string export_out, export_format;

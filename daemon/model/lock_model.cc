@@ -169,11 +169,14 @@ void LockModel::ClearOwner(LockRecord& lock, uint64_t ts, std::vector<LockChange
     if (lock.owner_exact && !lock.condition_waiter) {
       uint64_t held = Elapsed(ts, lock.owner_since_ns);
       lock.hold.Add(held);
-      // One per release: the session builds a message only for watchers that asked.
-      LockChangeEvent ev{LockChange::kReleased, ts, lock.id, *lock.owner};
-      ev.hold_ns = held;
-      ev.stack = lock.owner_stack;
-      Emit(out, std::move(ev));
+      // One per release: the session builds a message only for watchers that asked. A join
+      // sentinel's take and release are Thread.join's (the thread model reports joins).
+      if (lock.kind != LockKind::kJoinSentinel) {
+        LockChangeEvent ev{LockChange::kReleased, ts, lock.id, *lock.owner};
+        ev.hold_ns = held;
+        ev.stack = lock.owner_stack;
+        Emit(out, std::move(ev));
+      }
     }
     auto it = threads_.find(*lock.owner);
     if (it != threads_.end()) {
