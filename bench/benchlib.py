@@ -4,6 +4,12 @@ on the same sites, interleaved, and printing medians side by side.
 Workloads (bench/workloads.py) print "RESULT <name> <wall s> cpu=<s> [<count>]". CPU time includes
 the kernel's time in the process, where uprobe traps are charged, so it is the steadier measure
 of what tracing costs the program on a noisy machine.
+
+Interpreters come from the test matrix (tests/interpreters.json): `--python` takes a label
+(debian-3.11, debian-unstable-3.14, pyenv-3.12.1, an extra's) or a path. `--bpftrace sid` uses
+Debian unstable's bpftrace (0.27, newer than Debian 12's 0.17) for the floors: it lives in a
+second, optional root (`tools/debian-unstable-root.sh --bench`, built on first use so that the
+tests never wait for it) with its own python3.13-3.15, and the interpreter is then that root's.
 """
 import argparse
 import json
@@ -11,10 +17,14 @@ import os
 import re
 import statistics
 import subprocess
+import sys
 import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 WORKLOADS = os.path.join(HERE, "workloads.py")
+REPO = os.path.dirname(HERE)
+sys.path.insert(0, os.path.join(REPO, "tests"))
+import interpreters as matrix  # noqa: E402  (the one interpreter list)
 
 TRACEPOINTS = {"thread_clone": "sched:sched_process_fork",
                "thread_exit": "sched:sched_process_exit",
@@ -30,8 +40,11 @@ def parse_result(stdout):
     return float(m.group(1)), float(m.group(2)), (int(m.group(3)) if m.group(3) else None)
 
 
-def bpftrace_script(report):
-    """One counting probe per site threadscope attached, same kinds, same offsets."""
+def bpftrace_script(report, binary=None):
+    """One counting probe per site threadscope attached, same kinds, same offsets. `binary`
+    replaces the interpreter's path where bpftrace sees it elsewhere (a root's interpreter seen
+    from the host, or from inside the root)."""
+    interpreter = report["target"]["interpreter"]
     lines = []
     for probe in report["probes"]:
         if not probe["attached"]:
@@ -42,8 +55,9 @@ def bpftrace_script(report):
             continue
         kind = "uretprobe" if probe["kind"] == "uretprobe" else "uprobe"
         for site in probe["sites"]:
+            where = binary if binary and site["binary"] == interpreter else site["binary"]
             lines.append("%s:%s:0x%x { @[\"%s\"] = count(); }" %
-                         (kind, site["binary"], site["file_offset"], probe["name"]))
+                         (kind, where, site["file_offset"], probe["name"]))
     return "\n".join(lines)
 
 
@@ -52,26 +66,64 @@ def bpftrace_hits(stdout):
 
 
 def parse_args(runs=5, extra=None):
-    """The options every benchmark takes; `extra(parser)` adds its own."""
+    """The options every benchmark takes; `extra(parser)` adds its own. args.interp is the
+    resolved interpreter (matrix.Interpreter), args.python its label."""
     ap = argparse.ArgumentParser()
     ap.add_argument("--threadscope", required=True)
-    ap.add_argument("--python", default="/usr/bin/python3.11")
+    ap.add_argument("--python", default="debian-3.11",
+                    help="a label of tests/interpreters.json, or a path")
+    ap.add_argument("--bpftrace", default="bpftrace",
+                    help="the bpftrace for the floors: a command, or `sid` for Debian "
+                         "unstable's, from the bench root")
     ap.add_argument("--runs", type=int, default=runs)
     ap.add_argument("--scale", type=float, default=1.0, help="multiply every workload size")
     if extra:
         extra(ap)
-    return ap.parse_args()
+    args = ap.parse_args()
+    root = None
+    if args.bpftrace == "sid":
+        subprocess.run([os.path.join(REPO, "tools", "debian-unstable-root.sh"), "--bench"],
+                       check=True)
+        root = bench_root()
+    args.interp = matrix.find(args.python, root=root)
+    if not args.interp.present:
+        ap.error("%s: %s" % (args.python, args.interp.missing))
+    if root and args.interp.root != root:
+        ap.error("--bpftrace sid traces interpreters of the bench root (debian-unstable-*), "
+                 "not %s" % args.python)
+    args.python = args.interp.label
+    return args
+
+
+def bench_root():
+    """Where `tools/debian-unstable-root.sh --bench` puts the bench root."""
+    return os.environ.get("THREADSCOPE_DEBIAN_UNSTABLE_BENCH_ROOT") or (
+        matrix.debian_unstable_root() + "-bench")
 
 
 class Bench:
     """modes: name -> threadscope flags (a list), "untraced", or ("bpftrace", flags): bpftrace
-    counting hits on the sites threadscope places with those flags."""
+    counting hits on the sites threadscope places with those flags. `python`: a
+    matrix.Interpreter (or a path); `bpftrace`: a command, or "sid" (the bench root's)."""
 
-    def __init__(self, threadscope, python, modes, runs):
+    def __init__(self, threadscope, python, modes, runs, bpftrace="bpftrace"):
         if not os.path.ismount("/sys/kernel/tracing"):  # bpftrace needs tracefs
             subprocess.run(["mount", "-t", "tracefs", "nodev", "/sys/kernel/tracing"],
                            check=False)
-        self.threadscope, self.python, self.modes, self.runs = threadscope, python, modes, runs
+        if isinstance(python, str):
+            python = matrix.find(python)
+        self.threadscope, self.interp, self.modes, self.runs = threadscope, python, modes, runs
+        self.python = python.argv  # how to run it
+        # bpftrace and the path of the interpreter as bpftrace sees it.
+        if bpftrace == "sid":
+            self.bpftrace = [matrix.IN_ROOT, python.root, "/usr/bin/bpftrace"]
+            self.bpftrace_binary, self.bpftrace_python = python.path, [python.path]
+        else:
+            self.bpftrace = [bpftrace]
+            self.bpftrace_binary = python.binary if python.in_root else None
+            # bpftrace 0.17's -c runs ELF files only: tools/in-root goes through bash (which
+            # execs, so bpftrace's child pid is still the interpreter's).
+            self.bpftrace_python = (["/bin/bash"] if python.in_root else []) + python.argv
         self.tmp = tempfile.mkdtemp(prefix="ts_bench_")
         self.scripts, self.plans = {}, {}
         for name, mode in modes.items():
@@ -79,23 +131,23 @@ class Bench:
                 plan = self.plan(mode[1])
                 self.scripts[name] = os.path.join(self.tmp, name + ".bt")
                 with open(self.scripts[name], "w") as f:
-                    f.write(bpftrace_script(plan))
+                    f.write(bpftrace_script(plan, self.bpftrace_binary))
 
     def plan(self, flags):
         """threadscope's report for `flags` on an empty program: its probes and sites."""
         key = " ".join(flags)
         if key not in self.plans:
             path = os.path.join(self.tmp, "plan-%d.json" % len(self.plans))
-            subprocess.run([self.threadscope, "run"] + flags + ["--report", path, "--",
-                                                               self.python, "-c", "pass"],
-                           check=True, capture_output=True)
+            subprocess.run([self.threadscope, "run"] + flags + ["--report", path, "--"] +
+                           self.python + ["-c", "pass"], check=True, capture_output=True)
             self.plans[key] = json.load(open(path))
         return self.plans[key]
 
     def measure(self, workload, n, on_report=None):
         """Runs every mode `runs` times, interleaved. Returns mode -> dict of lists: wall, cpu,
         counted (the program's own count), records (threadscope records or bpftrace hits)."""
-        cmd = [self.python, WORKLOADS, workload, str(n)]
+        cmd = self.python + [WORKLOADS, workload, str(n)]
+        bpftrace_cmd = self.bpftrace_python + [WORKLOADS, workload, str(n)]
         out = {m: {"wall": [], "cpu": [], "counted": [], "records": [], "reports": []}
                for m in self.modes}
         failed = {}
@@ -106,8 +158,9 @@ class Bench:
                 if mode == "untraced":
                     r = subprocess.run(cmd, capture_output=True, text=True, check=True)
                 elif isinstance(mode, tuple):
-                    r = subprocess.run(["bpftrace", "--unsafe", "-q", self.scripts[name], "-c",
-                                        " ".join(cmd)], capture_output=True, text=True)
+                    r = subprocess.run(self.bpftrace + ["--unsafe", "-q", self.scripts[name],
+                                                        "-c", " ".join(bpftrace_cmd)],
+                                       capture_output=True, text=True)
                     if "RESULT" not in r.stdout:
                         failed[name] = (r.stderr.strip().splitlines() or ["failed"])[-1]
                         continue

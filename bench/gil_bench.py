@@ -14,7 +14,8 @@ Modes, interleaved:
   bpftrace-gil  bpftrace counting hits on exactly the sites `gil` placed: the uprobe floor
   default       threadscope run (contended locks + GIL: what users get)
 
-  bench/gil_bench.py --threadscope bazel-bin/client/threadscope [--python /usr/bin/python3.11]
+  bench/gil_bench.py --threadscope bazel-bin/client/threadscope
+      [--python LABEL|PATH] [--bpftrace sid]
 
 "switches" is the median number of GIL switches threadscope saw in the `gil` runs.
 """
@@ -36,7 +37,7 @@ MODES = {
 def main():
     args = parse_args(extra=lambda ap: ap.add_argument(
         "--only", choices=["cpu", "handoff"], help="run one workload"))
-    bench = Bench(args.threadscope, args.python, MODES, args.runs)
+    bench = Bench(args.threadscope, args.interp, MODES, args.runs, args.bpftrace)
     plan = bench.plan(GIL_ONLY)
     print("interpreter: %s (CPython %s); %d runs per mode, interleaved; medians" %
           (args.python, plan["target"]["python_version"], args.runs))

@@ -9,7 +9,8 @@ For each workload, alternates (to cancel drift on a noisy machine):
 and reports medians, ratios to untraced, and the cost per started thread. Also times attach
 and detach. Needs root, bpftrace, and tracefs (mounted here if missing, for bpftrace).
 
-  bench/lifecycle_bench.py --threadscope bazel-bin/client/threadscope [--python /usr/bin/python3.11]
+  bench/lifecycle_bench.py --threadscope bazel-bin/client/threadscope
+      [--python LABEL|PATH] [--bpftrace sid]
 """
 import statistics
 import subprocess
@@ -26,7 +27,7 @@ MODES = {"untraced": "untraced", "threadscope": LIFECYCLE, "bpftrace": ("bpftrac
 def main():
     args = parse_args(runs=7, extra=lambda ap: ap.add_argument("--threads", type=int,
                                                                 default=2000))
-    bench = Bench(args.threadscope, args.python, MODES, args.runs)
+    bench = Bench(args.threadscope, args.interp, MODES, args.runs, args.bpftrace)
     print("interpreter: %s; %d runs per mode, interleaved; medians" % (args.python, args.runs))
     for workload, n in [("threads", args.threads), ("pool", args.threads)]:
         results = bench.measure(workload, n)
@@ -40,7 +41,7 @@ def main():
     # Attach and detach latency on an idle target.
     attach, detach = [], []
     for _ in range(args.runs):
-        target = subprocess.Popen([args.python, "-c", "import time; time.sleep(60)"])
+        target = args.interp.popen(["-c", "import time; time.sleep(60)"])
         time.sleep(0.2)
         t0 = time.time()
         cli = subprocess.Popen([args.threadscope, "attach", str(target.pid), "--no-live"],

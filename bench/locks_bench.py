@@ -17,7 +17,8 @@ Reported: medians, ratios to untraced, records per run, and the blocking acquisi
 program counted itself (tracing must not change how often threads collide; in-process wrappers
 inflate that number). Needs root and bpftrace; mounts tracefs for bpftrace if missing.
 
-  bench/locks_bench.py --threadscope bazel-bin/client/threadscope [--python /usr/bin/python3.11]
+  bench/locks_bench.py --threadscope bazel-bin/client/threadscope
+      [--python LABEL|PATH] [--bpftrace sid]
 
 "blocking" is the median number of blocking acquisitions the program counted itself (for the
 queue, the consumer's waits on an empty queue); "records/run" for bpftrace is its probe hits.
@@ -40,7 +41,7 @@ MODES = {
 
 def main():
     args = parse_args()
-    bench = Bench(args.threadscope, args.python, MODES, args.runs)
+    bench = Bench(args.threadscope, args.interp, MODES, args.runs, args.bpftrace)
     plan = bench.plan(MODES["all"])
     print("interpreter: %s (CPython %s); %d runs per mode, interleaved; medians" %
           (args.python, plan["target"]["python_version"], args.runs))

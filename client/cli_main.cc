@@ -12,6 +12,7 @@
 #include "client/commands.h"
 #include "client/connection.h"
 #include "client/exit_codes.h"
+#include "daemon/common/labels.h"
 #include "daemon/common/version.h"
 #include "probes/threadscope_events.h"
 
@@ -38,6 +39,8 @@ struct Flags {
   int acquire_stacks = 0;
   std::string gil = "on";
   bool gil_events = false;
+  int gil_stacks = 0;
+  std::string gil_stack_threshold = "1ms";
   std::vector<std::string> labels;
   std::string perfetto_out;
   std::string chrome_out;
@@ -74,6 +77,11 @@ void AddTraceOptions(CLI::App* cmd, Flags& f, bool with_output) {
   cmd->add_option("--gil", f.gil,
                   "GIL tracing: on (default: holder, waiters, per-thread wait and hold, forced "
                   "switches), off");
+  cmd->add_option("--gil-stacks", f.gil_stacks,
+                  "Python frames recorded when a GIL wait of at least --gil-stack-threshold ends "
+                  "(0-8, default 0: off), so profiles show GIL waits by stack");
+  cmd->add_option("--gil-stack-threshold", f.gil_stack_threshold,
+                  "shortest GIL wait that records a stack with --gil-stacks (default 1ms)");
   cmd->add_flag("--gil-events", f.gil_events,
                 "also stream every GIL wait, acquisition and drop as events (-o jsonl, --events)");
   cmd->add_option("--perfetto-out", f.perfetto_out,
@@ -308,13 +316,23 @@ int CliMain(int argc, char** argv) {
     return UsageError("--gil: '" + f.gil + "' is not one of on, off");
   }
   trace.gil = f.gil == "on";
-  for (const auto& l : f.labels) {
-    auto eq = l.find('=');
-    if (eq == std::string::npos || eq == 0) {
-      return UsageError("--label: '" + l + "' is not NAME=VALUE (e.g. service=api)");
-    }
-    trace.labels[l.substr(0, eq)] = l.substr(eq + 1);
+  if (f.gil_stacks < 0 || f.gil_stacks > TS_PY_MAX_FRAMES) {
+    return UsageError("--gil-stacks: " + std::to_string(f.gil_stacks) + " is not in 0-" +
+                      std::to_string(TS_PY_MAX_FRAMES));
   }
+  trace.gil_stack_frames = static_cast<uint32_t>(f.gil_stacks);
+  auto gil_threshold = ParseDuration(f.gil_stack_threshold);
+  if (!gil_threshold || *gil_threshold <= 0) {
+    return UsageError("--gil-stack-threshold: cannot parse '" + f.gil_stack_threshold +
+                      "' (use 1ms, 500us)");
+  }
+  trace.gil_stack_threshold_ns = static_cast<uint64_t>(*gil_threshold * 1e9);
+  for (const auto& l : f.labels) {
+    auto label = ParseLabel(l);
+    if (!label.ok()) return UsageError("--label: " + label.status().message());
+    trace.labels[label->first] = label->second;
+  }
+  if (Status s = ValidateLabels(trace.labels); !s.ok()) return UsageError("--label: " + s.message());
   trace.gil_events = f.gil_events;
   if (!f.perfetto_out.empty() && !f.chrome_out.empty()) {
     return UsageError("give --perfetto-out or --chrome-out, not both");

@@ -19,6 +19,7 @@
 #include "client/launcher.h"
 #include "client/profile.h"
 #include "client/timeline.h"
+#include "daemon/common/text.h"
 #include "daemon/engine/recording.h"
 
 namespace threadscope::client {
@@ -45,7 +46,10 @@ int SignalWatch::Wait(int timeout_ms) {
 
 namespace {
 
-void Error(const std::string& message) { std::fprintf(stderr, "threadscope: %s\n", message.c_str()); }
+// Messages can quote the target (paths, names): never let them reach the terminal raw.
+void Error(const std::string& message) {
+  std::fprintf(stderr, "threadscope: %s\n", Printable(message).c_str());
+}
 
 int Fail(const grpc::Status& s, const std::string& what) {
   Error(what + ": " + s.error_message());
@@ -247,8 +251,13 @@ class EventCollector {
 // What attach and run share: everything after the probes are in.
 class TraceRun {
  public:
-  TraceRun(Connection& conn, const v1::Target& target, const TraceOptions& options, bool run_mode)
-      : conn_(conn), target_(target), options_(options), run_mode_(run_mode) {}
+  TraceRun(Connection& conn, const v1::AttachResponse& attached, const TraceOptions& options,
+           bool run_mode)
+      : conn_(conn),
+        target_(attached.target()),
+        lease_id_(attached.lease_id()),
+        options_(options),
+        run_mode_(run_mode) {}
 
   Status Start() {
     if (!options_.record_file.empty()) {
@@ -295,10 +304,12 @@ class TraceRun {
     return !resp.snapshot().final();
   }
 
-  // Detaches, collects the final snapshot, finishes the side streams and writes the outputs.
+  // Detaches (ends this client's lease: a trace other clients share goes on for them),
+  // collects the snapshot, finishes the side streams and writes the outputs.
   int Finish() {
     v1::DetachRequest req;
     req.set_target_id(target_.target_id());
+    req.set_lease_id(lease_id_);
     v1::DetachResponse resp;
     auto ctx = Unary(30);
     grpc::Status s = conn_.stub().Detach(ctx.get(), req, &resp);
@@ -361,6 +372,7 @@ class TraceRun {
  private:
   Connection& conn_;
   v1::Target target_;
+  std::string lease_id_;
   TraceOptions options_;
   bool run_mode_;
   std::unique_ptr<Recorder> recorder_;
@@ -369,7 +381,8 @@ class TraceRun {
   std::FILE* events_out_ = nullptr;
 };
 
-StatusOr<v1::Target> DoAttach(Connection& conn, pid_t pid, const TraceOptions& options) {
+StatusOr<v1::AttachResponse> DoAttach(Connection& conn, pid_t pid,
+                                      const TraceOptions& options) {
   v1::AttachRequest req;
   req.set_pid(pid);
   req.mutable_options()->set_ring_buffer_bytes(options.ring_buffer_bytes);
@@ -379,12 +392,15 @@ StatusOr<v1::Target> DoAttach(Connection& conn, pid_t pid, const TraceOptions& o
   req.mutable_options()->set_lock_stack_frames(options.lock_stack_frames);
   req.mutable_options()->set_acquire_stack_frames(options.acquire_stack_frames);
   req.mutable_options()->set_gil(options.gil);
+  req.mutable_options()->set_gil_stack_frames(options.gil_stack_frames);
+  req.mutable_options()->set_gil_stack_threshold_ns(options.gil_stack_threshold_ns);
   for (const auto& [k, v] : options.labels) (*req.mutable_options()->mutable_labels())[k] = v;
   v1::AttachResponse resp;
   auto ctx = Unary(60);
   grpc::Status s = conn.stub().Attach(ctx.get(), req, &resp);
   if (!s.ok()) return Status(static_cast<StatusCode>(s.error_code()), s.error_message());
-  return resp.target();
+  if (!resp.notice().empty()) Error("note: " + resp.notice());
+  return resp;
 }
 
 int ExitFor(const Status& s) {
@@ -415,13 +431,13 @@ std::optional<double> ParseDuration(const std::string& text) {
 
 int AttachCommand(Connection& conn, SignalWatch& signals, pid_t pid,
                   const TraceOptions& options) {
-  auto target = DoAttach(conn, pid, options);
-  if (!target.ok()) {
-    Error("cannot attach to pid " + std::to_string(pid) + ": " + target.status().message());
-    return ExitFor(target.status());
+  auto attached = DoAttach(conn, pid, options);
+  if (!attached.ok()) {
+    Error("cannot attach to pid " + std::to_string(pid) + ": " + attached.status().message());
+    return ExitFor(attached.status());
   }
-  std::fprintf(stderr, "%s\n", AttachBanner(*target, conn.description()).c_str());
-  TraceRun run(conn, *target, options, /*run_mode=*/false);
+  std::fprintf(stderr, "%s\n", AttachBanner(attached->target(), conn.description()).c_str());
+  TraceRun run(conn, *attached, options, /*run_mode=*/false);
   if (Status s = run.Start(); !s.ok()) {
     Error(s.message());
     run.Finish();
@@ -455,15 +471,15 @@ int RunCommand(Connection& conn, SignalWatch& signals, const std::vector<std::st
                                                              : kExitNotPython;
   }
   LaunchedProcess child = std::move(*launched);
-  auto target = DoAttach(conn, child.pid(), options);
-  if (!target.ok()) {
+  auto attached = DoAttach(conn, child.pid(), options);
+  if (!attached.ok()) {
     Error("cannot trace " + argv[0] + " (pid " + std::to_string(child.pid()) +
-          "): " + target.status().message());
+          "): " + attached.status().message());
     child.Kill();
-    return ExitFor(target.status());
+    return ExitFor(attached.status());
   }
-  std::fprintf(stderr, "%s\n", AttachBanner(*target, conn.description()).c_str());
-  TraceRun run(conn, *target, options, /*run_mode=*/true);
+  std::fprintf(stderr, "%s\n", AttachBanner(attached->target(), conn.description()).c_str());
+  TraceRun run(conn, *attached, options, /*run_mode=*/true);
   Status started = run.Start();
   if (Status s = child.Resume(); !s.ok() || !started.ok()) {
     Error(!started.ok() ? started.message() : s.message());

@@ -31,6 +31,8 @@ struct TraceOptions {
   uint32_t acquire_stack_frames = 0;
   bool gil = true;
   bool gil_events = false;  // stream GIL events too
+  uint32_t gil_stack_frames = 0;            // stacks at GIL waits of at least ...
+  uint64_t gil_stack_threshold_ns = 1000000;
   std::map<std::string, std::string> labels;  // metric labels for the target
   std::string timeline_file;                  // --perfetto-out / --chrome-out
   std::string timeline_format = "perfetto";

@@ -48,9 +48,16 @@ std::string Num(double v, FigureKind kind) {
   return std::fabs(v - std::round(v)) < 1e-9 ? fmt::format("{:.0f}", v) : fmt::format("{:.1f}", v);
 }
 
+// XML 1.0 allows no C0 control characters but tab, LF and CR (a JUnit file with one is
+// rejected by its readers): they become '?', like other characters XML cannot carry.
 std::string XmlEscape(const std::string& s) {
   std::string out;
   for (char c : s) {
+    unsigned char u = static_cast<unsigned char>(c);
+    if ((u < 0x20 && c != '\t' && c != '\n' && c != '\r') || u == 0x7f) {
+      out += '?';
+      continue;
+    }
     switch (c) {
       case '&': out += "&amp;"; break;
       case '<': out += "&lt;"; break;
@@ -475,9 +482,12 @@ std::string MarkdownSummary(const CheckResult& r) {
     std::string result = f.missing ? "missing" : f.regressed ? "**regressed**"
                          : !f.baseline ? "new" : f.improved ? "improved" : "ok";
     if (f.noisy) result += " (noisy)";
+    // Site names come from the traced program: no table breaks, no code-span breaks, no lines.
     std::string name = f.name;
     for (char& c : name) {
       if (c == '|') c = '/';
+      if (c == '`') c = '\'';
+      if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) c = ' ';
     }
     out += fmt::format("| `{}` | {} | {} | {} | {} |\n", name, base, got,
                        f.baseline && !f.missing ? Num(f.limit, f.kind) : "–", result);

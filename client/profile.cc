@@ -24,6 +24,9 @@ constexpr char kHold[] = "lock-release-hold";
 constexpr char kGilWaits[] = "gil-waits";
 constexpr char kGilDelay[] = "gil-delay";
 
+// A GIL wait without a stack; Finish says why, once it knows the target's settings.
+constexpr char kNoGilStack[] = "[no Python stack: GIL]";
+
 // The (count, nanoseconds) pair each kind fills.
 std::pair<const char*, const char*> TypesOf(Kind k) {
   switch (k) {
@@ -147,7 +150,7 @@ void Builder::Apply(const v1::WatchEventsResponse& r) {
   if (r.has_gil_event() && r.gil_event().change() == v1::GIL_CHANGE_ACQUIRED) {
     const v1::GilEvent& e = r.gil_event();
     Key k{Kind::kGilWait, e.native_tid(), "", "", "acquired",
-          {{"[no Python stack: GIL waits carry none]", "", 0}}};
+          FramesOf(e.stack(), kNoGilStack)};
     s_->Add(std::move(k), 1, e.wait_ns());
     Acc& got = s_->gil_got[e.native_tid()];
     ++got.count;
@@ -192,13 +195,24 @@ Profile Builder::Finish(const v1::Snapshot& final) {
   } else if (target.python_stacks().frames() == 0) {
     why_no_wait_stack = "[no Python stack: --lock-stacks 0]";
   }
+  const uint32_t gil_frames = target.python_stacks().frames_gil();
+  const std::string why_no_gil_stack =
+      !target.python_stacks().enabled()
+          ? why_no_wait_stack
+      : gil_frames == 0
+          ? "[no Python stack: GIL stacks off (--gil-stacks N)]"
+          : fmt::format("[no Python stack: GIL wait shorter than --gil-stack-threshold {}ms]",
+                        static_cast<double>(target.python_stacks().gil_threshold_ns()) / 1e6);
   // The stream's frames said "[no Python stack]" without knowing why: say it where we can.
-  if (why_no_wait_stack != "[no Python stack]") {
+  {
     std::map<Key, Acc> renamed;
     for (auto& [k, a] : s.acc) {
       Key nk = k;
       if (nk.frames.size() == 1 && nk.frames[0].function == "[no Python stack]") {
         nk.frames[0].function = why_no_wait_stack;
+      }
+      if (nk.frames.size() == 1 && nk.frames[0].function == kNoGilStack) {
+        nk.frames[0].function = why_no_gil_stack;
       }
       Acc& r = renamed[nk];
       r.count += a.count;
@@ -267,7 +281,7 @@ Profile Builder::Finish(const v1::Snapshot& final) {
   if (gil) {
     for (const auto& w : final.gil().waiters()) {
       s.Add(Key{Kind::kGilWait, w.native_tid(), "", "", "still waiting",
-                {{"[no Python stack: GIL waits carry none]", "", 0}}},
+                {{"[no Python stack: GIL wait in progress]", "", 0}}},
             0, end > w.since_ns() ? end - w.since_ns() : 0);
       Acc& got = s.gil_got[w.native_tid()];
       got.ns = Sat(static_cast<uint64_t>(got.ns) + (end > w.since_ns() ? end - w.since_ns() : 0));
@@ -359,8 +373,14 @@ Profile Builder::Finish(const v1::Snapshot& final) {
     p.comments.push_back("lock tracing off: no lock samples");
   }
   if (gil) {
-    p.comments.push_back("gil-waits/gil-delay: every take_gil (entry to return), by thread; "
-                         "GIL waits carry no Python stack in this version");
+    p.comments.push_back(
+        gil_frames
+            ? fmt::format("gil-waits/gil-delay: every take_gil (entry to return), by thread; "
+                          "waits of at least {}ms by the Python stack that resumed ({} frames)",
+                          static_cast<double>(target.python_stacks().gil_threshold_ns()) / 1e6,
+                          gil_frames)
+            : "gil-waits/gil-delay: every take_gil (entry to return), by thread; no Python "
+              "stacks (record them with --gil-stacks N)");
   } else {
     p.comments.push_back("GIL not traced: no GIL samples" +
                          (target.gil().reason().empty() ? "" : " (" + target.gil().reason() + ")"));

@@ -1,5 +1,7 @@
 #include "client/report.h"
 
+#include "daemon/common/text.h"
+
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -94,6 +96,19 @@ struct Counts {
 
 Counts Count(const v1::Snapshot& s) {
   Counts c;
+  // Finished threads the engine no longer lists still count.
+  const v1::ThreadCounts& gone = s.threads_not_listed();
+  c.seen = static_cast<int>(gone.seen());
+  c.started = static_cast<int>(gone.started());
+  c.failed = static_cast<int>(gone.start_failed());
+  c.preexisting = static_cast<int>(gone.preexisting());
+  c.native = static_cast<int>(gone.native());
+  c.done = static_cast<int>(gone.seen());
+  c.joined_yes = static_cast<int>(gone.joined());
+  c.joined_no = static_cast<int>(gone.not_joined());
+  c.joined_unknown = static_cast<int>(gone.joined_unknown());
+  c.returned_yes = static_cast<int>(gone.returned());
+  c.returned_no = static_cast<int>(gone.did_not_return());
   for (const auto& t : s.threads()) {
     ++c.seen;
     switch (t.origin()) {
@@ -195,6 +210,9 @@ std::string Where(const v1::PyStack& st, bool short_file = false) {
   return fmt::format("{}:{} {}", short_file ? ShortFile(f.file()) : f.file(),
                      f.has_line() ? std::to_string(f.line()) : "?", f.function());
 }
+
+// Where(), for a terminal: the short form, every control character escaped.
+std::string WhereText(const v1::PyStack& st) { return Printable(Where(st, true)); }
 
 json StackJson(const v1::PyStack& st) {
   if (st.frames().empty()) return nullptr;
@@ -394,6 +412,8 @@ json ReportJson(const v1::Snapshot& s) {
                       {"purpose", p.purpose()},
                       {"kind", p.kind()},
                       {"required", p.required()},
+                      {"feature", p.feature()},
+                      {"feeds", std::vector<std::string>(p.feeds().begin(), p.feeds().end())},
                       {"sites", sites}});
   }
   json threads = json::array();
@@ -428,7 +448,9 @@ json ReportJson(const v1::Snapshot& s) {
           {"reason", t.python_stacks().reason()},
           {"layout_source", t.python_stacks().layout_source()},
           {"frames", t.python_stacks().frames()},
-          {"frames_acquire", t.python_stacks().frames_acquire()}}},
+          {"frames_acquire", t.python_stacks().frames_acquire()},
+          {"frames_gil", t.python_stacks().frames_gil()},
+          {"gil_threshold_ns", t.python_stacks().gil_threshold_ns()}}},
         {"kernel_release", t.kernel_release()}}},
       {"probes", probes},
       {"threads", threads},
@@ -451,7 +473,8 @@ json ReportJson(const v1::Snapshot& s) {
         {"joined_unknown", c.joined_unknown},
         {"returned", c.returned_yes},
         {"did_not_return", c.returned_no},
-        {"deadlocks", s.deadlocks_size()},
+        {"threads_not_listed", s.threads_not_listed().seen()},
+        {"deadlocks", s.deadlocks_size() + s.deadlocks_not_listed()},
         {"order_inversions", s.order_inversions_size()}}},
       {"stats",
        {{"events", t.stats().records()},
@@ -508,6 +531,7 @@ json EventJson(const v1::WatchEventsResponse& e) {
     if (ge.change() == v1::GIL_CHANGE_ACQUIRED) {
       out["wait_ns"] = ge.wait_ns();
       out["previous_holder"] = Opt(ge.has_previous_holder(), ge.previous_holder());
+      if (ge.stack().frames_size()) out["stack"] = StackJson(ge.stack());
     }
     if (ge.change() == v1::GIL_CHANGE_DROPPED) {
       out["hold_ns"] = ge.hold_ns();
@@ -532,7 +556,7 @@ std::string AttachBanner(const v1::Target& t, const std::string& engine) {
     if (p.attached()) {
       ++attached;
     } else {
-      missing += fmt::format("\n  not attached: {} ({})", p.name(), p.reason());
+      missing += fmt::format("\n  not attached: {} ({})", p.name(), Printable(p.reason()));
     }
   }
   std::string ns = t.ns_pid() && t.ns_pid() != t.pid()
@@ -540,7 +564,8 @@ std::string AttachBanner(const v1::Target& t, const std::string& engine) {
                        : "";
   return fmt::format(
       "threadscope: pid {}{} {} — CPython {} ({}, {} symbols) via {}; {}/{} probes attached{}",
-      t.pid(), ns, t.executable(), t.python_version(), t.interpreter(), SymbolsName(t.symbols()),
+      t.pid(), ns, Printable(t.executable()), t.python_version(), Printable(t.interpreter()),
+      SymbolsName(t.symbols()),
       engine, attached, t.probes_size(), missing);
 }
 
@@ -550,7 +575,7 @@ namespace {
 std::string DeadlockCycle(const v1::Deadlock& d) {
   std::string cycle;
   for (int i = 0; i < d.native_tids_size(); ++i) {
-    std::string at = i < d.wait_stacks_size() ? Where(d.wait_stacks(i), true) : "";
+    std::string at = i < d.wait_stacks_size() ? WhereText(d.wait_stacks(i)) : "";
     cycle += fmt::format("{}{} waits for {}{}", i ? " → " : "", d.native_tids(i), d.lock_ids(i),
                          at.empty() ? "" : " at " + at);
   }
@@ -644,7 +669,7 @@ std::string LiveView(const v1::Snapshot& s, int max_rows, const TextStyle& style
     }
     out += fmt::format("{:>8} {:>16} {:<16} {} {:>8} {:>9} {:<7} {:<9} {:>8} {:>8}\n",
                        th->native_tid() ? std::to_string(th->native_tid()) : "-", Ident(*th),
-                       th->name().substr(0, 16),
+                       Printable(th->name()).substr(0, 16),
                        Paint(fmt::format("{:<9}", state), StateColor(th->state()), style),
                        th->has_parent_native_tid() ? std::to_string(th->parent_native_tid()) : "-",
                        age, joined, OriginName(th->origin()), hold, wait);
@@ -666,7 +691,7 @@ std::string LiveView(const v1::Snapshot& s, int max_rows, const TextStyle& style
                          LockKindName(l.kind()), l.contended(), Duration(l.wait().sum_ns()),
                          Duration(l.wait().max_ns()),
                          l.has_owner_native_tid() ? std::to_string(l.owner_native_tid()) : "-",
-                         waiters.empty() ? "-" : waiters, Where(l.first_contended_at(), true));
+                         waiters.empty() ? "-" : waiters, WhereText(l.first_contended_at()));
     }
   }
   return out;
@@ -715,8 +740,8 @@ std::string SummaryText(const v1::Snapshot& s, const TextStyle& style) {
     for (int i = 0; i < std::min(5, s.locks_size()); ++i) {
       const v1::Lock& l = s.locks(i);
       if (!l.contended() && !l.acquires()) break;
-      std::string at = Where(l.first_contended_at(), true);
-      if (at.empty()) at = Where(l.created_at(), true);
+      std::string at = WhereText(l.first_contended_at());
+      if (at.empty()) at = WhereText(l.created_at());
       out += fmt::format("    {:<22} {:<6} {:>6} waits, {:>9} total, {:>9} max{}{}\n", l.id(),
                          LockKindName(l.kind()), l.contended(), Duration(l.wait().sum_ns()),
                          Duration(l.wait().max_ns()),
@@ -755,10 +780,10 @@ std::string SummaryText(const v1::Snapshot& s, const TextStyle& style) {
     if (!t.gil().drops_complete() || !t.gil().forced_known()) {
       out += fmt::format("    (partial: {})\n", t.gil().notes().empty()
                                                   ? "forced drops are not told apart"
-                                                  : t.gil().notes());
+                                                  : Printable(t.gil().notes()));
     }
   } else if (!t.gil().reason().empty()) {
-    out += fmt::format("  GIL: not traced ({})\n", t.gil().reason());
+    out += fmt::format("  GIL: not traced ({})\n", Printable(t.gil().reason()));
   }
   int attached = 0;
   for (const auto& p : t.probes()) attached += p.attached();
@@ -801,7 +826,7 @@ std::string EventLine(const v1::WatchEventsResponse& e, uint64_t base_ns) {
                             ? fmt::format(" waited={} {}", Duration(le.wait_ns()),
                                           le.acquired() ? "acquired" : "gave up")
                             : "";
-    std::string at = Where(le.stack(), true);
+    std::string at = WhereText(le.stack());
     return fmt::format("{:+9.3f}s lock_{:<11} tid={} lock={} ({}, {} wait){}{}{}", since,
                        LockChangeName(le.change()), le.native_tid(), le.lock_id(),
                        LockKindName(le.kind()), WaitKindName(le.wait_kind()), extra, who,
@@ -820,7 +845,7 @@ std::string EventLine(const v1::WatchEventsResponse& e, uint64_t base_ns) {
   double since = (static_cast<double>(te.ts_ns()) - static_cast<double>(base_ns)) / 1e9;
   return fmt::format("{:+9.3f}s {:<16} tid={} ident={} name={} state={} by={}", since,
                      ChangeName(te.change()),
-                     th.native_tid(), Ident(th), th.name(), StateName(th.state()),
+                     th.native_tid(), Ident(th), Printable(th.name()), StateName(th.state()),
                      te.actor_native_tid());
 }
 

@@ -9,6 +9,7 @@
 #include <vector>
 #include <thread>
 
+#include "daemon/common/labels.h"
 #include "daemon/common/version.h"
 #include "daemon/service/server.h"
 
@@ -49,17 +50,21 @@ int DaemonMain(int argc, char** argv) {
   }
   spdlog::set_level(spdlog::level::from_str(log_level));
   for (const auto& l : labels) {
-    std::string name, value;
-    if (!metrics::ParseLabel(l, &name, &value)) {
-      std::fprintf(stderr,
-                   "threadscoped: --label '%s' is not NAME=VALUE with a Prometheus label name "
-                   "that threadscope does not set itself (pid, executable, lock, ...)\n",
-                   l.c_str());
+    auto label = ParseLabel(l);
+    if (!label.ok()) {
+      std::fprintf(stderr, "threadscoped: --label: %s\n", label.status().message().c_str());
       return 2;
     }
-    options.metrics.labels[name] = value;
+    options.metrics.labels[label->first] = label->second;
+  }
+  if (Status s = ValidateLabels(options.metrics.labels); !s.ok()) {
+    std::fprintf(stderr, "threadscoped: --label: %s\n", s.message().c_str());
+    return 2;
   }
 
+  // A root service: no terminal may stop it (SIGTSTP/SIGTTIN/SIGTTOU) or hang it up, and a
+  // client closing its end mid-write must not kill it (SIGPIPE).
+  for (int sig : {SIGHUP, SIGTSTP, SIGTTIN, SIGTTOU, SIGPIPE}) signal(sig, SIG_IGN);
   // Signals are taken synchronously by one thread so shutdown runs outside a handler.
   sigset_t set;
   sigemptyset(&set);

@@ -221,7 +221,8 @@ struct ts_futex_wake {
 enum ts_gil_op {
 	TS_GIL_TAKE_BEGIN = 1, /* take_gil entered: the thread starts waiting for the GIL */
 	TS_GIL_TAKE_END = 2,   /* take_gil returned: the thread holds the GIL */
-	TS_GIL_DROP = 3,       /* drop_gil entered (or an inlined copy began): the holder releases */
+	TS_GIL_DROP = 3,       /* a drop_gil copy releases (its pthread_cond_signal on gil->cond;
+				* 2.7: PyThread_release_lock on interpreter_lock) */
 	TS_GIL_FORCED = 4,     /* the eval loop is about to drop on request: the thread's next DROP
 				* is a forced switch (a waiter asked), not a blocking call */
 	TS_GIL_DROP_FORCED = 5, /* an inlined drop_gil copy inside the eval loop's switch code */
@@ -253,7 +254,8 @@ struct ts_py_layout {
 	__u32 frame_read_size;     /* bytes to read per frame to cover the fields above */
 	__u8 instr_is_pointer;
 	__u8 owner_cstack;         /* FRAME_OWNED_BY_CSTACK (3.12+: skipped); 0xff: none */
-	__u8 _pad[2];
+	__u8 code_tag_mask;        /* bits of the code pointer that tag it (3.14+ _PyStackRef) */
+	__u8 _pad;
 };
 
 #define TS_PY_MAX_FRAMES 8

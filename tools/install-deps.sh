@@ -15,8 +15,9 @@ packages=(
   protobuf-compiler protobuf-compiler-grpc libprotobuf-dev libgrpc++-dev grpc-proto
   libspdlog-dev libfmt-dev libgtest-dev libgmock-dev libcapstone-dev libcli11-dev
   nlohmann-json3-dev prometheus-cpp-dev
-  # run and test: Debian's own stripped CPython is always a test target
-  python3.11 procps util-linux
+  # run and test: Debian's own stripped CPython is always a test target; debootstrap builds the
+  # Debian unstable root with 3.13-3.15 (tools/debian-unstable-root.sh)
+  python3.11 procps util-linux debootstrap
   # metrics tests: a real Prometheus scraping the daemon, promtool for rules and exposition
   prometheus
   # TCP + TLS test: a throwaway CA and certificates; deployment test: the manifest's YAML

@@ -3,10 +3,13 @@
 #include <spdlog/spdlog.h>
 #include <sys/utsname.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 
+#include "daemon/common/text.h"
 #include "daemon/engine/snapshot_builder.h"
+#include "daemon/loader/capabilities.h"
 #include "daemon/loader/probe_plan.h"
 #include "daemon/model/record_builder.h"
 #include "daemon/target/python_process.h"
@@ -21,21 +24,26 @@ std::string KernelRelease() {
   return uname(&u) == 0 ? std::string(u.release) : std::string();
 }
 
+// Every string here can come from the target's files (paths, symbol names): proto3 strings must
+// be valid UTF-8, or the message fails to parse for every client that lists the target.
 v1::Probe ToProto(const loader::PlannedProbe& planned, const loader::ProbeAttachResult& result) {
+  using model::ToValidUtf8;
   v1::Probe p;
-  p.set_name(planned.name);
+  p.set_name(std::string(planned.name()));
   p.set_attached(result.attached);
-  p.set_reason(result.reason);
-  p.set_purpose(planned.purpose);
+  p.set_reason(ToValidUtf8(result.reason));
+  p.set_purpose(ToValidUtf8(planned.purpose));
   p.set_kind(loader::ProbeKindName(planned.kind));
-  p.set_required(planned.required);
+  p.set_required(planned.required());
+  for (const auto& feed : loader::CapabilityNames(planned.feeds)) p.add_feeds(feed);
+  p.set_feature(loader::FeatureName(planned.spec().feature));
   for (const auto& site : planned.sites) {
     auto* s = p.add_sites();
-    s->set_binary(site.binary);
+    s->set_binary(ToValidUtf8(site.binary));
     s->set_file_offset(site.file_offset);
-    s->set_location(site.location);
-    s->set_resolved_by(site.resolved_by);
-    s->set_instruction(site.instruction);
+    s->set_location(ToValidUtf8(site.location));
+    s->set_resolved_by(ToValidUtf8(site.resolved_by));
+    s->set_instruction(ToValidUtf8(site.instruction));
     s->set_execution(target::UprobeSiteKindName(site.site_kind));
   }
   return p;
@@ -44,26 +52,40 @@ v1::Probe ToProto(const loader::PlannedProbe& planned, const loader::ProbeAttach
 }  // namespace
 
 LiveSession::LiveSession(std::string id, v1::Target target, const target::ProcFs& proc,
-                         LiveSessionOptions options)
-    : Session(std::move(id), std::move(target)), proc_(proc), options_(options) {}
+                         LiveSessionOptions options,
+                         std::shared_ptr<const target::ProcessHandle> process)
+    : Session(std::move(id), std::move(target)),
+      proc_(proc),
+      options_(std::move(options)),
+      process_(std::move(process)) {}
 
 LiveSession::~LiveSession() {
   Status s = Detach();
   if (!s.ok()) spdlog::warn("detach of {} on shutdown: {}", id(), s.ToString());
 }
 
-StatusOr<std::shared_ptr<LiveSession>> LiveSession::Attach(std::string id, pid_t pid,
-                                                           const LiveSessionOptions& options,
-                                                           const target::ProcFs& proc,
-                                                           const target::Disassembler& dis) {
+StatusOr<std::shared_ptr<LiveSession>> LiveSession::Attach(
+    std::string id, std::shared_ptr<const target::ProcessHandle> process,
+    const LiveSessionOptions& options, const target::ProcFs& proc) {
+  const pid_t pid = process->pid();
+  auto exited = [&] {
+    return AbortedError("process " + std::to_string(pid) + " exited while attaching");
+  };
+  // Its credentials as they were when the caller was checked (the handle proves they are this
+  // process's): a later change ends the trace.
+  auto status = proc.Status(pid);
+  if (!status.ok() || !process->Alive()) return exited();
+  // A disassembler of its own: capstone handles are not shared between concurrent attaches.
+  TS_ASSIGN_OR_RETURN(auto dis, target::Disassembler::Create());
   TS_ASSIGN_OR_RETURN(target::InspectedProcess inspected,
-                      target::InspectPythonProcess(proc, dis, pid));
+                      target::InspectPythonProcess(proc, *dis, pid));
+  if (!process->Alive()) return exited();
   loader::PlanOptions plan_options;
   plan_options.locks = options.locks;
   plan_options.stack_frames = options.stack_frames;
   plan_options.acquire_stack_frames = options.acquire_stack_frames;
   plan_options.gil = options.gil;
-  loader::ProbePlan plan = loader::PlanProbes(inspected, dis, plan_options);
+  loader::ProbePlan plan = loader::PlanProbes(inspected, *dis, plan_options);
 
   loader::BpfTracerOptions bpf_options;
   bpf_options.tgid = pid;
@@ -77,14 +99,17 @@ StatusOr<std::shared_ptr<LiveSession>> LiveSession::Attach(std::string id, pid_t
     bpf_options.py_layout = plan.stacks->bpf;
     bpf_options.stack_frames = plan.stack_frames;
     bpf_options.stack_frames_acquire = plan.stack_frames_acquire;
+    // 2.7's GIL probes are its lock functions' (no stacks there: no frame layout either).
+    if (plan.gil_lock_addr == 0) {
+      bpf_options.gil_stack_frames = std::min<uint8_t>(options.gil_stack_frames, TS_PY_MAX_FRAMES);
+      bpf_options.gil_stack_threshold_ns = options.gil_stack_threshold_ns;
+    }
   }
 
   TS_ASSIGN_OR_RETURN(auto tracer, loader::BpfTracer::Load(bpf_options));
   auto attached = tracer->Attach(plan);
   if (!attached.ok()) {
-    if (!proc.IsAlive(pid)) {
-      return AbortedError("process " + std::to_string(pid) + " exited while attaching");
-    }
+    if (!process->Alive()) return exited();
     return attached.status();
   }
 
@@ -112,44 +137,36 @@ StatusOr<std::shared_ptr<LiveSession>> LiveSession::Attach(std::string id, pid_t
     stacks->set_layout_source(plan.stacks->layout.source);
     stacks->set_frames(plan.stack_frames);
     stacks->set_frames_acquire(plan.stack_frames_acquire);
+    if (options.gil && bpf_options.gil_stack_frames) {
+      stacks->set_frames_gil(bpf_options.gil_stack_frames);
+      stacks->set_gil_threshold_ns(bpf_options.gil_stack_threshold_ns);
+    }
   } else {
-    stacks->set_reason(plan.stacks_unavailable);
+    stacks->set_reason(model::ToValidUtf8(plan.stacks_unavailable));
   }
   for (const auto& [k, v] : options.labels) (*t.mutable_labels())[k] = v;
-  v1::GilTracing* gil = t.mutable_gil();
-  gil->set_enabled(plan.gil.traced);
-  gil->set_reason(plan.gil.unavailable);
-  gil->set_take_functions(static_cast<uint32_t>(plan.gil.take_functions));
-  gil->set_drop_functions(static_cast<uint32_t>(plan.gil.drop_functions));
-  gil->set_inlined_drops(static_cast<uint32_t>(plan.gil.inlined_drops));
-  gil->set_drops_complete(plan.gil.drops_complete);
-  gil->set_forced_known(plan.gil.forced_known);
-  gil->set_notes(plan.gil.notes);
-  // A probe the plan placed but the kernel refused changes what the model can see.
-  model::ThreadModelConfig config = plan.model_config;
   for (size_t i = 0; i < plan.probes.size(); ++i) {
-    const auto& planned = plan.probes[i];
-    const auto& result = (*attached)[i];
-    *t.add_probes() = ToProto(planned, result);
-    if (!result.attached && planned.name == "thread_body_done") config.body_done_visible = false;
-    if (!result.attached && gil->enabled() && planned.name.rfind("gil_", 0) == 0 &&
-        planned.name != "gil_forced") {
-      gil->set_enabled(false);
-      gil->set_reason("probe " + planned.name + " could not be attached: " + result.reason);
-    }
-    if (!result.attached && (planned.name.rfind("thread_join", 0) == 0 ||
-                             planned.name.rfind("sem_wait", 0) == 0) &&
-        planned.name != "sem_wait_return_fallback") {
-      config.joins = model::JoinVisibility::kNone;
-    }
+    *t.add_probes() = ToProto(plan.probes[i], (*attached)[i]);
   }
-  t.set_join_visibility(ToProto(config.joins));
-  t.set_body_done_visible(config.body_done_visible);
+  // What the model can know: what the plan placed, less what the kernel refused.
+  const loader::ModelCapabilities can = loader::DeriveCapabilities(plan, *attached);
+  v1::GilTracing* gil = t.mutable_gil();
+  gil->set_enabled(can.gil.traced);
+  gil->set_reason(model::ToValidUtf8(can.gil.unavailable));
+  gil->set_take_functions(static_cast<uint32_t>(can.gil.take_functions));
+  gil->set_drop_functions(static_cast<uint32_t>(can.gil.drop_functions));
+  gil->set_inlined_drops(static_cast<uint32_t>(can.gil.inlined_drops));
+  gil->set_drops_complete(can.gil.drops_complete);
+  gil->set_forced_known(can.gil.forced_known);
+  gil->set_notes(model::ToValidUtf8(can.gil.notes));
+  t.set_join_visibility(ToProto(can.threads.joins));
+  t.set_body_done_visible(can.threads.body_done_visible);
 
-  if (!proc.IsAlive(pid)) {
-    return AbortedError("process " + std::to_string(pid) + " exited while attaching");
-  }
-  std::shared_ptr<LiveSession> s(new LiveSession(std::move(id), std::move(t), proc, options));
+  // Still the process that was checked: its pid was not reused while we attached.
+  if (!process->Alive()) return exited();
+  std::shared_ptr<LiveSession> s(
+      new LiveSession(std::move(id), std::move(t), proc, options, process));
+  s->attached_status_ = *status;
   s->tracer_ = std::move(tracer);
   if (plan.stacks) {
     s->memory_ = std::make_unique<target::ProcessMemory>(pid);
@@ -159,8 +176,12 @@ StatusOr<std::shared_ptr<LiveSession>> LiveSession::Attach(std::string id, pid_t
   // Threads alive now: after the probes, so a thread is either in the scan or seen starting.
   s->DrainRing();
   s->InjectPreexistingThreads();
-  s->consumer_ = std::thread([raw = s.get()] { raw->Run(); });
-  spdlog::info("attached to pid {} ({}, CPython {})", pid, info.interpreter.path,
+  try {
+    s->consumer_ = std::thread([raw = s.get()] { raw->Run(); });
+  } catch (const std::system_error& e) {
+    return ResourceExhaustedError(std::string("cannot start the consumer thread: ") + e.what());
+  }
+  spdlog::info("attached to pid {} ({}, CPython {})", pid, Printable(info.interpreter.path),
                info.version.ToString());
   return s;
 }
@@ -196,6 +217,13 @@ void LiveSession::IngestBatch() {
       off += h.size;
     }
   }
+  // Code objects are read by pid (process_vm_readv has no pidfd form): if the process is gone
+  // now, its pid may already name another process, whose memory those reads saw. Keep nothing.
+  if (!locations_.empty() && !process_->Alive()) {
+    locations_.clear();
+    for (const auto& pair : resolved_now_) defined_.erase(pair);
+  }
+  resolved_now_.clear();
   if (!locations_.empty()) {
     IngestRecords(reinterpret_cast<const uint8_t*>(locations_.data()), locations_.size());
   }
@@ -207,6 +235,7 @@ void LiveSession::DefineLocation(uint64_t code, uint64_t instr, uint64_t ts_ns) 
   // Bounded: a program with unbounded distinct call sites stops getting new names, not memory.
   constexpr size_t kMaxLocations = 1 << 17;
   if (defined_.size() >= kMaxLocations || !defined_.insert({code, instr}).second) return;
+  resolved_now_.push_back({code, instr});
   target::ResolvedFrame f = resolver_->Resolve(code, instr);
   ts_py_location fixed{};
   fixed.code = code;
@@ -265,7 +294,41 @@ void LiveSession::InjectMark(uint32_t kind) {
   IngestRecords(reinterpret_cast<const uint8_t*>(r.data()), r.size());
 }
 
+bool LiveSession::CredentialsChanged() const {
+  auto now = proc_.Status(pid());
+  if (!now.ok() || !process_->Alive()) return false;  // exiting: the exit path ends it
+  for (int i = 0; i < 4; ++i) {
+    if (now->uid[i] != attached_status_.uid[i] || now->gid[i] != attached_status_.gid[i]) {
+      return true;
+    }
+  }
+  return false;
+}
+
+void LiveSession::EndFromConsumer(uint32_t mark, v1::TargetState state, const char* why) {
+  // Exit records of every thread precede the end; take them all, then finish.
+  DrainRing();
+  InjectDrops();
+  InjectMark(mark);
+  tracer_->DetachAll();
+  Finish(state);
+  spdlog::info("pid {} {}; probes removed", pid(), why);
+}
+
 void LiveSession::Run() {
+  // Nothing may escape this thread: an exception here would terminate the daemon.
+  try {
+    RunLoop();
+  } catch (const std::exception& e) {
+    spdlog::error("{}: consumer failed ({}); detaching", id(), e.what());
+    try {
+      EndFromConsumer(TS_MARK_DETACHED, v1::TARGET_STATE_DETACHED, "could not be traced further");
+    } catch (...) {
+    }
+  }
+}
+
+void LiveSession::RunLoop() {
   auto append = [this](const uint8_t* data, size_t size) {
     batch_.append(reinterpret_cast<const char*>(data), size);
   };
@@ -278,14 +341,13 @@ void LiveSession::Run() {
     if (now - last_check < std::chrono::milliseconds(options_.liveness_interval_ms)) continue;
     last_check = now;
     InjectDrops();
-    if (!proc_.IsAlive(pid())) {
-      // Exit records of every thread precede the zombie state; take them all, then finish.
-      DrainRing();
-      InjectDrops();
-      InjectMark(TS_MARK_TARGET_EXITED);
-      tracer_->DetachAll();
-      Finish(v1::TARGET_STATE_EXITED);
-      spdlog::info("pid {} exited; probes removed", pid());
+    if (!process_->Alive()) {
+      EndFromConsumer(TS_MARK_TARGET_EXITED, v1::TARGET_STATE_EXITED, "exited");
+      return;
+    }
+    if (CredentialsChanged()) {
+      EndFromConsumer(TS_MARK_DETACHED, v1::TARGET_STATE_EXECED,
+                      "changed its credentials (exec of a setuid program?)");
       return;
     }
   }

@@ -17,11 +17,13 @@
 #include <string>
 #include <thread>
 #include <utility>
+#include <vector>
 
 #include "daemon/engine/session.h"
 #include "daemon/loader/bpf_tracer.h"
 #include "daemon/loader/probe_plan.h"
 #include "daemon/target/disasm.h"
+#include "daemon/target/process_handle.h"
 #include "daemon/target/procfs.h"
 #include "daemon/target/py_code.h"
 
@@ -33,6 +35,8 @@ struct LiveSessionOptions {
   uint64_t lock_threshold_ns = 0;
   uint8_t stack_frames = TS_PY_MAX_FRAMES;
   uint8_t acquire_stack_frames = 0;
+  uint8_t gil_stack_frames = 0;               // at take_gil returns that waited long enough
+  uint64_t gil_stack_threshold_ns = 1000000;  // ... this long
   bool gil = true;
   std::map<std::string, std::string> labels;  // user labels for metrics
   int poll_interval_ms = 50;
@@ -42,17 +46,25 @@ struct LiveSessionOptions {
 class LiveSession : public Session {
  public:
   // Errors: see ThreadscopeService.Attach in the proto.
-  static StatusOr<std::shared_ptr<LiveSession>> Attach(std::string id, pid_t pid,
-                                                       const LiveSessionOptions& options,
-                                                       const target::ProcFs& proc,
-                                                       const target::Disassembler& dis);
+  // `process` is the target, pinned: the attach fails (ABORTED) when it exits meanwhile, and
+  // the session ends when it exits or execs another program.
+  static StatusOr<std::shared_ptr<LiveSession>> Attach(
+      std::string id, std::shared_ptr<const target::ProcessHandle> process,
+      const LiveSessionOptions& options, const target::ProcFs& proc);
   ~LiveSession() override;
   Status Detach() override;
+  const std::shared_ptr<const target::ProcessHandle>& process() const { return process_; }
 
  private:
   LiveSession(std::string id, v1::Target target, const target::ProcFs& proc,
-              LiveSessionOptions options);
+              LiveSessionOptions options, std::shared_ptr<const target::ProcessHandle> process);
   void Run();
+  void RunLoop();
+  // Ends the trace from the consumer thread (the target exited, exec'd, or the loop failed).
+  void EndFromConsumer(uint32_t mark, v1::TargetState state, const char* why);
+  // The process's credentials changed since the attach (a setuid exec, setuid()): it is not
+  // the process whose owner was allowed to trace it.
+  bool CredentialsChanged() const;
   void InjectPreexistingThreads();
   void InjectDrops();
   void InjectMark(uint32_t kind);
@@ -63,6 +75,8 @@ class LiveSession : public Session {
 
   const target::ProcFs& proc_;
   LiveSessionOptions options_;
+  std::shared_ptr<const target::ProcessHandle> process_;
+  target::ProcessStatus attached_status_;
   std::unique_ptr<loader::BpfTracer> tracer_;
   std::thread consumer_;
   std::atomic<bool> stop_{false};
@@ -74,6 +88,7 @@ class LiveSession : public Session {
   std::unique_ptr<target::ProcessMemory> memory_;
   std::unique_ptr<target::PyCodeResolver> resolver_;
   std::set<std::pair<uint64_t, uint64_t>> defined_;
+  std::vector<std::pair<uint64_t, uint64_t>> resolved_now_;  // defined by the batch in hand
 };
 
 }  // namespace threadscope::engine

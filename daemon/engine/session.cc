@@ -109,7 +109,7 @@ void ApplyAndDescribe(model::TraceModel& model, const uint8_t* data, size_t size
         } else if (e.kind == model::ModelEvent::Kind::kGil) {
           // Thousands per second on busy targets: built only when a watcher asked for them.
           if (!gil_events) continue;
-          *r.mutable_gil_event() = ToProto(e.gil);
+          *r.mutable_gil_event() = ToProto(model.locations(), e.gil);
         } else {
           // One per release with --locks=all: built only when a watcher asked for them.
           if (e.lock.change == model::LockChange::kReleased && !hold_events) continue;
@@ -136,8 +136,9 @@ void ApplyAndDescribe(model::TraceModel& model, const uint8_t* data, size_t size
 
 }  // namespace
 
-EventSubscription::EventSubscription(const v1::WatchEventsRequest& request, size_t capacity)
-    : request_(request), queue_(capacity) {}
+EventSubscription::EventSubscription(const v1::WatchEventsRequest& request,
+                                     StreamLimits limits, std::string client)
+    : request_(request), client_(std::move(client)), queue_(limits.max_items, limits.max_bytes) {}
 
 bool EventSubscription::Matches(const v1::WatchEventsResponse& r) const {
   if (r.has_thread_event()) return ChangeMatches(request_, r.thread_event());
@@ -146,13 +147,68 @@ bool EventSubscription::Matches(const v1::WatchEventsResponse& r) const {
   return true;
 }
 
+bool EventSubscription::FillFromHistory() {
+  while (pending_.empty() && replay_ && next_chunk_ < history_.size()) {
+    const RecordChunk& chunk = history_[next_chunk_++];
+    std::vector<v1::WatchEventsResponse> part;
+    ApplyAndDescribe(*replay_, reinterpret_cast<const uint8_t*>(chunk.bytes->data()),
+                     chunk.bytes->size(), &part, nullptr, lock_threshold_ns_,
+                     request_.gil_events(), request_.hold_events());
+    for (auto& r : part) {
+      if (Matches(r)) pending_.push_back(std::move(r));
+    }
+  }
+  if (next_chunk_ >= history_.size()) {
+    // Done with the past: let its memory go.
+    history_.clear();
+    history_.shrink_to_fit();
+    next_chunk_ = 0;
+    replay_.reset();
+  }
+  return !pending_.empty();
+}
+
 BoundedQueue<v1::WatchEventsResponse>::PopResult EventSubscription::Next(
     v1::WatchEventsResponse* out, std::chrono::milliseconds timeout) {
+  using Pop = BoundedQueue<v1::WatchEventsResponse>::PopResult;
+  if (truncated_records_) {
+    out->Clear();
+    out->mutable_lost_events()->set_source(v1::LostEvents::SOURCE_HISTORY_TRUNCATED);
+    out->mutable_lost_events()->set_count(truncated_records_);
+    truncated_records_ = 0;
+    return Pop::kItem;
+  }
+  if (FillFromHistory()) {
+    *out = std::move(pending_.front());
+    pending_.pop_front();
+    return Pop::kItem;
+  }
   if (uint64_t lost = queue_.TakeDropped()) {
     out->Clear();
     out->mutable_lost_events()->set_source(v1::LostEvents::SOURCE_CLIENT_QUEUE);
     out->mutable_lost_events()->set_count(lost);
-    return BoundedQueue<v1::WatchEventsResponse>::PopResult::kItem;
+    return Pop::kItem;
+  }
+  return queue_.Pop(out, timeout);
+}
+
+BoundedQueue<v1::RecordingChunk>::PopResult RecordingSubscription::Next(
+    v1::RecordingChunk* out, std::chrono::milliseconds timeout) {
+  using Pop = BoundedQueue<v1::RecordingChunk>::PopResult;
+  if (header_) {
+    *out = std::move(*header_);
+    header_.reset();
+    return Pop::kItem;
+  }
+  if (next_chunk_ < history_.size()) {
+    out->Clear();
+    out->set_records(*history_[next_chunk_++].bytes);
+    if (next_chunk_ == history_.size()) {
+      history_.clear();
+      history_.shrink_to_fit();
+      next_chunk_ = 0;
+    }
+    return Pop::kItem;
   }
   return queue_.Pop(out, timeout);
 }
@@ -161,8 +217,7 @@ Session::Session(std::string id, v1::Target target)
     : id_(std::move(id)),
       pid_(target.pid()),
       target_(std::move(target)),
-      model_(std::make_unique<model::TraceModel>(ModelConfigFromTarget(target_))),
-      last_touch_ns_(target::MonotonicNowNs()) {
+      model_(std::make_unique<model::TraceModel>(ModelConfigFromTarget(target_))) {
   target_.set_target_id(id_);
 }
 
@@ -197,9 +252,28 @@ bool Session::finished() const {
   return finished_;
 }
 
-void Session::Touch() { last_touch_ns_ = target::MonotonicNowNs(); }
+void Session::AddViewer(uid_t uid) {
+  std::lock_guard<std::mutex> lock(viewers_mu_);
+  viewers_.insert(uid);
+}
 
-uint64_t Session::idle_ns() const { return target::MonotonicNowNs() - last_touch_ns_.load(); }
+bool Session::IsViewer(uid_t uid) const {
+  std::lock_guard<std::mutex> lock(viewers_mu_);
+  return viewers_.count(uid) > 0;
+}
+
+size_t Session::raw_log_bytes() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return raw_log_bytes_;
+}
+
+std::vector<RecordChunk> Session::HistoryChunks() const {
+  std::vector<RecordChunk> out(raw_log_.begin(), raw_log_.end());
+  if (!raw_tail_.empty()) {
+    out.push_back({std::make_shared<const std::string>(raw_tail_), raw_tail_records_});
+  }
+  return out;
+}
 
 v1::RecordingChunk Session::HeaderChunk() const {
   v1::RecordingChunk chunk;
@@ -216,28 +290,19 @@ v1::RecordingChunk Session::HeaderChunk() const {
   return chunk;
 }
 
-std::shared_ptr<EventSubscription> Session::Watch(const v1::WatchEventsRequest& request) {
-  constexpr size_t kLiveQueue = 8192;  // what a slow reader may fall behind by, live
+std::shared_ptr<EventSubscription> Session::Watch(const v1::WatchEventsRequest& request,
+                                                  const std::string& client,
+                                                  StreamLimits limits) {
+  auto sub = std::make_shared<EventSubscription>(request, limits, client);
   std::lock_guard<std::mutex> lock(mu_);
-  std::vector<v1::WatchEventsResponse> history;
   if (request.from_start()) {
-    // Re-run the raw history through a fresh model to regenerate the past, in order. It is all
-    // queued before the client reads anything, so the queue holds all of it: the past is never
-    // dropped (only a client too slow for the live stream loses events, and is told so).
-    model::TraceModel replay(model_->config());
-    EventSubscription filter(request, 0);
-    for (const auto& chunk : raw_log_) {
-      std::vector<v1::WatchEventsResponse> part;
-      ApplyAndDescribe(replay, reinterpret_cast<const uint8_t*>(chunk.data()), chunk.size(),
-                       &part, nullptr, target_.lock_threshold_ns(), request.gil_events(),
-                       request.hold_events());
-      for (auto& r : part) {
-        if (filter.Matches(r)) history.push_back(std::move(r));
-      }
-    }
+    // Only references to the history are taken here; the reader's thread replays it through a
+    // model of its own, chunk by chunk, while records keep coming in (and queue for it).
+    sub->history_ = HistoryChunks();
+    sub->replay_ = std::make_unique<model::TraceModel>(model_->config());
+    sub->lock_threshold_ns_ = target_.lock_threshold_ns();
+    sub->truncated_records_ = raw_log_evicted_records_;
   }
-  auto sub = std::make_shared<EventSubscription>(request, history.size() + kLiveQueue);
-  for (auto& r : history) sub->queue().Push(std::move(r));
   if (finished_) {
     v1::WatchEventsResponse r;
     r.mutable_target_finished()->set_state(target_.state());
@@ -254,20 +319,17 @@ void Session::Unwatch(const std::shared_ptr<EventSubscription>& sub) {
   watchers_.erase(std::remove(watchers_.begin(), watchers_.end(), sub), watchers_.end());
 }
 
-StatusOr<std::shared_ptr<RecordingSubscription>> Session::StreamRecording() {
+StatusOr<std::shared_ptr<RecordingSubscription>> Session::StreamRecording(
+    const std::string& client, StreamLimits limits) {
   std::lock_guard<std::mutex> lock(mu_);
-  if (raw_log_truncated_) {
+  if (raw_log_evicted_records_) {
     return OutOfRangeError("the records since attach no longer fit the " +
                            std::to_string(raw_log_budget_ >> 20) +
                            " MiB history; start recording right after attaching");
   }
-  auto sub = std::make_shared<RecordingSubscription>(1 << 16);
-  sub->queue().Push(HeaderChunk());
-  for (const auto& bytes : raw_log_) {
-    v1::RecordingChunk chunk;
-    chunk.set_records(bytes);
-    sub->queue().Push(std::move(chunk));
-  }
+  auto sub = std::make_shared<RecordingSubscription>(limits, client);
+  sub->header_ = HeaderChunk();
+  sub->history_ = HistoryChunks();
   if (finished_) {
     v1::RecordingChunk trailer;
     trailer.mutable_trailer()->set_end_ns(model_->end_ns());
@@ -296,16 +358,20 @@ void Session::IngestRecords(const uint8_t* data, size_t size) {
   }
   ApplyAndDescribe(*model_, data, size, watchers_.empty() ? nullptr : &events, &records,
                    target_.lock_threshold_ns(), gil_events, hold_events);
-  // History, in chunks of about kRecordChunkBytes, within the budget.
-  if (raw_log_.empty() || raw_log_.back().size() + size > kRecordChunkBytes) {
-    raw_log_.emplace_back();
-  }
-  raw_log_.back().append(reinterpret_cast<const char*>(data), size);
+  // History, in sealed chunks of about kRecordChunkBytes, within the budget.
+  raw_tail_.append(reinterpret_cast<const char*>(data), size);
+  raw_tail_records_ += records;
   raw_log_bytes_ += size;
-  while (raw_log_bytes_ > raw_log_budget_ && raw_log_.size() > 1) {
-    raw_log_bytes_ -= raw_log_.front().size();
+  if (raw_tail_.size() >= kRecordChunkBytes) {
+    raw_log_.push_back({std::make_shared<const std::string>(std::move(raw_tail_)),
+                        raw_tail_records_});
+    raw_tail_.clear();
+    raw_tail_records_ = 0;
+  }
+  while (raw_log_bytes_ > raw_log_budget_ && !raw_log_.empty()) {
+    raw_log_bytes_ -= raw_log_.front().bytes->size();
+    raw_log_evicted_records_ += raw_log_.front().records;
     raw_log_.pop_front();
-    raw_log_truncated_ = true;
   }
   for (auto& rec : recorders_) {
     v1::RecordingChunk chunk;
@@ -317,16 +383,46 @@ void Session::IngestRecords(const uint8_t* data, size_t size) {
       *bytes = model::MakeRecord(TS_EV_LOST, static_cast<uint32_t>(pid_), 0, model_->last_ts_ns(), lost);
     }
     bytes->append(reinterpret_cast<const char*>(data), size);
-    if (rec->queue().Push(std::move(chunk))) {
+    size_t chunk_bytes = bytes->size();
+    if (rec->queue().Push(std::move(chunk), chunk_bytes)) {
       rec->pending_lost = 0;
     } else {
       rec->pending_lost += records;
     }
   }
   for (const auto& r : events) {
+    size_t bytes = r.ByteSizeLong();
     for (auto& w : watchers_) {
-      if (w->Matches(r)) w->queue().Push(r);
+      if (w->Matches(r)) w->queue().Push(r, bytes);
     }
+  }
+}
+
+void Session::EndStreamsOf(const std::string& client) {
+  std::lock_guard<std::mutex> lock(mu_);
+  uint64_t end = model_->last_ts_ns();
+  for (auto it = watchers_.begin(); it != watchers_.end();) {
+    if ((*it)->client_ != client) {
+      ++it;
+      continue;
+    }
+    v1::WatchEventsResponse r;
+    r.mutable_target_finished()->set_state(v1::TARGET_STATE_DETACHED);
+    r.mutable_target_finished()->set_ts_ns(end);
+    (*it)->queue().PushAndClose(std::move(r));
+    it = watchers_.erase(it);
+  }
+  for (auto it = recorders_.begin(); it != recorders_.end();) {
+    if ((*it)->client_ != client) {
+      ++it;
+      continue;
+    }
+    v1::RecordingChunk trailer;
+    trailer.mutable_trailer()->set_end_ns(end);
+    trailer.mutable_trailer()->set_state(v1::TARGET_STATE_DETACHED);
+    trailer.mutable_trailer()->set_records(model_->stats().records);
+    (*it)->queue().PushAndClose(std::move(trailer));
+    it = recorders_.erase(it);
   }
 }
 

@@ -4,11 +4,16 @@
 // the live one.
 #pragma once
 
+#include <sys/types.h>
+
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <optional>
+#include <set>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -20,21 +25,24 @@
 
 namespace threadscope::engine {
 
-// A bounded single-consumer queue. A full queue drops the new item and counts it, so a slow
-// client never stalls the session; the consumer learns how many it missed.
+// A bounded single-consumer queue, bounded both in items and in bytes (what a client may hold
+// the daemon's memory with). A full queue drops the new item and counts it, so a slow client
+// never stalls the session; the consumer learns how many it missed.
 template <typename T>
 class BoundedQueue {
  public:
-  explicit BoundedQueue(size_t capacity) : capacity_(capacity) {}
+  explicit BoundedQueue(size_t max_items, size_t max_bytes = SIZE_MAX)
+      : max_items_(max_items), max_bytes_(max_bytes) {}
 
-  bool Push(T item) {
+  bool Push(T item, size_t bytes = 0) {
     std::lock_guard<std::mutex> lock(mu_);
     if (closed_) return false;
-    if (items_.size() >= capacity_) {
+    if (items_.size() >= max_items_ || bytes > max_bytes_ - std::min(bytes_, max_bytes_)) {
       ++dropped_;
       return false;
     }
-    items_.push_back(std::move(item));
+    bytes_ += bytes;
+    items_.emplace_back(std::move(item), bytes);
     cv_.notify_one();
     return true;
   }
@@ -42,7 +50,7 @@ class BoundedQueue {
   void PushAndClose(T item) {
     std::lock_guard<std::mutex> lock(mu_);
     if (closed_) return;
-    items_.push_back(std::move(item));
+    items_.emplace_back(std::move(item), 0);
     closed_ = true;
     cv_.notify_all();
   }
@@ -57,7 +65,8 @@ class BoundedQueue {
     std::unique_lock<std::mutex> lock(mu_);
     cv_.wait_for(lock, timeout, [&] { return !items_.empty() || closed_; });
     if (!items_.empty()) {
-      *out = std::move(items_.front());
+      *out = std::move(items_.front().first);
+      bytes_ -= items_.front().second;
       items_.pop_front();
       return PopResult::kItem;
     }
@@ -71,39 +80,76 @@ class BoundedQueue {
   }
 
  private:
-  const size_t capacity_;
+  const size_t max_items_;
+  const size_t max_bytes_;
   std::mutex mu_;
   std::condition_variable cv_;
-  std::deque<T> items_;
+  std::deque<std::pair<T, size_t>> items_;
+  size_t bytes_ = 0;
   uint64_t dropped_ = 0;
   bool closed_ = false;
 };
 
-// One WatchEvents client.
+// Raw records kept since attach, in immutable chunks: a reader takes references under the
+// session lock and reads them outside it, so history never stalls the records coming in.
+struct RecordChunk {
+  std::shared_ptr<const std::string> bytes;
+  uint64_t records = 0;
+};
+
+// Limits of what one client's stream may hold in the daemon while it is not reading.
+struct StreamLimits {
+  size_t max_items = 8192;
+  size_t max_bytes = 16u << 20;
+};
+
+// One WatchEvents client. With from_start, the history is replayed lazily, one chunk at a time,
+// by the thread that reads (the client's RPC), then live events follow from the queue.
 class EventSubscription {
  public:
-  EventSubscription(const v1::WatchEventsRequest& request, size_t capacity);
+  EventSubscription(const v1::WatchEventsRequest& request, StreamLimits limits,
+                    std::string client = "");
   const v1::WatchEventsRequest& request() const { return request_; }
   bool Matches(const v1::WatchEventsResponse& event) const;
-  // Next message for the client: a LostEvents first if events were dropped since the last call.
+  // Next message for the client: history first; a LostEvents first if events were dropped.
   BoundedQueue<v1::WatchEventsResponse>::PopResult Next(v1::WatchEventsResponse* out,
                                                         std::chrono::milliseconds timeout);
   BoundedQueue<v1::WatchEventsResponse>& queue() { return queue_; }
 
  private:
+  friend class Session;
+  bool FillFromHistory();
+
   v1::WatchEventsRequest request_;
+  std::string client_;  // whose stream: it ends when that client's last lease does
   BoundedQueue<v1::WatchEventsResponse> queue_;
+  // History (from_start): chunks to replay through `replay_`, and what they produced.
+  std::vector<RecordChunk> history_;
+  size_t next_chunk_ = 0;
+  std::unique_ptr<model::TraceModel> replay_;
+  uint64_t lock_threshold_ns_ = 0;
+  std::deque<v1::WatchEventsResponse> pending_;
+  uint64_t truncated_records_ = 0;  // history lost before this client came (told in-band)
 };
 
-// One StreamRecording client: header, then record chunks, then a trailer.
+// One StreamRecording client: header, the history since attach, then live chunks, a trailer.
 class RecordingSubscription {
  public:
-  explicit RecordingSubscription(size_t capacity) : queue_(capacity) {}
+  explicit RecordingSubscription(StreamLimits limits, std::string client = "")
+      : client_(std::move(client)), queue_(limits.max_items, limits.max_bytes) {}
   BoundedQueue<v1::RecordingChunk>& queue() { return queue_; }
+  // Next chunk for the client: the header and history first.
+  BoundedQueue<v1::RecordingChunk>::PopResult Next(v1::RecordingChunk* out,
+                                                   std::chrono::milliseconds timeout);
   // Records dropped because the client was slow; reported in-band as a ts_lost record.
   uint64_t pending_lost = 0;
 
  private:
+  friend class Session;
+  std::string client_;
+  std::optional<v1::RecordingChunk> header_;
+  std::vector<RecordChunk> history_;
+  size_t next_chunk_ = 0;
   BoundedQueue<v1::RecordingChunk> queue_;
 };
 
@@ -120,20 +166,28 @@ class Session {
   v1::Snapshot snapshot() const;
   bool finished() const;
 
-  std::shared_ptr<EventSubscription> Watch(const v1::WatchEventsRequest& request);
+  // `client`: whose stream (EndStreamsOf ends it when that client detaches).
+  std::shared_ptr<EventSubscription> Watch(const v1::WatchEventsRequest& request,
+                                           const std::string& client = "",
+                                           StreamLimits limits = {});
   void Unwatch(const std::shared_ptr<EventSubscription>& sub);
   // Everything from attach on; OutOfRange if early records were already evicted.
-  StatusOr<std::shared_ptr<RecordingSubscription>> StreamRecording();
+  StatusOr<std::shared_ptr<RecordingSubscription>> StreamRecording(
+      const std::string& client = "", StreamLimits limits = {65536, 32u << 20});
+  // The client's trace ended (its last lease on a trace others still hold): its streams end
+  // as if the target had been detached (TargetFinished / a trailer).
+  void EndStreamsOf(const std::string& client);
   void Unstream(const std::shared_ptr<RecordingSubscription>& sub);
 
   // Live: removes the probes and finalizes. Recordings: no-op.
   virtual Status Detach() = 0;
 
-  // Leases: clients renew by using the target; the manager detaches expired ones.
-  void Touch();
-  uint32_t lease_seconds() const { return lease_seconds_; }
-  void set_lease_seconds(uint32_t s) { lease_seconds_ = s; }
-  uint64_t idle_ns() const;
+  // Who may read this target: the uids that passed the check when it was attached or loaded.
+  // Grants belong to this session object, never to a pid or an id that a later one could reuse.
+  void AddViewer(uid_t uid);
+  bool IsViewer(uid_t uid) const;
+  // Bytes of raw history kept (a loaded recording's size is charged to its owner's quota).
+  size_t raw_log_bytes() const;
 
  protected:
   // Applies back-to-back records (as read from the ring or a recording chunk).
@@ -145,6 +199,7 @@ class Session {
 
  private:
   v1::RecordingChunk HeaderChunk() const;  // requires mu_
+  std::vector<RecordChunk> HistoryChunks() const;  // requires mu_
 
   const std::string id_;
   pid_t pid_ = 0;
@@ -153,14 +208,17 @@ class Session {
   std::unique_ptr<model::TraceModel> model_;
   bool finished_ = false;
   // Raw history since attach, for StreamRecording and WatchEvents(from_start).
-  std::deque<std::string> raw_log_;
+  // Sealed chunks of about kRecordChunkBytes, then the open tail.
+  std::deque<RecordChunk> raw_log_;
+  std::string raw_tail_;
+  uint64_t raw_tail_records_ = 0;
   size_t raw_log_bytes_ = 0;
   size_t raw_log_budget_ = 64u << 20;
-  bool raw_log_truncated_ = false;
+  uint64_t raw_log_evicted_records_ = 0;
   std::vector<std::shared_ptr<EventSubscription>> watchers_;
   std::vector<std::shared_ptr<RecordingSubscription>> recorders_;
-  std::atomic<uint64_t> last_touch_ns_;
-  uint32_t lease_seconds_ = 0;
+  mutable std::mutex viewers_mu_;
+  std::set<uid_t> viewers_;
 };
 
 // A finished target rebuilt from a recording.

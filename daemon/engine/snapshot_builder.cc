@@ -210,8 +210,8 @@ v1::LockEvent ToProto(const model::LockModel& locks, const model::LocationTable&
   out.set_acquired(e.acquired);
   out.set_hold_ns(e.hold_ns);
   if (e.other) out.set_other_native_tid(*e.other);
-  if (e.deadlock_id && e.deadlock_id <= locks.deadlocks().size()) {
-    *out.mutable_deadlock() = ToProto(locks, where, locks.deadlocks()[e.deadlock_id - 1]);
+  if (const model::Deadlock* d = e.deadlock_id ? locks.FindDeadlock(e.deadlock_id) : nullptr) {
+    *out.mutable_deadlock() = ToProto(locks, where, *d);
   }
   if (e.change == model::LockChange::kOrderInversion && e.inversion < locks.inversions().size()) {
     *out.mutable_inversion() = ToProto(locks, locks.inversions()[e.inversion]);
@@ -254,7 +254,7 @@ v1::Thread ToProto(const model::ThreadModel& threads, const model::ThreadRecord&
   return out;
 }
 
-v1::GilEvent ToProto(const model::GilChangeEvent& e) {
+v1::GilEvent ToProto(const model::LocationTable& where, const model::GilChangeEvent& e) {
   v1::GilEvent out;
   out.set_ts_ns(e.ts_ns);
   out.set_native_tid(e.tid);
@@ -267,6 +267,7 @@ v1::GilEvent ToProto(const model::GilChangeEvent& e) {
   out.set_hold_ns(e.hold_ns);
   out.set_forced(e.forced);
   if (e.previous_holder) out.set_previous_holder(*e.previous_holder);
+  if (!e.stack.empty()) FillStack(where, e.stack, out.mutable_stack());
   return out;
 }
 
@@ -387,6 +388,21 @@ v1::Snapshot BuildSnapshot(const model::TraceModel& model, const v1::Target& tar
   for (const auto& inv : locks.inversions()) *snap.add_order_inversions() = ToProto(locks, inv);
   snap.set_now_ns(now_ns);
   snap.set_final(final);
+  const model::ThreadCounts& gone = model.threads().evicted();
+  if (gone.seen) {
+    v1::ThreadCounts* c = snap.mutable_threads_not_listed();
+    c->set_seen(gone.seen);
+    c->set_started(gone.started);
+    c->set_start_failed(gone.start_failed);
+    c->set_preexisting(gone.preexisting);
+    c->set_native(gone.native);
+    c->set_joined(gone.joined);
+    c->set_not_joined(gone.not_joined);
+    c->set_joined_unknown(gone.joined_unknown);
+    c->set_returned(gone.returned);
+    c->set_did_not_return(gone.did_not_return);
+  }
+  snap.set_deadlocks_not_listed(locks.deadlocks_dropped());
   *snap.mutable_gil() = BuildGil(model, target.gil().enabled(), now_ns);
   if (model.attached_ns()) snap.set_trace_start_ns(*model.attached_ns());
   if (model.target_exited_ns()) {

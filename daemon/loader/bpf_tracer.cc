@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <string_view>
 #include <map>
 #include <chrono>
 #include <mutex>
@@ -114,6 +115,18 @@ bool KernelHasUprobeMulti() {
   return link < 0 && err == EBADF;
 }
 
+// The one mapping from the catalogue's programs to the skeleton's: a program the BPF object
+// does not have is a compile error here.
+bpf_program* Program(threadscope_bpf* skel, BpfProgram program) {
+  switch (program) {
+#define TS_BPF_PROGRAM_FIELD(id, name) \
+  case BpfProgram::id: return skel->progs.name;
+    TS_BPF_PROGRAMS(TS_BPF_PROGRAM_FIELD)
+#undef TS_BPF_PROGRAM_FIELD
+  }
+  return nullptr;
+}
+
 bool IsUprobeProgram(bpf_program* prog) {
   const char* sec = bpf_program__section_name(prog);
   return sec && (std::strncmp(sec, "uprobe", 6) == 0 || std::strncmp(sec, "uretprobe", 9) == 0);
@@ -155,6 +168,8 @@ StatusOr<std::unique_ptr<BpfTracer>> BpfTracer::Load(const BpfTracerOptions& opt
               sizeof(ts_py_layout));
   t->skel_->rodata->stack_frames = options.stack_frames;
   t->skel_->rodata->stack_frames_acquire = options.stack_frames_acquire;
+  t->skel_->rodata->gil_stack_frames = options.gil_stack_frames;
+  t->skel_->rodata->gil_stack_threshold_ns = options.gil_stack_threshold_ns;
   if (int err = bpf_map__set_max_entries(t->skel_->maps.events, options.ring_buffer_bytes)) {
     return BpfError(err, "cannot size the ring buffer");
   }
@@ -207,13 +222,31 @@ void BpfTracer::DetachAll() {
   }
 }
 
+Status BpfTracer::CheckProgramNames() {
+  RouteLibbpfLogs();
+  threadscope_bpf* skel = threadscope_bpf__open();
+  if (!skel) return BpfError(errno, "cannot open the BPF object");
+  Status s = OkStatus();
+  for (BpfProgram program : kAllBpfPrograms) {
+    const char* want = BpfProgramName(program);
+    bpf_program* prog = Program(skel, program);
+    if (!prog || std::string_view(bpf_program__name(prog)) != want) {
+      s = InternalError(std::string("the skeleton's program for ") + want + " is " +
+                        (prog ? bpf_program__name(prog) : "missing"));
+      break;
+    }
+  }
+  threadscope_bpf__destroy(skel);
+  return s;
+}
+
 StatusOr<BpfTracer::Link> BpfTracer::AttachSite(const PlannedProbe& probe,
                                                 const ProbeSite* site) {
-  bpf_program* prog = bpf_object__find_program_by_name(skel_->obj, probe.program.c_str());
-  if (!prog) return InternalError("BPF program " + probe.program + " is not in the object");
+  bpf_program* prog = Program(skel_, probe.program);
+  if (!prog) return InternalError(std::string("no BPF program for ") + std::string(probe.name()));
   bpf_link* link = nullptr;
   if (probe.kind == ProbeKind::kRawTracepoint) {
-    link = bpf_program__attach_raw_tracepoint(prog, probe.tracepoint.c_str());
+    link = bpf_program__attach_raw_tracepoint(prog, std::string(probe.tracepoint()).c_str());
   } else {
     LIBBPF_OPTS(bpf_uprobe_opts, opts);
     opts.retprobe = probe.kind == ProbeKind::kUretprobe;
@@ -223,21 +256,22 @@ StatusOr<BpfTracer::Link> BpfTracer::AttachSite(const PlannedProbe& probe,
   }
   if (!link) {
     int err = errno;
-    return BpfError(err, "attach " + probe.name +
-                             (site ? " at " + site->location : " to " + probe.tracepoint));
+    return BpfError(err, "attach " + std::string(probe.name()) +
+                             (site ? " at " + site->location
+                                   : " to " + std::string(probe.tracepoint())));
   }
   return Link{link, -1};
 }
 
 StatusOr<BpfTracer::Link> BpfTracer::AttachMulti(const PlannedProbe& probe, const std::string& path,
                                                  const std::vector<uint64_t>& offsets) {
-  bpf_program* prog = bpf_object__find_program_by_name(skel_->obj, probe.program.c_str());
-  if (!prog) return InternalError("BPF program " + probe.program + " is not in the object");
+  bpf_program* prog = Program(skel_, probe.program);
+  if (!prog) return InternalError(std::string("no BPF program for ") + std::string(probe.name()));
   std::vector<uint64_t> cookies(offsets.size(), probe.cookie);
   int fd = CreateUprobeMultiLink(bpf_program__fd(prog), path.c_str(), offsets.data(),
                                  cookies.data(), static_cast<uint32_t>(offsets.size()),
                                  probe.kind == ProbeKind::kUretprobe, options_.tgid);
-  if (fd < 0) return BpfError(errno, "attach " + probe.name + " in " + path);
+  if (fd < 0) return BpfError(errno, "attach " + std::string(probe.name()) + " in " + path);
   return Link{nullptr, fd};
 }
 
@@ -285,7 +319,7 @@ StatusOr<std::vector<ProbeAttachResult>> BpfTracer::Attach(const ProbePlan& plan
   std::vector<ProbeAttachResult> results;
   for (const auto& probe : plan.probes) {
     ProbeAttachResult r;
-    r.name = probe.name;
+    r.id = probe.id;
     if (!probe.unavailable.empty()) {
       r.reason = probe.unavailable;
     } else if (probe.kind == ProbeKind::kRawTracepoint) {
@@ -294,20 +328,21 @@ StatusOr<std::vector<ProbeAttachResult>> BpfTracer::Attach(const ProbePlan& plan
         links_.push_back(*link);
         r.attached = true;
         r.sites_attached = 1;
-        r.reason = "raw tracepoint " + probe.tracepoint;
+        r.reason = "raw tracepoint " + std::string(probe.tracepoint());
       } else {
         r.reason = link.status().message();
       }
     } else {
       TS_RETURN_IF_ERROR(AttachUprobes(probe, &r));
     }
-    if (probe.required && !r.attached) {
+    if (probe.required() && !r.attached) {
       DetachAll();
+      std::string what = "required probe " + std::string(probe.name()) + " failed: " + r.reason;
       if (r.reason.find("Permission denied") != std::string::npos ||
           r.reason.find("Operation not permitted") != std::string::npos) {
-        return PermissionDeniedError("required probe " + probe.name + " failed: " + r.reason);
+        return PermissionDeniedError(what);
       }
-      return FailedPreconditionError("required probe " + probe.name + " failed: " + r.reason);
+      return FailedPreconditionError(what);
     }
     results.push_back(std::move(r));
   }

@@ -35,13 +35,8 @@ struct BpfTracerOptions {
   ts_py_layout py_layout{};
   uint8_t stack_frames = 0;          // at lock waits and lock creation
   uint8_t stack_frames_acquire = 0;  // at every acquire (--locks=all)
-};
-
-struct ProbeAttachResult {
-  std::string name;
-  bool attached = false;
-  std::string reason;  // why not, or a summary of where
-  size_t sites_attached = 0;
+  uint8_t gil_stack_frames = 0;      // at take_gil returns that waited gil_stack_threshold_ns
+  uint64_t gil_stack_threshold_ns = 1000000;
 };
 
 using RecordCallback = std::function<void(const uint8_t* data, size_t size)>;
@@ -66,6 +61,10 @@ class BpfTracer {
 
   // Records lost in the kernel, by ts_lost_source, summed over CPUs.
   uint64_t Drops(uint32_t source) const;
+
+  // Opens the skeleton (no kernel objects) and checks that every BpfProgram names its
+  // program: the catalogue's docs and the loader agree. For tests.
+  static Status CheckProgramNames();
 
   // Removes every probe now; the ring stays readable for a final Drain().
   void DetachAll();

@@ -1,26 +1,25 @@
-// Which BPF program goes where, for one interpreter: the per-version probe table in code.
+// Which BPF program goes where, for one interpreter.
 //
 // The plan is computed from the interpreter's ELF (and libc's) before anything is loaded, so
-// it is pure and testable, and it is what `threadscope probes` prints. Every probe of the
-// feature set appears in the plan: placed at one or more sites, or marked unavailable with the
-// reason. Nothing is silently missing. docs/PROBES.md is the same table in prose.
+// it is pure and testable, and it is what tools/probe_table prints. Every probe the options ask
+// for appears in the plan: placed at one or more sites, or marked unavailable with the reason.
+// Nothing is silently missing. What each probe means lives in the catalogue
+// (probe_catalog.h); the per-feature planners (planner.h) decide where it goes on a build; what
+// the model can know follows from the plan and what attached (capabilities.h).
 #pragma once
 
 #include <cstdint>
 #include <optional>
-#include <string_view>
 #include <string>
+#include <string_view>
 #include <vector>
 
-#include "daemon/model/thread_model.h"
+#include "daemon/loader/probe_catalog.h"
 #include "daemon/target/disasm.h"
 #include "daemon/target/py_layout.h"
 #include "daemon/target/python_process.h"
 
 namespace threadscope::loader {
-
-enum class ProbeKind { kUprobe, kUretprobe, kRawTracepoint };
-const char* ProbeKindName(ProbeKind kind);
 
 struct ProbeSite {
   std::string binary;       // path as the target sees it
@@ -36,15 +35,21 @@ struct ProbeSite {
 };
 
 struct PlannedProbe {
-  std::string name;     // stable id used in reports: "thread_start", "thread_exit"...
-  std::string program;  // BPF program in probes/threadscope.bpf.c
-  ProbeKind kind = ProbeKind::kUprobe;
+  explicit PlannedProbe(ProbeId probe_id);  // kind, program, feeds and purpose from the catalogue
+
+  ProbeId id;
+  BpfProgram program;    // the catalogue's, or its alternate on builds that need it
+  ProbeKind kind;
+  CapabilitySet feeds;   // what it feeds on this build
   uint64_t cookie = 0;
-  std::string purpose;  // one line for users
-  std::string tracepoint;
+  std::string purpose;   // one line for users
   std::vector<ProbeSite> sites;
   std::string unavailable;  // non-empty: not placed on this build, and why
-  bool required = false;    // the lifecycle cannot be rebuilt without it
+
+  const ProbeSpec& spec() const { return Spec(id); }
+  std::string_view name() const { return spec().name; }
+  bool required() const { return spec().required; }
+  std::string_view tracepoint() const { return spec().tracepoint; }
 };
 
 // How much of the lock machinery to trace (--locks).
@@ -72,16 +77,19 @@ struct GilCoverage {
   bool traced = false;
   std::string unavailable;  // why not traced, when not
   size_t take_functions = 0;
-  size_t drop_functions = 0;     // out-of-line drop_gil (and clones)
-  size_t inlined_drops = 0;      // inlined drop_gil copies found by the GIL mutex they lock
+  size_t drop_functions = 0;     // out-of-line drop_gil copies (and the final-release clone)
+  size_t inlined_drops = 0;      // release sites of drop_gil copies inlined into other functions
   bool drops_complete = false;   // every drop site is known to be probed
   bool forced_known = false;     // forced drops are told from voluntary ones
   std::string notes;             // what is partial, and why
+  // 3.13+: drop copies whose `locked = 0` was found at the offset _PyRuntime.debug_offsets
+  // gives (agree) or elsewhere (disagree); -1 when there was nothing to check against.
+  int debug_offsets_agree = -1;
+  int debug_offsets_disagree = 0;
 };
 
 struct ProbePlan {
   std::vector<PlannedProbe> probes;
-  model::ThreadModelConfig model_config;
   LockMode locks = LockMode::kContended;
   uint32_t lockobject_lock_offset = 16;
   // Report every semaphore wait, not only join sentinels (any lock tracing).
@@ -97,9 +105,21 @@ struct ProbePlan {
   uint8_t stack_frames = 0;
   uint8_t stack_frames_acquire = 0;
   GilCoverage gil;
+
+  // The planned probes with this id (most ids appear once; none when not planned).
+  std::vector<const PlannedProbe*> Find(ProbeId id) const;
 };
 
 ProbePlan PlanProbes(const target::InspectedProcess& target, const target::Disassembler& dis,
                      const PlanOptions& options = {});
+
+// What attaching one planned probe gave; BpfTracer::Attach returns one per planned probe, in
+// plan order.
+struct ProbeAttachResult {
+  ProbeId id = ProbeId::kThreadStart;
+  bool attached = false;
+  std::string reason;  // why not, or a summary of where
+  size_t sites_attached = 0;
+};
 
 }  // namespace threadscope::loader

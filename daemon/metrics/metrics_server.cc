@@ -13,16 +13,22 @@ class MetricsServer::Collector : public prometheus::Collectable {
   Collector(engine::SessionManager& manager, MetricsOptions options)
       : manager_(manager), options_(std::move(options)) {}
 
+  // Runs on a civetweb thread: nothing may escape it (an exception there ends the daemon).
   std::vector<prometheus::MetricFamily> Collect() const override {
-    std::vector<v1::Snapshot> snapshots;
-    for (const auto& session : manager_.List()) {
-      v1::Snapshot s = session->snapshot();
-      // Recordings loaded for offline reports are not running processes.
-      if (s.target().state() == v1::TARGET_STATE_RECORDING) continue;
-      snapshots.push_back(std::move(s));
+    try {
+      std::vector<v1::Snapshot> snapshots;
+      for (const auto& session : manager_.List()) {
+        v1::Snapshot s = session->snapshot();
+        // Recordings loaded for offline reports are not running processes.
+        if (s.target().state() == v1::TARGET_STATE_RECORDING) continue;
+        snapshots.push_back(std::move(s));
+      }
+      std::lock_guard<std::mutex> lock(mu_);
+      return BuildMetrics(snapshots, options_, &lock_series_);
+    } catch (const std::exception& e) {
+      spdlog::error("metrics scrape failed: {}", e.what());
+      return {};
     }
-    std::lock_guard<std::mutex> lock(mu_);
-    return BuildMetrics(snapshots, options_, &lock_series_);
   }
 
  private:
@@ -57,7 +63,9 @@ StatusOr<std::unique_ptr<MetricsServer>> MetricsServer::Start(const std::string&
   std::unique_ptr<MetricsServer> server(new MetricsServer());
   server->address_ = *normalized;
   try {
-    server->exposer_ = std::make_unique<prometheus::Exposer>(*normalized, 1);
+    // Several workers: one idle connection must not stall every scrape (and the readiness
+    // probe). civetweb closes connections that send nothing within its request timeout.
+    server->exposer_ = std::make_unique<prometheus::Exposer>(*normalized, 4);
   } catch (const std::exception& e) {
     return UnavailableError("cannot serve metrics on " + *normalized + ": " + e.what());
   }

@@ -4,7 +4,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <regex>
 
 namespace threadscope::metrics {
 
@@ -18,12 +17,6 @@ using prometheus::MetricType;
 constexpr int kFirstBound = 10;  // 1.024 us
 constexpr int kLastBound = 36;   // 68.7 s
 
-const std::set<std::string>& ReservedLabels() {
-  static const std::set<std::string> names = {
-      "pid", "executable", "python_version", "target", "state", "lock", "kind", "site",
-      "probe", "reason", "symbols", "lock_mode", "gil", "le", "quantile", "job", "instance"};
-  return names;
-}
 
 class Families {
  public:
@@ -284,20 +277,6 @@ prometheus::ClientMetric::Histogram ToPrometheus(const v1::Histogram& h) {
   }
   out.bucket.push_back({h.count(), std::numeric_limits<double>::infinity()});
   return out;
-}
-
-bool IsUserLabelName(const std::string& name) {
-  static const std::regex kName("[a-zA-Z_][a-zA-Z0-9_]*");
-  return std::regex_match(name, kName) && name.rfind("__", 0) != 0 &&
-         !ReservedLabels().count(name);
-}
-
-bool ParseLabel(const std::string& text, std::string* name, std::string* value) {
-  auto eq = text.find('=');
-  if (eq == std::string::npos) return false;
-  *name = text.substr(0, eq);
-  *value = text.substr(eq + 1);
-  return IsUserLabelName(*name);
 }
 
 std::vector<prometheus::MetricFamily> BuildMetrics(const std::vector<v1::Snapshot>& snapshots,

@@ -37,11 +37,4 @@ const std::vector<double>& HistogramBounds();
 // A log2 histogram of nanoseconds (v1::Histogram) as a Prometheus histogram in seconds.
 prometheus::ClientMetric::Histogram ToPrometheus(const v1::Histogram& h);
 
-// A valid Prometheus label name that threadscope does not set itself.
-bool IsUserLabelName(const std::string& name);
-
-// "service=api" -> {"service", "api"}; false when malformed or the name is not a valid
-// Prometheus label name (or is one threadscope sets itself).
-bool ParseLabel(const std::string& text, std::string* name, std::string* value);
-
 }  // namespace threadscope::metrics

@@ -62,7 +62,8 @@ void GilModel::EndHold(pid_t tid, GilThreadStats& t, uint64_t ts, bool forced, b
   }
 }
 
-void GilModel::Apply(const DecodedEvent& e, std::vector<GilChangeEvent>* out) {
+void GilModel::Apply(const DecodedEvent& e, const PyStack* stack,
+                     std::vector<GilChangeEvent>* out) {
   const uint64_t ts = e.header.ts_ns;
   const pid_t tid = static_cast<pid_t>(e.header.tid);
   if (std::holds_alternative<ts_thread_exit>(e.payload)) {
@@ -76,6 +77,24 @@ void GilModel::Apply(const DecodedEvent& e, std::vector<GilChangeEvent>* out) {
       t.waiting_since.reset();
     }
     if (t.holding_since || holder_ == tid) EndHold(tid, t, ts, false, false, out);
+    // Bounded: past kMaxThreads, the oldest exited threads' own rows go (the totals stay).
+    exited_.push_back(tid);
+    while (threads_.size() > kMaxThreads && !exited_.empty()) {
+      auto old = threads_.find(exited_.front());
+      exited_.pop_front();
+      if (old != threads_.end() && !old->second.waiting_since && !old->second.holding_since) {
+        threads_.erase(old);
+      }
+    }
+    if (exited_.size() > 4 * kMaxThreads) exited_.erase(exited_.begin(), exited_.begin() + kMaxThreads);
+    return;
+  }
+  if (const auto* clone = std::get_if<ts_thread_clone>(&e.payload)) {
+    // A new thread reusing the tid of one that exited starts from nothing.
+    auto it = threads_.find(static_cast<pid_t>(clone->child_tid));
+    if (it != threads_.end() && !it->second.waiting_since && !it->second.holding_since) {
+      threads_.erase(it);
+    }
     return;
   }
   const auto* g = std::get_if<ts_gil_event>(&e.payload);
@@ -125,7 +144,8 @@ void GilModel::Apply(const DecodedEvent& e, std::vector<GilChangeEvent>* out) {
         c.tid = tid;
         c.wait_ns = waited;
         c.previous_holder = previous;
-        out->push_back(c);
+        if (stack) c.stack = *stack;
+        out->push_back(std::move(c));
       }
       break;
     }

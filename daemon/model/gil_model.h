@@ -16,12 +16,14 @@
 #include <sys/types.h>
 
 #include <cstdint>
+#include <deque>
 #include <map>
 #include <optional>
 #include <vector>
 
 #include "daemon/model/event_decoder.h"
 #include "daemon/model/histogram.h"
+#include "daemon/model/py_locations.h"
 
 namespace threadscope::model {
 
@@ -46,12 +48,15 @@ struct GilChangeEvent {
   uint64_t hold_ns = 0;  // kDropped: how long it was held (0 when its start was not seen)
   bool forced = false;   // kDropped: a forced switch
   std::optional<pid_t> previous_holder;  // kAcquired: who held it before (a switch when != tid)
+  PyStack stack;  // kAcquired: the record's stack (GIL stacks on, the wait long enough)
 };
 
 class GilModel {
  public:
   // Applies GIL records and thread exits; appends what changed to `out` (may be null).
-  void Apply(const DecodedEvent& e, std::vector<GilChangeEvent>* out);
+  void Apply(const DecodedEvent& e, std::vector<GilChangeEvent>* out) { Apply(e, nullptr, out); }
+  // `stack`: the record's resolved Python stack, when it carried one.
+  void Apply(const DecodedEvent& e, const PyStack* stack, std::vector<GilChangeEvent>* out);
 
   bool seen() const { return records_ > 0; }
   uint64_t records() const { return records_; }
@@ -85,6 +90,8 @@ class GilModel {
   Log2Histogram wait_;
   Log2Histogram hold_;
   std::map<pid_t, GilThreadStats> threads_;
+  static constexpr size_t kMaxThreads = 16384;
+  std::deque<pid_t> exited_;  // oldest first: whose rows go first past kMaxThreads
 };
 
 }  // namespace threadscope::model

@@ -49,6 +49,13 @@ const char* LockChangeName(LockChange change) {
   return "unknown";
 }
 
+const Deadlock* LockModel::FindDeadlock(uint64_t id) const {
+  for (const auto& d : deadlocks_) {
+    if (d.id == id) return &d;
+  }
+  return nullptr;
+}
+
 const LockRecord* LockModel::FindLock(uint64_t id) const {
   auto it = locks_.find(id);
   return it == locks_.end() ? nullptr : &it->second;
@@ -73,7 +80,8 @@ LockRecord* LockModel::ByObj(uint64_t obj) {
   return l == locks_.end() ? nullptr : &l->second;
 }
 
-LockRecord& LockModel::NewLock(uint64_t obj, uint64_t sem, LockKind kind, uint64_t ts) {
+LockRecord* LockModel::NewLock(uint64_t obj, uint64_t sem, LockKind kind, uint64_t ts,
+                               bool interesting) {
   // A new lock at an address an older one used: that one is gone (its free may have been
   // missed), and this is the next generation at the address.
   if (sem) {
@@ -81,6 +89,18 @@ LockRecord& LockModel::NewLock(uint64_t obj, uint64_t sem, LockKind kind, uint64
   }
   if (obj) {
     if (LockRecord* old = ByObj(obj)) Free(*old, ts);
+  }
+  // Bounded: past max_locks a lock nobody waits for is not worth a record; past twice it, none.
+  size_t max = std::max<size_t>(config_.max_locks, 1);
+  if (locks_.size() >= 2 * max || (!interesting && locks_.size() >= max)) {
+    ++locks_untracked_;
+    return nullptr;
+  }
+  if (generations_.size() > 4 * max) {
+    // Forget generations of addresses no live lock uses: the next lock there starts at 1.
+    for (auto it = generations_.begin(); it != generations_.end();) {
+      it = by_sem_.count(it->first) ? std::next(it) : generations_.erase(it);
+    }
   }
   LockRecord l;
   l.id = next_id_++;
@@ -92,13 +112,13 @@ LockRecord& LockModel::NewLock(uint64_t obj, uint64_t sem, LockKind kind, uint64
   locks_.emplace(id, std::move(l));
   if (sem) by_sem_[sem] = id;
   if (obj) by_obj_[obj] = id;
-  return locks_.at(id);
+  return &locks_.at(id);
 }
 
-LockRecord& LockModel::Lookup(uint64_t obj, uint64_t sem, LockKind kind, uint64_t ts) {
+LockRecord* LockModel::Lookup(uint64_t obj, uint64_t sem, LockKind kind, uint64_t ts) {
   LockRecord* l = obj ? ByObj(obj) : nullptr;
   if (!l && sem) l = BySem(sem);
-  if (!l) return NewLock(obj, sem, kind, ts);  // created before the attach
+  if (!l) return NewLock(obj, sem, kind, ts, /*interesting=*/true);  // created before the attach
   if (!l->obj && obj) {
     l->obj = obj;
     by_obj_[obj] = l->id;
@@ -108,7 +128,36 @@ LockRecord& LockModel::Lookup(uint64_t obj, uint64_t sem, LockKind kind, uint64_
     by_sem_[sem] = l->id;
   }
   if (l->kind == LockKind::kUnknown) l->kind = kind;
-  return *l;
+  return l;
+}
+
+void LockModel::DropOrderEdges(uint64_t lock_id) {
+  auto it = order_peers_.find(lock_id);
+  if (it == order_peers_.end()) return;
+  for (uint64_t other : it->second) {
+    order_.erase({lock_id, other});
+    order_.erase({other, lock_id});
+    auto peer = order_peers_.find(other);
+    if (peer != order_peers_.end()) {
+      auto& v = peer->second;
+      v.erase(std::remove(v.begin(), v.end(), lock_id), v.end());
+    }
+  }
+  order_peers_.erase(it);
+}
+
+void LockModel::ForgetExitedThread(pid_t tid) {
+  exited_.push_back(tid);
+  size_t max = std::max<size_t>(config_.max_thread_states, 1);
+  while (threads_.size() > max && !exited_.empty()) {
+    pid_t old = exited_.front();
+    exited_.pop_front();
+    auto it = threads_.find(old);
+    if (it != threads_.end() && !it->second.waiting_lock && it->second.held.empty()) {
+      threads_.erase(it);
+    }
+  }
+  if (exited_.size() > 4 * max) exited_.erase(exited_.begin(), exited_.begin() + max);
 }
 
 void LockModel::Free(LockRecord& lock, uint64_t ts) {
@@ -122,10 +171,20 @@ void LockModel::Free(LockRecord& lock, uint64_t ts) {
     auto it = by_obj_.find(lock.obj);
     if (it != by_obj_.end() && it->second == lock.id) by_obj_.erase(it);
   }
-  for (auto& [tid, t] : threads_) {
-    if (t.waiting_lock == lock.id) t.waiting_lock.reset();
-    t.held.erase(std::remove(t.held.begin(), t.held.end(), lock.id), t.held.end());
+  // Only its owner holds it and only its waiters wait for it (SetOwner keeps `held` exact).
+  if (lock.owner) {
+    auto it = threads_.find(*lock.owner);
+    if (it != threads_.end()) {
+      auto& held = it->second.held;
+      held.erase(std::remove(held.begin(), held.end(), lock.id), held.end());
+    }
   }
+  for (const auto& w : lock.waiters) {
+    auto it = threads_.find(w.tid);
+    if (it != threads_.end() && it->second.waiting_lock == lock.id) it->second.waiting_lock.reset();
+  }
+  lock.waiters.clear();
+  DropOrderEdges(lock.id);
   // Waiter locks (one per Condition wait) and locks nobody fought over carry nothing worth
   // keeping; their numbers are already in the per-thread totals.
   bool interesting = !lock.condition_waiter && lock.kind != LockKind::kJoinSentinel &&
@@ -138,21 +197,25 @@ void LockModel::Free(LockRecord& lock, uint64_t ts) {
     return;
   }
   // Keep a bounded number of freed contended locks: evict the least waited-for.
-  size_t freed = 0;
-  const LockRecord* least = nullptr;
-  for (const auto& [id, l] : locks_) {
-    if (!l.freed_ns) continue;
-    ++freed;
-    if (!least || l.wait.sum < least->wait.sum) least = &l;
-  }
-  if (freed > kMaxFreedLocks && least) {
+  freed_by_wait_.insert({lock.wait.sum, lock.id});
+  while (freed_by_wait_.size() > kMaxFreedLocks) {
     ++freed_dropped_;
-    locks_.erase(least->id);
+    locks_.erase(freed_by_wait_.begin()->second);
+    freed_by_wait_.erase(freed_by_wait_.begin());
   }
 }
 
 void LockModel::SetOwner(LockRecord& lock, pid_t tid, uint64_t ts, bool exact, uint32_t depth,
                          std::vector<LockChangeEvent>* out) {
+  if (lock.owner && *lock.owner != tid) {
+    // A new owner without a release seen (contended tracing learns owners at hand-offs): the
+    // old one no longer holds it.
+    auto it = threads_.find(*lock.owner);
+    if (it != threads_.end()) {
+      auto& old = it->second.held;
+      old.erase(std::remove(old.begin(), old.end(), lock.id), old.end());
+    }
+  }
   lock.owner = tid;
   lock.owner_since_ns = ts;
   lock.owner_exact = exact;
@@ -219,9 +282,17 @@ void LockModel::Apply(const DecodedEvent& event, const PyStack* stack,
           OnWake(h, e, out);
         } else if constexpr (std::is_same_v<T, ts_thread_sentinel>) {
           if (e.sem) {
-            LockRecord& l = NewLock(e.lock, e.sem, LockKind::kJoinSentinel, h.ts_ns);
-            l.creator = static_cast<pid_t>(h.tid);
-            l.created_ns = h.ts_ns;
+            if (LockRecord* l = NewLock(e.lock, e.sem, LockKind::kJoinSentinel, h.ts_ns, true)) {
+              l->creator = static_cast<pid_t>(h.tid);
+              l->created_ns = h.ts_ns;
+            }
+          }
+        } else if constexpr (std::is_same_v<T, ts_thread_clone>) {
+          // A new thread with the tid of one that exited: it starts with nothing.
+          pid_t tid = static_cast<pid_t>(e.child_tid);
+          auto it = threads_.find(tid);
+          if (it != threads_.end() && !it->second.waiting_lock && it->second.held.empty()) {
+            threads_.erase(it);
           }
         } else if constexpr (std::is_same_v<T, ts_thread_exit>) {
           pid_t tid = static_cast<pid_t>(h.tid);
@@ -230,6 +301,7 @@ void LockModel::Apply(const DecodedEvent& event, const PyStack* stack,
             LeaveWait(it->second, tid);
             ResolveDeadlocks(tid, h.ts_ns, out);
           }
+          if (it != threads_.end()) ForgetExitedThread(tid);
         } else if constexpr (std::is_same_v<T, ts_trace_mark>) {
           if (e.kind == TS_MARK_TARGET_EXITED) {
             for (auto& [tid, t] : threads_) t.waiting_lock.reset();
@@ -251,7 +323,9 @@ void LockModel::OnSemWait(const ts_header& h, const ts_sem_wait& e, const PyStac
     return;
   }
   if (h.type == TS_EV_SEM_WAIT_BEGIN) {
-    LockRecord& l = Lookup(0, e.sem, LockKind::kUnknown, h.ts_ns);
+    LockRecord* found = Lookup(0, e.sem, LockKind::kUnknown, h.ts_ns);
+    if (!found) return;  // at the model's bound
+    LockRecord& l = *found;
     WaitKind kind = ClassifyWait(l, tid);
     if (kind == WaitKind::kCondition) l.condition_waiter = true;
     ThreadLockState& t = threads_[tid];
@@ -354,13 +428,16 @@ void LockModel::OnLock(const ts_header& h, const ts_lock_event& e, const PyStack
                   : e.kind == TS_LOCK_LOCK ? LockKind::kLock
                                            : LockKind::kUnknown;
   if (h.type == TS_EV_LOCK_NEW) {
-    LockRecord& l = NewLock(e.obj, e.sem, kind, h.ts_ns);
-    l.creator = tid;
-    l.created_ns = h.ts_ns;
-    if (stack) l.created_at = *stack;
+    LockRecord* l = NewLock(e.obj, e.sem, kind, h.ts_ns, /*interesting=*/false);
+    if (!l) return;
+    l->creator = tid;
+    l->created_ns = h.ts_ns;
+    if (stack) l->created_at = *stack;
     return;
   }
-  LockRecord& l = Lookup(e.obj, e.sem, kind, h.ts_ns);
+  LockRecord* found = Lookup(e.obj, e.sem, kind, h.ts_ns);
+  if (!found) return;
+  LockRecord& l = *found;
   ThreadLockState& t = threads_[tid];
   if (h.type == TS_EV_LOCK_ACQUIRE) {
     if (e.result == TS_ACQUIRE_FAILED) {
@@ -415,6 +492,8 @@ void LockModel::RecordOrder(pid_t tid, const ThreadLockState& t, uint64_t lock_i
     if (!h || h->condition_waiter || h->kind == LockKind::kJoinSentinel) continue;
     if (!order_.count({held, lock_id}) && order_.size() < kMaxOrderEdges) {
       order_[{held, lock_id}] = {tid, ts};
+      order_peers_[held].push_back(lock_id);
+      order_peers_[lock_id].push_back(held);
     }
     auto reverse = order_.find({lock_id, held});
     if (reverse == order_.end()) continue;
@@ -459,9 +538,10 @@ void LockModel::CheckDeadlock(pid_t start, uint64_t ts, std::vector<LockChangeEv
       std::vector<pid_t> sorted = d.threads;
       std::sort(sorted.begin(), sorted.end());
       for (const auto& known : deadlocks_) {
+        if (known.resolved_ns) continue;
         std::vector<pid_t> k = known.threads;
         std::sort(k.begin(), k.end());
-        if (!known.resolved_ns && k == sorted) return;
+        if (k == sorted) return;
       }
       for (size_t i = 0; i < d.threads.size(); ++i) {
         const ThreadLockState& member = threads_[d.threads[i]];
@@ -470,8 +550,16 @@ void LockModel::CheckDeadlock(pid_t start, uint64_t ts, std::vector<LockChangeEv
         const LockRecord* held = FindLock(d.locks[i]);
         d.owner_stacks.push_back(held ? held->owner_stack : PyStack{});
       }
-      d.id = deadlocks_.size() + 1;
+      d.id = next_deadlock_id_++;
       d.detected_ns = ts;
+      // Bounded: past max_deadlocks the oldest resolved ones go (counted).
+      if (deadlocks_.size() >= std::max<size_t>(config_.max_deadlocks, 1)) {
+        auto old = std::find_if(deadlocks_.begin(), deadlocks_.end(),
+                                [](const Deadlock& k) { return k.resolved_ns.has_value(); });
+        if (old == deadlocks_.end()) return;  // that many cycles at once: keep the ones we have
+        deadlocks_.erase(old);
+        ++deadlocks_dropped_;
+      }
       deadlocks_.push_back(d);
       LockChangeEvent ev{LockChange::kDeadlock, ts, d.locks.front(), d.threads.front()};
       ev.deadlock_id = d.id;

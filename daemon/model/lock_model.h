@@ -22,6 +22,7 @@
 #include <sys/types.h>
 
 #include <cstdint>
+#include <deque>
 #include <map>
 #include <optional>
 #include <set>
@@ -149,6 +150,12 @@ struct LockChangeEvent {
 
 struct LockModelConfig {
   bool exact_ownership = false;  // --locks=all
+  // Memory bounds (a long-running or hostile target must not grow the daemon without end):
+  // lock records kept (past it, new uncontended locks are not recorded, and at twice it no new
+  // lock is), deadlocks kept (the oldest resolved go first), per-thread states of exited threads.
+  size_t max_locks = 65536;
+  size_t max_deadlocks = 1024;
+  size_t max_thread_states = 16384;
 };
 
 class LockModel {
@@ -164,6 +171,10 @@ class LockModel {
   const std::unordered_map<pid_t, ThreadLockState>& threads() const { return threads_; }
   const ThreadLockState* FindThread(pid_t tid) const;
   const std::vector<Deadlock>& deadlocks() const { return deadlocks_; }
+  const Deadlock* FindDeadlock(uint64_t id) const;
+  uint64_t deadlocks_dropped() const { return deadlocks_dropped_; }
+  // Locks not recorded at all because the model was at its bound (their events are ignored).
+  uint64_t locks_untracked() const { return locks_untracked_; }
   const std::vector<OrderInversion>& inversions() const { return inversions_; }
   // Condition waiter locks and uncontended locks are dropped once freed; their numbers live on
   // here (per-thread totals keep the condition waits).
@@ -171,10 +182,13 @@ class LockModel {
   uint64_t freed_locks_dropped() const { return freed_dropped_; }
 
  private:
-  LockRecord& NewLock(uint64_t obj, uint64_t sem, LockKind kind, uint64_t ts);
+  // Null when the model is at its bound (see LockModelConfig).
+  LockRecord* NewLock(uint64_t obj, uint64_t sem, LockKind kind, uint64_t ts, bool interesting);
   LockRecord* BySem(uint64_t sem);
   LockRecord* ByObj(uint64_t obj);
-  LockRecord& Lookup(uint64_t obj, uint64_t sem, LockKind kind, uint64_t ts);
+  LockRecord* Lookup(uint64_t obj, uint64_t sem, LockKind kind, uint64_t ts);
+  void DropOrderEdges(uint64_t lock_id);
+  void ForgetExitedThread(pid_t tid);
   void Free(LockRecord& lock, uint64_t ts);
   void SetOwner(LockRecord& lock, pid_t tid, uint64_t ts, bool exact, uint32_t depth,
                 std::vector<LockChangeEvent>* out);
@@ -204,7 +218,14 @@ class LockModel {
   std::unordered_map<pid_t, ThreadLockState> threads_;
   std::map<std::pair<pid_t, uint64_t>, uint32_t> saved_depth_;  // RLock._release_save
   std::vector<Deadlock> deadlocks_;
+  uint64_t next_deadlock_id_ = 1;
+  uint64_t deadlocks_dropped_ = 0;
+  uint64_t locks_untracked_ = 0;
+  // Freed locks kept for the report, least waited-for first (the first to go past the bound).
+  std::set<std::pair<uint64_t, uint64_t>> freed_by_wait_;
+  std::deque<pid_t> exited_;  // threads that exited, oldest first (their states go first)
   std::map<std::pair<uint64_t, uint64_t>, std::pair<pid_t, uint64_t>> order_;  // a->b: first seen
+  std::unordered_map<uint64_t, std::vector<uint64_t>> order_peers_;  // lock -> locks it has edges with
   std::set<std::pair<uint64_t, uint64_t>> reported_inversions_;
   std::vector<OrderInversion> inversions_;
   Log2Histogram freed_condition_waits_;

@@ -58,20 +58,71 @@ void Emit(std::vector<ThreadChangeEvent>* out, ThreadChange change, uint64_t ts,
 }  // namespace
 
 ThreadRecord& ThreadModel::NewThread(uint64_t ts, ThreadOrigin origin) {
+  if (threads_.size() >= std::max<size_t>(config_.max_threads, 4)) EvictFinished();
   ThreadRecord t;
-  t.id = threads_.size() + 1;
+  t.id = next_id_++;
   t.origin = origin;
   t.started_ns = ts;
+  position_[t.id] = threads_.size();
   threads_.push_back(std::move(t));
   return threads_.back();
 }
 
+void ThreadModel::EvictFinished() {
+  size_t target = std::max<size_t>(config_.max_threads, 4) * 3 / 4;
+  size_t to_evict = threads_.size() > target ? threads_.size() - target : 0;
+  std::unordered_map<uint64_t, bool> gone;
+  std::vector<ThreadRecord> kept;
+  kept.reserve(threads_.size());
+  for (auto& t : threads_) {
+    bool finished = t.state == ThreadState::kDone && t.join_waiters.empty();
+    if (to_evict > 0 && finished) {
+      --to_evict;
+      gone[t.id] = true;
+      ++evicted_.seen;
+      switch (t.origin) {
+        case ThreadOrigin::kStarted: ++evicted_.started; break;
+        case ThreadOrigin::kPreexisting: ++evicted_.preexisting; break;
+        case ThreadOrigin::kNative: ++evicted_.native; break;
+      }
+      if (t.start_failed) ++evicted_.start_failed;
+      if (t.origin == ThreadOrigin::kStarted && !t.start_failed) {
+        auto joined = JoinedForReport(t);
+        (!joined ? evicted_.joined_unknown : *joined ? evicted_.joined : evicted_.not_joined)++;
+        if (auto returned = ReturnedForReport(t)) {
+          (*returned ? evicted_.returned : evicted_.did_not_return)++;
+        }
+      }
+      continue;
+    }
+    kept.push_back(std::move(t));
+  }
+  if (gone.empty()) return;  // every thread still runs: nothing may be forgotten
+  threads_ = std::move(kept);
+  position_.clear();
+  for (size_t i = 0; i < threads_.size(); ++i) position_[threads_[i].id] = i;
+  auto prune = [&](auto& index) {
+    for (auto it = index.begin(); it != index.end();) {
+      it = gone.count(it->second) ? index.erase(it) : std::next(it);
+    }
+  };
+  prune(by_tid_);
+  prune(by_ident_);
+  prune(by_boot_);
+  prune(pending_start_);
+  prune(last_native_clone_);
+  prune(by_sentinel_sem_);
+  prune(joining_);
+}
+
 ThreadRecord* ThreadModel::ById(uint64_t id) {
-  return id >= 1 && id <= threads_.size() ? &threads_[id - 1] : nullptr;
+  auto it = position_.find(id);
+  return it == position_.end() ? nullptr : &threads_[it->second];
 }
 
 const ThreadRecord* ThreadModel::FindById(uint64_t id) const {
-  return id >= 1 && id <= threads_.size() ? &threads_[id - 1] : nullptr;
+  auto it = position_.find(id);
+  return it == position_.end() ? nullptr : &threads_[it->second];
 }
 
 ThreadRecord* ThreadModel::ByTid(pid_t tid) {

@@ -53,6 +53,16 @@ const char* JoinVisibilityName(JoinVisibility v);
 struct ThreadModelConfig {
   JoinVisibility joins = JoinVisibility::kNone;
   bool body_done_visible = false;  // the bootstrap-finished probe is attached
+  // Threads kept. A process that starts threads forever must not grow the daemon forever: past
+  // this, the oldest finished threads are forgotten, and only counted (ThreadCounts).
+  size_t max_threads = 16384;
+};
+
+// What the report says about threads no longer listed (evicted, oldest finished first).
+struct ThreadCounts {
+  uint64_t seen = 0, started = 0, start_failed = 0, preexisting = 0, native = 0;
+  uint64_t joined = 0, not_joined = 0, joined_unknown = 0;
+  uint64_t returned = 0, did_not_return = 0;
 };
 
 struct JoinWaiter {
@@ -121,8 +131,10 @@ class ThreadModel {
   // Records were lost: later conclusions drawn from a missing record are not safe.
   void NoteLoss() { lossy_ = true; }
 
-  // Every thread ever seen, in order of appearance.
+  // Every thread seen and still kept, in order of appearance (see max_threads).
   const std::vector<ThreadRecord>& threads() const { return threads_; }
+  // The threads forgotten to keep the model bounded.
+  const ThreadCounts& evicted() const { return evicted_; }
   const ThreadRecord* FindById(uint64_t id) const;
   const ThreadRecord* FindByTid(pid_t tid) const;
   // "joined" as the report shows it: true / false / unknown (nullopt), given what the probes
@@ -133,6 +145,8 @@ class ThreadModel {
 
  private:
   ThreadRecord& NewThread(uint64_t ts, ThreadOrigin origin);
+  // Forgets the oldest finished threads (a quarter of the cap at a time), counting them.
+  void EvictFinished();
   ThreadRecord* ByTid(pid_t tid);
   ThreadRecord* ByIdent(uint64_t ident);
   ThreadRecord* ById(uint64_t id);
@@ -161,6 +175,9 @@ class ThreadModel {
   ThreadModelConfig config_;
   bool lossy_ = false;
   std::vector<ThreadRecord> threads_;
+  std::unordered_map<uint64_t, size_t> position_;  // id -> index in threads_
+  uint64_t next_id_ = 1;
+  ThreadCounts evicted_;
   std::unordered_map<pid_t, uint64_t> by_tid_;
   std::unordered_map<uint64_t, uint64_t> by_ident_;
   std::unordered_map<uint64_t, uint64_t> by_boot_;            // until the child bootstraps

@@ -9,12 +9,15 @@
 #include <poll.h>
 #include <spdlog/spdlog.h>
 #include <sys/eventfd.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdlib>
+#include <thread>
 #include <optional>
 
 #include <cerrno>
@@ -45,6 +48,19 @@ StatusOr<int> ListenUnix(const std::string& path, const std::string& group_name)
   }
   std::strcpy(addr.sun_path, path.c_str());
   TS_RETURN_IF_ERROR(MakeParentDirs(path));
+  // The directory must not let anyone else swap files under us (rename, symlinks).
+  std::string parent = path.substr(0, path.rfind('/'));
+  if (parent.empty()) parent = "/";
+  struct stat dir_st;
+  if (lstat(parent.c_str(), &dir_st) != 0 || !S_ISDIR(dir_st.st_mode)) {
+    return FailedPreconditionError(parent + " is not a directory");
+  }
+  if ((dir_st.st_uid != 0 && dir_st.st_uid != geteuid()) ||
+      ((dir_st.st_mode & (S_IWGRP | S_IWOTH)) && !(dir_st.st_mode & S_ISVTX))) {
+    return FailedPreconditionError(parent +
+                                   " is writable by others (or not owned by root): the socket "
+                                   "must live in a directory only root can change");
+  }
   // A leftover socket file: refuse if a daemon still answers on it, else replace it.
   struct stat st;
   if (lstat(path.c_str(), &st) == 0) {
@@ -63,7 +79,15 @@ StatusOr<int> ListenUnix(const std::string& path, const std::string& group_name)
   }
   // Bound under a temporary name, given its group and mode, then renamed into place: the socket
   // appears at `path` only once its permissions are final.
-  std::string staging = path + ".new." + std::to_string(getpid());
+  uint64_t nonce = 0;
+  if (int r = open("/dev/urandom", O_RDONLY | O_CLOEXEC); r >= 0) {
+    (void)!read(r, &nonce, sizeof(nonce));
+    close(r);
+  }
+  char suffix[40];
+  std::snprintf(suffix, sizeof(suffix), ".new.%d.%016llx", static_cast<int>(getpid()),
+                static_cast<unsigned long long>(nonce));
+  std::string staging = path + suffix;
   sockaddr_un staged{};
   staged.sun_family = AF_UNIX;
   if (staging.size() >= sizeof(staged.sun_path)) {
@@ -73,8 +97,17 @@ StatusOr<int> ListenUnix(const std::string& path, const std::string& group_name)
   unlink(staging.c_str());
   int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0) return ErrnoToStatus(errno, "socket");
-  // Owner/group only from the first moment the socket exists.
-  mode_t old = umask(0117);
+  std::optional<gid_t> group;
+  if (!group_name.empty()) {
+    if (struct group* g = getgrnam(group_name.c_str())) {
+      group = g->gr_gid;
+    } else {
+      spdlog::warn("group '{}' does not exist: socket {} is root-only (0600)", group_name, path);
+    }
+  }
+  // The socket's mode comes from the umask at bind: owner only until its group is set, so
+  // there is no moment where others could connect, and no chmod on a path (no symlink games).
+  mode_t old = umask(0177);
   int rc = bind(fd, reinterpret_cast<sockaddr*>(&staged), sizeof(staged));
   umask(old);
   if (rc != 0) {
@@ -82,15 +115,12 @@ StatusOr<int> ListenUnix(const std::string& path, const std::string& group_name)
     close(fd);
     return ErrnoToStatus(err, "cannot bind " + path);
   }
-  mode_t mode = 0600;
-  if (!group_name.empty()) {
-    if (struct group* g = getgrnam(group_name.c_str())) {
-      if (chown(staging.c_str(), 0, g->gr_gid) == 0) mode = 0660;
-    } else {
-      spdlog::warn("group '{}' does not exist: socket {} is root-only (0600)", group_name, path);
-    }
+  if (group && fchownat(AT_FDCWD, staging.c_str(), 0, *group, AT_SYMLINK_NOFOLLOW) == 0) {
+    // Group may use it: widen 0600 to 0660 on the very socket we bound (it is ours: a symlink
+    // at this random name would have made bind fail).
+    struct stat sst;
+    if (lstat(staging.c_str(), &sst) == 0 && S_ISSOCK(sst.st_mode)) chmod(staging.c_str(), 0660);
   }
-  chmod(staging.c_str(), mode);
   if (listen(fd, 128) != 0) {
     int err = errno;
     close(fd);
@@ -141,17 +171,30 @@ std::unique_ptr<grpc::ServerBuilder> NewBuilder() {
   auto builder = std::make_unique<grpc::ServerBuilder>();
   builder->SetMaxReceiveMessageSize(64 << 20);
   builder->SetMaxSendMessageSize(64 << 20);
+  // Every open stream holds a server thread: bound them, so a client opening thousands of
+  // streams gets RESOURCE_EXHAUSTED instead of exhausting the daemon's threads.
+  grpc::ResourceQuota quota("threadscoped");
+  quota.SetMaxThreads(512);
+  builder->SetResourceQuota(quota);
+  builder->AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS, 64);
   return builder;
 }
 
 }  // namespace
 
 StatusOr<std::unique_ptr<DaemonServer>> DaemonServer::Start(const DaemonOptions& options) {
+  // Each traced process holds tens of descriptors (programs, maps, links): raise the soft limit
+  // to the hard one.
+  rlimit nofile{};
+  if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < nofile.rlim_max) {
+    nofile.rlim_cur = nofile.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &nofile);
+  }
   std::unique_ptr<DaemonServer> d(new DaemonServer());
   d->options_ = options;
   TS_ASSIGN_OR_RETURN(d->manager_, engine::SessionManager::Create(options.engine));
   d->service_ = std::make_unique<ThreadscopeServiceImpl>(*d->manager_, &d->peers_,
-                                                         ServiceInfo{"daemon"});
+                                                         ServiceInfo{"daemon", {}});
   auto builder = NewBuilder();
   builder->RegisterService(d->service_.get());
   int tcp_port = 0;
@@ -190,28 +233,53 @@ StatusOr<std::unique_ptr<DaemonServer>> DaemonServer::Start(const DaemonOptions&
 }
 
 void DaemonServer::AcceptLoop() {
+  // When the daemon runs out of file descriptors, a pending connection keeps the listening
+  // socket readable: without a spare descriptor to accept-and-close it with, poll() would spin.
+  int spare = open("/dev/null", O_RDONLY | O_CLOEXEC);
+  uint64_t accepted = 0;
+  auto last_prune = std::chrono::steady_clock::now();
   while (!stopping_) {
     pollfd fds[2] = {{listen_fd_, POLLIN, 0}, {wake_fd_, POLLIN, 0}};
-    if (poll(fds, 2, -1) < 0) {
+    int n = poll(fds, 2, 1000);
+    if (n < 0) {
       if (errno == EINTR) continue;
       spdlog::error("accept loop: {}", std::strerror(errno));
       return;
     }
-    if (fds[1].revents) return;
+    if (fds[1].revents) break;
+    // Connections that closed end their clients' leases.
+    if (std::chrono::steady_clock::now() - last_prune > std::chrono::seconds(1)) {
+      last_prune = std::chrono::steady_clock::now();
+      for (const auto& client : peers_.Prune()) manager_->ReleaseClient(client);
+    }
     if (!(fds[0].revents & POLLIN)) continue;
     int fd = accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
-    if (fd < 0) continue;
-    ucred cred{};
-    socklen_t len = sizeof(cred);
-    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) {
+    if (fd < 0) {
+      if ((errno == EMFILE || errno == ENFILE) && spare >= 0) {
+        close(spare);
+        int victim = accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
+        if (victim >= 0) close(victim);
+        spare = open("/dev/null", O_RDONLY | O_CLOEXEC);
+        spdlog::warn("out of file descriptors: refused a connection");
+      } else if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      }
+      continue;
+    }
+    std::string client = "fd:" + std::to_string(fd) + "#" + std::to_string(++accepted);
+    auto peer = IdentifyPeer(fd, manager_->proc(), client);
+    if (!peer.ok()) {
+      spdlog::warn("refused a connection: {}", peer.status().ToString());
       close(fd);
       continue;
     }
-    // The fd number is the key gRPC's peer string carries ("fd:<n>"); a reused number
-    // overwrites the entry of the closed connection it replaces.
-    peers_.Add(fd, PeerCredentials{cred.pid, cred.uid, cred.gid, false});
+    // The fd number is the key gRPC's peer string carries ("fd:<n>"); the registry also keeps
+    // the socket's inode, so a reused number is never taken for the connection it replaces.
+    auto replaced = peers_.Add(fd, std::move(*peer));
     grpc::AddInsecureChannelFromFd(server_.get(), fd);
+    if (replaced) manager_->ReleaseClient(*replaced);
   }
+  if (spare >= 0) close(spare);
 }
 
 void DaemonServer::Wait() { server_->Wait(); }
@@ -244,7 +312,7 @@ StatusOr<std::unique_ptr<InProcessEngine>> InProcessEngine::Start() {
   std::unique_ptr<InProcessEngine> e(new InProcessEngine());
   TS_ASSIGN_OR_RETURN(e->manager_, engine::SessionManager::Create({}));
   e->service_ = std::make_unique<ThreadscopeServiceImpl>(*e->manager_, nullptr,
-                                                         ServiceInfo{"in-process"});
+                                                         ServiceInfo{"in-process", {}});
   auto builder = NewBuilder();
   builder->RegisterService(e->service_.get());
   e->server_ = builder->BuildAndStart();

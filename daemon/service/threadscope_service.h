@@ -5,10 +5,11 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <atomic>
 #include <cstdint>
 #include <map>
 #include <memory>
-#include <set>
+#include <mutex>
 #include <string>
 
 #include "daemon/engine/session_manager.h"
@@ -19,9 +20,17 @@ namespace threadscope::service {
 
 grpc::Status ToGrpcStatus(const Status& status);
 
+struct ServiceLimits {
+  uint64_t max_recording_bytes = 1ull << 30;              // one LoadRecording, operators
+  uint64_t max_recording_bytes_unprivileged = 64ull << 20;
+  size_t max_concurrent_loads = 2;                        // daemon-wide
+  size_t max_streams_per_uid = 16;                        // open WatchEvents/StreamRecording
+  size_t max_filter_entries = 256;                        // native_tids, lock_ids, changes
+};
+
 struct ServiceInfo {
   std::string mode = "daemon";  // or "in-process"
-  uint64_t max_recording_bytes = 1ull << 30;
+  ServiceLimits limits;
 };
 
 class ThreadscopeServiceImpl final : public v1::ThreadscopeService::Service {
@@ -50,22 +59,24 @@ class ThreadscopeServiceImpl final : public v1::ThreadscopeService::Service {
 
  private:
   StatusOr<PeerCredentials> Caller(grpc::ServerContext* ctx) const;
-  // The session, if the caller may see it.
+  static engine::Client ClientOf(const PeerCredentials& caller);
+  // The session, if the caller may see it; using it renews the caller's leases on it.
   StatusOr<std::shared_ptr<engine::Session>> Authorized(grpc::ServerContext* ctx,
-                                                        const std::string& target_id);
+                                                        const std::string& target_id,
+                                                        PeerCredentials* caller_out = nullptr);
   bool MayView(const PeerCredentials& caller, const engine::Session& session) const;
+
+  // Counts a caller's open streams; refuses past the limit.
+  class StreamSlot;
+  StatusOr<std::unique_ptr<StreamSlot>> OpenStream(const PeerCredentials& caller);
 
   engine::SessionManager& manager_;
   const PeerRegistry* peers_;
   ServiceInfo info_;
   uint64_t started_ns_;
-  void AddViewer(const std::string& target_id, uid_t uid);
-  bool IsViewer(const std::string& target_id, uid_t uid) const;
-
-  // Who passed the check when a target was attached or loaded: once a process has exited (or
-  // for a recording) there is no /proc entry left to check against.
-  mutable std::mutex viewers_mu_;
-  std::map<std::string, std::set<uid_t>> viewers_;
+  std::mutex streams_mu_;
+  std::map<uid_t, size_t> streams_by_uid_;
+  std::atomic<size_t> loads_in_flight_{0};
 };
 
 }  // namespace threadscope::service

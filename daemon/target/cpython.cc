@@ -86,7 +86,8 @@ StatusOr<PythonVersion> DetectPythonVersion(const ElfFile& elf, const Disassembl
 
 std::vector<MethodTable> FindMethodTables(const ElfFile& elf) {
   // A record: name -> identifier string in read-only data, function -> code, small flags,
-  // doc -> NULL or read-only data. Consecutive records (stride 32) form a table.
+  // doc -> NULL or a string (read-only data; 3.6 and 3.7 keep docstrings in writable .data:
+  // PyDoc_STRVAR was `static char[]`). Consecutive records (stride 32) form a table.
   auto is_identifier = [](const std::string& s) {
     if (s.empty() || s.size() > 64) return false;
     for (char c : s) {
@@ -110,7 +111,9 @@ std::vector<MethodTable> FindMethodTables(const ElfFile& elf) {
       std::memcpy(&flags, flag_bytes.data(), 4);
       if (flags >= 1024) continue;
       auto doc = elf.PointerAt(addr + 24);
-      if (doc && *doc != 0 && !elf.IsReadOnlyData(*doc)) continue;
+      if (doc && *doc != 0 && !elf.IsReadOnlyData(*doc) && !elf.CStringAt(*doc, 1 << 16)) {
+        continue;
+      }
       auto name = elf.CStringAt(*name_ptr, 80);
       if (!name || !is_identifier(*name)) continue;
       if (addr != expect_next && !current.empty()) {

@@ -21,7 +21,40 @@ std::optional<ArgRegister> ToArgRegister(unsigned reg) {
   }
 }
 
+// The 64-bit register a register operand is part of (edi -> rdi), for comparing operands.
+unsigned Widen(unsigned reg) {
+  switch (reg) {
+    case X86_REG_EAX: case X86_REG_AX: case X86_REG_AL: case X86_REG_AH: return X86_REG_RAX;
+    case X86_REG_EBX: case X86_REG_BX: case X86_REG_BL: case X86_REG_BH: return X86_REG_RBX;
+    case X86_REG_ECX: case X86_REG_CX: case X86_REG_CL: case X86_REG_CH: return X86_REG_RCX;
+    case X86_REG_EDX: case X86_REG_DX: case X86_REG_DL: case X86_REG_DH: return X86_REG_RDX;
+    case X86_REG_ESI: case X86_REG_SI: case X86_REG_SIL: return X86_REG_RSI;
+    case X86_REG_EDI: case X86_REG_DI: case X86_REG_DIL: return X86_REG_RDI;
+    case X86_REG_EBP: case X86_REG_BP: case X86_REG_BPL: return X86_REG_RBP;
+    case X86_REG_ESP: case X86_REG_SP: case X86_REG_SPL: return X86_REG_RSP;
+    case X86_REG_R8D: case X86_REG_R8W: case X86_REG_R8B: return X86_REG_R8;
+    case X86_REG_R9D: case X86_REG_R9W: case X86_REG_R9B: return X86_REG_R9;
+    case X86_REG_R10D: case X86_REG_R10W: case X86_REG_R10B: return X86_REG_R10;
+    case X86_REG_R11D: case X86_REG_R11W: case X86_REG_R11B: return X86_REG_R11;
+    case X86_REG_R12D: case X86_REG_R12W: case X86_REG_R12B: return X86_REG_R12;
+    case X86_REG_R13D: case X86_REG_R13W: case X86_REG_R13B: return X86_REG_R13;
+    case X86_REG_R14D: case X86_REG_R14W: case X86_REG_R14B: return X86_REG_R14;
+    case X86_REG_R15D: case X86_REG_R15W: case X86_REG_R15B: return X86_REG_R15;
+    default: return reg;
+  }
+}
+
 }  // namespace
+
+int RegisterNumber(ArgRegister reg) {
+  switch (reg) {
+    case ArgRegister::kRdi: return X86_REG_RDI;
+    case ArgRegister::kRsi: return X86_REG_RSI;
+    case ArgRegister::kRdx: return X86_REG_RDX;
+    case ArgRegister::kRcx: return X86_REG_RCX;
+  }
+  return 0;
+}
 
 StatusOr<std::unique_ptr<Disassembler>> Disassembler::Create() {
   csh handle;
@@ -58,8 +91,31 @@ std::vector<Instruction> Disassembler::Decode(std::string_view code, uint64_t ad
       switch (ci.detail->groups[g]) {
         case X86_GRP_CALL: in.is_call = true; break;
         case X86_GRP_RET: in.is_ret = true; break;
-        case X86_GRP_JUMP: in.is_jump = ci.id == X86_INS_JMP; break;
+        case X86_GRP_JUMP:
+          in.is_jump = ci.id == X86_INS_JMP;
+          in.is_cond_jump = ci.id != X86_INS_JMP && ci.id != X86_INS_LJMP;
+          break;
         default: break;
+      }
+    }
+    if (x86.op_count > 0 && x86.operands[x86.op_count - 1].type == X86_OP_IMM) {
+      in.immediate = x86.operands[x86.op_count - 1].imm;
+    }
+    for (uint8_t o = 0; o < x86.op_count; ++o) {
+      const cs_x86_op& op = x86.operands[o];
+      if (op.type != X86_OP_MEM || op.mem.index != X86_REG_INVALID ||
+          op.mem.base == X86_REG_INVALID || op.mem.base == X86_REG_RIP) {
+        continue;
+      }
+      in.memory = Instruction::Memory{static_cast<int>(Widen(op.mem.base)), op.mem.disp,
+                                      (op.access & CS_AC_WRITE) != 0};
+      break;
+    }
+    if (x86.op_count > 0) {
+      const cs_x86_op& first = x86.operands[0];
+      in.dest_size = first.size;
+      if (first.type == X86_OP_REG && (first.access & CS_AC_WRITE)) {
+        in.dest_reg = static_cast<int>(Widen(first.reg));
       }
     }
     if (x86.op_count == 1 && x86.operands[0].type == X86_OP_IMM &&

@@ -25,8 +25,24 @@ struct Instruction {
   std::string operands;
   bool is_call = false;
   bool is_jump = false;  // unconditional jmp (a tail call when it leaves the function)
+  bool is_cond_jump = false;  // jcc
   bool is_ret = false;
   std::optional<uint64_t> branch_target;  // direct call/jmp/jcc target
+  // The immediate operand, when the last operand is one ("test bl,0x1" -> 1).
+  std::optional<int64_t> immediate;
+  // The memory operand [base + disp] (no index), when there is one; `base` is an opaque
+  // register number, equal for equal registers. lea reads it as an address, mov may write it.
+  struct Memory {
+    int base = 0;
+    int64_t disp = 0;
+    bool written = false;  // the instruction stores to it
+  };
+  std::optional<Memory> memory;
+  // The register the first operand names when the instruction writes it ("lea rdi,[rbx+0x20]"),
+  // as an opaque 64-bit register number (edi and rdi are the same); 0 when none.
+  int dest_reg = 0;
+  // The operand size of the first operand in bytes ("mov dword ptr [..],0" -> 4).
+  uint8_t dest_size = 0;
   // Set when the instruction writes a constant or a RIP-relative address to an argument
   // register: "mov $0x679380,%edi", "lea 0x1234(%rip),%rdi".
   std::optional<ArgRegister> const_dest;
@@ -60,6 +76,10 @@ enum class UprobeSiteKind {
   kOptimizedNop5,  // 5-byte nop: 6.18+ rewrites it into a call to the uprobe trampoline
   kSingleStepped,  // everything else: executed out of line with a single-step trap
 };
+
+// The opaque number Instruction::dest_reg and Instruction::Memory::base use for an argument
+// register.
+int RegisterNumber(ArgRegister reg);
 
 const char* UprobeSiteKindName(UprobeSiteKind kind);
 // Classifies from the raw bytes of the probed instruction.

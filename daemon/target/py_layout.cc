@@ -41,32 +41,90 @@ uint32_t ReadU64(std::string_view bytes, size_t off) {
   return static_cast<uint32_t>(v);
 }
 
-// 3.13's _Py_DebugOffsets (Include/internal/pycore_runtime.h), at offset 0 of _PyRuntime and
-// statically initialized, so the binary on disk holds it.
-Status ApplyDebugOffsets(const ElfFile& elf, uint64_t runtime_vaddr, PyLayout* l) {
-  std::string_view d = elf.BytesAt(runtime_vaddr, 584);
-  if (d.size() < 584 || d.substr(0, 8) != "xdebugpy") return OkStatus();  // not published
+// Where each field sits inside _Py_DebugOffsets (the first member of _PyRuntime, statically
+// initialized, so the binary on disk holds it). The struct grows between minor versions, so its
+// own positions are per version: 3.13's Include/internal/pycore_runtime.h, 3.14's
+// pycore_debug_offsets.h, and for 3.15 read off Debian's 3.15.2 (thread_state has 17 entries
+// there: three frame-related ones after current_frame, and holds_gil/gil_requested after
+// status), every value checked against a live process.
+struct DebugOffsetsPositions {
+  uint32_t bytes;  // what to read
+  uint32_t interpreters_head, interp_next, interp_threads_head;
+  uint32_t tstate_next, tstate_current_frame, tstate_thread_id;
+  uint32_t frame_previous, frame_executable, frame_instr, frame_owner;
+  uint32_t code_filename, code_name, code_qualname, code_linetable, code_firstlineno;
+  uint32_t code_adaptive;
+  int32_t code_tlbc;     // -1: not in this version's struct
+  int32_t ascii_size;    // -1: not read (the built-in value stands)
+};
+
+std::optional<DebugOffsetsPositions> PositionsFor(const PythonVersion& v) {
+  if (v.Is(3, 13)) {
+    return DebugOffsetsPositions{584, 40, 64, 72, 168, 184, 192, 232, 240, 248, 264,
+                                 280, 288, 296, 304, 312, 344, -1, 560};
+  }
+  if (v.Is(3, 14)) {
+    return DebugOffsetsPositions{648, 40, 64, 72, 192, 208, 216, 256, 264, 272, 288,
+                                 320, 328, 336, 344, 352, 384, 392, 640};
+  }
+  if (v.Is(3, 15)) {
+    return DebugOffsetsPositions{464, 40, 64, 72, 192, 208, 240, 320, 328, 336, 352,
+                                 384, 392, 400, 408, 416, 448, 456, -1};
+  }
+  return std::nullopt;
+}
+
+Status ApplyDebugOffsets(const ElfFile& elf, uint64_t runtime_vaddr, const PythonVersion& version,
+                         PyLayout* l) {
+  auto pos = PositionsFor(version);
+  if (!pos) return OkStatus();
+  std::string_view d = elf.BytesAt(runtime_vaddr, pos->bytes);
+  if (d.size() < pos->bytes || d.substr(0, 8) != "xdebugpy") {
+    // 3.13+ always publishes them: without them, the built-in table is a guess.
+    if (version.AtLeast(3, 14)) {
+      return FailedPreconditionError("_PyRuntime.debug_offsets is missing or unreadable");
+    }
+    return OkStatus();
+  }
+  uint64_t hex = 0;
+  std::memcpy(&hex, d.data() + 8, 8);
+  if ((hex >> 24) != static_cast<uint64_t>(version.major) ||
+      ((hex >> 16) & 0xff) != static_cast<uint64_t>(version.minor)) {
+    return FailedPreconditionError("_PyRuntime.debug_offsets is for another version");
+  }
   if (ReadU64(d, 16) != 0) {
     return FailedPreconditionError("this is a free-threaded build; its frames are not readable yet");
   }
-  l->runtime_interp_head = ReadU64(d, 40);
-  l->interp_next = ReadU64(d, 64);
-  l->interp_tstate_head = ReadU64(d, 72);
-  l->tstate_next = ReadU64(d, 168);
-  l->tstate_frame = ReadU64(d, 184);
-  l->tstate_thread_id = ReadU64(d, 192);
-  l->frame_previous = ReadU64(d, 232);
-  l->frame_code = ReadU64(d, 240);
-  l->frame_instr = ReadU64(d, 248);
-  l->frame_owner = static_cast<int32_t>(ReadU64(d, 264));
-  l->code_filename = ReadU64(d, 280);
-  l->code_name = ReadU64(d, 288);
-  l->code_qualname = static_cast<int32_t>(ReadU64(d, 296));
-  l->code_linetable = ReadU64(d, 304);
-  l->code_firstlineno = ReadU64(d, 312);
-  l->code_adaptive = static_cast<int32_t>(ReadU64(d, 344));
-  l->ascii_data = ReadU64(d, 560);
-  l->source = "_PyRuntime.debug_offsets (+ built-in table for _co_firsttraceable and owners)";
+  l->runtime_interp_head = ReadU64(d, pos->interpreters_head);
+  l->interp_next = ReadU64(d, pos->interp_next);
+  l->interp_tstate_head = ReadU64(d, pos->interp_threads_head);
+  l->tstate_next = ReadU64(d, pos->tstate_next);
+  l->tstate_frame = ReadU64(d, pos->tstate_current_frame);
+  l->tstate_thread_id = ReadU64(d, pos->tstate_thread_id);
+  l->frame_previous = ReadU64(d, pos->frame_previous);
+  l->frame_code = ReadU64(d, pos->frame_executable);
+  l->frame_instr = ReadU64(d, pos->frame_instr);
+  l->frame_owner = static_cast<int32_t>(ReadU64(d, pos->frame_owner));
+  l->code_filename = ReadU64(d, pos->code_filename);
+  l->code_name = ReadU64(d, pos->code_name);
+  l->code_qualname = static_cast<int32_t>(ReadU64(d, pos->code_qualname));
+  l->code_linetable = ReadU64(d, pos->code_linetable);
+  l->code_firstlineno = ReadU64(d, pos->code_firstlineno);
+  l->code_adaptive = static_cast<int32_t>(ReadU64(d, pos->code_adaptive));
+  // _co_firsttraceable is not published: it is the int 16 bytes before co_extra's end, i.e. 16
+  // before co_code_adaptive (or before co_tlbc where a build has it) in 3.13-3.15.
+  int32_t tlbc = pos->code_tlbc >= 0 ? static_cast<int32_t>(ReadU64(d, pos->code_tlbc)) : 0;
+  l->code_firsttraceable = (tlbc > 0 ? tlbc : l->code_adaptive) - 16;
+  if (pos->ascii_size >= 0) l->ascii_data = ReadU64(d, pos->ascii_size);
+  // Plausibility: every offset inside the structures they index (a corrupt or foreign table
+  // must not send the stack walk astray).
+  if (l->frame_previous >= 256 || l->frame_code >= 256 || l->frame_instr >= 256 ||
+      l->frame_owner < 0 || l->frame_owner >= 256 || l->tstate_frame >= 4096 ||
+      l->tstate_thread_id >= 4096 || l->code_filename >= 1024 || l->code_adaptive <= 0 ||
+      l->code_adaptive >= 1024 || l->code_firsttraceable <= 0) {
+    return FailedPreconditionError("_PyRuntime.debug_offsets holds implausible offsets");
+  }
+  l->source = "_PyRuntime.debug_offsets (+ built-in table for owners)";
   return OkStatus();
 }
 
@@ -89,7 +147,7 @@ std::optional<uint64_t> InterpHeadFromAccessor(const ElfFile& elf) {
 }  // namespace
 
 std::optional<PyLayout> BuiltinPyLayout(const PythonVersion& v) {
-  if (v.major != 3 || v.minor < 6 || v.minor > 13) return std::nullopt;
+  if (v.major != 3 || v.minor < 6 || v.minor > 15) return std::nullopt;
   PyLayout l;
   if (v.minor <= 10) {
     l = FrameObjectLayout();
@@ -157,6 +215,17 @@ std::optional<PyLayout> BuiltinPyLayout(const PythonVersion& v) {
         l.ascii_data = 40;
         l.compact_data = 56;
         break;
+      case 14:
+      case 15:
+        // Everything but the frame owners comes from _PyRuntime.debug_offsets (required).
+        // 3.14 made f_executable a _PyStackRef: bit 0 tags a deferred reference.
+        l.code_tag_mask = 1;
+        // FRAME_OWNED_BY_CSTACK (Include/internal/pycore_interpframe_structs.h 3.14: THREAD 0,
+        // GENERATOR 1, FRAME_OBJECT 2, INTERPRETER 3, CSTACK 4).
+        l.owner_cstack = 4;
+        l.ascii_data = 40;
+        l.compact_data = 56;
+        break;
       default:  // 13
         l.runtime_interp_head = 632;
         l.interp_next = 7264;
@@ -185,7 +254,7 @@ StatusOr<PyStackSupport> ResolvePyStackSupport(const InspectedProcess& target) {
   auto builtin = BuiltinPyLayout(info.version);
   if (!builtin) {
     return UnimplementedError("no frame layout for CPython " + info.version.ToString() +
-                              " (Python stacks need 3.6-3.13)");
+                              " (Python stacks need 3.6-3.15)");
   }
   if (info.free_threaded) {
     return UnimplementedError("free-threaded builds keep frames differently; stacks are off");
@@ -201,7 +270,7 @@ StatusOr<PyStackSupport> ResolvePyStackSupport(const InspectedProcess& target) {
     auto runtime = elf.FindSymbol("_PyRuntime");
     if (!runtime) return NotFoundError("_PyRuntime is not in " + elf.path());
     if (info.version.AtLeast(3, 13)) {
-      if (Status s = ApplyDebugOffsets(elf, runtime->value, &l); !s.ok()) return s;
+      if (Status s = ApplyDebugOffsets(elf, runtime->value, info.version, &l); !s.ok()) return s;
     }
     head_vaddr = runtime->value + l.runtime_interp_head;
   } else {
@@ -238,6 +307,7 @@ StatusOr<PyStackSupport> ResolvePyStackSupport(const InspectedProcess& target) {
   b.frame_read_size = (end + 7) & ~7u;
   b.instr_is_pointer = l.instr_is_pointer ? 1 : 0;
   b.owner_cstack = l.owner_cstack >= 0 ? static_cast<uint8_t>(l.owner_cstack) : 0xff;
+  b.code_tag_mask = l.code_tag_mask;
   if (b.frame_read_size > 256) {
     return FailedPreconditionError("frame fields beyond 256 bytes; stacks are off");
   }

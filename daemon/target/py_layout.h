@@ -1,11 +1,12 @@
-// Where CPython 3.6-3.13 keep threads, frames and code objects: what threadscope needs to say
+// Where CPython 3.6-3.15 keep threads, frames and code objects: what threadscope needs to say
 // "app.py:42 in Cache.get" from outside the process.
 //
 // The offsets were measured on the builds the machine image carries (pyenv 3.6.15 ... 3.13.0
 // and Debian's 3.11.2), checked against each build's DWARF and against live stacks the
 // interpreters printed for themselves; docs/PROBES.md explains how to re-derive them. They are
-// stable within a minor version for default (GIL, non-debug) x86-64 builds. 3.13 publishes the
-// thread/frame/code part in _PyRuntime.debug_offsets, which is read and preferred when present.
+// stable within a minor version for default (GIL, non-debug) x86-64 builds. 3.13+ publish the
+// thread/frame/code part in _PyRuntime.debug_offsets, which is read and preferred (3.14 and 3.15
+// require it: there is no built-in table for them beyond the frame owners).
 #pragma once
 
 #include <cstdint>
@@ -44,6 +45,7 @@ struct PyLayout {
   int32_t frame_owner = -1;
   int32_t owner_generator = -1;
   int32_t owner_cstack = -1;     // 3.12+
+  uint8_t code_tag_mask = 0;     // 3.14+: f_executable is a tagged _PyStackRef
   // Code objects.
   uint32_t code_filename = 0;
   uint32_t code_name = 0;
@@ -60,7 +62,7 @@ struct PyLayout {
   std::string source;            // how these were established, for reports
 };
 
-// The built-in layout for a minor version; nullopt when threadscope has none (2.7, 3.14+).
+// The built-in layout for a minor version; nullopt when threadscope has none (2.7, 3.16+).
 std::optional<PyLayout> BuiltinPyLayout(const PythonVersion& version);
 
 // The layout of one running interpreter, with the runtime addresses the stack walk starts from.

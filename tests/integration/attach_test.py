@@ -10,11 +10,10 @@ import harness
 
 
 class AttachTest(harness.BpfTestCase):
-    def check(self, label, python):
-        work = self.path(label)
+    def check(self, interp):
+        work = self.path(interp.label)
         os.mkdir(work)
-        target = subprocess.Popen([python, os.path.join(harness.PROGRAMS, "attach_target.py"),
-                                   work])
+        target = interp.popen([os.path.join(harness.PROGRAMS, "attach_target.py"), work])
         try:
             harness.wait_for(lambda: os.path.exists(os.path.join(work, "ready.json")),
                              what="the target to start its early threads")
@@ -77,19 +76,30 @@ class AttachTest(harness.BpfTestCase):
     def test_second_target_of_the_same_interpreter_gets_the_same_probes(self):
         # While probes sit in a binary, a private mmap of it shows the kernel's int3 bytes; the
         # second attach must still read the real instructions and place identical probes.
-        with harness.sleeping_python() as a, harness.sleeping_python() as b:
-            first = harness.start_attach(a.pid, "--report", self.path("a.json"))
-            r = harness.run([harness.threadscope(), "attach", str(b.pid), "--duration", "0.5",
-                             "--no-live", "--report", self.path("b.json")])
-            self.assertEqual(r.returncode, 0, r.stderr)
-            first.send_signal(signal.SIGINT)
-            self.assertEqual(first.wait(timeout=30), 0)
-        pa, pb = (harness.load_json(self.path(n))["probes"] for n in ("a.json", "b.json"))
-        self.assertEqual(pb, pa)
-        for probe in pb:
-            self.assertTrue(probe["attached"], probe["name"])
-            for site in probe["sites"]:
-                self.assertNotIn("int3", site["instruction"])
+        def body(interp):
+            a_json = self.path(interp.label + ".a.json")
+            b_json = self.path(interp.label + ".b.json")
+            with harness.sleeping_python(interp=interp) as a, \
+                    harness.sleeping_python(interp=interp) as b:
+                first = harness.start_attach(a.pid, "--report", a_json)
+                r = harness.run([harness.threadscope(), "attach", str(b.pid), "--duration",
+                                 "0.5", "--no-live", "--report", b_json])
+                self.assertEqual(r.returncode, 0, r.stderr)
+                first.send_signal(signal.SIGINT)
+                self.assertEqual(first.wait(timeout=30), 0)
+            pa, pb = (harness.load_json(p)["probes"] for p in (a_json, b_json))
+            self.assertEqual(pb, pa)
+            for probe in pb:
+                # What the build lacks (a free-threaded build's GIL, 3.15's semaphore waits) is
+                # not placed, with its reason (target_test checks which); the rest attaches.
+                if not probe["sites"] and probe["kind"] != "raw_tracepoint":
+                    self.assertFalse(probe["attached"])
+                    self.assertTrue(probe["reason"], probe["name"])
+                    continue
+                self.assertTrue(probe["attached"], "%s: %s" % (probe["name"], probe["reason"]))
+                for site in probe["sites"]:
+                    self.assertNotIn("int3", site["instruction"])
+        self.for_each_interpreter(body, kinds=harness.CORE)
 
 
 if __name__ == "__main__":

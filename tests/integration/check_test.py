@@ -12,29 +12,35 @@ WORKLOAD = os.path.join(harness.PROGRAMS, "contention.py")
 
 
 class CheckTest(harness.BpfTestCase):
-    def check(self, *args, hold=None):
+    def check(self, *args, hold=None, interp=None):
         cmd = [harness.threadscope(), "check"] + list(args)
         if hold is not None:
-            cmd += ["--", harness.DEBIAN_PYTHON, WORKLOAD, str(hold)]
+            interp = interp or harness.debian_python()
+            cmd += ["--"] + interp.argv + [WORKLOAD, str(hold)]
         return harness.run(cmd, timeout=300)
 
-    def baseline(self):
-        path = self.path("baseline.json")
-        r = self.check("--baseline", path, "--runs", "3", "--update-baseline", hold=0)
+    def baseline(self, interp):
+        path = self.path(interp.label + ".baseline.json")
+        r = self.check("--baseline", path, "--runs", "3", "--update-baseline", hold=0,
+                       interp=interp)
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertIn("wrote baseline", r.stdout)
         return path
 
     def test_unchanged_passes_and_injected_regression_fails(self):
-        baseline = self.baseline()
+        self.for_each_interpreter(self.gate, kinds=harness.CORE)
+
+    def gate(self, interp):
+        baseline = self.baseline(interp)
         b = harness.load_json(baseline)
         self.assertEqual(b["threadscope_baseline"], 1)
         self.assertIn("lock_contentions", b["figures"])
-        self.assertIn("gil_forced_switches", b["figures"])
+        if not interp.free_threaded():  # no GIL there
+            self.assertIn("gil_forced_switches", b["figures"])
 
-        out = {k: self.path("ok." + k) for k in ("xml", "json", "md")}
+        out = {k: self.path("%s.ok.%s" % (interp.label, k)) for k in ("xml", "json", "md")}
         r = self.check("--baseline", baseline, "--runs", "3", "--junit", out["xml"],
-                       "--json", out["json"], "--summary", out["md"], hold=0)
+                       "--json", out["json"], "--summary", out["md"], hold=0, interp=interp)
         self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
         self.assertIn("verdict: ok", r.stdout)
         self.assertEqual(harness.load_json(out["json"])["verdict"], "ok")
@@ -43,9 +49,10 @@ class CheckTest(harness.BpfTestCase):
 
         # The regression: 50 ms holds make every waiter wait (60 contended acquisitions where
         # the baseline has none), at one line of the program.
-        bad = {k: self.path("bad." + k) for k in ("xml", "json", "md")}
+        bad = {k: self.path("%s.bad.%s" % (interp.label, k)) for k in ("xml", "json", "md")}
         r = self.check("--baseline", baseline, "--runs", "3", "--junit", bad["xml"],
-                       "--json", bad["json"], "--summary", bad["md"], "--github", hold=0.05)
+                       "--json", bad["json"], "--summary", bad["md"], "--github", hold=0.05,
+                       interp=interp)
         self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
         self.assertIn("verdict: REGRESSION", r.stdout)
         self.assertIn("::error title=threadscope%3A lock_contentions regressed::", r.stdout)
@@ -65,12 +72,48 @@ class CheckTest(harness.BpfTestCase):
             self.assertIn("**regressed**", f.read())
 
         # The same verdict from saved reports.
-        report = self.path("saved.json")
-        r = harness.run([harness.threadscope(), "run", "--report", report, "--",
-                         harness.DEBIAN_PYTHON, WORKLOAD, "0.05"], timeout=60)
+        report = self.path(interp.label + ".saved.json")
+        r = harness.run([harness.threadscope(), "run", "--report", report, "--"] +
+                        interp.argv + [WORKLOAD, "0.05"], timeout=60)
         self.assertEqual(r.returncode, 0, r.stderr)
         r = self.check("--baseline", baseline, "--reports", report)
         self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+
+    def test_stacks_whose_waiting_grew_are_named(self):
+        # Per-stack figures from each run's profile: 2 ms holds in the baseline, 50 ms in the
+        # regression; the waiters' stack is named in the verdict.
+        baseline = self.path("stacks.baseline.json")
+        r = self.check("--baseline", baseline, "--runs", "2", "--stacks", "--update-baseline",
+                       hold=0.002)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        figures = harness.load_json(baseline)["figures"]
+        stacks = [n for n in figures if n.startswith("lock_wait_seconds@stack=worker (contention.py)")]
+        self.assertTrue(stacks, sorted(figures))
+        out = self.path("stacks.json")
+        r = self.check("--baseline", baseline, "--runs", "2", "--stacks", "--json", out,
+                       hold=0.05)
+        self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+        self.assertIn("waiting grew at (innermost frame first):\n  worker (contention.py)",
+                      r.stdout)
+        regressed = [f["name"] for f in harness.load_json(out)["figures"] if f["regressed"]]
+        self.assertIn(stacks[0], regressed)
+
+        # Two profiles compared directly.
+        profiles = []
+        for hold in ("0.002", "0.05"):
+            pb = self.path("hold-%s.pb.gz" % hold)
+            r = harness.run([harness.threadscope(), "run", "--pprof-out", pb, "--"] +
+                            harness.debian_python().argv + [WORKLOAD, hold], timeout=120)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            profiles.append(pb)
+        r = self.check("--compare", profiles[0], profiles[1])
+        self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+        self.assertIn("waiting grew at", r.stdout)
+        self.assertIn("worker (contention.py)", r.stdout)
+        r = self.check("--compare", profiles[1], profiles[1])
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        r = self.check("--compare", profiles[0], self.path("missing.pb.gz"))
+        self.assertEqual(r.returncode, 2, r.stdout + r.stderr)
 
     def test_bad_baselines_and_flags(self):
         corrupt = self.path("corrupt.json")
@@ -103,12 +146,15 @@ class CheckTest(harness.BpfTestCase):
                          "--", "/bin/true"], timeout=60)
         self.assertEqual(r.returncode, 4, r.stdout + r.stderr)
         self.assertIn("no data", r.stderr)
+
         # Lock and GIL tracing off: reports without the figures the baseline has.
-        r = harness.run([harness.threadscope(), "check", "--baseline", baseline, "--runs", "1",
-                         "--locks", "off", "--gil", "off", "--", harness.DEBIAN_PYTHON, "-c",
-                         "pass"], timeout=60)
-        self.assertEqual(r.returncode, 4, r.stdout + r.stderr)
-        self.assertIn("MISSING", r.stdout)
+        def body(interp):
+            r = harness.run([harness.threadscope(), "check", "--baseline", baseline, "--runs",
+                             "1", "--locks", "off", "--gil", "off", "--"] + interp.argv +
+                            ["-c", "pass"], timeout=60)
+            self.assertEqual(r.returncode, 4, r.stdout + r.stderr)
+            self.assertIn("MISSING", r.stdout)
+        self.for_each_interpreter(body, kinds=harness.CORE)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """A target in its own pid and mount namespaces (`unshare --pid --mount --fork`), running an
-interpreter the host cannot see at that path (a copy bind-mounted at /mnt inside): attached by
+interpreter the host cannot see at that path (a copy bind-mounted at /mnt inside, or the Debian
+unstable root's own, pivot_root-ed into as a container runtime does): attached by
 its host pid, reported with its in-container pid, its binary resolved through /proc/PID/root,
 and its threads, lock waits (with the container-side file and line) and GIL traced."""
 import os
@@ -31,24 +32,39 @@ time.sleep(30)
 
 class ContainerTest(harness.BpfTestCase):
     def test_attach_by_host_pid_into_other_namespaces(self):
-        root = self.path("container")
+        # Debian's builds, as containers ship them: 12's python3.11 copied to a directory only
+        # the container sees, and the Debian unstable root's interpreters in that root (a
+        # container image, made the root of the container's mount namespace).
+        self.for_each_interpreter(self.check, kinds=("system", "debian-unstable"))
+
+    def check(self, interp):
+        root = self.path(interp.label + ".container")
         os.makedirs(root)
-        shutil.copy(harness.DEBIAN_PYTHON, os.path.join(root, "python3.11"))
         with open(os.path.join(root, "target.py"), "w") as f:
             f.write(TARGET)
+        if interp.in_root:
+            executable = interp.path
+            inside = ("mount --bind {r} {r} && mount --bind {d} {r}/mnt && "
+                      "mount -t proc proc {r}/proc && cd {r} && pivot_root . . && umount -l . && "
+                      "exec {exe} /mnt/target.py").format(r=interp.root, d=root, exe=executable)
+        else:
+            executable = "/mnt/" + os.path.basename(interp.path)
+            shutil.copy(interp.binary, os.path.join(root, os.path.basename(interp.path)))
+            inside = "mount --bind %s /mnt && exec %s /mnt/target.py" % (root, executable)
         unshare = subprocess.Popen(
-            ["unshare", "--pid", "--mount", "--fork", "--mount-proc", "sh", "-c",
-             "mount --bind %s /mnt && exec /mnt/python3.11 /mnt/target.py" % root],
+            ["unshare", "--pid", "--mount", "--fork", "--mount-proc", "sh", "-c", inside],
             start_new_session=True)
         try:
             harness.wait_for(lambda: os.path.exists(os.path.join(root, "ready")), timeout=20,
                              what="the containerized target")
             children = subprocess.check_output(["pgrep", "-P", str(unshare.pid)], text=True)
             pid = int(children.split()[0])
-            self.assertFalse(os.path.exists("/mnt/python3.11"), "the host must not see it")
-            self.assertEqual(os.readlink("/proc/%d/exe" % pid), "/mnt/python3.11")
+            self.assertFalse(os.path.exists(executable) and
+                             os.path.samefile(executable, "/proc/%d/exe" % pid),
+                             "the host must not see it")
+            self.assertEqual(os.readlink("/proc/%d/exe" % pid), executable)
 
-            report_path = self.path("report.json")
+            report_path = self.path(interp.label + ".report.json")
             cli = subprocess.Popen([harness.threadscope(), "attach", str(pid), "--no-live",
                                     "-d", "3", "--report", report_path],
                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -62,12 +78,15 @@ class ContainerTest(harness.BpfTestCase):
             self.assertEqual(t["pid"], pid)
             self.assertEqual(t["ns_pid"], 1)
             self.assertTrue(t["other_mount_namespace"])
-            self.assertEqual(t["executable"], "/mnt/python3.11")
-            for probe in report["probes"]:
-                self.assertTrue(probe["attached"], "%s: %s" % (probe["name"], probe["reason"]))
+            self.assertEqual(t["executable"], executable)
+            # (A subtest of its own: a missing probe fails it, the rest is still checked.)
+            with self.subTest(interpreter=interp.label, check="probes"):
+                for probe in report["probes"]:
+                    self.assertTrue(probe["attached"],
+                                    "%s: %s" % (probe["name"], probe["reason"]))
             started = [th for th in report["threads"] if th["origin"] == "started"]
             self.assertEqual(len(started), 2)
-            self.assertTrue(report["gil"]["traced"])
+            self.assertTrue(report["gil"]["traced"], report["gil"]["reason"])
             waited = [l for l in report["locks"] if l["contended"]]
             self.assertEqual(len(waited), 1, report["locks"])
             self.assertEqual(waited[0]["first_contended_at"]["where"], "/mnt/target.py:8 wait")

@@ -13,6 +13,7 @@ import harness
 
 NOBODY = 65534
 API_CLIENT = sys.argv.pop(1) if len(sys.argv) > 1 else None
+RAW_CLIENT = sys.argv.pop(1) if len(sys.argv) > 1 else None
 
 
 class DaemonTest(harness.BpfTestCase):
@@ -102,16 +103,32 @@ class DaemonTest(harness.BpfTestCase):
         rep = harness.load_json(os.path.join(out, "nobody.json"))
         self.assertEqual(rep["summary"]["started"], 1)
 
-    def test_vanished_client_is_detached_after_its_lease(self):
+    def test_vanished_client_is_detached_with_its_connection(self):
         with harness.sleeping_python(60) as target:
-            cli = harness.start_attach(target.pid, "--lease", "2s", server="unix:" + self.sock)
+            cli = harness.start_attach(target.pid, "--lease", "30s", server="unix:" + self.sock)
+            self.assertNotEqual(harness.leftover_programs(), [])
             cli.kill()
             cli.wait()
-            # The daemon still holds the probes, until the lease runs out.
-            self.assertNotEqual(harness.leftover_programs(), [])
-            harness.wait_for(lambda: not harness.leftover_programs(), timeout=15,
-                             what="the lease to expire")
+            # Its connection closed: its lease ends at once, not 30 s later.
+            harness.wait_for(lambda: not harness.leftover_programs(), timeout=10,
+                             what="the lease to end with the connection")
             self.assertIn("no targets attached", self.cli("status").stdout)
+
+    def test_a_connected_client_that_stops_using_a_target_loses_its_lease(self):
+        self.assertIsNotNone(RAW_CLIENT)
+        with harness.sleeping_python(60) as target:
+            holder = subprocess.Popen([RAW_CLIENT, self.sock, "attach", str(target.pid),
+                                       "--lease", "2", "--hold", "20"],
+                                      stdout=subprocess.PIPE, text=True)
+            try:
+                self.assertTrue(holder.stdout.readline().startswith("OK"))
+                self.assertNotEqual(harness.leftover_programs(), [])
+                harness.wait_for(lambda: not harness.leftover_programs(), timeout=15,
+                                 what="the idle lease to expire")
+                self.assertIsNone(holder.poll())  # its connection is still open
+            finally:
+                holder.kill()
+                holder.wait()
 
     def test_sigterm_detaches_everything_and_removes_the_socket(self):
         with harness.sleeping_python(60) as target:

@@ -4,25 +4,20 @@ it and with CPython's own rules (one holder at a time, about one forced switch p
 the GIL is always wanted), and a recording must replay to the same report."""
 import json
 import os
-import subprocess
 import sys
 
 import harness
 
 
-def version_of(python):
-    out = subprocess.check_output([python, "-c", "import sys; print(sys.version_info[:2])"],
-                                  text=True)
-    return tuple(int(x) for x in out.strip("()\n").split(","))
-
-
 class GilTest(harness.BpfTestCase):
-    def trace(self, label, python):
+    def trace(self, interp):
+        label = interp.label
         truth_path = self.path(label + ".gil.truth")
         report_path = self.path(label + ".gil.json")
         rec_path = self.path(label + ".gil.tsrec")
         r = harness.run([harness.threadscope(), "record", "-o", rec_path, "--report", report_path,
-                         "--", python, os.path.join(harness.PROGRAMS, "gil.py"), truth_path],
+                         "--"] + interp.argv + [os.path.join(harness.PROGRAMS, "gil.py"),
+                                                truth_path],
                         timeout=120)
         self.assertEqual(r.returncode, 0, r.stderr)
         report = harness.load_json(report_path)
@@ -31,16 +26,23 @@ class GilTest(harness.BpfTestCase):
         self.assertEqual(json.loads(replay.stdout), report, "record -> report differs from live")
         return harness.load_json(truth_path), report
 
-    def check(self, label, python):
-        py2 = version_of(python) < (3, 0)
-        truth, report = self.trace(label, python)
+    def check(self, interp):
+        label = interp.label
+        py2 = interp.version_info() < (3, 0)
+        truth, report = self.trace(interp)
         self.assertEqual(report["stats"]["drops"], 0)
         gil = report["gil"]
+        if report["target"]["free_threaded"]:
+            # A free-threaded build (an extra) has no GIL, and says so.
+            self.assertFalse(gil["traced"])
+            self.assertIn("free-threaded", gil["reason"])
+            return
         self.assertTrue(gil["traced"], gil["reason"])
         for probe in report["probes"]:
-            if probe["name"].startswith("gil_"):
+            if probe["feature"] == "gil":
                 self.assertTrue(probe["attached"], "%s: %s" % (probe["name"], probe["reason"]))
         self.assertTrue(gil["coverage"]["forced_known"], gil["coverage"])
+        self.assertTrue(gil["coverage"]["drops_complete"], gil["coverage"])
         # One holder at a time: no take returned while another thread held it, every drop came
         # from the thread holding it, and the holds add up to no more than the wall clock.
         self.assertEqual(gil["overlaps"], 0)
@@ -91,30 +93,38 @@ class GilTest(harness.BpfTestCase):
         self.for_each_interpreter(self.check)
 
     def test_gil_off(self):
-        report_path = self.path("off.json")
-        r = harness.run([harness.threadscope(), "run", "--gil", "off", "--report", report_path,
-                         "--", harness.DEBIAN_PYTHON, "-c", "pass"], timeout=60)
-        self.assertEqual(r.returncode, 0, r.stderr)
-        report = harness.load_json(report_path)
-        self.assertFalse(report["gil"]["traced"])
-        self.assertIn("--gil off", report["gil"]["reason"])
-        self.assertFalse([p for p in report["probes"] if p["name"].startswith("gil_")])
+        def body(interp):
+            report_path = self.path(interp.label + ".off.json")
+            r = harness.run([harness.threadscope(), "run", "--gil", "off", "--report",
+                             report_path, "--"] + interp.argv + ["-c", "pass"], timeout=60)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            report = harness.load_json(report_path)
+            self.assertFalse(report["gil"]["traced"])
+            self.assertIn("--gil off", report["gil"]["reason"])
+            self.assertFalse([p for p in report["probes"] if p["feature"] == "gil"])
+        self.for_each_interpreter(body, kinds=harness.CORE)
 
     def test_gil_events_stream(self):
-        events_path = self.path("events.jsonl")
-        truth_path = self.path("events.truth")
-        r = harness.run([harness.threadscope(), "run", "--gil-events", "--events", events_path,
-                         "--", harness.DEBIAN_PYTHON, os.path.join(harness.PROGRAMS, "gil.py"),
-                         truth_path], timeout=120)
-        self.assertEqual(r.returncode, 0, r.stderr)
-        with open(events_path) as f:
-            events = [json.loads(line) for line in f if line.strip()]
-        gil = [e for e in events if e["type"] == "gil"]
-        sleepers = set(harness.load_json(truth_path)["phases"]["sleepers"]["tids"])
-        acquired = [e for e in gil if e["change"] == "acquired" and e["native_tid"] in sleepers]
-        self.assertGreaterEqual(len(acquired), 400)
-        forced = [e for e in gil if e["change"] == "dropped" and e["forced"]]
-        self.assertTrue(forced)
+        def body(interp):
+            events_path = self.path(interp.label + ".events.jsonl")
+            truth_path = self.path(interp.label + ".events.truth")
+            r = harness.run([harness.threadscope(), "run", "--gil-events", "--events",
+                             events_path, "--"] + interp.argv +
+                            [os.path.join(harness.PROGRAMS, "gil.py"), truth_path], timeout=120)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            with open(events_path) as f:
+                events = [json.loads(line) for line in f if line.strip()]
+            gil = [e for e in events if e["type"] == "gil"]
+            if interp.free_threaded():
+                self.assertEqual(gil, [])  # no GIL, no GIL events
+                return
+            sleepers = set(harness.load_json(truth_path)["phases"]["sleepers"]["tids"])
+            acquired = [e for e in gil
+                        if e["change"] == "acquired" and e["native_tid"] in sleepers]
+            self.assertGreaterEqual(len(acquired), 400)
+            forced = [e for e in gil if e["change"] == "dropped" and e["forced"]]
+            self.assertTrue(forced)
+        self.for_each_interpreter(body, kinds=harness.CORE)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ BPF program (names start with ts_) is still loaded.
 import contextlib
 import json
 import os
-import pwd
+import shutil
 import signal
 import subprocess
 import sys
@@ -16,10 +16,21 @@ import unittest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PROGRAMS = os.path.join(os.path.dirname(HERE), "programs")
-DEBIAN_PYTHON = "/usr/bin/python3.11"
-# Every CPython the machine image is meant to have; absent ones are skipped, loudly.
-PYENV_VERSIONS = ["2.7.18", "3.6.15", "3.7.16", "3.8.18", "3.9.18", "3.10.13", "3.11.7",
-                  "3.12.1", "3.13.0"]
+sys.path.insert(0, os.path.dirname(HERE))
+import interpreters as matrix  # noqa: E402  (tests/interpreters.py: the one interpreter list)
+
+# Kinds of interpreter that tests too costly to run on every pyenv version run on: Debian's own
+# builds (12's python3.11, unstable's 3.13-3.15) and the extras of THREADSCOPE_EXTRA_PYTHONS.
+CORE = ("system", "debian-unstable", "extra")
+
+
+def debian_python():
+    """Debian 12's python3.11 (the matrix's debian-3.11): where a test needs one host
+    interpreter it can run as any user, without the root's mount namespace."""
+    return matrix.find("debian-3.11")
+
+
+DEBIAN_PYTHON = debian_python().path
 
 
 def threadscope():
@@ -30,27 +41,10 @@ def threadscoped():
     return os.environ["THREADSCOPED"]
 
 
-def pyenv_root():
-    root = os.environ.get("PYENV_ROOT")
-    if root:
-        return root
-    try:
-        return subprocess.check_output(["pyenv", "root"], text=True).strip()
-    except (OSError, subprocess.CalledProcessError):
-        # Bazel runs tests without HOME: ask the password database.
-        return os.path.join(pwd.getpwuid(os.getuid()).pw_dir, ".pyenv")
-
-
 def interpreters():
-    """(label, path, present, skip_reason) for Debian's python3.11 and each pyenv build."""
-    out = [("debian-3.11", DEBIAN_PYTHON, os.access(DEBIAN_PYTHON, os.X_OK),
-            DEBIAN_PYTHON + " is missing (tools/install-deps.sh installs it)")]
-    root = pyenv_root()
-    for v in PYENV_VERSIONS:
-        path = os.path.join(root, "versions", v, "bin", "python" + v.rsplit(".", 1)[0])
-        out.append(("pyenv-" + v, path, os.access(path, os.X_OK),
-                    "pyenv CPython %s is not installed at %s" % (v, path)))
-    return out
+    """Every interpreter of the matrix (tests/interpreters.json and THREADSCOPE_EXTRA_PYTHONS),
+    resolved: matrix.Interpreter objects, present or not."""
+    return matrix.resolve()
 
 
 def leftover_programs():
@@ -62,9 +56,11 @@ def leftover_programs():
 
 
 @contextlib.contextmanager
-def sleeping_python(seconds=30, python=DEBIAN_PYTHON, **popen_kwargs):
-    """A CPython process that does nothing for a while: something to attach to."""
-    p = subprocess.Popen([python, "-c", "import time; time.sleep(%d)" % seconds], **popen_kwargs)
+def sleeping_python(seconds=30, interp=None, **popen_kwargs):
+    """A CPython process that does nothing for a while: something to attach to. `interp`: a
+    matrix.Interpreter (default Debian 12's python3.11)."""
+    interp = interp or debian_python()
+    p = interp.popen(["-c", "import time; time.sleep(%d)" % seconds], **popen_kwargs)
     try:
         time.sleep(0.2)
         yield p
@@ -119,23 +115,127 @@ class BpfTestCase(unittest.TestCase):
     def path(self, name):
         return os.path.join(self.tmp.name, name)
 
-    def for_each_interpreter(self, body, only=None):
-        """Runs body(label, python) per interpreter (or those labelled in `only`) as subtests;
-        skips absent pyenv builds, fails when Debian's is missing."""
+    def for_each_interpreter(self, body, only=None, kinds=None):
+        """Runs body(interp) as a subtest per interpreter of the matrix (a matrix.Interpreter:
+        interp.argv runs it, interp.label names it), or those whose label is in `only` (or for
+        which `only(interp)` is true), or of `kinds`. Absent optional interpreters are skipped
+        with a "SKIP label: reason" line; an absent required one fails."""
         ran = 0
-        for label, python, present, reason in interpreters():
-            if only is not None and label not in only:
+        for interp in interpreters():
+            if kinds is not None and interp.kind not in kinds:
                 continue
-            with self.subTest(interpreter=label):
-                if not present:
-                    if label.startswith("debian"):
-                        self.fail(reason)
-                    sys.stderr.write("SKIP %s: %s\n" % (label, reason))
+            if only is not None and not (only(interp) if callable(only)
+                                         else interp.label in only):
+                continue
+            with self.subTest(interpreter=interp.label):
+                if not interp.present:
+                    if interp.required:
+                        self.fail("%s is required: %s" % (interp.label, interp.missing))
+                    sys.stderr.write("SKIP %s: %s\n" % (interp.label, interp.missing))
                     continue
-                body(label, python)
+                started = time.time()
+                try:
+                    body(interp)
+                finally:
+                    sys.stderr.write("%s %s: %.1fs\n" % (self.id().rsplit(".", 1)[-1],
+                                                          interp.label, time.time() - started))
                 ran += 1
         self.assertGreater(ran, 0)
+
+    def present_interpreters(self, kinds=None):
+        """The interpreters of `kinds` that are here, for a test that runs them all at once;
+        each absent one is skipped by name, or fails its subtest when it is required."""
+        out = []
+        for interp in interpreters():
+            if kinds is not None and interp.kind not in kinds:
+                continue
+            if interp.present:
+                out.append(interp)
+            elif interp.required:
+                with self.subTest(interpreter=interp.label):
+                    self.fail("%s is required: %s" % (interp.label, interp.missing))
+            else:
+                sys.stderr.write("SKIP %s: %s\n" % (interp.label, interp.missing))
+        self.assertTrue(out)
+        return out
 
 
 def main():
     unittest.main(verbosity=2)
+
+
+NOBODY = 65534
+
+
+def as_nobody():
+    """preexec_fn: drop to nobody:nogroup (the group that may use the test daemons' sockets)."""
+    os.setgroups([])
+    os.setgid(NOBODY)
+    os.setuid(NOBODY)
+
+
+class Daemon:
+    """threadscoped on a Unix socket of its own inside `directory`, group `nogroup` (so that
+    unprivileged test users may connect); stopped with SIGTERM on exit."""
+
+    def __init__(self, directory, *args, prefix=()):
+        os.chmod(directory, 0o755)  # unprivileged clients reach the socket through it
+        self.sock = os.path.join(directory, "threadscope.sock")
+        self.address = "unix:" + self.sock
+        self.log_path = os.path.join(directory, "daemon.log")
+        self.args = [threadscoped(), "--socket", self.sock, "--socket-group",
+                     "nogroup"] + list(args)
+        self.prefix = list(prefix)
+        self.proc = None
+
+    def __enter__(self):
+        self.log = open(self.log_path, "w")
+        self.proc = subprocess.Popen(self.prefix + self.args, stdout=self.log,
+                                     stderr=subprocess.STDOUT)
+        wait_for(lambda: os.path.exists(self.sock) or self.proc.poll() is not None,
+                 what="the daemon's socket")
+        if self.proc.poll() is not None:
+            raise AssertionError("threadscoped exited: " + self.read_log())
+        return self
+
+    def __exit__(self, *exc):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+
+    def alive(self):
+        return self.proc.poll() is None
+
+    def read_log(self):
+        with open(self.log_path) as f:
+            return f.read()
+
+    def rss_kib(self):
+        with open("/proc/%d/status" % self.proc.pid) as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+        return 0
+
+    def cpu_seconds(self):
+        with open("/proc/%d/stat" % self.proc.pid) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def cli(self, *args, **kwargs):
+        return run([threadscope(), "--server", self.address] + list(args), **kwargs)
+
+
+def copy_for_nobody(path, directory):
+    """A copy of an executable that nobody may run, in a directory nobody may enter."""
+    os.makedirs(directory, exist_ok=True)
+    os.chmod(directory, 0o777)
+    dest = os.path.join(directory, os.path.basename(path))
+    shutil.copy(path, dest)
+    os.chmod(dest, 0o755)
+    return dest

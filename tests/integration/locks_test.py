@@ -9,12 +9,6 @@ import time
 import harness
 
 
-def version_of(python):
-    out = subprocess.check_output([python, "-c", "import sys; print(sys.version_info[:2])"],
-                                  text=True)
-    return tuple(int(x) for x in out.strip("()\n").split(","))
-
-
 def lock_at(report, address):
     """The lock whose object lives at `address` at the end of the run. Addresses are reused as
     the program frees and allocates locks, so the newest lock there is the program's."""
@@ -35,14 +29,14 @@ def lock_events(events, lock_id, change=None):
 
 
 class LocksTest(harness.BpfTestCase):
-    def trace(self, label, python, mode):
+    def trace(self, interp, mode):
+        label = interp.label
         truth_path = self.path("%s.%s.truth" % (label, mode))
         report_path = self.path("%s.%s.json" % (label, mode))
         events_path = self.path("%s.%s.jsonl" % (label, mode))
         r = harness.run([harness.threadscope(), "run", "--locks", mode, "--report", report_path,
-                         "--events", events_path, "--",
-                         python, os.path.join(harness.PROGRAMS, "locks.py"), truth_path],
-                        timeout=120)
+                         "--events", events_path, "--"] + interp.argv +
+                        [os.path.join(harness.PROGRAMS, "locks.py"), truth_path], timeout=120)
         self.assertEqual(r.returncode, 0, r.stderr)
         report = harness.load_json(report_path)
         self.assertEqual(report["stats"]["drops"], 0)
@@ -168,28 +162,29 @@ class LocksTest(harness.BpfTestCase):
         self.assertEqual(report["deadlocks"], [], where)
 
     def test_contended(self):
-        def body(label, python):
-            if version_of(python) < (3, 0):
-                return self.check_unavailable(label, python)
-            truth, report, events = self.trace(label, python, "contended")
+        def body(interp):
+            if interp.version_info() < (3, 0):
+                return self.check_unavailable(interp)
+            truth, report, events = self.trace(interp, "contended")
             self.check_contention(truth, report, events, exact=False)
             self.assertEqual(report["order_inversions"], [])  # needs every acquire
         self.for_each_interpreter(body)
 
     def test_all(self):
-        def body(label, python):
-            if version_of(python) < (3, 0):
+        def body(interp):
+            if interp.version_info() < (3, 0):
                 return
-            truth, report, events = self.trace(label, python, "all")
+            truth, report, events = self.trace(interp, "all")
             self.check_contention(truth, report, events, exact=True)
             self.check_exact_only(truth, report)
         self.for_each_interpreter(body)
 
-    def check_unavailable(self, label, python):
+    def check_unavailable(self, interp):
         """2.7's locks are traced by neither mode; the run still works and says why."""
-        report_path = self.path(label + ".json")
-        r = harness.run([harness.threadscope(), "run", "--report", report_path, "--", python,
-                         "-c", "import threading; l = threading.Lock(); l.acquire()"])
+        report_path = self.path(interp.label + ".json")
+        r = harness.run([harness.threadscope(), "run", "--report", report_path, "--"] +
+                        interp.argv +
+                        ["-c", "import threading; l = threading.Lock(); l.acquire()"])
         self.assertEqual(r.returncode, 0, r.stderr)
         report = harness.load_json(report_path)
         lock_probes = [p for p in report["probes"] if p["name"].startswith("lock_")]
@@ -200,74 +195,82 @@ class LocksTest(harness.BpfTestCase):
         self.assertEqual(report["locks"], [])
 
     def test_threshold_filters_events_not_statistics(self):
-        truth_path, report_path = self.path("t.truth"), self.path("t.json")
-        events_path = self.path("t.jsonl")
-        r = harness.run([harness.threadscope(), "run", "--lock-threshold", "200ms", "--report",
-                         report_path, "--events", events_path, "--", harness.DEBIAN_PYTHON,
-                         os.path.join(harness.PROGRAMS, "locks.py"), truth_path], timeout=120)
-        self.assertEqual(r.returncode, 0, r.stderr)
-        truth, report = harness.load_json(truth_path), harness.load_json(report_path)
-        self.assertEqual(report["target"]["lock_threshold_ns"], 200_000_000)
-        lock = lock_at(report, truth["barrier"]["lock"])
-        self.assertEqual(lock["contended"], 2)  # statistics count every wait
-        waits = [e for e in read_events(events_path)
-                 if e["type"] == "lock" and e["change"] == "wait_end"]
-        self.assertTrue(waits)
-        self.assertTrue(all(e["wait_ns"] >= 200_000_000 for e in waits), waits)
-        # Only the barrier waits (~0.95 s) and the 0.3 s RLock wait are that long.
-        self.assertFalse([e for e in waits if e["lock_id"] == lock_at(
-            report, truth["timeout"]["lock"])["id"]])
+        def body(interp):
+            name = interp.label + ".t"
+            truth_path, report_path = self.path(name + ".truth"), self.path(name + ".json")
+            events_path = self.path(name + ".jsonl")
+            r = harness.run([harness.threadscope(), "run", "--lock-threshold", "200ms",
+                             "--report", report_path, "--events", events_path, "--"] +
+                            interp.argv + [os.path.join(harness.PROGRAMS, "locks.py"), truth_path],
+                            timeout=120)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            truth, report = harness.load_json(truth_path), harness.load_json(report_path)
+            self.assertEqual(report["target"]["lock_threshold_ns"], 200_000_000)
+            lock = lock_at(report, truth["barrier"]["lock"])
+            self.assertEqual(lock["contended"], 2)  # statistics count every wait
+            waits = [e for e in read_events(events_path)
+                     if e["type"] == "lock" and e["change"] == "wait_end"]
+            self.assertTrue(waits)
+            self.assertTrue(all(e["wait_ns"] >= 200_000_000 for e in waits), waits)
+            # Only the barrier waits (~0.95 s) and the 0.3 s RLock wait are that long.
+            self.assertFalse([e for e in waits if e["lock_id"] == lock_at(
+                report, truth["timeout"]["lock"])["id"]])
+        self.for_each_interpreter(body, kinds=harness.CORE)
 
     def test_deadlock_reported_while_it_happens(self):
-        truth_path, report_path = self.path("d.truth"), self.path("d.json")
-        events_path = self.path("d.jsonl")
-        cli = subprocess.Popen(
-            [harness.threadscope(), "run", "--locks", "all", "--acquire-stacks", "8",
-             "--report", report_path,
-             "--events", events_path, "--", harness.DEBIAN_PYTHON,
-             os.path.join(harness.PROGRAMS, "deadlock.py"), truth_path],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        try:
-            harness.wait_for(lambda: os.path.exists(truth_path), timeout=30,
-                             what="the deadlock program to block")
-            truth = harness.load_json(truth_path)
+        def body(interp):
+            name = interp.label + ".d"
+            truth_path, report_path = self.path(name + ".truth"), self.path(name + ".json")
+            events_path = self.path(name + ".jsonl")
+            cli = subprocess.Popen(
+                [harness.threadscope(), "run", "--locks", "all", "--acquire-stacks", "8",
+                 "--report", report_path,
+                 "--events", events_path, "--"] + interp.argv +
+                [os.path.join(harness.PROGRAMS, "deadlock.py"), truth_path],
+                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            try:
+                harness.wait_for(lambda: os.path.exists(truth_path), timeout=30,
+                                 what="the deadlock program to block")
+                truth = harness.load_json(truth_path)
 
-            def deadlock_event():
-                return [e for e in read_events(events_path)
-                        if e["type"] == "lock" and e["change"] == "deadlock"]
-            harness.wait_for(deadlock_event, timeout=10, what="a deadlock event")
-            (event,) = deadlock_event()
-            self.assertEqual(sorted(event["deadlock"]["threads"]),
-                             sorted([truth["one"], truth["two"]]))
-            self.assertIsNone(event["deadlock"]["resolved_ns"])
-        finally:
-            if os.path.exists(truth_path):
-                os.kill(harness.load_json(truth_path)["pid"], signal.SIGKILL)
-            cli.wait(timeout=30)
-        # `run` exits as its command did: killed by SIGKILL.
-        self.assertEqual(cli.returncode, 128 + signal.SIGKILL, cli.stderr.read())
-        report = harness.load_json(report_path)
-        (d,) = report["deadlocks"]
-        self.assertEqual(sorted(d["threads"]), sorted([truth["one"], truth["two"]]))
-        ids = {lock_at(report, truth["a"])["id"], lock_at(report, truth["b"])["id"]}
-        self.assertEqual(set(d["locks"]), ids)
-        # one waits for B (held by two), two waits for A (held by one).
-        waits = dict(zip(d["threads"], d["locks"]))
-        self.assertEqual(waits[truth["one"]], lock_at(report, truth["b"])["id"])
-        self.assertEqual(waits[truth["two"]], lock_at(report, truth["a"])["id"])
-        self.assertIsNotNone(d["resolved_ns"])  # the kill ended it
-        self.assertEqual(report["summary"]["deadlocks"], 1)
-        # Where each waits and where each owner took its lock, as the deadlock records them.
-        lines = truth["lines"]
-        at = lambda line, fn: "%s:%d %s" % (truth["file"], line, fn)
-        by_thread = {t: i for i, t in enumerate(d["threads"])}
-        one, two = by_thread[truth["one"]], by_thread[truth["two"]]
-        self.assertEqual(d["wait_stacks"][one]["where"], at(lines["one_waits_b"], "one"))
-        self.assertEqual(d["wait_stacks"][two]["where"], at(lines["two_waits_a"], "two"))
-        # one waits for B, held by two, who took it at two_takes_b; and the other way round.
-        self.assertEqual(d["owner_stacks"][one]["where"], at(lines["two_takes_b"], "two"))
-        self.assertEqual(d["owner_stacks"][two]["where"], at(lines["one_takes_a"], "one"))
-        self.assertEqual(event["deadlock"]["wait_stacks"], d["wait_stacks"])
+                def deadlock_event():
+                    return [e for e in read_events(events_path)
+                            if e["type"] == "lock" and e["change"] == "deadlock"]
+                harness.wait_for(deadlock_event, timeout=10, what="a deadlock event")
+                (event,) = deadlock_event()
+                self.assertEqual(sorted(event["deadlock"]["threads"]),
+                                 sorted([truth["one"], truth["two"]]))
+                self.assertIsNone(event["deadlock"]["resolved_ns"])
+            finally:
+                if os.path.exists(truth_path):
+                    os.kill(harness.load_json(truth_path)["pid"], signal.SIGKILL)
+                cli.wait(timeout=30)
+            # `run` exits as its command did: killed by SIGKILL.
+            self.assertEqual(cli.returncode, 128 + signal.SIGKILL, cli.stderr.read())
+            report = harness.load_json(report_path)
+            (d,) = report["deadlocks"]
+            self.assertEqual(sorted(d["threads"]), sorted([truth["one"], truth["two"]]))
+            ids = {lock_at(report, truth["a"])["id"], lock_at(report, truth["b"])["id"]}
+            self.assertEqual(set(d["locks"]), ids)
+            # one waits for B (held by two), two waits for A (held by one).
+            waits = dict(zip(d["threads"], d["locks"]))
+            self.assertEqual(waits[truth["one"]], lock_at(report, truth["b"])["id"])
+            self.assertEqual(waits[truth["two"]], lock_at(report, truth["a"])["id"])
+            self.assertIsNotNone(d["resolved_ns"])  # the kill ended it
+            self.assertEqual(report["summary"]["deadlocks"], 1)
+            # Where each waits and where each owner took its lock, as the deadlock records them.
+            lines = truth["lines"]
+            at = lambda line, fn: "%s:%d %s" % (truth["file"], line, fn)
+            by_thread = {t: i for i, t in enumerate(d["threads"])}
+            one, two = by_thread[truth["one"]], by_thread[truth["two"]]
+            self.assertEqual(d["wait_stacks"][one]["where"], at(lines["one_waits_b"], "one"))
+            self.assertEqual(d["wait_stacks"][two]["where"], at(lines["two_waits_a"], "two"))
+            # one waits for B, held by two, who took it at two_takes_b; and the other way round.
+            self.assertEqual(d["owner_stacks"][one]["where"], at(lines["two_takes_b"], "two"))
+            self.assertEqual(d["owner_stacks"][two]["where"], at(lines["one_takes_a"], "one"))
+            self.assertEqual(event["deadlock"]["wait_stacks"], d["wait_stacks"])
+        self.for_each_interpreter(body, kinds=harness.CORE)
+
 
 if __name__ == "__main__":
     harness.main()

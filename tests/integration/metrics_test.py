@@ -99,24 +99,40 @@ class MetricsTest(harness.BpfTestCase):
             harness.wait_for(lambda: os.path.exists(sock), what="the daemon's socket")
             url = "http://127.0.0.1:%d/metrics" % metrics_port
             harness.wait_for(lambda: http_text(url), what="the metrics endpoint")
-            workload = subprocess.Popen(
-                [harness.threadscope(), "--server", "unix:" + sock, "run", "--no-live",
-                 "--label", "service=ci", "--", harness.DEBIAN_PYTHON,
-                 os.path.join(harness.PROGRAMS, "metrics_workload.py"), "25"],
-                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-            procs.append(workload)
-            harness.wait_for(lambda: "threadscope_target_info{" in http_text(url), timeout=30,
-                             what="the target in the exposition")
+            # One workload per Debian build (and extra), all traced by the one daemon at once,
+            # each labelled with its interpreter: service="debian-unstable-3.14" etc.
+            interps = self.present_interpreters(kinds=harness.CORE)
+            by_label = {i.label: i for i in interps}
+            workloads = {}
+            for interp in interps:
+                workloads[interp.label] = subprocess.Popen(
+                    [harness.threadscope(), "--server", "unix:" + sock, "run", "--no-live",
+                     "--label", "service=" + interp.label, "--"] + interp.argv +
+                    [os.path.join(harness.PROGRAMS, "metrics_workload.py"), "25"],
+                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                procs.append(workloads[interp.label])
+            for label in workloads:
+                harness.wait_for(lambda: re.search(r'threadscope_target_info\{[^}]*service="%s"'
+                                                   % re.escape(label), http_text(url)),
+                                 timeout=30, what="%s's target in the exposition" % label)
             time.sleep(2)
             exposition = http_get(url)
             # The exposition passes promtool's checks (names, units, _total, HELP/TYPE).
             r = subprocess.run(["promtool", "check", "metrics"], input=exposition,
                                capture_output=True, text=True)
             self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
-            self.assertIn('service="ci"', exposition)
             self.assertIn('node="ci"', exposition)
             self.assertIn('threadscope_gil_switches_total{', exposition)
             self.assertRegex(exposition, r'threadscope_lock_contentions_total\{[^}]*lock="0x')
+            for label in workloads:
+                # Every interpreter's GIL and lock series are there, under its own label.
+                with self.subTest(interpreter=label):
+                    service = r'(?=[^}]*service="%s")' % re.escape(label)
+                    if not by_label[label].free_threaded():  # no GIL there
+                        self.assertRegex(exposition,
+                                         r"threadscope_gil_switches_total\{" + service)
+                    self.assertRegex(exposition, r"threadscope_lock_contentions_total\{" +
+                                     service + r'(?=[^}]*lock="0x)')
             # Every metric a panel or variable names is one the daemon exports.
             exported = set(re.findall(r"^# TYPE (\S+) ", exposition, re.M))
             with open(os.path.join(dashboards_dir(), "threadscope.json")) as f:
@@ -152,7 +168,9 @@ class MetricsTest(harness.BpfTestCase):
                 return any(float(s["value"][1]) >= 8 for s in res["data"]["result"])
 
             harness.wait_for(scraped, timeout=60, what="8 scrapes of the daemon by Prometheus")
-            self.assertIsNone(workload.poll(), "the workload ended before the queries ran")
+            for label, workload in workloads.items():
+                self.assertIsNone(workload.poll(), "%s's workload ended before the queries ran"
+                                  % label)
 
             with open(os.path.join(dashboards_dir(), "threadscope.json")) as f:
                 dash = json.load(f)

@@ -6,6 +6,7 @@
 
 #include <cstdio>
 #include <fstream>
+#include <thread>
 
 #include "daemon/engine/recording.h"
 #include "daemon/engine/session.h"
@@ -163,7 +164,7 @@ TEST(ReplaySessionTest, RebuildsTheModelAndReplaysEvents) {
   std::string records;
   v1::RecordingChunk c;
   bool trailer = false;
-  while ((*rec)->queue().Pop(&c, std::chrono::milliseconds(100)) ==
+  while ((*rec)->Next(&c, std::chrono::milliseconds(100)) ==
          engine::BoundedQueue<v1::RecordingChunk>::PopResult::kItem) {
     if (c.has_records()) records += c.records();
     trailer |= c.has_trailer();
@@ -186,6 +187,90 @@ TEST(BoundedQueueTest, DropsWhenFullAndSaysHowMany) {
   EXPECT_EQ(q.Pop(&v, std::chrono::milliseconds(1)), engine::BoundedQueue<int>::PopResult::kItem);
   EXPECT_EQ(q.Pop(&v, std::chrono::milliseconds(1)),
             engine::BoundedQueue<int>::PopResult::kClosed);
+}
+
+TEST(BoundedQueueTest, BoundedInBytesToo) {
+  engine::BoundedQueue<std::string> q(100, 10);
+  EXPECT_TRUE(q.Push("aaaa", 4));
+  EXPECT_TRUE(q.Push("bbbbbb", 6));
+  EXPECT_FALSE(q.Push("c", 1));  // 11 bytes would be over
+  EXPECT_EQ(q.TakeDropped(), 1u);
+  std::string v;
+  ASSERT_EQ(q.Pop(&v, std::chrono::milliseconds(1)),
+            engine::BoundedQueue<std::string>::PopResult::kItem);
+  EXPECT_TRUE(q.Push("dddd", 4));  // room again once the reader took some
+}
+
+// A session fed by hand, standing in for a live one.
+class FedSession : public engine::Session {
+ public:
+  using Session::Session;
+  using Session::Finish;
+  using Session::IngestRecords;
+  using Session::set_raw_log_budget;
+  Status Detach() override { return OkStatus(); }
+  void Ingest(const std::string& records) {
+    IngestRecords(reinterpret_cast<const uint8_t*>(records.data()), records.size());
+  }
+};
+
+// One thread started and finished per call.
+std::string ThreadRound(EventGenerator& g, uint32_t tid) {
+  uint64_t boot = 0xb000 + tid, ident = 0x7f000000 + tid;
+  return Batch({g.StartBegin(1000, boot), g.Clone(1000, tid), g.StartEnd(1000, boot, true, ident),
+                g.Bootstrap(tid, boot), g.BodyDone(tid), g.Exit(tid)});
+}
+
+// The history is only referenced under the session lock; the reader replays it while records
+// keep coming in, and sees every change once, in order: history, then live.
+TEST(SessionTest, WatchFromStartWhileRecordsArrive) {
+  EventGenerator g;
+  FedSession session("pid:1:1", SampleTarget());
+  for (uint32_t t = 0; t < 200; ++t) session.Ingest(ThreadRound(g, 2000 + t));
+  v1::WatchEventsRequest req;
+  req.set_from_start(true);
+  auto sub = session.Watch(req);
+  std::thread feeder([&] {
+    for (uint32_t t = 200; t < 400; ++t) session.Ingest(ThreadRound(g, 2000 + t));
+    session.Finish(v1::TARGET_STATE_EXITED);
+  });
+  std::vector<int32_t> running;
+  v1::WatchEventsResponse r;
+  while (sub->Next(&r, std::chrono::seconds(5)) ==
+         engine::BoundedQueue<v1::WatchEventsResponse>::PopResult::kItem) {
+    ASSERT_FALSE(r.has_lost_events()) << r.DebugString();
+    if (r.has_target_finished()) break;
+    if (r.thread_event().change() == v1::THREAD_CHANGE_RUNNING) {
+      running.push_back(r.thread_event().thread().native_tid());
+    }
+  }
+  feeder.join();
+  EXPECT_TRUE(r.has_target_finished());
+  ASSERT_EQ(running.size(), 400u);
+  for (size_t i = 0; i < running.size(); ++i) EXPECT_EQ(running[i], static_cast<int32_t>(2000 + i));
+}
+
+// When the oldest history no longer fits the budget, a from-start watcher is told so first,
+// and a recording (which must be whole) is refused with the reason.
+TEST(SessionTest, TruncatedHistoryIsSaidInBand) {
+  EventGenerator g;
+  FedSession session("pid:1:1", SampleTarget());
+  session.set_raw_log_budget(128 << 10);
+  for (uint32_t t = 0; t < 3000; ++t) session.Ingest(ThreadRound(g, 5000 + t));
+  v1::WatchEventsRequest req;
+  req.set_from_start(true);
+  auto sub = session.Watch(req);
+  v1::WatchEventsResponse r;
+  ASSERT_EQ(sub->Next(&r, std::chrono::milliseconds(100)),
+            engine::BoundedQueue<v1::WatchEventsResponse>::PopResult::kItem);
+  ASSERT_TRUE(r.has_lost_events());
+  EXPECT_EQ(r.lost_events().source(), v1::LostEvents::SOURCE_HISTORY_TRUNCATED);
+  EXPECT_GT(r.lost_events().count(), 0u);
+  ASSERT_EQ(sub->Next(&r, std::chrono::milliseconds(100)),
+            engine::BoundedQueue<v1::WatchEventsResponse>::PopResult::kItem);
+  EXPECT_TRUE(r.has_thread_event());
+  EXPECT_EQ(session.StreamRecording().status().code(), StatusCode::kOutOfRange);
+  EXPECT_LE(session.raw_log_bytes(), (128u << 10) + (64u << 10));
 }
 
 // The service over a real gRPC channel (in-process transport), with no kernel involved.

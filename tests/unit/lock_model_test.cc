@@ -390,5 +390,55 @@ TEST(LocationTableTest, InvalidUtf8FromARecordingBecomesReplacementCharacters) {
   EXPECT_EQ(l.function, "f\xef\xbf\xbd\xef\xbf\xbd(\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd");
 }
 
+// A target that creates locks without end: the model keeps at most twice its bound of records,
+// and what it could not record is counted, not lost silently.
+TEST_F(LockModelTest, LockRecordsAreBounded) {
+  TraceModelConfig c;
+  c.locks.exact_ownership = true;
+  c.locks.max_locks = 64;
+  model_ = TraceModel(c);
+  for (uint64_t i = 0; i < 5000; ++i) {
+    Feed({g_.LockNew(kMain, 0x7f0000100000 + i * 64, 0x550000100000 + i * 64)});
+  }
+  EXPECT_LE(locks().locks().size(), 128u);
+  EXPECT_GT(locks().locks_untracked(), 0u);
+  // Contended locks still get records past the soft bound.
+  Feed({Begin(kT1, kSemA), End(kT1, kSemA)});
+  EXPECT_EQ(At(kSemA).contended, 1u);
+}
+
+// Freeing a lock costs the same however many threads and locks the model holds (a Condition wait
+// frees a lock each time: it used to visit every thread and lock).
+TEST_F(LockModelTest, FreedWaiterLocksLeaveNothingBehind) {
+  Exact(false);
+  for (uint32_t t = 0; t < 2000; ++t) Feed({g_.Clone(kMain, 20000 + t)});
+  for (uint64_t i = 0; i < 20000; ++i) {
+    uint64_t obj = 0x7f0000200000 + (i % 50) * 64, sem = 0x550000200000 + (i % 50) * 64;
+    Feed({g_.LockNew(kT1, obj, sem), Begin(kT1, sem),
+          g_.FutexWake(kT2, sem), End(kT1, sem),
+          g_.SemWait(TS_EV_SEM_DESTROY, kT1, sem)});
+  }
+  EXPECT_LE(locks().locks().size(), 2u);
+  EXPECT_EQ(locks().FindThread(kT1)->condition_waits, 20000u);
+}
+
+// Deadlocks: past the bound the oldest resolved cycles go, counted.
+TEST_F(LockModelTest, DeadlocksAreBounded) {
+  TraceModelConfig c;
+  c.locks.exact_ownership = true;
+  c.locks.max_deadlocks = 4;
+  model_ = TraceModel(c);
+  for (int round = 0; round < 10; ++round) {
+    Feed({g_.LockAcquire(kT1, kObjA, kSemA), g_.LockAcquire(kT2, kObjB, kSemB),
+          Begin(kT1, kSemB), Begin(kT2, kSemA)});
+    // One of them times out: the cycle resolves.
+    Feed({End(kT1, kSemB, /*acquired=*/false), g_.LockRelease(kT1, kObjA, kSemA),
+          End(kT2, kSemA), g_.LockRelease(kT2, kObjA, kSemA), g_.LockRelease(kT2, kObjB, kSemB)});
+  }
+  EXPECT_EQ(locks().deadlocks().size(), 4u);
+  EXPECT_EQ(locks().deadlocks_dropped(), 6u);
+  EXPECT_NE(locks().FindDeadlock(locks().deadlocks().back().id), nullptr);
+}
+
 }  // namespace
 }  // namespace threadscope::model

@@ -128,21 +128,6 @@ TEST(HistogramTest, CumulativeBucketsInSeconds) {
   EXPECT_EQ(p.bucket.back().cumulative_count, 4u);  // +Inf
 }
 
-TEST(LabelTest, UserLabelsAreValidatedNames) {
-  std::string n, v;
-  EXPECT_TRUE(ParseLabel("service=api", &n, &v));
-  EXPECT_EQ(n, "service");
-  EXPECT_EQ(v, "api");
-  EXPECT_TRUE(ParseLabel("team=", &n, &v));
-  EXPECT_FALSE(ParseLabel("service", &n, &v));
-  EXPECT_FALSE(ParseLabel("9lives=x", &n, &v));
-  EXPECT_FALSE(ParseLabel("pid=3", &n, &v));  // threadscope's own
-  EXPECT_FALSE(ParseLabel("__name__=x", &n, &v));
-  EXPECT_FALSE(ParseLabel("gil=x", &n, &v));
-  EXPECT_TRUE(IsUserLabelName("team"));
-  EXPECT_FALSE(IsUserLabelName("svc=x"));  // the API's map keys are names alone
-}
-
 TEST(ListenAddressTest, PortAloneMeansLoopback) {
   EXPECT_EQ(NormalizeListenAddress("9464"), "127.0.0.1:9464");
   EXPECT_EQ(NormalizeListenAddress(":9464"), "127.0.0.1:9464");

@@ -2,6 +2,7 @@
 #include "daemon/service/peer_auth.h"
 
 #include <gtest/gtest.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -38,15 +39,63 @@ class FakeProc {
   std::string root_;
 };
 
-TEST(PeerRegistryTest, KnowsOnlyFdPeers) {
+PeerCredentials User(pid_t pid, uid_t uid) {
+  PeerCredentials c;
+  c.pid = pid;
+  c.uid = uid;
+  c.gid = uid;
+  return c;
+}
+
+TEST(PeerRegistryTest, KnowsOnlyTheSocketItAccepted) {
+  int sv[2];
+  ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
   PeerRegistry r;
-  r.Add(7, {123, 1000, 1000, false});
-  EXPECT_EQ(r.Lookup("fd:7")->uid, 1000u);
-  EXPECT_FALSE(r.Lookup("fd:8"));
+  PeerCredentials c = User(123, 1000);
+  c.client = "fd:x#1";
+  EXPECT_FALSE(r.Add(sv[0], c));
+  std::string peer = "fd:" + std::to_string(sv[0]);
+  ASSERT_TRUE(r.Lookup(peer));
+  EXPECT_EQ(r.Lookup(peer)->uid, 1000u);
+  EXPECT_FALSE(r.Lookup("fd:" + std::to_string(sv[1])));
   EXPECT_FALSE(r.Lookup("unix:/x"));
   EXPECT_FALSE(r.Lookup("fd:x"));
-  r.Remove(7);
-  EXPECT_FALSE(r.Lookup("fd:7"));
+  EXPECT_FALSE(r.Lookup("fd:"));
+  EXPECT_FALSE(r.Lookup("fd:99999999999999999999"));
+  EXPECT_TRUE(r.Prune().empty());
+  // A new connection on a number not pruned yet: the one it replaces is reported gone.
+  PeerCredentials again = c;
+  again.client = "fd:x#0";
+  EXPECT_EQ(r.Add(sv[0], again), std::optional<std::string>("fd:x#1"));
+  r.Add(sv[0], c);
+  // The connection closes and its number is reused by another file: not the same peer.
+  close(sv[0]);
+  int reused = dup(sv[1]);
+  ASSERT_EQ(reused, sv[0]);
+  EXPECT_FALSE(r.Lookup(peer));
+  EXPECT_EQ(r.Prune(), std::vector<std::string>{"fd:x#1"});
+  EXPECT_EQ(r.size(), 0u);
+  close(reused);
+  close(sv[1]);
+}
+
+TEST(PeerAuthTest, IdentifiesThePeerOfARealSocket) {
+  int sv[2];
+  ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+  auto peer = IdentifyPeer(sv[0], target::ProcFs(), "c1");
+  ASSERT_TRUE(peer.ok()) << peer.status().ToString();
+  EXPECT_EQ(peer->uid, getuid());
+  EXPECT_EQ(peer->client, "c1");
+  EXPECT_EQ(peer->pid_ns_level, 0u);
+  if (peer->process) {  // SO_PEERPIDFD (Linux 6.5+)
+    EXPECT_EQ(peer->pid, getpid());
+    EXPECT_TRUE(peer->process->Alive());
+  }
+  EXPECT_EQ(ResolveTargetPid(*peer, 1234, target::ProcFs()).value(), 1234);
+  EXPECT_EQ(ResolveTargetPid(*peer, -3, target::ProcFs()).status().code(),
+            StatusCode::kInvalidArgument);
+  close(sv[0]);
+  close(sv[1]);
 }
 
 TEST(PeerAuthTest, OwnerMayTraceOthersMayNot) {
@@ -56,20 +105,27 @@ TEST(PeerAuthTest, OwnerMayTraceOthersMayNot) {
   }
   fake.AddProcess(501, 1000, 500);  // a child of 500
   auto proc = fake.proc();
-  PeerCredentials user{0, 1000, 1000, false};
+  PeerCredentials user = User(0, 1000);
   EXPECT_TRUE(CheckMayTrace(user, 500, proc).ok()) << CheckMayTrace(user, 500, proc).ToString();
   Status denied = CheckMayTrace(user, 600, proc);
   EXPECT_EQ(denied.code(), StatusCode::kPermissionDenied);
   EXPECT_NE(denied.message().find("uid 1000 may not trace pid 600"), std::string::npos);
-  EXPECT_TRUE(CheckMayTrace(PeerCredentials{0, 0, 0, false}, 600, proc).ok());
-  EXPECT_TRUE(CheckMayTrace(PeerCredentials{0, 1000, 1000, true}, 600, proc).ok());  // in-process
+  // uid 0 alone is not "may trace anything" (root in a container); uid 0 may trace uid 0's.
+  EXPECT_TRUE(CheckMayTrace(User(0, 0), 600, proc).ok());
+  EXPECT_EQ(CheckMayTrace(User(0, 0), 500, proc).code(), StatusCode::kPermissionDenied);
+  PeerCredentials privileged = User(0, 0);
+  privileged.privileged = true;
+  EXPECT_TRUE(CheckMayTrace(privileged, 500, proc).ok());
+  PeerCredentials in_process = User(0, 1000);
+  in_process.trusted = true;
+  EXPECT_TRUE(CheckMayTrace(in_process, 600, proc).ok());
   EXPECT_EQ(CheckMayTrace(user, 700, proc).code(), StatusCode::kNotFound);
 
   // Yama 1: only descendants of the caller.
   fake.SetYama(1);
-  PeerCredentials parent{500, 1000, 1000, false};
+  PeerCredentials parent = User(500, 1000);
   EXPECT_TRUE(CheckMayTrace(parent, 501, proc).ok());
-  PeerCredentials stranger{999, 1000, 1000, false};
+  PeerCredentials stranger = User(999, 1000);
   Status yama = CheckMayTrace(stranger, 501, proc);
   EXPECT_EQ(yama.code(), StatusCode::kPermissionDenied);
   EXPECT_NE(yama.message().find("ptrace_scope=1"), std::string::npos);
@@ -84,7 +140,7 @@ TEST(PeerAuthTest, NonDumpableTargetsAreRootOnly) {
   fake.AddProcess(800, 1000, 1);
   std::string dir = "/tmp/ts_fakeproc_" + std::to_string(getpid()) + "/800";
   if (chown(dir.c_str(), 0, 0) != 0) GTEST_SKIP() << "needs root to set fixture ownership";
-  Status s = CheckMayTrace(PeerCredentials{0, 1000, 1000, false}, 800, fake.proc());
+  Status s = CheckMayTrace(User(0, 1000), 800, fake.proc());
   EXPECT_EQ(s.code(), StatusCode::kPermissionDenied);
   EXPECT_NE(s.message().find("not dumpable"), std::string::npos);
 }

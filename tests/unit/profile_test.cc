@@ -367,6 +367,44 @@ TEST(ProfileTest, HoldsByTheAcquiringStack) {
   }
 }
 
+// --gil-stacks: a take that waited long enough carries the stack it resumed; a short one has
+// none and says why; the totals are the GIL's either way.
+TEST(ProfileTest, GilWaitsByStack) {
+  EventGenerator g(kMain);
+  std::vector<std::string> r = Prologue(g);
+  r.push_back(g.Gil(kA, TS_GIL_TAKE_BEGIN));
+  g.Advance(6 * kMs);
+  r.push_back(EventGenerator::WithStack(g.Gil(kA, TS_GIL_TAKE_END), {kWorker, kMainFn}));
+  r.push_back(g.Gil(kA, TS_GIL_DROP));
+  r.push_back(g.Gil(kB, TS_GIL_TAKE_BEGIN));
+  r.push_back(g.Gil(kB, TS_GIL_TAKE_END));  // 1 us: below the threshold, no stack
+  r.push_back(g.Mark(TS_MARK_DETACHED));
+  v1::Target target = MakeTarget("contended", 0, 0);
+  target.mutable_python_stacks()->set_frames_gil(8);
+  target.mutable_python_stacks()->set_gil_threshold_ns(kMs);
+  Trace trace = Replay(target, {Batch(r)});
+  int acquired_with_stack = 0;
+  for (const auto& e : trace.events) {
+    acquired_with_stack += e.has_gil_event() && e.gil_event().stack().frames_size() == 2;
+  }
+  EXPECT_EQ(acquired_with_stack, 1);
+  Profile p = Build(trace.snapshot, trace.events);
+  Totals want = SnapshotTotals(trace.snapshot);
+  EXPECT_EQ(static_cast<uint64_t>(p.Total("gil-waits")), want.gil_acq);
+  EXPECT_EQ(static_cast<uint64_t>(p.Total("gil-delay")), want.gil_ns);
+  const Sample* hot = FindSample(p, Kind::kGilWait, "worker", "acquired");
+  ASSERT_NE(hot, nullptr);
+  EXPECT_EQ(hot->frames[1], (Frame{"main", "/srv/app.py", 40}));
+  EXPECT_EQ(Label(*hot, "tid"), "1001");
+  EXPECT_GE(hot->values[p.Index("gil-delay")], static_cast<int64_t>(6 * kMs));
+  ASSERT_NE(FindSample(p, Kind::kGilWait,
+                       "[no Python stack: GIL wait shorter than --gil-stack-threshold 1ms]",
+                       "acquired"),
+            nullptr);
+  EXPECT_NE(ToCollapsed(p).find("GIL wait;main (/srv/app.py:40);worker (/srv/app.py:20) "),
+            std::string::npos);
+}
+
 TEST(ProfileTest, NoLockTracingNoLockSampleTypes) {
   EventGenerator g(kMain);
   std::vector<std::string> r = {g.Mark(TS_MARK_ATTACHED), g.Preexisting(kMain, 5, "python3"),

@@ -1,39 +1,56 @@
-// Target discovery against the interpreters on this machine. Debian's stripped python3.11 is
-// always there (CI installs it); pyenv builds are skipped, with the reason, when absent.
+// Target discovery against the interpreters of the matrix (tests/interpreters.json): Debian's
+// stripped python3.11 and Debian unstable's 3.13-3.15 are required (tools/test.sh provides them);
+// pyenv builds and THREADSCOPE_EXTRA_PYTHONS are skipped, with the reason, when absent.
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cctype>
 #include <cstdio>
 #include <fstream>
 #include <memory>
 
+#include "daemon/loader/capabilities.h"
 #include "daemon/loader/probe_plan.h"
 #include "daemon/target/cpython.h"
 #include "daemon/target/disasm.h"
 #include "daemon/target/elf_file.h"
 #include "daemon/target/procfs.h"
 #include "daemon/target/python_process.h"
+#include "tests/unit/interpreters.h"
 
 namespace threadscope::target {
 namespace {
 
-constexpr char kDebianPython[] = "/usr/bin/python3.11";
+using ::threadscope::interpreters::Interpreter;
 
-std::string PyenvRoot() {
-  const char* root = std::getenv("PYENV_ROOT");
-  return root ? root : "/root/.pyenv";
+// The matrix; a file that cannot be read becomes one required entry that fails with the reason
+// (this runs before main(), to name the parameterized tests).
+std::vector<Interpreter> Matrix() {
+  auto m = ::threadscope::interpreters::Load();
+  if (m.ok()) return *m;
+  Interpreter broken;
+  broken.label = "matrix";
+  broken.required = true;
+  broken.missing = m.status().ToString();
+  return {broken};
 }
 
-// The version the interpreter reports about itself: ground truth for DetectPythonVersion.
-std::string SelfReportedVersion(const std::string& python) {
-  std::string cmd = python + " -c \"import platform; print(platform.python_version())\" 2>/dev/null";
-  std::unique_ptr<FILE, int (*)(FILE*)> p(popen(cmd.c_str(), "r"), pclose);
-  char buf[64] = {};
-  if (!p || !fgets(buf, sizeof(buf), p.get())) return "";
-  std::string v(buf);
-  while (!v.empty() && (v.back() == '\n' || v.back() == '\r')) v.pop_back();
-  return v;
+// Debian 12's python3.11, from the matrix: the stripped LTO build with rules fitted to it.
+Interpreter DebianPython() {
+  for (const auto& in : Matrix()) {
+    if (in.label == "debian-3.11" || in.label == "matrix") return in;
+  }
+  Interpreter none;
+  none.missing = "tests/interpreters.json has no debian-3.11";
+  return none;
+}
+
+// Probes hit on every lock wait or GIL switch: they must be cheap.
+bool HotPath(loader::ProbeId id) {
+  using loader::ProbeId;
+  return id == ProbeId::kSemWait || id == ProbeId::kSemWaitReturn ||
+         id == ProbeId::kSemDestroy || loader::Spec(id).feature == loader::Feature::kGil;
 }
 
 class TargetTest : public ::testing::Test {
@@ -132,48 +149,47 @@ TEST(UprobeSiteTest, ClassifiesLikeTheKernel) {
 }
 
 TEST_F(TargetTest, DebianStrippedPythonIsFullyResolved) {
-  ASSERT_EQ(access(kDebianPython, X_OK), 0)
-      << kDebianPython << " must be installed (tools/install-deps.sh installs python3.11)";
-  auto t = InspectPythonBinary(*dis_, kDebianPython);
+  Interpreter debian = DebianPython();
+  ASSERT_TRUE(debian.present()) << debian.missing;
+  auto t = InspectPythonBinary(*dis_, debian.binary);
   ASSERT_TRUE(t.ok()) << t.status().ToString();
   EXPECT_FALSE(t->info.full_symbols);
-  EXPECT_EQ(t->info.version.ToString(), SelfReportedVersion(kDebianPython));
+  EXPECT_EQ(t->info.version.ToString(), ::threadscope::interpreters::SelfReportedVersion(debian));
   auto plan = loader::PlanProbes(*t, *dis_);
   for (const auto& p : plan.probes) {
-    EXPECT_TRUE(p.unavailable.empty()) << p.name << ": " << p.unavailable;
+    EXPECT_TRUE(p.unavailable.empty()) << p.name() << ": " << p.unavailable;
     for (const auto& s : p.sites) {
       // Every probe on the hot path must sit on an instruction the kernel emulates.
-      if (p.name == "sem_wait" || p.name == "sem_wait_return" || p.name == "sem_destroy" ||
-          p.name.rfind("gil_", 0) == 0) {
-        EXPECT_EQ(s.site_kind, UprobeSiteKind::kEmulated) << p.name << " " << s.Describe();
+      if (HotPath(p.id)) {
+        EXPECT_EQ(s.site_kind, UprobeSiteKind::kEmulated) << p.name() << " " << s.Describe();
       }
     }
   }
-  EXPECT_EQ(plan.model_config.joins, model::JoinVisibility::kBlockingOnly);
-  EXPECT_TRUE(plan.model_config.body_done_visible);
-  // take_gil/drop_gil found without symbols, and LTO's inlined drop_gil copies by the GIL mutex
-  // they lock (PyEval_SaveThread's among them), so every drop is seen.
-  EXPECT_TRUE(plan.gil.traced) << plan.gil.unavailable;
-  EXPECT_TRUE(plan.gil.drops_complete) << plan.gil.notes;
-  EXPECT_TRUE(plan.gil.forced_known);
-  EXPECT_GE(plan.gil.inlined_drops, 1u);
+  auto can = loader::PlannedCapabilities(plan);
+  EXPECT_EQ(can.threads.joins, model::JoinVisibility::kBlockingOnly);
+  EXPECT_TRUE(can.threads.body_done_visible);
+  // take_gil/drop_gil found without symbols, and LTO's inlined drop_gil copies by their release
+  // (PyEval_SaveThread's among them), so every drop is seen.
+  EXPECT_TRUE(can.gil.traced) << can.gil.unavailable;
+  EXPECT_TRUE(can.gil.drops_complete) << can.gil.notes;
+  EXPECT_TRUE(can.gil.forced_known);
+  EXPECT_GE(can.gil.inlined_drops, 1u);
   bool save_thread = false;
-  for (const auto& p : plan.probes) {
-    if (p.name != "gil_drop_inlined") continue;
-    for (const auto& s : p.sites) save_thread |= s.location.rfind("PyEval_SaveThread+", 0) == 0;
+  for (const auto* p : plan.Find(loader::ProbeId::kGilDropInlined)) {
+    for (const auto& s : p->sites) save_thread |= s.location.rfind("PyEval_SaveThread+", 0) == 0;
   }
   EXPECT_TRUE(save_thread);
   // thread_run was found without symbols, through the _thread method table.
-  for (const auto& p : plan.probes) {
-    if (p.name == "thread_bootstrap") {
-      ASSERT_EQ(p.sites.size(), 1u);
-      EXPECT_NE(p.sites[0].resolved_by.find("PyMethodDef"), std::string::npos);
-    }
-  }
+  auto boot = plan.Find(loader::ProbeId::kThreadBootstrap);
+  ASSERT_EQ(boot.size(), 1u);
+  ASSERT_EQ(boot[0]->sites.size(), 1u);
+  EXPECT_NE(boot[0]->sites[0].resolved_by.find("PyMethodDef"), std::string::npos);
 }
 
 TEST_F(TargetTest, MethodTablesOfTheThreadModule) {
-  auto elf = ElfFile::Open(kDebianPython);
+  Interpreter debian = DebianPython();
+  ASSERT_TRUE(debian.present()) << debian.missing;
+  auto elf = ElfFile::Open(debian.binary);
   ASSERT_TRUE(elf.ok());
   auto tables = FindMethodTables(**elf);
   auto start = FindMethod(tables, "start_new_thread", {"allocate_lock", "get_ident"});
@@ -187,38 +203,88 @@ TEST_F(TargetTest, MethodTablesOfTheThreadModule) {
   EXPECT_FALSE(FindMethod(tables, "no_such_method", {}));
 }
 
-class PyenvTest : public TargetTest, public ::testing::WithParamInterface<const char*> {};
-
-TEST_P(PyenvTest, VersionSymbolsAndPlan) {
-  std::string version = GetParam();
-  std::string minor = version.substr(0, version.rfind('.'));
-  std::string python = PyenvRoot() + "/versions/" + version + "/bin/python" + minor;
-  if (access(python.c_str(), X_OK) != 0) {
-    GTEST_SKIP() << "pyenv CPython " << version << " is not installed at " << python;
+// Every interpreter of the matrix, one test each (named by its label).
+class MatrixTest : public TargetTest, public ::testing::WithParamInterface<Interpreter> {
+ protected:
+  // The only gaps anywhere: 2.7 has no C-level join, and its locks are not traced; a
+  // free-threaded build has no GIL; 3.15's locks (PyThread locks too) are PyMutexes, so there is
+  // no semaphore wait outside the parking lot.
+  static bool ByDesign(const loader::PlannedProbe& p, const InspectedProcess& t) {
+    using loader::ProbeId;
+    if (t.info.version.major == 2) return p.id == ProbeId::kThreadJoin || p.id == ProbeId::kLockWait;
+    if (t.info.free_threaded && p.spec().feature == loader::Feature::kGil) return true;
+    return t.info.version.AtLeast(3, 15) &&
+           (p.id == ProbeId::kSemWait || p.id == ProbeId::kSemWaitReturn);
   }
-  auto t = InspectPythonBinary(*dis_, python);
-  ASSERT_TRUE(t.ok()) << t.status().ToString();
-  EXPECT_TRUE(t->info.full_symbols);
-  EXPECT_TRUE(t->info.interpreter_is_library);
-  EXPECT_EQ(t->info.version.ToString(), SelfReportedVersion(python));
+  // An entry probe shared with a return probe must be at the entry: past an endbr64 only when
+  // the next instruction is emulated too (3.14's take_gil: endbr64; sub rsp).
+  bool EntryThatMustStaySingleStepped(const InspectedProcess& t, const loader::ProbeSite& s) {
+    std::string_view next = t.interpreter_elf->BytesAt(s.vaddr + 4, 15);
+    auto insns = dis_->Decode(next, s.vaddr + 4, 1);
+    return s.instruction == "endbr64" && !insns.empty() &&
+           ClassifyUprobeSite(next.substr(0, insns[0].size)) != UprobeSiteKind::kEmulated;
+  }
+};
+
+
+TEST_P(MatrixTest, VersionSymbolsAndPlan) {
+  const Interpreter& in = GetParam();
+  if (!in.present()) {
+    if (in.required) FAIL() << in.label << " is required: " << in.missing;
+    std::fprintf(stderr, "%s\n", in.SkipLine().c_str());
+    GTEST_SKIP() << in.missing;
+  }
+  auto t = InspectPythonBinary(*dis_, in.binary);
+  ASSERT_TRUE(t.ok()) << in.label << ": " << t.status().ToString();
+  // pyenv keeps every symbol and links libpython; the distributions' builds are stripped.
+  if (in.kind == "pyenv") {
+    EXPECT_TRUE(t->info.full_symbols);
+    EXPECT_TRUE(t->info.interpreter_is_library);
+  } else if (in.kind == "system" || in.kind == "debian-unstable") {
+    EXPECT_FALSE(t->info.full_symbols);
+  }
+  EXPECT_EQ(t->info.version.ToString(), ::threadscope::interpreters::SelfReportedVersion(in));
+  const bool py2 = t->info.version.major == 2;
+  // Free-threaded builds (3.13t+, from THREADSCOPE_EXTRA_PYTHONS) have no GIL to trace.
+  const bool no_gil = t->info.free_threaded;
   auto plan = loader::PlanProbes(*t, *dis_);
   size_t unavailable = 0;
   for (const auto& p : plan.probes) {
     if (!p.unavailable.empty()) {
       ++unavailable;
-      // The only gaps anywhere: 2.7 has no C-level join, and its locks are not traced.
-      EXPECT_EQ(version, "2.7.18");
-      EXPECT_TRUE(p.name == "thread_join" || p.name == "lock_wait") << p.name;
+      if (!ByDesign(p, *t)) {
+        ADD_FAILURE() << in.label << ": probe " << p.name() << " unavailable: " << p.unavailable;
+      }
     }
-    if (p.required) {
-      EXPECT_TRUE(p.unavailable.empty()) << p.name;
+    if (p.required()) {
+      EXPECT_TRUE(p.unavailable.empty()) << in.label << ": " << p.name();
+    }
+    if (in.kind != "pyenv" && in.kind != "extra" && HotPath(p.id)) {
+      // Stripped builds: every probe on the hot path sits on an instruction the kernel
+      // emulates, but an entry whose first two instructions are not (the return probe needs
+      // it there).
+      for (const auto& s : p.sites) {
+        if (EntryThatMustStaySingleStepped(*t, s)) continue;
+        EXPECT_EQ(s.site_kind, UprobeSiteKind::kEmulated)
+            << in.label << ": " << p.name() << " " << s.Describe();
+      }
     }
   }
   EXPECT_LE(unavailable, 2u);
-  // The GIL everywhere, 2.7's plain-lock GIL included.
-  EXPECT_TRUE(plan.gil.traced) << plan.gil.unavailable;
-  EXPECT_TRUE(plan.gil.forced_known) << version;
-  if (version == "2.7.18") {
+  if (no_gil) {
+    EXPECT_FALSE(plan.gil.traced) << in.label;
+    EXPECT_NE(plan.gil.unavailable.find("free-threaded"), std::string::npos)
+        << in.label << ": " << plan.gil.unavailable;
+  } else {
+    // The GIL everywhere else, 2.7's plain-lock GIL included.
+    EXPECT_TRUE(plan.gil.traced) << in.label << ": " << plan.gil.unavailable;
+    EXPECT_TRUE(plan.gil.forced_known) << in.label;
+    if (in.kind != "pyenv" && in.kind != "extra") {
+      // Without symbols, every drop (the inlined copies too) must still be found.
+      EXPECT_TRUE(plan.gil.drops_complete) << in.label << ": " << plan.gil.notes;
+    }
+  }
+  if (py2) {
     EXPECT_NE(plan.gil_lock_addr, 0u);
   }
   if (t->info.version.major == 3) {
@@ -226,18 +292,26 @@ TEST_P(PyenvTest, VersionSymbolsAndPlan) {
     loader::PlanOptions all;
     all.locks = loader::LockMode::kAll;
     auto all_plan = loader::PlanProbes(*t, *dis_, all);
-    for (const auto& p : all_plan.probes) EXPECT_TRUE(p.unavailable.empty()) << p.name;
+    for (const auto& p : all_plan.probes) {
+      if (ByDesign(p, *t)) continue;
+      EXPECT_TRUE(p.unavailable.empty()) << in.label << ": " << p.name() << ": " << p.unavailable;
+    }
     EXPECT_GT(all_plan.probes.size(), plan.probes.size());
   }
-  auto expected_joins = version == "2.7.18"              ? model::JoinVisibility::kNone
+  auto expected_joins = py2                              ? model::JoinVisibility::kNone
                         : t->info.version.AtLeast(3, 13) ? model::JoinVisibility::kExact
                                                          : model::JoinVisibility::kBlockingOnly;
-  EXPECT_EQ(plan.model_config.joins, expected_joins);
+  EXPECT_EQ(loader::PlannedCapabilities(plan).threads.joins, expected_joins) << in.label;
 }
 
-INSTANTIATE_TEST_SUITE_P(Interpreters, PyenvTest,
-                         ::testing::Values("2.7.18", "3.6.15", "3.7.16", "3.8.18", "3.9.18",
-                                           "3.10.13", "3.11.7", "3.12.1", "3.13.0"));
+INSTANTIATE_TEST_SUITE_P(Interpreters, MatrixTest, ::testing::ValuesIn(Matrix()),
+                         [](const ::testing::TestParamInfo<Interpreter>& info) {
+                           std::string name = info.param.label;
+                           for (char& c : name) {
+                             if (!std::isalnum(static_cast<unsigned char>(c))) c = '_';
+                           }
+                           return name;
+                         });
 
 TEST_F(TargetTest, NotPythonIsRefusedClearly) {
   auto t = InspectPythonBinary(*dis_, "/bin/ls");

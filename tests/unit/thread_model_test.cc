@@ -352,5 +352,33 @@ TEST_F(ThreadModelTest, IndependentThreadsInterleaveFreely) {
   }
 }
 
+// A process that starts threads forever: the model keeps a bounded number, forgetting the
+// oldest finished ones, and counts what it forgot so the report's totals stay right.
+TEST_F(ThreadModelTest, FinishedThreadsAreEvictedAndCounted) {
+  TraceModelConfig c;
+  c.threads.joins = JoinVisibility::kExact;
+  c.threads.body_done_visible = true;
+  c.threads.max_threads = 64;
+  model_ = TraceModel(c);
+  Feed({g_.Preexisting(kMain, 1)});
+  for (uint32_t i = 0; i < 1000; ++i) {
+    uint32_t tid = 2000 + i;
+    uint64_t boot = 0xb000 + i, ident = 0x7f0000 + i;
+    Feed({g_.StartBegin(kMain, boot), g_.Clone(kMain, tid), g_.StartEnd(kMain, boot, true, ident),
+          g_.Bootstrap(tid, boot), g_.BodyDone(tid), g_.Exit(tid), g_.JoinBegin(kMain, ident),
+          g_.JoinEnd(kMain)});
+  }
+  EXPECT_LE(threads().threads().size(), 64u);
+  const ThreadCounts& gone = threads().evicted();
+  EXPECT_EQ(gone.seen + threads().threads().size(), 1001u);
+  EXPECT_EQ(gone.started, gone.seen);
+  EXPECT_EQ(gone.joined, gone.seen);
+  EXPECT_EQ(gone.returned, gone.seen);
+  // The main thread, still running, is never forgotten; the newest are all there.
+  EXPECT_NE(threads().FindByTid(kMain), nullptr);
+  EXPECT_EQ(ByTid(2999).state, ThreadState::kDone);
+  EXPECT_EQ(threads().JoinedForReport(ByTid(2999)), true);
+}
+
 }  // namespace
 }  // namespace threadscope::model

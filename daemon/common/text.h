@@ -1,0 +1,15 @@
+// Text that came from a traced process (thread names, file and function names, paths) on its
+// way to a terminal or a log line: every control character (C0, DEL, C1) and every byte that is
+// not valid UTF-8 is shown as an escape, so a target cannot move the cursor, clear the screen,
+// set a window title or forge log lines. JSON output needs none of this (its encoder escapes).
+#pragma once
+
+#include <string>
+#include <string_view>
+
+namespace threadscope {
+
+// "a\x1b[2Jb" -> "a\x1b[2Jb" spelled with a backslash: "a\\x1b[2Jb"; valid UTF-8 passes.
+std::string Printable(std::string_view s);
+
+}  // namespace threadscope
