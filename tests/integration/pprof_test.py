@@ -124,7 +124,10 @@ class PprofTest(harness.BpfTestCase):
             label = interp.label
             rec, report = self.record(interp.argv, label)
             if not report["locks"]:
-                self.skipTest("%s: no lock tracing (%s)" % (label, report["target"]["lock_mode"]))
+                # 2.7 has no lock tracing; some builds' Lock waits are not seen (the report
+                # lists no lock): nothing to profile there.
+                self.skipTest("%s: the report lists no lock waits (lock mode %s)"
+                              % (label, report["target"]["lock_mode"]))
             want = report_totals(report)
             self.assertGreaterEqual(want["contended"], 300, label)
             self.assertEqual(want["contended"], want["lock_waits"])  # none still waiting
