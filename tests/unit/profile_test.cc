@@ -47,7 +47,8 @@ struct Trace {
   std::vector<v1::WatchEventsResponse> events;
 };
 
-Trace Replay(const v1::Target& target, const std::vector<std::string>& batches) {
+Trace Replay(const v1::Target& target, const std::vector<std::string>& batches,
+             bool hold_events = true) {
   std::vector<v1::RecordingChunk> chunks(1);
   auto* h = chunks[0].mutable_header();
   h->set_format_version(engine::kRecordingFormatVersion);
@@ -65,7 +66,7 @@ Trace Replay(const v1::Target& target, const std::vector<std::string>& batches) 
   v1::WatchEventsRequest req;
   req.set_from_start(true);
   req.set_gil_events(true);
-  req.set_hold_events(true);
+  req.set_hold_events(hold_events);
   auto sub = (*session)->Watch(req);
   v1::WatchEventsResponse r;
   while (sub->Next(&r, std::chrono::milliseconds(100)) ==
@@ -364,6 +365,19 @@ TEST(ProfileTest, HoldsByTheAcquiringStack) {
               acquire_frames ? "worker" : "[no stack where it was taken: --acquire-stacks]");
     // Holds are not waits: not in the folded stacks.
     EXPECT_EQ(ToCollapsed(p).find("hold"), std::string::npos);
+    // One event per release: only watchers that ask get them.
+    size_t released = 0;
+    for (const auto& e : trace.events) {
+      released += e.lock_event().change() == v1::LOCK_CHANGE_RELEASED;
+    }
+    EXPECT_EQ(released, 2u);
+    Trace quiet = Replay(MakeTarget("all", 0, acquire_frames), {Batch(r)}, false);
+    for (const auto& e : quiet.events) {
+      EXPECT_NE(e.lock_event().change(), v1::LOCK_CHANGE_RELEASED);
+    }
+    // Without them, the holds are still in the totals, under a frame that says why.
+    Profile q = Build(quiet.snapshot, quiet.events);
+    EXPECT_EQ(static_cast<uint64_t>(q.Total("lock-release-hold")), want.hold_ns);
   }
 }
 
