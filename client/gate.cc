@@ -392,20 +392,26 @@ std::string TextReport(const CheckResult& r) {
                        : f.improved ? "IMPROVED" : "ok";
     out += fmt::format("  {:<9} {:<40} {}\n", mark, f.name, f.explanation);
   }
-  // Point at code: the stacks whose waiting grew, worst first.
-  std::vector<const FigureResult*> grew;
+  // Point at code: the stacks whose waiting grew, one line each, the largest growth (relative
+  // to the baseline, so counts and seconds compare) first.
+  std::map<std::string, std::pair<double, std::string>> grew;  // where -> (growth, text)
   for (const auto& f : r.figures) {
-    if (f.regressed && IsStackFigure(f.name)) grew.push_back(&f);
+    if (!f.regressed || !IsStackFigure(f.name)) continue;
+    std::string where = f.name.substr(f.name.find(kStackMarker) + sizeof(kStackMarker) - 1);
+    double base = f.baseline.value_or(0);
+    double growth = base > 0 ? (f.median - base) / base : 1e300;
+    auto& g = grew[where];
+    g.first = std::max(g.first, growth);
+    g.second += fmt::format("{}{} {} -> {}", g.second.empty() ? "" : "; ", BaseOf(f.name),
+                            Num(base, f.kind), Num(f.median, f.kind));
   }
-  std::stable_sort(grew.begin(), grew.end(), [](const auto* a, const auto* b) {
-    return a->median - a->baseline.value_or(0) > b->median - b->baseline.value_or(0);
-  });
-  if (!grew.empty()) {
+  std::vector<std::pair<std::string, std::pair<double, std::string>>> ranked(grew.begin(),
+                                                                             grew.end());
+  std::stable_sort(ranked.begin(), ranked.end(),
+                   [](const auto& a, const auto& b) { return a.second.first > b.second.first; });
+  if (!ranked.empty()) {
     out += "waiting grew at (innermost frame first):\n";
-    for (const auto* f : grew) {
-      std::string where = f->name.substr(f->name.find(kStackMarker) + sizeof(kStackMarker) - 1);
-      out += fmt::format("  {}: {} {}\n", where, BaseOf(f->name), f->explanation);
-    }
+    for (const auto& [where, g] : ranked) out += fmt::format("  {}: {}\n", where, g.second);
   }
   switch (r.verdict) {
     case Verdict::kOk: out += "verdict: ok\n"; break;
