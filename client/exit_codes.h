@@ -10,11 +10,15 @@ enum ExitCode : int {
   kExitInternal = 1,          // a bug or an unexpected failure
   kExitUsage = 2,             // bad flags or arguments
   kExitNoSuchProcess = 3,     // NOT_FOUND
-  kExitNotPython = 4,         // FAILED_PRECONDITION: not CPython, unsupported, no probes
+  kExitNotPython = 4,         // FAILED_PRECONDITION / DATA_LOSS: not CPython, unsupported, its
+                              // binary unreadable or corrupt, no probes
   kExitPermission = 5,        // PERMISSION_DENIED / UNAUTHENTICATED: not allowed, bad token
   kExitNoDaemon = 6,          // UNAVAILABLE: --server given and nothing answers
   kExitTargetExited = 7,      // ABORTED: the target exited while attaching
-  kExitBadRecording = 8,      // INVALID_ARGUMENT / DATA_LOSS on a recording
+  kExitBadRecording = 8,      // a recording that cannot be read (report, export: their own mapping)
+  kExitLimit = 9,             // RESOURCE_EXHAUSTED: a limit of the daemon (docs/DESIGN.md §7.4)
+                              // or a binary larger than threadscope reads
+  kExitDeadline = 10,         // DEADLINE_EXCEEDED: the target took too long to inspect or answer
   kExitCommandNotFound = 127, // run: the command could not be executed
 };
 
@@ -28,7 +32,9 @@ inline int ExitCodeFor(const grpc::Status& s) {
     case grpc::StatusCode::UNAVAILABLE: return kExitNoDaemon;
     case grpc::StatusCode::ABORTED: return kExitTargetExited;
     case grpc::StatusCode::INVALID_ARGUMENT: return kExitUsage;
-    case grpc::StatusCode::DATA_LOSS: return kExitBadRecording;
+    case grpc::StatusCode::DATA_LOSS: return kExitNotPython;
+    case grpc::StatusCode::RESOURCE_EXHAUSTED: return kExitLimit;
+    case grpc::StatusCode::DEADLINE_EXCEEDED: return kExitDeadline;
     default: return kExitInternal;
   }
 }

@@ -11,6 +11,8 @@ fi
 packages=(
   # build
   bazel-bootstrap bazel-rules-java g++ clang llvm bpftool
+  # sanitizers (gcc: ASan, UBSan, TSan runtimes) and libFuzzer (clang): tools/sanitizers.sh
+  libasan8 libubsan1 libtsan2 libclang-rt-14-dev
   libbpf-dev libelf-dev zlib1g-dev linux-libc-dev
   protobuf-compiler protobuf-compiler-grpc libprotobuf-dev libgrpc++-dev grpc-proto
   libspdlog-dev libfmt-dev libgtest-dev libgmock-dev libcapstone-dev libcli11-dev

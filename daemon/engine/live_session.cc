@@ -77,8 +77,10 @@ StatusOr<std::shared_ptr<LiveSession>> LiveSession::Attach(
   if (!status.ok() || !process->Alive()) return exited();
   // A disassembler of its own: capstone handles are not shared between concurrent attaches.
   TS_ASSIGN_OR_RETURN(auto dis, target::Disassembler::Create());
+  target::InspectOptions inspect;
+  inspect.budget = target::Budget::WithTimeout(std::chrono::milliseconds(options.plan_deadline_ms));
   TS_ASSIGN_OR_RETURN(target::InspectedProcess inspected,
-                      target::InspectPythonProcess(proc, *dis, pid));
+                      target::InspectPythonProcess(proc, *dis, pid, inspect));
   if (!process->Alive()) return exited();
   loader::PlanOptions plan_options;
   plan_options.locks = options.locks;
@@ -86,6 +88,9 @@ StatusOr<std::shared_ptr<LiveSession>> LiveSession::Attach(
   plan_options.acquire_stack_frames = options.acquire_stack_frames;
   plan_options.gil = options.gil;
   loader::ProbePlan plan = loader::PlanProbes(inspected, *dis, plan_options);
+  // Planning charged the same budget (through the ELF files): a plan made from a search cut
+  // short is not one to trust.
+  TS_RETURN_IF_ERROR(inspect.budget->status());
 
   loader::BpfTracerOptions bpf_options;
   bpf_options.tgid = pid;

@@ -41,6 +41,10 @@ struct LiveSessionOptions {
   std::map<std::string, std::string> labels;  // user labels for metrics
   int poll_interval_ms = 50;
   int liveness_interval_ms = 200;
+  // Inspecting and planning a target read files and code it chose: they get this long, then
+  // the attach fails (DEADLINE_EXCEEDED) saying which step ran out (measured on the machine's
+  // interpreters: 0.1-0.6 s, docs/PERFORMANCE.md).
+  int plan_deadline_ms = 20000;
 };
 
 class LiveSession : public Session {

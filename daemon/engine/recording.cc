@@ -1,9 +1,11 @@
 #include "daemon/engine/recording.h"
 
 #include <google/protobuf/io/zero_copy_stream_impl.h>
+#include <google/protobuf/io/zero_copy_stream_impl_lite.h>
 #include <google/protobuf/util/delimited_message_util.h>
 
 #include <cerrno>
+#include <cstdint>
 #include <cstring>
 
 #include "probes/threadscope_events.h"
@@ -65,6 +67,30 @@ Status ValidateRecording(const std::vector<v1::RecordingChunk>& chunks) {
   return OkStatus();
 }
 
+namespace {
+
+// The chunks after the magic; `name` names the input in errors.
+StatusOr<std::vector<v1::RecordingChunk>> ParseChunks(google::protobuf::io::ZeroCopyInputStream* in,
+                                                     const std::string& name) {
+  std::vector<v1::RecordingChunk> chunks;
+  while (true) {
+    v1::RecordingChunk chunk;
+    bool clean_eof = false;
+    // Bounded by the input: protobuf never allocates more than what a field's declared size
+    // and the bytes left allow (50 MB at once at most, protobuf 3.21 kSafeStringSize).
+    if (!google::protobuf::util::ParseDelimitedFromZeroCopyStream(&chunk, in, &clean_eof)) {
+      if (clean_eof) break;
+      return DataLossError(name + " is truncated or corrupt after " +
+                           std::to_string(chunks.size()) + " chunks");
+    }
+    chunks.push_back(std::move(chunk));
+  }
+  TS_RETURN_IF_ERROR(ValidateRecording(chunks).WithContext(name));
+  return chunks;
+}
+
+}  // namespace
+
 StatusOr<std::vector<v1::RecordingChunk>> ReadRecordingFile(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) return ErrnoToStatus(errno, "cannot open recording " + path);
@@ -74,19 +100,21 @@ StatusOr<std::vector<v1::RecordingChunk>> ReadRecordingFile(const std::string& p
     return InvalidArgumentError(path + " is not a threadscope recording (bad magic)");
   }
   google::protobuf::io::IstreamInputStream stream(&in);
-  std::vector<v1::RecordingChunk> chunks;
-  while (true) {
-    v1::RecordingChunk chunk;
-    bool clean_eof = false;
-    if (!google::protobuf::util::ParseDelimitedFromZeroCopyStream(&chunk, &stream, &clean_eof)) {
-      if (clean_eof) break;
-      return DataLossError(path + " is truncated or corrupt after " + std::to_string(chunks.size()) +
-                           " chunks");
-    }
-    chunks.push_back(std::move(chunk));
+  return ParseChunks(&stream, path);
+}
+
+StatusOr<std::vector<v1::RecordingChunk>> ParseRecording(std::string_view bytes,
+                                                         const std::string& name) {
+  std::string_view magic(kRecordingMagic, sizeof(kRecordingMagic) - 1);
+  if (bytes.substr(0, magic.size()) != magic) {
+    return InvalidArgumentError(name + " is not a threadscope recording (bad magic)");
   }
-  TS_RETURN_IF_ERROR(ValidateRecording(chunks).WithContext(path));
-  return chunks;
+  bytes.remove_prefix(magic.size());
+  if (bytes.size() > static_cast<size_t>(INT32_MAX)) {
+    return InvalidArgumentError(name + " is larger than 2 GiB; read it from a file instead");
+  }
+  google::protobuf::io::ArrayInputStream stream(bytes.data(), static_cast<int>(bytes.size()));
+  return ParseChunks(&stream, name);
 }
 
 }  // namespace threadscope::engine

@@ -6,6 +6,7 @@
 #include <fstream>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "daemon/common/status.h"
@@ -31,6 +32,10 @@ class RecordingWriter {
 // record chunks that are whole records. Errors: NotFound, InvalidArgument (not a recording),
 // DataLoss (truncated or corrupt), FailedPrecondition (a newer format).
 StatusOr<std::vector<v1::RecordingChunk>> ReadRecordingFile(const std::string& path);
+
+// The same for a recording held in memory (magic included); `name` names it in errors.
+StatusOr<std::vector<v1::RecordingChunk>> ParseRecording(std::string_view bytes,
+                                                         const std::string& name);
 
 // Checks a chunk sequence (from a file or a LoadRecording stream).
 Status ValidateRecording(const std::vector<v1::RecordingChunk>& chunks);

@@ -254,8 +254,13 @@ StatusOr<std::shared_ptr<Session>> SessionManager::Get(const std::string& target
 }
 
 void SessionManager::DetachQuietly(const std::shared_ptr<Session>& s) {
-  Status st = s->Detach();
-  if (!st.ok()) spdlog::warn("detach {}: {}", s->id(), st.ToString());
+  // Runs on the reaper and the acceptor: nothing may escape them (it would end the daemon).
+  try {
+    Status st = s->Detach();
+    if (!st.ok()) spdlog::warn("detach {}: {}", s->id(), st.ToString());
+  } catch (const std::exception& e) {
+    spdlog::error("detach {}: {}", s->id(), e.what());
+  }
 }
 
 template <typename Pred>

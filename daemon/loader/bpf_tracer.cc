@@ -15,6 +15,7 @@
 #include <map>
 #include <chrono>
 #include <mutex>
+#include <system_error>
 #include <thread>
 
 #include "probes/threadscope_bpf.skel.h"
@@ -204,14 +205,20 @@ void BpfTracer::DetachAll() {
   std::vector<std::thread> workers;
   std::atomic<size_t> next{0};
   size_t threads = std::min<size_t>(n, 32);
+  auto work = [&] {
+    for (size_t i; (i = next.fetch_add(1)) < n;) {
+      if (links_[i].link) bpf_link__destroy(links_[i].link);
+      if (links_[i].fd >= 0) close(links_[i].fd);
+    }
+  };
   for (size_t w = 0; w < threads; ++w) {
-    workers.emplace_back([&] {
-      for (size_t i; (i = next.fetch_add(1)) < n;) {
-        if (links_[i].link) bpf_link__destroy(links_[i].link);
-        if (links_[i].fd >= 0) close(links_[i].fd);
-      }
-    });
+    try {
+      workers.emplace_back(work);
+    } catch (const std::system_error&) {
+      break;  // out of threads (a client holding many streams): the rest is done right here
+    }
   }
+  work();
   for (auto& t : workers) t.join();
   links_.clear();
   if (n) {

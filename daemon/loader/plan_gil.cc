@@ -83,9 +83,16 @@ std::string Join(const std::vector<std::string>& parts, const char* sep) {
 }
 
 // (call, owner) of every call the interpreter makes to an imported function.
-std::vector<std::pair<uint64_t, uint64_t>> ImportCalls(const PlanContext& p, const char* fn) {
+// A search cut short (a binary built to make it long) leaves the list partial: the GIL is then
+// not traced rather than traced with drops missing (see the callers' `truncated`).
+std::vector<std::pair<uint64_t, uint64_t>> ImportCalls(const PlanContext& p, const char* fn,
+                                                       std::string* truncated = nullptr) {
   std::vector<std::pair<uint64_t, uint64_t>> out;
-  for (const auto& s : target::FindImportCallSites(p.py(), p.dis(), fn)) {
+  auto found = target::FindImportCallSitesBounded(p.py(), p.dis(), fn);
+  if (found.truncated && truncated && truncated->empty()) {
+    *truncated = std::string(fn) + ": " + found.truncated_reason;
+  }
+  for (const auto& s : found.sites) {
     out.emplace_back(s.call, p.code().OwnerOf(s.call).value_or(s.function));
   }
   return out;
@@ -178,8 +185,16 @@ bool IsTake(const PlanContext& p, const Finding& f, uint64_t owner, uint64_t add
 }
 
 void FindDrops(const PlanContext& p, Finding* f) {
-  std::set<uint64_t> locks_mutex = Owners(ImportCalls(p, "pthread_mutex_lock"));
-  for (const auto& [call, owner] : ImportCalls(p, "pthread_cond_signal")) {
+  std::string truncated;
+  std::set<uint64_t> locks_mutex = Owners(ImportCalls(p, "pthread_mutex_lock", &truncated));
+  auto signals = ImportCalls(p, "pthread_cond_signal", &truncated);
+  auto waits = Owners(ImportCalls(p, "pthread_cond_wait", &truncated));
+  if (!truncated.empty()) {
+    // A partial list of drop sites would make holds overlap and drops go unmatched.
+    f->complete = false;
+    f->notes.push_back("the search for the GIL's drop sites stopped early (" + truncated + ")");
+  }
+  for (const auto& [call, owner] : signals) {
     if (IsTake(p, *f, owner, call)) continue;  // take_gil signals switch_cond
     if (!locks_mutex.count(owner)) {
       f->notes.push_back("pthread_cond_signal in " + p.code().Describe(call) +
@@ -192,7 +207,7 @@ void FindDrops(const PlanContext& p, Finding* f) {
   // found releasing.
   std::set<uint64_t> releasing;
   for (const auto& r : f->releases) releasing.insert(r.owner);
-  for (uint64_t copy : Owners(ImportCalls(p, "pthread_cond_wait"))) {
+  for (uint64_t copy : waits) {
     if (releasing.count(copy)) continue;
     f->complete = false;
     f->notes.push_back("drop_gil copy in " + p.FunctionName(copy) +

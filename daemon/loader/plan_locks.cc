@@ -66,6 +66,7 @@ struct ImportSites {
   std::vector<ProbeSite> returns;         // emulated return sites (rax = result)
   std::vector<ProbeSite> entry_fallback;  // libc entries for calls without a return site
   size_t excluded = 0;                    // calls left out (made by excluded callers)
+  std::string truncated;                  // why a search stopped early (a hostile binary)
 };
 
 // Calls made from `excluded_callers` (function names; cold fragments count as their function)
@@ -79,9 +80,10 @@ ImportSites FindImportSites(const PlanContext& p, const std::vector<std::string>
     if (auto sym = p.py().FindSymbol(name); sym && sym->is_function) excluded.insert(sym->value);
   }
   for (const auto& fn : functions) {
-    auto sites = target::FindImportCallSites(p.py(), p.dis(), fn);
+    auto found = target::FindImportCallSitesBounded(p.py(), p.dis(), fn);
+    if (found.truncated && out.truncated.empty()) out.truncated = found.truncated_reason;
     bool need_fallback = false;
-    for (const auto& site : sites) {
+    for (const auto& site : found.sites) {
       auto owner = p.code().OwnerOf(site.call).value_or(site.function);
       if (excluded.count(owner)) {
         ++out.excluded;
@@ -130,6 +132,15 @@ void AddSemWaitProbes(const PlanContext& p, CapabilitySet feeds, ProbePlan* plan
   begin.feeds = feeds;
   begin.sites = sites.calls;
   if (begin.sites.empty()) begin.unavailable = none;
+  if (!sites.truncated.empty()) {
+    // Never silently partial: a search cut short (a binary built to make it long) would leave
+    // waits at the sites it did not reach unseen. Not traced, and why.
+    begin.sites.clear();
+    sites.returns.clear();
+    sites.entry_fallback.clear();
+    begin.unavailable = "the search for sem_*wait calls stopped early: " + sites.truncated;
+    none = begin.unavailable;
+  }
   plan->probes.push_back(std::move(begin));
 
   PlannedProbe end(ProbeId::kSemWaitReturn);

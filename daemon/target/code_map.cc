@@ -68,9 +68,13 @@ void CodeMap::IndexBranches() const {
       }
     }
   }
-  for (const ElfSection* sec : elf_.PointerDataSections()) {
-    for (uint64_t a = (sec->addr + 7) & ~uint64_t{7}; a + 8 <= sec->addr + sec->size; a += 8) {
-      if (auto p = elf_.PointerAt(a); p && elf_.IsText(*p)) data_refs_.insert(*p);
+  // Only bytes the file has, each once (section headers can claim any size and overlap).
+  for (const auto& [sec_start, sec_end] : elf_.PointerDataRanges()) {
+    if (sec_start > UINT64_MAX - 7) continue;
+    for (const auto& [start, end] : elf_.FileBackedRanges((sec_start + 7) & ~uint64_t{7}, sec_end)) {
+      for (uint64_t a = start; end - a >= 8 && a >= start; a += 8) {
+        if (auto p = elf_.PointerAt(a); p && elf_.IsText(*p)) data_refs_.insert(*p);
+      }
     }
   }
 }
@@ -87,7 +91,7 @@ const std::vector<Instruction>& CodeMap::Code(uint64_t begin) const {
   if (it != code_.end()) return it->second;
   std::vector<Instruction> code;
   if (auto r = RangeAround(begin); r && r->begin == begin) {
-    code = dis_.Decode(elf_.BytesAt(r->begin, r->end - r->begin), r->begin);
+    code = dis_.Decode(elf_.BytesAt(r->begin, r->end - r->begin), r->begin, 0, elf_.budget());
   }
   return code_.emplace(begin, std::move(code)).first->second;
 }

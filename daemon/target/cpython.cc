@@ -1,8 +1,10 @@
 #include "daemon/target/cpython.h"
 
+#include <algorithm>
 #include <cctype>
 #include <cstring>
 #include <regex>
+#include <map>
 #include <set>
 
 namespace threadscope::target {
@@ -96,35 +98,43 @@ std::vector<MethodTable> FindMethodTables(const ElfFile& elf) {
     return true;
   };
   std::vector<MethodTable> tables;
-  for (const ElfSection* sec : elf.PointerDataSections()) {
-    MethodTable current;
-    uint64_t expect_next = 0;
-    for (uint64_t addr = (sec->addr + 7) & ~uint64_t{7}; addr + 32 <= sec->addr + sec->size;
-         addr += 8) {
-      auto name_ptr = elf.PointerAt(addr);
-      if (!name_ptr || !elf.IsReadOnlyData(*name_ptr)) continue;
-      auto fn = elf.PointerAt(addr + 8);
-      if (!fn || !elf.IsText(*fn)) continue;
-      std::string_view flag_bytes = elf.BytesAt(addr + 16, 4);
-      if (flag_bytes.size() != 4) continue;
-      uint32_t flags;
-      std::memcpy(&flags, flag_bytes.data(), 4);
-      if (flags >= 1024) continue;
-      auto doc = elf.PointerAt(addr + 24);
-      if (doc && *doc != 0 && !elf.IsReadOnlyData(*doc) && !elf.CStringAt(*doc, 1 << 16)) {
-        continue;
+  size_t records = 0;
+  // Only bytes the file has, each once: section headers can claim any size and overlap.
+  for (const auto& [sec_start, sec_end] : elf.PointerDataRanges()) {
+    if (sec_start > UINT64_MAX - 7) continue;
+    for (const auto& [start, end] : elf.FileBackedRanges((sec_start + 7) & ~uint64_t{7}, sec_end)) {
+      MethodTable current;
+      uint64_t expect_next = 0;
+      for (uint64_t addr = start; end - addr >= 32 && addr >= start; addr += 8) {
+        if (!Charge(elf.budget(), 1, "looking for PyMethodDef tables")) return tables;
+        auto name_ptr = elf.PointerAt(addr);
+        if (!name_ptr || !elf.IsReadOnlyData(*name_ptr)) continue;
+        auto fn = elf.PointerAt(addr + 8);
+        if (!fn || !elf.IsText(*fn)) continue;
+        std::string_view flag_bytes = elf.BytesAt(addr + 16, 4);
+        if (flag_bytes.size() != 4) continue;
+        uint32_t flags;
+        std::memcpy(&flags, flag_bytes.data(), 4);
+        if (flags >= 1024) continue;
+        auto doc = elf.PointerAt(addr + 24);
+        // Stripped 3.6/3.7 keep docstrings in writable .data: a readable string is a doc too.
+        if (doc && *doc != 0 && !elf.IsReadOnlyData(*doc) && !elf.CStringAt(*doc, 1 << 16)) {
+          continue;
+        }
+        auto name = elf.CStringAt(*name_ptr, 80);
+        if (!name || !is_identifier(*name)) continue;
+        if (addr != expect_next && !current.empty()) {
+          tables.push_back(std::move(current));
+          current.clear();
+        }
+        if (++records > kMaxMethodDefs) break;
+        current.push_back({addr, *name, *fn, static_cast<int>(flags)});
+        expect_next = addr + 32;
+        addr += 24;  // the loop adds the last 8
       }
-      auto name = elf.CStringAt(*name_ptr, 80);
-      if (!name || !is_identifier(*name)) continue;
-      if (addr != expect_next && !current.empty()) {
-        tables.push_back(std::move(current));
-        current.clear();
-      }
-      current.push_back({addr, *name, *fn, static_cast<int>(flags)});
-      expect_next = addr + 32;
-      addr += 24;  // the loop adds the last 8
+      if (!current.empty()) tables.push_back(std::move(current));
+      if (records > kMaxMethodDefs) return tables;
     }
-    if (!current.empty()) tables.push_back(std::move(current));
   }
   return tables;
 }
@@ -157,6 +167,8 @@ const MethodTable* FindMethodTable(const std::vector<MethodTable>& tables,
 
 std::optional<uint64_t> FindTypeNew(const ElfFile& elf, uint64_t methods_table) {
   constexpr int32_t kPyTpMethods = 64, kPyTpNew = 65;
+  // CPython defines 83 slot ids (3.14); a slot array is never longer than that.
+  constexpr int kMaxSlots = 128;
   auto slot_at = [&](uint64_t addr) -> std::optional<std::pair<int32_t, uint64_t>> {
     std::string_view raw = elf.BytesAt(addr, 4);
     auto ptr = elf.PointerAt(addr + 8);
@@ -165,24 +177,30 @@ std::optional<uint64_t> FindTypeNew(const ElfFile& elf, uint64_t methods_table) 
     std::memcpy(&slot, raw.data(), 4);
     return std::make_pair(slot, *ptr);
   };
-  for (const ElfSection* sec : elf.PointerDataSections()) {
-    for (uint64_t a = (sec->addr + 7) & ~uint64_t{7}; a + 16 <= sec->addr + sec->size; a += 8) {
-      auto ptr = elf.PointerAt(a);
-      if (!ptr || *ptr != methods_table) continue;
-      // Heap type: {int slot; void* pfunc} records; this one is {Py_tp_methods, table}.
-      if (auto here = slot_at(a - 8); here && here->first == kPyTpMethods) {
-        for (int dir : {-1, 1}) {
-          for (uint64_t r = a - 8 + static_cast<int64_t>(dir) * 16;; r += dir * 16) {
-            auto rec = slot_at(r);
-            if (!rec || rec->first <= 0 || rec->first > 100) break;
-            if (rec->first == kPyTpNew && elf.IsText(rec->second)) return rec->second;
+  for (const auto& [sec_start, sec_end] : elf.PointerDataRanges()) {
+    if (sec_start > UINT64_MAX - 7) continue;
+    for (const auto& [start, end] : elf.FileBackedRanges((sec_start + 7) & ~uint64_t{7}, sec_end)) {
+      for (uint64_t a = start; end - a >= 16 && a >= start; a += 8) {
+        if (!Charge(elf.budget(), 1, "looking for the lock type")) return std::nullopt;
+        auto ptr = elf.PointerAt(a);
+        if (!ptr || *ptr != methods_table) continue;
+        // Heap type: {int slot; void* pfunc} records; this one is {Py_tp_methods, table}.
+        if (auto here = slot_at(a - 8); here && here->first == kPyTpMethods) {
+          for (int64_t dir : {-16, 16}) {
+            uint64_t r = a - 8;
+            for (int n = 0; n < kMaxSlots; ++n) {
+              r += static_cast<uint64_t>(dir);
+              auto rec = slot_at(r);
+              if (!rec || rec->first <= 0 || rec->first > 100) break;
+              if (rec->first == kPyTpNew && elf.IsText(rec->second)) return rec->second;
+            }
           }
         }
-      }
-      // Static type: tp_methods at +232 of PyTypeObject, tp_new at +312.
-      if (auto tp_new = elf.PointerAt(a + 80); tp_new && elf.IsText(*tp_new)) {
-        auto name = elf.PointerAt(a - 208);
-        if (name && elf.IsReadOnlyData(*name)) return *tp_new;
+        // Static type: tp_methods at +232 of PyTypeObject, tp_new at +312.
+        if (auto tp_new = elf.PointerAt(a + 80); tp_new && elf.IsText(*tp_new)) {
+          auto name = elf.PointerAt(a - 208);
+          if (name && elf.IsReadOnlyData(*name)) return *tp_new;
+        }
       }
     }
   }
@@ -193,12 +211,10 @@ std::vector<Instruction> DecodeFunction(const ElfFile& elf, const Disassembler& 
                                         uint64_t fallback_len) {
   uint64_t len = fallback_len;
   if (auto extent = elf.FunctionExtent(vaddr)) len = extent->second - extent->first;
-  std::string_view bytes = elf.BytesAt(vaddr, len);
-  while (bytes.empty() && len > 16) {  // near the end of the text segment
-    len /= 2;
-    bytes = elf.BytesAt(vaddr, len);
-  }
-  return dis.Decode(bytes, vaddr);
+  // Symbol sizes and .eh_frame ranges are the binary's word: decode what the file has, and
+  // never more than any real function needs.
+  std::string_view bytes = elf.FileBytesAt(vaddr, std::min(len, kMaxFunctionBytes));
+  return dis.Decode(bytes, vaddr, 0, elf.budget());
 }
 
 std::vector<ResolvedCall> FindCallsByName(const ElfFile& elf, const Disassembler& dis,
@@ -206,10 +222,11 @@ std::vector<ResolvedCall> FindCallsByName(const ElfFile& elf, const Disassembler
   std::vector<ResolvedCall> out;
   std::set<uint64_t> visited;
   std::vector<std::pair<uint64_t, int>> work{{function, depth}};
-  while (!work.empty()) {
+  while (!work.empty() && visited.size() < kMaxFunctionsFollowed) {
     auto [fn, left] = work.back();
     work.pop_back();
     if (!visited.insert(fn).second) continue;
+    if (elf.budget() && elf.budget()->exhausted()) break;
     for (const auto& site : CallSites(DecodeFunction(elf, dis, fn))) {
       auto name = elf.NameAt(site.target);
       if (name && *name == callee) {
@@ -230,66 +247,128 @@ std::vector<ResolvedCall> FindCallsByName(const ElfFile& elf, const Disassembler
   return out;
 }
 
-std::vector<ImportCallSite> FindImportCallSites(const ElfFile& elf, const Disassembler& dis,
-                                                std::string_view name) {
-  std::vector<ImportCallSite> out;
+ImportCallSites FindImportCallSitesBounded(const ElfFile& elf, const Disassembler& dis,
+                                           std::string_view name, size_t max_sites) {
+  ImportCallSites out;
   std::optional<uint64_t> direct = elf.PltStubFor(name);
   if (!direct) {
     if (auto sym = elf.FindSymbol(name); sym && sym->is_function) direct = sym->value;
   }
   std::optional<uint64_t> got = elf.GotSlotFor(name);
   if (!direct && !got) return out;
+  auto cut = [&](std::string why) {
+    if (!out.truncated) out.truncated_reason = std::move(why);
+    out.truncated = true;
+  };
 
-  std::set<uint64_t> candidates;
+  // Candidates: call/jmp rel32 to the stub or the function, call/jmp *rel32(%rip) through its
+  // GOT slot, anywhere in the code but the stubs themselves. Each code byte is scanned once.
+  std::vector<std::pair<uint64_t, uint64_t>> code;
   for (const auto& sec : elf.sections()) {
     if (!(sec.flags & 0x4 /* SHF_EXECINSTR */) || sec.type != 1 /* SHT_PROGBITS */) continue;
-    if (sec.name.rfind(".plt", 0) == 0) continue;  // the stubs themselves
-    std::string_view text = elf.BytesAt(sec.addr, sec.size);
-    for (size_t i = 0; i + 5 <= text.size(); ++i) {
-      uint8_t op = static_cast<uint8_t>(text[i]);
-      if (direct && (op == 0xe8 || op == 0xe9)) {
-        int32_t rel;
-        std::memcpy(&rel, text.data() + i + 1, 4);
-        if (sec.addr + i + 5 + static_cast<int64_t>(rel) == *direct) candidates.insert(sec.addr + i);
-      } else if (got && op == 0xff && i + 6 <= text.size() &&
-                 (static_cast<uint8_t>(text[i + 1]) == 0x15 ||
-                  static_cast<uint8_t>(text[i + 1]) == 0x25)) {
-        int32_t rel;
-        std::memcpy(&rel, text.data() + i + 2, 4);
-        if (sec.addr + i + 6 + static_cast<int64_t>(rel) == *got) candidates.insert(sec.addr + i);
+    if (sec.name.rfind(".plt", 0) == 0) continue;
+    uint64_t end = sec.size > UINT64_MAX - sec.addr ? UINT64_MAX : sec.addr + sec.size;
+    code.emplace_back(sec.addr, end);
+  }
+  std::sort(code.begin(), code.end());
+  std::vector<std::pair<uint64_t, uint64_t>> merged;
+  for (const auto& r : code) {
+    if (!merged.empty() && r.first <= merged.back().second) {
+      merged.back().second = std::max(merged.back().second, r.second);
+    } else {
+      merged.push_back(r);
+    }
+  }
+  std::vector<uint64_t> candidates;
+  for (const auto& [sec_start, sec_end] : merged) {
+    for (const auto& [start, end] : elf.FileBackedRanges(sec_start, sec_end)) {
+      std::string_view text = elf.FileBytesAt(start, end - start);
+      if (!Charge(elf.budget(), text.size() / 8 + 1, "searching for call sites")) return out;
+      for (size_t i = 0; i + 5 <= text.size() && candidates.size() <= kMaxCallCandidates; ++i) {
+        uint8_t op = static_cast<uint8_t>(text[i]);
+        uint64_t at = start + i;
+        if (direct && (op == 0xe8 || op == 0xe9)) {
+          int32_t rel;
+          std::memcpy(&rel, text.data() + i + 1, 4);
+          if (at + 5 + static_cast<uint64_t>(int64_t{rel}) == *direct) candidates.push_back(at);
+        } else if (got && op == 0xff && i + 6 <= text.size() &&
+                   (static_cast<uint8_t>(text[i + 1]) == 0x15 ||
+                    static_cast<uint8_t>(text[i + 1]) == 0x25)) {
+          int32_t rel;
+          std::memcpy(&rel, text.data() + i + 2, 4);
+          if (at + 6 + static_cast<uint64_t>(int64_t{rel}) == *got) candidates.push_back(at);
+        }
       }
     }
   }
-  // Keep only candidates that are real instruction boundaries of a known function.
+  if (candidates.size() > kMaxCallCandidates) {
+    candidates.resize(kMaxCallCandidates);
+    cut("more than " + std::to_string(kMaxCallCandidates) + " byte patterns look like calls to " +
+        std::string(name));
+  }
+
+  // Keep only candidates that are real instruction boundaries of a known function, decoding
+  // each function once however many candidates it holds.
+  std::map<std::pair<uint64_t, uint64_t>, std::vector<uint64_t>> by_function;
   for (uint64_t addr : candidates) {
-    auto fn = elf.FunctionAround(addr);
-    if (!fn) continue;
-    std::string_view bytes = elf.BytesAt(fn->first, fn->second - fn->first);
-    auto code = dis.Decode(bytes, fn->first);
-    for (size_t k = 0; k < code.size(); ++k) {
-      if (code[k].address != addr) continue;
-      if (!code[k].is_call && !code[k].is_jump) break;
+    if (auto fn = elf.FunctionAround(addr)) by_function[*fn].push_back(addr);
+  }
+  uint64_t decoded = 0;
+  for (const auto& [fn, addrs] : by_function) {
+    uint64_t len = std::min(fn.second - fn.first, kMaxFunctionBytes);
+    if (decoded + len > kMaxCallSearchBytes) {
+      cut("the functions calling " + std::string(name) + " exceed " +
+          std::to_string(kMaxCallSearchBytes >> 20) + " MiB");
+      break;
+    }
+    decoded += len;
+    auto insns = dis.Decode(elf.FileBytesAt(fn.first, len), fn.first, 0, elf.budget());
+    if (elf.budget() && elf.budget()->exhausted()) return out;
+    for (uint64_t addr : addrs) {
+      auto it = std::lower_bound(insns.begin(), insns.end(), addr,
+                                 [](const Instruction& in, uint64_t a) { return in.address < a; });
+      if (it == insns.end() || it->address != addr) continue;
+      if (!it->is_call && !it->is_jump) continue;
+      size_t k = static_cast<size_t>(it - insns.begin());
       ImportCallSite site;
       site.call = addr;
-      site.function = fn->first;
-      site.tail = code[k].is_jump;
+      site.function = fn.first;
+      site.tail = insns[k].is_jump;
       if (!site.tail) {
         // Walk forward to the first emulated instruction (typically the jcc after
         // "cmp $-1,%eax"), as long as nothing writes rax and control does not leave.
-        for (size_t j = k + 1; j < code.size() && j < k + 8; ++j) {
-          std::string_view ib = elf.BytesAt(code[j].address, code[j].size);
+        for (size_t j = k + 1; j < insns.size() && j < k + 8; ++j) {
+          std::string_view ib = elf.BytesAt(insns[j].address, insns[j].size);
           if (ClassifyUprobeSite(ib) == UprobeSiteKind::kEmulated) {
-            if (!code[j].is_call) site.return_site = code[j].address;
+            if (!insns[j].is_call) site.return_site = insns[j].address;
             break;
           }
-          if (code[j].writes_rax || code[j].is_ret || code[j].is_call || code[j].is_jump) break;
+          if (insns[j].writes_rax || insns[j].is_ret || insns[j].is_call || insns[j].is_jump) {
+            break;
+          }
         }
       }
-      out.push_back(site);
-      break;
+      out.sites.push_back(site);
     }
   }
+  std::sort(out.sites.begin(), out.sites.end(),
+            [](const ImportCallSite& a, const ImportCallSite& b) { return a.call < b.call; });
+  out.sites.erase(std::unique(out.sites.begin(), out.sites.end(),
+                              [](const ImportCallSite& a, const ImportCallSite& b) {
+                                return a.call == b.call;
+                              }),
+                  out.sites.end());
+  if (out.sites.size() > max_sites) {
+    out.sites.resize(max_sites);
+    cut(std::to_string(max_sites) + " call sites of " + std::string(name) +
+        " kept; the binary has more");
+  }
   return out;
+}
+
+std::vector<ImportCallSite> FindImportCallSites(const ElfFile& elf, const Disassembler& dis,
+                                                std::string_view name) {
+  return FindImportCallSitesBounded(elf, dis, name).sites;
 }
 
 }  // namespace threadscope::target

@@ -2,6 +2,8 @@
 
 #include <capstone/capstone.h>
 
+#include <algorithm>
+
 namespace threadscope::target {
 
 namespace {
@@ -73,27 +75,35 @@ Disassembler::~Disassembler() {
 }
 
 std::vector<Instruction> Disassembler::Decode(std::string_view code, uint64_t address,
-                                              size_t max_count) const {
+                                              size_t max_count, Budget* budget) const {
   std::vector<Instruction> out;
-  cs_insn* insns = nullptr;
-  size_t n = cs_disasm(handle_, reinterpret_cast<const uint8_t*>(code.data()), code.size(), address,
-                       max_count, &insns);
-  out.reserve(n);
-  for (size_t i = 0; i < n; ++i) {
-    const cs_insn& ci = insns[i];
+  size_t limit = max_count == 0 ? kMaxDecodedInstructions
+                                : std::min(max_count, kMaxDecodedInstructions);
+  // One cs_insn (with its ~1.7 KB of detail) reused for every instruction: cs_disasm would
+  // allocate one per instruction of the whole range up front.
+  cs_insn* ci = cs_malloc(handle_);
+  if (ci == nullptr) return out;
+  const uint8_t* p = reinterpret_cast<const uint8_t*>(code.data());
+  size_t left = code.size();
+  uint64_t pc = address;
+  constexpr size_t kChargeEvery = 256;
+  while (out.size() < limit && cs_disasm_iter(handle_, &p, &left, &pc, ci)) {
+    if (out.size() % kChargeEvery == 0 && !Charge(budget, kChargeEvery, "decoding functions")) {
+      break;
+    }
     Instruction in;
-    in.address = ci.address;
-    in.size = ci.size;
-    in.mnemonic = ci.mnemonic;
-    in.operands = ci.op_str;
-    const cs_x86& x86 = ci.detail->x86;
-    for (uint8_t g = 0; g < ci.detail->groups_count; ++g) {
-      switch (ci.detail->groups[g]) {
+    in.address = ci->address;
+    in.size = ci->size;
+    in.mnemonic = ci->mnemonic;
+    in.operands = ci->op_str;
+    const cs_x86& x86 = ci->detail->x86;
+    for (uint8_t g = 0; g < ci->detail->groups_count; ++g) {
+      switch (ci->detail->groups[g]) {
         case X86_GRP_CALL: in.is_call = true; break;
         case X86_GRP_RET: in.is_ret = true; break;
         case X86_GRP_JUMP:
-          in.is_jump = ci.id == X86_INS_JMP;
-          in.is_cond_jump = ci.id != X86_INS_JMP && ci.id != X86_INS_LJMP;
+          in.is_jump = ci->id == X86_INS_JMP;
+          in.is_cond_jump = ci->id != X86_INS_JMP && ci->id != X86_INS_LJMP;
           break;
         default: break;
       }
@@ -125,19 +135,19 @@ std::vector<Instruction> Disassembler::Decode(std::string_view code, uint64_t ad
     // Constants loaded into argument registers.
     if (x86.op_count == 2 && x86.operands[0].type == X86_OP_REG) {
       auto dest = ToArgRegister(x86.operands[0].reg);
-      if (dest && ci.id == X86_INS_MOV && x86.operands[1].type == X86_OP_IMM) {
+      if (dest && ci->id == X86_INS_MOV && x86.operands[1].type == X86_OP_IMM) {
         in.const_dest = dest;
         in.const_value = static_cast<uint64_t>(x86.operands[1].imm);
-      } else if (dest && ci.id == X86_INS_LEA && x86.operands[1].type == X86_OP_MEM &&
+      } else if (dest && ci->id == X86_INS_LEA && x86.operands[1].type == X86_OP_MEM &&
                  x86.operands[1].mem.base == X86_REG_RIP && x86.operands[1].mem.index ==
                                                                 X86_REG_INVALID) {
         in.const_dest = dest;
-        in.const_value = ci.address + ci.size + static_cast<uint64_t>(x86.operands[1].mem.disp);
+        in.const_value = ci->address + ci->size + static_cast<uint64_t>(x86.operands[1].mem.disp);
       }
     }
     cs_regs read, written;
     uint8_t nread = 0, nwritten = 0;
-    if (cs_regs_access(handle_, &ci, read, &nread, written, &nwritten) == CS_ERR_OK) {
+    if (cs_regs_access(handle_, ci, read, &nread, written, &nwritten) == CS_ERR_OK) {
       for (uint8_t w = 0; w < nwritten; ++w) {
         unsigned reg = written[w];
         if (reg == X86_REG_RAX || reg == X86_REG_EAX || reg == X86_REG_AX || reg == X86_REG_AL ||
@@ -149,7 +159,7 @@ std::vector<Instruction> Disassembler::Decode(std::string_view code, uint64_t ad
     }
     out.push_back(std::move(in));
   }
-  cs_free(insns, n);
+  cs_free(ci, 1);
   return out;
 }
 

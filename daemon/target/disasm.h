@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "daemon/common/status.h"
+#include "daemon/target/budget.h"
 
 namespace threadscope::target {
 
@@ -54,6 +55,12 @@ struct Instruction {
   std::string ToString() const { return mnemonic + (operands.empty() ? "" : " " + operands); }
 };
 
+// No function of the interpreters here has more than 30k instructions (the largest,
+// _PyEval_EvalFrameDefault of Debian's 3.14, is 84 KiB); a decode stops after this many.
+inline constexpr size_t kMaxDecodedInstructions = size_t{1} << 18;
+
+// One capstone handle. capstone handles are not thread-safe (each keeps its last error and
+// decoding state), so each thread that plans (each attach) creates its own; they are cheap.
 class Disassembler {
  public:
   static StatusOr<std::unique_ptr<Disassembler>> Create();
@@ -61,9 +68,10 @@ class Disassembler {
   Disassembler(const Disassembler&) = delete;
   Disassembler& operator=(const Disassembler&) = delete;
 
-  // Decodes up to max_count instructions (0 = until the bytes run out or decoding fails).
-  std::vector<Instruction> Decode(std::string_view code, uint64_t address,
-                                  size_t max_count = 0) const;
+  // Decodes up to max_count instructions (0 = until the bytes run out or decoding fails), and
+  // never more than kMaxDecodedInstructions; stops early once `budget` is spent.
+  std::vector<Instruction> Decode(std::string_view code, uint64_t address, size_t max_count = 0,
+                                  Budget* budget = nullptr) const;
 
  private:
   Disassembler() = default;

@@ -1,117 +1,335 @@
 #include "daemon/target/elf_file.h"
 
 #include <elf.h>
-#include <fcntl.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include <algorithm>
-#include <cerrno>
+#include <cstdio>
 #include <cstring>
 
 namespace threadscope::target {
 
-StatusOr<std::unique_ptr<ElfFile>> ElfFile::Open(const std::string& path) {
-  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return ErrnoToStatus(errno, "cannot open " + path);
-  struct stat st;
-  if (fstat(fd, &st) != 0) {
-    int err = errno;
-    close(fd);
-    return ErrnoToStatus(err, "cannot stat " + path);
+namespace {
+
+// Longest symbol or library name kept. CPython's and glibc's are under 64 bytes; C++ names in
+// a libpython built with a C++ compiler stay well under this too.
+constexpr size_t kMaxNameLength = 1024;
+constexpr size_t kMaxSectionNameLength = 256;
+constexpr size_t kMaxNeeded = 1024;         // DT_NEEDED entries kept
+constexpr uint32_t kMaxBuildIdBytes = 64;  // GNU build ids are 20 (sha1) or 16 (md5) bytes
+// Reads go to the file in pieces of this size so the budget is charged as they progress.
+constexpr uint64_t kReadChunk = uint64_t{8} << 20;
+
+bool InRange(uint64_t off, uint64_t len, uint64_t size) { return off <= size && len <= size - off; }
+
+// Symbol names end up in reports (probe locations) and protos: only printable ASCII, which
+// every name threadscope looks up is.
+bool IsPrintableName(std::string_view s) {
+  if (s.empty()) return false;
+  for (char c : s) {
+    if (c <= ' ' || c > '~') return false;
   }
-  if (st.st_size < static_cast<off_t>(sizeof(Elf64_Ehdr))) {
-    close(fd);
-    return FailedPreconditionError(path + " is not an ELF file (too small)");
+  return true;
+}
+
+std::string Mib(uint64_t bytes) {
+  if (bytes < (1u << 20)) return std::to_string(bytes) + " bytes";
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), "%.0f MiB", static_cast<double>(bytes) / (1u << 20));
+  return buf;
+}
+
+// Sorts and merges [start, end) ranges.
+std::vector<std::pair<uint64_t, uint64_t>> Merge(std::vector<std::pair<uint64_t, uint64_t>> r) {
+  std::sort(r.begin(), r.end());
+  std::vector<std::pair<uint64_t, uint64_t>> out;
+  for (const auto& [start, end] : r) {
+    if (start >= end) continue;
+    if (!out.empty() && start <= out.back().second) {
+      out.back().second = std::max(out.back().second, end);
+    } else {
+      out.emplace_back(start, end);
+    }
   }
+  return out;
+}
+
+bool InRanges(const std::vector<std::pair<uint64_t, uint64_t>>& ranges, uint64_t v) {
+  auto it = std::upper_bound(ranges.begin(), ranges.end(), std::make_pair(v, UINT64_MAX));
+  if (it == ranges.begin()) return false;
+  --it;
+  return v >= it->first && v < it->second;
+}
+
+uint64_t SaturatingEnd(uint64_t start, uint64_t len) {
+  return len > UINT64_MAX - start ? UINT64_MAX : start + len;
+}
+
+template <typename T>
+T Load(const uint8_t* p) {
+  T v;
+  std::memcpy(&v, p, sizeof(T));
+  return v;
+}
+
+}  // namespace
+
+StatusOr<std::unique_ptr<ElfFile>> ElfFile::Open(const std::string& path,
+                                                 const ElfOptions& options) {
+  TS_ASSIGN_OR_RETURN(FileRef file, OpenRegularFile(path, path));
+  return FromFile(std::move(file), path, options);
+}
+
+StatusOr<std::unique_ptr<ElfFile>> ElfFile::FromFile(FileRef file, std::string name,
+                                                     const ElfOptions& options) {
   // Read, do not mmap: while any uprobe is registered on this file (another target running the
   // same interpreter, or another tool), a private mapping shows the int3 bytes the kernel
   // installed at the probed addresses, and call sites and first instructions would be misread.
   std::unique_ptr<ElfFile> elf(new ElfFile());
-  elf->path_ = path;
-  elf->storage_.resize(static_cast<size_t>(st.st_size));
-  size_t done = 0;
-  while (done < elf->storage_.size()) {
-    ssize_t n = pread(fd, elf->storage_.data() + done, elf->storage_.size() - done,
-                      static_cast<off_t>(done));
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) {
-      int err = n < 0 ? errno : EIO;
-      close(fd);
-      return ErrnoToStatus(err, "cannot read " + path);
-    }
-    done += static_cast<size_t>(n);
-  }
-  close(fd);
-  elf->data_ = elf->storage_.data();
-  elf->size_ = elf->storage_.size();
-  TS_RETURN_IF_ERROR(elf->Parse());
+  elf->path_ = std::move(name);
+  elf->budget_ = options.budget;
+  elf->limits_ = options.limits;
+  const FileHandle* f = file.get();
+  Status s = elf->Parse(
+      [f](uint64_t off, void* out, size_t n) { return f->ReadAt(off, out, n); }, f->size());
+  if (!s.ok()) return s;
+  return elf;
+}
+
+StatusOr<std::unique_ptr<ElfFile>> ElfFile::FromBytes(std::string_view bytes, std::string name,
+                                                      const ElfOptions& options) {
+  std::unique_ptr<ElfFile> elf(new ElfFile());
+  elf->path_ = std::move(name);
+  elf->budget_ = options.budget;
+  elf->limits_ = options.limits;
+  Status s = elf->Parse(
+      [bytes](uint64_t off, void* out, size_t n) {
+        if (!InRange(off, n, bytes.size())) return DataLossError("read past the end");
+        if (n == 0) return OkStatus();  // `out` may be null (an empty table's data())
+        std::memcpy(out, bytes.data() + off, n);
+        return OkStatus();
+      },
+      bytes.size());
+  if (!s.ok()) return s;
   return elf;
 }
 
 ElfFile::~ElfFile() = default;
 
-Status ElfFile::Parse() {
-  const auto* eh = reinterpret_cast<const Elf64_Ehdr*>(data_);
-  if (std::memcmp(eh->e_ident, ELFMAG, SELFMAG) != 0) {
+Status ElfFile::ReadRegions(const Reader& read, std::vector<std::pair<uint64_t, uint64_t>> ranges) {
+  ranges = Merge(std::move(ranges));
+  uint64_t total = 0;
+  for (const auto& [start, end] : ranges) total += end - start;
+  if (total > limits_.max_read_bytes) {
+    return ResourceExhaustedError(
+        "refusing " + path_ + ": its headers, tables and loadable segments come to " +
+        Mib(total) + ", more than the " + Mib(limits_.max_read_bytes) +
+        " threadscope reads from one binary");
+  }
+  regions_.clear();
+  for (const auto& [start, end] : ranges) {
+    Region r{start, {}};
+    r.bytes.resize(end - start);
+    for (uint64_t done = 0; done < r.bytes.size(); done += kReadChunk) {
+      uint64_t n = std::min<uint64_t>(kReadChunk, r.bytes.size() - done);
+      if (!Charge(budget_.get(), n / 8 + 1, "reading its binaries")) return budget_->status();
+      Status s = read(start + done, r.bytes.data() + done, n);
+      if (!s.ok()) return s.WithContext(path_);
+      bytes_read_ += n;
+    }
+    regions_.push_back(std::move(r));
+  }
+  return OkStatus();
+}
+
+const uint8_t* ElfFile::At(uint64_t off, uint64_t len) const {
+  auto it = std::upper_bound(regions_.begin(), regions_.end(), off,
+                             [](uint64_t v, const Region& r) { return v < r.offset; });
+  if (it == regions_.begin()) return nullptr;
+  --it;
+  uint64_t rel = off - it->offset;
+  if (!InRange(rel, len, it->bytes.size())) return nullptr;
+  return it->bytes.data() + rel;
+}
+
+std::string_view ElfFile::From(uint64_t off) const {
+  auto it = std::upper_bound(regions_.begin(), regions_.end(), off,
+                             [](uint64_t v, const Region& r) { return v < r.offset; });
+  if (it == regions_.begin()) return {};
+  --it;
+  uint64_t rel = off - it->offset;
+  if (rel >= it->bytes.size()) return {};
+  return std::string_view(reinterpret_cast<const char*>(it->bytes.data() + rel),
+                          it->bytes.size() - rel);
+}
+
+Status ElfFile::Parse(const Reader& read, uint64_t file_size) {
+  file_size_ = file_size;
+  if (file_size < sizeof(Elf64_Ehdr)) {
+    return FailedPreconditionError(path_ + " is not an ELF file (too small)");
+  }
+  Elf64_Ehdr eh;
+  if (Status s = read(0, &eh, sizeof(eh)); !s.ok()) return s.WithContext(path_);
+  bytes_read_ += sizeof(eh);
+  if (std::memcmp(eh.e_ident, ELFMAG, SELFMAG) != 0) {
     return FailedPreconditionError(path_ + " is not an ELF file");
   }
-  if (eh->e_ident[EI_CLASS] != ELFCLASS64 || eh->e_ident[EI_DATA] != ELFDATA2LSB ||
-      eh->e_machine != EM_X86_64) {
+  if (eh.e_ident[EI_CLASS] != ELFCLASS64 || eh.e_ident[EI_DATA] != ELFDATA2LSB ||
+      eh.e_machine != EM_X86_64) {
     return FailedPreconditionError(path_ + " is not an x86-64 ELF file");
   }
-  is_dyn_ = eh->e_type == ET_DYN;
-  auto in_file = [&](uint64_t off, uint64_t len) { return off <= size_ && len <= size_ - off; };
+  is_dyn_ = eh.e_type == ET_DYN;
+  auto corrupt = [&](const std::string& what) {
+    return DataLossError(path_ + " is a corrupt ELF file: " + what);
+  };
 
-  if (!in_file(eh->e_phoff, uint64_t{eh->e_phnum} * sizeof(Elf64_Phdr))) {
+  // Program and section header tables.
+  if (eh.e_phnum > 0 && eh.e_phentsize != sizeof(Elf64_Phdr)) {
+    return corrupt("program header entries are " + std::to_string(eh.e_phentsize) + " bytes");
+  }
+  if (!InRange(eh.e_phoff, uint64_t{eh.e_phnum} * sizeof(Elf64_Phdr), file_size)) {
     return DataLossError(path_ + ": program headers out of range");
   }
-  const auto* ph = reinterpret_cast<const Elf64_Phdr*>(data_ + eh->e_phoff);
-  for (int i = 0; i < eh->e_phnum; ++i) {
-    if (ph[i].p_type == PT_LOAD) {
-      loads_.push_back({ph[i].p_vaddr, ph[i].p_offset, ph[i].p_filesz, ph[i].p_memsz,
-                        ph[i].p_flags});
+  if (eh.e_shnum == 0) return DataLossError(path_ + ": no section headers");
+  if (eh.e_shentsize != sizeof(Elf64_Shdr)) {
+    return corrupt("section header entries are " + std::to_string(eh.e_shentsize) + " bytes");
+  }
+  if (!InRange(eh.e_shoff, uint64_t{eh.e_shnum} * sizeof(Elf64_Shdr), file_size)) {
+    return DataLossError(path_ + ": section headers out of range");
+  }
+  if (eh.e_shstrndx >= eh.e_shnum) {
+    return corrupt("its section name table is section " + std::to_string(eh.e_shstrndx) +
+                   " of " + std::to_string(eh.e_shnum));
+  }
+  std::vector<Elf64_Phdr> ph(eh.e_phnum);
+  std::vector<Elf64_Shdr> sh(eh.e_shnum);
+  // An ELF file may have no program headers (an object file); its empty table has no data().
+  if (!ph.empty()) {
+    if (Status s = read(eh.e_phoff, ph.data(), ph.size() * sizeof(Elf64_Phdr)); !s.ok()) {
+      return s.WithContext(path_);
+    }
+  }
+  if (Status s = read(eh.e_shoff, sh.data(), sh.size() * sizeof(Elf64_Shdr)); !s.ok()) {
+    return s.WithContext(path_);
+  }
+  bytes_read_ += ph.size() * sizeof(Elf64_Phdr) + sh.size() * sizeof(Elf64_Shdr);
+  const size_t shnum = sh.size();
+  for (size_t i = 0; i < shnum; ++i) {
+    uint32_t t = sh[i].sh_type;
+    bool links = t == SHT_SYMTAB || t == SHT_DYNSYM || t == SHT_RELA || t == SHT_DYNAMIC;
+    if (links && sh[i].sh_link >= shnum) {
+      return corrupt("section " + std::to_string(i) + " links to section " +
+                     std::to_string(sh[i].sh_link) + " of " + std::to_string(shnum));
+    }
+  }
+  // The part of a section that is in the file: [offset, offset + size) clamped to its end.
+  auto file_range = [&](const Elf64_Shdr& s) -> std::pair<uint64_t, uint64_t> {
+    if (s.sh_type == SHT_NOBITS || s.sh_offset >= file_size) return {0, 0};
+    return {s.sh_offset, s.sh_offset + std::min<uint64_t>(s.sh_size, file_size - s.sh_offset)};
+  };
+
+  // Loadable segments: file-backed parts, clamped to the file, in vaddr order. The kernel maps
+  // them in ascending vaddr order; overlapping ones would make "the byte at vaddr" ambiguous.
+  for (const auto& p : ph) {
+    if (p.p_type != PT_LOAD || p.p_offset >= file_size) continue;
+    uint64_t filesz = std::min<uint64_t>(p.p_filesz, file_size - p.p_offset);
+    filesz = std::min<uint64_t>(filesz, UINT64_MAX - p.p_vaddr);
+    if (filesz == 0) continue;
+    loads_.push_back({p.p_vaddr, p.p_offset, filesz, p.p_memsz, p.p_flags});
+  }
+  std::sort(loads_.begin(), loads_.end(),
+            [](const Segment& a, const Segment& b) { return a.vaddr < b.vaddr; });
+  for (size_t i = 1; i < loads_.size(); ++i) {
+    if (loads_[i].vaddr < loads_[i - 1].vaddr + loads_[i - 1].filesz) {
+      return corrupt("loadable segments overlap at " + std::to_string(loads_[i].vaddr));
     }
   }
 
-  if (!in_file(eh->e_shoff, uint64_t{eh->e_shnum} * sizeof(Elf64_Shdr)) || eh->e_shnum == 0) {
-    return DataLossError(path_ + ": no section headers");
-  }
-  const auto* sh = reinterpret_cast<const Elf64_Shdr*>(data_ + eh->e_shoff);
-  const Elf64_Shdr& shstr = sh[eh->e_shstrndx];
-  auto section_name = [&](uint32_t off) -> std::string {
-    if (!in_file(shstr.sh_offset + off, 1)) return {};
-    const char* p = reinterpret_cast<const char*>(data_ + shstr.sh_offset + off);
-    return std::string(p, strnlen(p, shstr.sh_size - off));
+  // What to read: the section name table first (to find .eh_frame by name), then the rest.
+  std::vector<std::pair<uint64_t, uint64_t>> ranges{file_range(sh[eh.e_shstrndx])};
+  TS_RETURN_IF_ERROR(ReadRegions(read, ranges));
+  const Elf64_Shdr& shstr = sh[eh.e_shstrndx];
+  auto string_at = [&](const Elf64_Shdr& table, uint64_t off,
+                       size_t max_len) -> std::optional<std::string_view> {
+    auto [start, end] = file_range(table);
+    if (off >= end - start) return std::nullopt;
+    std::string_view rest = From(start + off);
+    rest = rest.substr(0, std::min<uint64_t>(rest.size(), end - start - off));
+    size_t n = rest.find('\0');
+    if (n == std::string_view::npos || n > max_len) return std::nullopt;  // unterminated, long
+    return rest.substr(0, n);
   };
-  for (int i = 0; i < eh->e_shnum; ++i) {
-    sections_.push_back({section_name(sh[i].sh_name), sh[i].sh_type, sh[i].sh_flags,
-                         sh[i].sh_addr, sh[i].sh_offset, sh[i].sh_size});
+  std::vector<std::string> names(shnum);
+  for (size_t i = 0; i < shnum; ++i) {
+    auto name = string_at(shstr, sh[i].sh_name, kMaxSectionNameLength);
+    if (name && IsPrintableName(*name)) names[i] = std::string(*name);
   }
+  for (size_t i = 0; i < shnum; ++i) {
+    uint32_t t = sh[i].sh_type;
+    if (t == SHT_SYMTAB || t == SHT_DYNSYM || t == SHT_RELA || t == SHT_DYNAMIC ||
+        t == SHT_NOTE || t == SHT_STRTAB || names[i] == ".eh_frame") {
+      ranges.push_back(file_range(sh[i]));
+    }
+  }
+  for (const auto& seg : loads_) ranges.emplace_back(seg.offset, seg.offset + seg.filesz);
+  TS_RETURN_IF_ERROR(ReadRegions(read, std::move(ranges)));
+
+  for (size_t i = 0; i < shnum; ++i) {
+    auto [start, end] = file_range(sh[i]);
+    uint64_t size = sh[i].sh_type == SHT_NOBITS ? sh[i].sh_size : end - start;
+    sections_.push_back({names[i], sh[i].sh_type, sh[i].sh_flags, sh[i].sh_addr,
+                         sh[i].sh_offset, size});
+  }
+  // The loaded bytes of a table section whose entries are `entsize` bytes, if it is whole.
+  auto table = [&](const Elf64_Shdr& s, size_t entsize) -> std::pair<const uint8_t*, size_t> {
+    if (s.sh_entsize != entsize) return {nullptr, 0};
+    auto [start, end] = file_range(s);
+    const uint8_t* p = At(start, end - start);
+    return p && end > start ? std::make_pair(p, (end - start) / entsize)
+                            : std::make_pair(nullptr, size_t{0});
+  };
+  uint64_t name_bytes = 0;
+  auto keep_name = [&](const std::string& name) {
+    name_bytes += name.size();
+    return name_bytes <= limits_.max_name_bytes;
+  };
+  auto too_many_names = [&] {
+    return ResourceExhaustedError("refusing " + path_ + ": its symbol names come to more than " +
+                                  Mib(limits_.max_name_bytes));
+  };
+  // A dynamic symbol's name without its version, from the symbol table linked to `symsec`.
+  auto symbol_name = [&](const Elf64_Shdr& symsec, const uint8_t* syms, size_t count,
+                         uint32_t idx) -> std::optional<std::string> {
+    if (idx >= count) return std::nullopt;
+    auto sym = Load<Elf64_Sym>(syms + size_t{idx} * sizeof(Elf64_Sym));
+    auto raw = string_at(sh[symsec.sh_link], sym.st_name, kMaxNameLength);
+    if (!raw || !IsPrintableName(*raw)) return std::nullopt;
+    std::string name(*raw);
+    if (auto at = name.find('@'); at != std::string::npos) name.resize(at);
+    return name;
+  };
 
   // Symbols: .symtab first (richer), then .dynsym for what .symtab lacks.
-  auto load_symbols = [&](uint32_t type) {
-    for (int i = 0; i < eh->e_shnum; ++i) {
-      if (sh[i].sh_type != type || sh[i].sh_entsize != sizeof(Elf64_Sym)) continue;
-      if (!in_file(sh[i].sh_offset, sh[i].sh_size)) continue;
-      const Elf64_Shdr& strtab = sh[sh[i].sh_link];
-      const auto* syms = reinterpret_cast<const Elf64_Sym*>(data_ + sh[i].sh_offset);
-      size_t count = sh[i].sh_size / sizeof(Elf64_Sym);
+  for (uint32_t type : {SHT_SYMTAB, SHT_DYNSYM}) {
+    for (size_t i = 0; i < shnum; ++i) {
+      if (sh[i].sh_type != type) continue;
+      auto [syms, count] = table(sh[i], sizeof(Elf64_Sym));
+      if (!syms) continue;
       if (type == SHT_SYMTAB && count > 1) has_symtab_ = true;
       for (size_t k = 1; k < count; ++k) {
-        const Elf64_Sym& s = syms[k];
+        auto s = Load<Elf64_Sym>(syms + k * sizeof(Elf64_Sym));
         if (s.st_shndx == SHN_UNDEF || s.st_value == 0) continue;
-        if (!in_file(strtab.sh_offset + s.st_name, 1)) continue;
-        const char* raw = reinterpret_cast<const char*>(data_ + strtab.sh_offset + s.st_name);
-        std::string name(raw, strnlen(raw, strtab.sh_size - s.st_name));
+        auto raw = string_at(sh[sh[i].sh_link], s.st_name, kMaxNameLength);
+        if (!raw || !IsPrintableName(*raw)) continue;
+        std::string name(*raw);
         bool default_version = true;
         if (auto at = name.find('@'); at != std::string::npos) {
           default_version = name.compare(at, 2, "@@") == 0;
           name.resize(at);
         }
         if (name.empty()) continue;
-        ElfSymbol sym{name, s.st_value, s.st_size, ELF64_ST_TYPE(s.st_info) == STT_FUNC ||
-                                                       ELF64_ST_TYPE(s.st_info) == STT_GNU_IFUNC,
+        ElfSymbol sym{name, s.st_value, std::min<uint64_t>(s.st_size, UINT64_MAX - s.st_value),
+                      ELF64_ST_TYPE(s.st_info) == STT_FUNC ||
+                          ELF64_ST_TYPE(s.st_info) == STT_GNU_IFUNC,
                       ELF64_ST_BIND(s.st_info) != STB_LOCAL, type == SHT_DYNSYM};
         auto it = by_name_.find(name);
         if (it != by_name_.end()) {
@@ -121,196 +339,237 @@ Status ElfFile::Parse() {
           prev = sym;
           continue;
         }
+        if (symbols_.size() >= limits_.max_symbols) {
+          return ResourceExhaustedError("refusing " + path_ + ": it defines more than " +
+                                        std::to_string(limits_.max_symbols) + " symbols");
+        }
+        if (!keep_name(name)) return too_many_names();
         by_name_.emplace(name, symbols_.size());
         symbols_.push_back(std::move(sym));
       }
     }
-  };
-  load_symbols(SHT_SYMTAB);
-  load_symbols(SHT_DYNSYM);
+  }
   for (size_t i = 0; i < symbols_.size(); ++i) {
     if (symbols_[i].is_function && symbols_[i].size > 0) functions_by_addr_.push_back(i);
   }
   std::sort(functions_by_addr_.begin(), functions_by_addr_.end(),
             [&](size_t a, size_t b) { return symbols_[a].value < symbols_[b].value; });
 
-  // Relocations that write absolute pointers into data (what PyMethodDef tables need).
-  for (int i = 0; i < eh->e_shnum; ++i) {
-    if (sh[i].sh_type != SHT_RELA || sh[i].sh_entsize != sizeof(Elf64_Rela)) continue;
-    if (!in_file(sh[i].sh_offset, sh[i].sh_size)) continue;
-    const auto* relas = reinterpret_cast<const Elf64_Rela*>(data_ + sh[i].sh_offset);
+  // Relocations that write absolute pointers into data (what PyMethodDef tables need), and
+  // the GOT slots of imported functions.
+  size_t relocations = 0;
+  for (size_t i = 0; i < shnum; ++i) {
+    if (sh[i].sh_type != SHT_RELA) continue;
+    auto [relas, count] = table(sh[i], sizeof(Elf64_Rela));
+    if (!relas) continue;
+    relocations += count;
+    if (relocations > limits_.max_relocations) {
+      return ResourceExhaustedError("refusing " + path_ + ": it has more than " +
+                                    std::to_string(limits_.max_relocations) + " relocations");
+    }
     const Elf64_Shdr& symsec = sh[sh[i].sh_link];
-    const auto* dsyms = symsec.sh_type == SHT_DYNSYM && in_file(symsec.sh_offset, symsec.sh_size)
-                            ? reinterpret_cast<const Elf64_Sym*>(data_ + symsec.sh_offset)
-                            : nullptr;
-    size_t dsym_count = dsyms ? symsec.sh_size / sizeof(Elf64_Sym) : 0;
-    for (size_t k = 0; k < sh[i].sh_size / sizeof(Elf64_Rela); ++k) {
-      const Elf64_Rela& r = relas[k];
+    auto [dsyms, dsym_count] = symsec.sh_type == SHT_DYNSYM
+                                   ? table(symsec, sizeof(Elf64_Sym))
+                                   : std::make_pair(nullptr, size_t{0});
+    for (size_t k = 0; k < count; ++k) {
+      auto r = Load<Elf64_Rela>(relas + k * sizeof(Elf64_Rela));
       uint32_t rtype = ELF64_R_TYPE(r.r_info);
+      uint32_t idx = ELF64_R_SYM(r.r_info);
       if ((rtype == R_X86_64_GLOB_DAT || rtype == R_X86_64_JUMP_SLOT) && dsyms) {
-        uint32_t idx = ELF64_R_SYM(r.r_info);
-        const Elf64_Shdr& dstr = sh[symsec.sh_link];
-        if (idx < dsym_count && in_file(dstr.sh_offset + dsyms[idx].st_name, 1)) {
-          const char* raw = reinterpret_cast<const char*>(data_ + dstr.sh_offset + dsyms[idx].st_name);
-          std::string name(raw, strnlen(raw, dstr.sh_size - dsyms[idx].st_name));
-          if (auto at = name.find('@'); at != std::string::npos) name.resize(at);
-          got_slots_.emplace(std::move(name), r.r_offset);
+        if (auto name = symbol_name(symsec, dsyms, dsym_count, idx);
+            name && !got_slots_.count(*name)) {
+          if (!keep_name(*name)) return too_many_names();
+          got_slots_.emplace(std::move(*name), r.r_offset);
         }
       }
       if (rtype == R_X86_64_RELATIVE) {
-        relocated_pointers_[r.r_offset] = static_cast<uint64_t>(r.r_addend);
-      } else if (rtype == R_X86_64_64 && dsyms) {
-        uint32_t idx = ELF64_R_SYM(r.r_info);
-        if (idx < dsym_count && dsyms[idx].st_shndx != SHN_UNDEF) {
-          relocated_pointers_[r.r_offset] = dsyms[idx].st_value + static_cast<uint64_t>(r.r_addend);
+        relocated_pointers_.emplace_back(r.r_offset, static_cast<uint64_t>(r.r_addend));
+      } else if (rtype == R_X86_64_64 && dsyms && idx < dsym_count) {
+        auto s = Load<Elf64_Sym>(dsyms + size_t{idx} * sizeof(Elf64_Sym));
+        if (s.st_shndx != SHN_UNDEF) {
+          relocated_pointers_.emplace_back(r.r_offset,
+                                           s.st_value + static_cast<uint64_t>(r.r_addend));
         }
       }
     }
+  }
+  // The dynamic loader applies relocations in order: for one address, the last one wins.
+  std::stable_sort(relocated_pointers_.begin(), relocated_pointers_.end(),
+                   [](const auto& a, const auto& b) { return a.first < b.first; });
+  {
+    size_t out = 0;
+    for (size_t k = 0; k < relocated_pointers_.size(); ++k) {
+      if (k + 1 < relocated_pointers_.size() &&
+          relocated_pointers_[k + 1].first == relocated_pointers_[k].first) {
+        continue;
+      }
+      relocated_pointers_[out++] = relocated_pointers_[k];
+    }
+    relocated_pointers_.resize(out);
   }
 
   // PLT stubs: the i-th JUMP_SLOT relocation of .rela.plt belongs to the i-th stub, in .plt.sec
   // when the binary has IBT stubs, else in .plt after its 16-byte header.
   const ElfSection* plt_sec = FindSection(".plt.sec");
   const ElfSection* plt = FindSection(".plt");
-  for (int i = 0; i < eh->e_shnum; ++i) {
-    if (sh[i].sh_type != SHT_RELA || section_name(sh[i].sh_name) != ".rela.plt") continue;
-    if (!in_file(sh[i].sh_offset, sh[i].sh_size) || (!plt && !plt_sec)) continue;
+  for (size_t i = 0; i < shnum; ++i) {
+    if (sh[i].sh_type != SHT_RELA || names[i] != ".rela.plt" || (!plt && !plt_sec)) continue;
     const Elf64_Shdr& symsec = sh[sh[i].sh_link];
-    const Elf64_Shdr& strsec = sh[symsec.sh_link];
-    if (!in_file(symsec.sh_offset, symsec.sh_size)) continue;
-    const auto* dsyms = reinterpret_cast<const Elf64_Sym*>(data_ + symsec.sh_offset);
-    size_t dsym_count = symsec.sh_size / sizeof(Elf64_Sym);
-    const auto* relas = reinterpret_cast<const Elf64_Rela*>(data_ + sh[i].sh_offset);
-    size_t slot = 0;
-    for (size_t k = 0; k < sh[i].sh_size / sizeof(Elf64_Rela); ++k) {
-      if (ELF64_R_TYPE(relas[k].r_info) != R_X86_64_JUMP_SLOT) continue;
-      uint32_t idx = ELF64_R_SYM(relas[k].r_info);
+    if (symsec.sh_type != SHT_DYNSYM && symsec.sh_type != SHT_SYMTAB) continue;
+    auto [dsyms, dsym_count] = table(symsec, sizeof(Elf64_Sym));
+    auto [relas, count] = table(sh[i], sizeof(Elf64_Rela));
+    if (!dsyms || !relas) continue;
+    uint64_t slot = 0;
+    for (size_t k = 0; k < count; ++k) {
+      auto r = Load<Elf64_Rela>(relas + k * sizeof(Elf64_Rela));
+      if (ELF64_R_TYPE(r.r_info) != R_X86_64_JUMP_SLOT) continue;
       uint64_t stub = plt_sec ? plt_sec->addr + 16 * slot : plt->addr + 16 * (slot + 1);
       ++slot;
-      if (idx >= dsym_count || !in_file(strsec.sh_offset + dsyms[idx].st_name, 1)) continue;
-      const char* raw = reinterpret_cast<const char*>(data_ + strsec.sh_offset + dsyms[idx].st_name);
-      std::string name(raw, strnlen(raw, strsec.sh_size - dsyms[idx].st_name));
-      if (auto at = name.find('@'); at != std::string::npos) name.resize(at);
-      plt_stubs_.emplace(stub, std::move(name));
+      auto name = symbol_name(symsec, dsyms, dsym_count, ELF64_R_SYM(r.r_info));
+      if (!name || plt_stubs_.count(stub)) continue;
+      if (!keep_name(*name)) return too_many_names();
+      plt_stubs_.emplace(stub, std::move(*name));
     }
   }
 
   // Dynamic section: DT_NEEDED, DT_SONAME.
-  for (int i = 0; i < eh->e_shnum; ++i) {
-    if (sh[i].sh_type != SHT_DYNAMIC || !in_file(sh[i].sh_offset, sh[i].sh_size)) continue;
+  for (size_t i = 0; i < shnum; ++i) {
+    if (sh[i].sh_type != SHT_DYNAMIC) continue;
+    auto [dyn, count] = table(sh[i], sizeof(Elf64_Dyn));
+    if (!dyn) continue;
     const Elf64_Shdr& strtab = sh[sh[i].sh_link];
-    const auto* dyn = reinterpret_cast<const Elf64_Dyn*>(data_ + sh[i].sh_offset);
-    for (size_t k = 0; k < sh[i].sh_size / sizeof(Elf64_Dyn) && dyn[k].d_tag != DT_NULL; ++k) {
-      if (dyn[k].d_tag != DT_NEEDED && dyn[k].d_tag != DT_SONAME) continue;
-      uint64_t off = strtab.sh_offset + dyn[k].d_un.d_val;
-      if (!in_file(off, 1)) continue;
-      const char* s = reinterpret_cast<const char*>(data_ + off);
-      std::string value(s, strnlen(s, size_ - off));
-      if (dyn[k].d_tag == DT_NEEDED) {
-        needed_.push_back(value);
+    for (size_t k = 0; k < count; ++k) {
+      auto d = Load<Elf64_Dyn>(dyn + k * sizeof(Elf64_Dyn));
+      if (d.d_tag == DT_NULL) break;
+      if (d.d_tag != DT_NEEDED && d.d_tag != DT_SONAME) continue;
+      auto value = string_at(strtab, d.d_un.d_val, kMaxNameLength);
+      if (!value || !IsPrintableName(*value)) continue;
+      if (d.d_tag == DT_NEEDED) {
+        if (needed_.size() < kMaxNeeded) needed_.emplace_back(*value);
       } else {
-        soname_ = value;
+        soname_ = std::string(*value);
       }
     }
   }
 
   // GNU build id (note type 3).
-  for (const auto& s : sections_) {
-    if (s.type != SHT_NOTE || s.name != ".note.gnu.build-id" || !in_file(s.offset, s.size)) continue;
-    if (s.size < sizeof(Elf64_Nhdr)) continue;
-    const auto* nh = reinterpret_cast<const Elf64_Nhdr*>(data_ + s.offset);
-    uint64_t desc = s.offset + sizeof(Elf64_Nhdr) + ((nh->n_namesz + 3) & ~3u);
-    if (nh->n_type != NT_GNU_BUILD_ID || !in_file(desc, nh->n_descsz)) continue;
+  for (size_t i = 0; i < shnum; ++i) {
+    if (sh[i].sh_type != SHT_NOTE || names[i] != ".note.gnu.build-id") continue;
+    auto [start, end] = file_range(sh[i]);
+    const uint8_t* note = At(start, end - start);
+    if (!note || end - start < sizeof(Elf64_Nhdr)) continue;
+    auto nh = Load<Elf64_Nhdr>(note);
+    uint64_t desc = sizeof(Elf64_Nhdr) + ((uint64_t{nh.n_namesz} + 3) & ~uint64_t{3});
+    if (nh.n_type != NT_GNU_BUILD_ID || nh.n_descsz > kMaxBuildIdBytes ||
+        !InRange(desc, nh.n_descsz, end - start)) {
+      continue;
+    }
     static const char kHex[] = "0123456789abcdef";
-    for (uint32_t b = 0; b < nh->n_descsz; ++b) {
-      build_id_ += kHex[data_[desc + b] >> 4];
-      build_id_ += kHex[data_[desc + b] & 15];
+    build_id_.clear();
+    for (uint32_t b = 0; b < nh.n_descsz; ++b) {
+      build_id_ += kHex[note[desc + b] >> 4];
+      build_id_ += kHex[note[desc + b] & 15];
     }
   }
-  ParseEhFrame();
-  return OkStatus();
+
+  // Address classes, merged so that lookups are logarithmic however many headers overlap.
+  std::vector<std::pair<uint64_t, uint64_t>> text, rodata, data;
+  for (const auto& s : sections_) {
+    auto range = std::make_pair(s.addr, SaturatingEnd(s.addr, s.size));
+    if (s.flags & SHF_EXECINSTR) text.push_back(range);
+    if ((s.flags & SHF_ALLOC) && !(s.flags & SHF_WRITE) && !(s.flags & SHF_EXECINSTR) &&
+        s.type == SHT_PROGBITS) {
+      rodata.push_back(range);
+    }
+    if (s.type == SHT_PROGBITS && (s.flags & SHF_ALLOC) && (s.flags & SHF_WRITE)) {
+      data.push_back(range);
+    }
+  }
+  text_ranges_ = Merge(std::move(text));
+  rodata_ranges_ = Merge(std::move(rodata));
+  pointer_data_ranges_ = Merge(std::move(data));
+  return ParseEhFrame();
 }
 
 namespace {
 
-// Reads a DWARF EH pointer (DW_EH_PE_*) at p; `pc` is the vaddr of p (for pcrel).
-bool ReadEhPointer(const uint8_t*& p, const uint8_t* end, uint8_t enc, uint64_t pc, uint64_t* out) {
+// Reads a DWARF EH pointer (DW_EH_PE_*) at d[*pos]; `pc` is the vaddr of d[*pos] (for pcrel).
+bool ReadEhPointer(std::string_view d, size_t* pos, uint8_t enc, uint64_t pc, uint64_t* out) {
   if (enc == 0xff) return false;  // DW_EH_PE_omit
-  uint64_t v = 0;
-  auto need = [&](size_t n) { return static_cast<size_t>(end - p) >= n; };
+  size_t n = 0;
+  bool is_signed = false;
   switch (enc & 0x0f) {
-    case 0x00: if (!need(8)) return false; std::memcpy(&v, p, 8); p += 8; break;   // absptr
-    case 0x03: { if (!need(4)) return false; uint32_t u; std::memcpy(&u, p, 4); v = u; p += 4; break; }
-    case 0x0b: { if (!need(4)) return false; int32_t i; std::memcpy(&i, p, 4); v = static_cast<uint64_t>(int64_t{i}); p += 4; break; }
-    case 0x04: if (!need(8)) return false; std::memcpy(&v, p, 8); p += 8; break;   // udata8
-    case 0x0c: if (!need(8)) return false; std::memcpy(&v, p, 8); p += 8; break;   // sdata8
-    case 0x02: { if (!need(2)) return false; uint16_t u; std::memcpy(&u, p, 2); v = u; p += 2; break; }
-    case 0x0a: { if (!need(2)) return false; int16_t i; std::memcpy(&i, p, 2); v = static_cast<uint64_t>(int64_t{i}); p += 2; break; }
+    case 0x00: n = 8; break;                    // absptr
+    case 0x02: n = 2; break;                    // udata2
+    case 0x03: n = 4; break;                    // udata4
+    case 0x04: n = 8; break;                    // udata8
+    case 0x0a: n = 2; is_signed = true; break;  // sdata2
+    case 0x0b: n = 4; is_signed = true; break;  // sdata4
+    case 0x0c: n = 8; break;                    // sdata8
     default: return false;  // uleb/sleb pointers do not occur in x86-64 FDEs
   }
+  if (*pos > d.size() || d.size() - *pos < n) return false;
+  uint64_t v = 0;
+  std::memcpy(&v, d.data() + *pos, n);
+  if (is_signed && n < 8 && (v >> (n * 8 - 1)) & 1) v |= ~uint64_t{0} << (n * 8);
+  *pos += n;
   if ((enc & 0x70) == 0x10) v += pc;  // DW_EH_PE_pcrel
   *out = v;
   return true;
 }
 
-uint64_t ReadUleb(const uint8_t*& p, const uint8_t* end) {
-  uint64_t v = 0;
-  int shift = 0;
-  while (p < end) {
-    uint8_t b = *p++;
-    v |= uint64_t{b & 0x7fu} << shift;
-    shift += 7;
-    if (!(b & 0x80)) break;
+void SkipUleb(std::string_view d, size_t* pos) {
+  while (*pos < d.size() && (static_cast<uint8_t>(d[(*pos)++]) & 0x80)) {
   }
-  return v;
 }
 
 }  // namespace
 
-void ElfFile::ParseEhFrame() {
+Status ElfFile::ParseEhFrame() {
   const ElfSection* eh = FindSection(".eh_frame");
-  if (!eh || eh->type != SHT_PROGBITS || eh->offset + eh->size > size_) return;
-  const uint8_t* base = data_ + eh->offset;
-  const uint8_t* end = base + eh->size;
+  if (!eh || eh->type != SHT_PROGBITS) return OkStatus();
+  const uint8_t* base = At(eh->offset, eh->size);
+  if (!base) return OkStatus();
+  std::string_view all(reinterpret_cast<const char*>(base), eh->size);
   std::unordered_map<uint64_t, uint8_t> cie_fde_encoding;  // CIE offset -> FDE pointer enc
-  const uint8_t* p = base;
-  while (static_cast<size_t>(end - p) >= 8) {
+  size_t p = 0;
+  while (all.size() - p >= 8) {
     uint32_t len32;
-    std::memcpy(&len32, p, 4);
-    if (len32 == 0) break;
-    if (len32 == 0xffffffff) break;  // 64-bit DWARF: not produced for x86-64 .eh_frame
-    const uint8_t* rec = p + 4;
-    const uint8_t* rec_end = rec + len32;
-    if (rec_end > end) break;
+    std::memcpy(&len32, all.data() + p, 4);
+    if (len32 == 0 || len32 == 0xffffffff) break;  // terminator; 64-bit DWARF (not on x86-64)
+    if (len32 < 4 || len32 > all.size() - p - 4) break;
+    std::string_view rec = all.substr(p + 4, len32);  // CIE pointer/id first
+    uint64_t rec_off = p;
+    p += 4 + size_t{len32};
     uint32_t cie_ptr;
-    std::memcpy(&cie_ptr, rec, 4);
-    uint64_t rec_off = static_cast<uint64_t>(p - base);
+    std::memcpy(&cie_ptr, rec.data(), 4);
+    size_t q = 4;
     if (cie_ptr == 0) {
       // CIE: version, augmentation string, code/data alignment, return register, augmentation.
-      const uint8_t* q = rec + 4;
-      uint8_t version = q < rec_end ? *q++ : 0;
-      std::string aug;
-      while (q < rec_end && *q) aug += static_cast<char>(*q++);
-      ++q;
-      ReadUleb(q, rec_end);  // code alignment
-      ReadUleb(q, rec_end);  // data alignment (sleb, but we only skip it)
+      uint8_t version = q < rec.size() ? static_cast<uint8_t>(rec[q++]) : 0;
+      size_t aug_end = rec.find('\0', q);
+      if (aug_end == std::string_view::npos) continue;
+      std::string_view aug = rec.substr(q, aug_end - q);
+      q = aug_end + 1;
+      SkipUleb(rec, &q);  // code alignment
+      SkipUleb(rec, &q);  // data alignment (sleb: same encoding length)
       if (version == 1) {
         ++q;
       } else {
-        ReadUleb(q, rec_end);
+        SkipUleb(rec, &q);
       }
       uint8_t fde_enc = 0;  // absptr
       if (!aug.empty() && aug[0] == 'z') {
-        ReadUleb(q, rec_end);  // augmentation data length
-        for (size_t a = 1; a < aug.size() && q < rec_end; ++a) {
+        SkipUleb(rec, &q);  // augmentation data length
+        for (size_t a = 1; a < aug.size() && q < rec.size(); ++a) {
           if (aug[a] == 'R') {
-            fde_enc = *q++;
+            fde_enc = static_cast<uint8_t>(rec[q++]);
           } else if (aug[a] == 'L') {
             ++q;
           } else if (aug[a] == 'P') {
-            uint8_t penc = *q++;
+            uint8_t penc = static_cast<uint8_t>(rec[q++]);
             uint64_t ignored;
-            if (!ReadEhPointer(q, rec_end, penc & 0x7f, 0, &ignored)) break;
+            if (!ReadEhPointer(rec, &q, penc & 0x7f, 0, &ignored)) break;
           } else {
             break;
           }
@@ -318,31 +577,32 @@ void ElfFile::ParseEhFrame() {
       }
       cie_fde_encoding[rec_off] = fde_enc;
     } else {
-      uint64_t cie_off = rec_off + 4 - cie_ptr;
-      auto it = cie_fde_encoding.find(cie_off);
-      if (it != cie_fde_encoding.end()) {
-        const uint8_t* q = rec + 4;
-        uint64_t pc_begin = 0, pc_range = 0;
-        uint64_t q_vaddr = eh->addr + static_cast<uint64_t>(q - base);
-        if (ReadEhPointer(q, rec_end, it->second, q_vaddr, &pc_begin) &&
-            ReadEhPointer(q, rec_end, it->second & 0x0f, 0, &pc_range) && pc_range > 0) {
-          eh_frame_ranges_.emplace(pc_begin, pc_range);
-          eh_frame_sorted_.emplace_back(pc_begin, pc_begin + pc_range);
+      auto it = cie_fde_encoding.find(rec_off + 4 - cie_ptr);
+      if (it == cie_fde_encoding.end()) continue;
+      uint64_t q_vaddr = eh->addr + rec_off + 4 + q;
+      uint64_t pc_begin = 0, pc_range = 0;
+      if (ReadEhPointer(rec, &q, it->second, q_vaddr, &pc_begin) &&
+          ReadEhPointer(rec, &q, it->second & 0x0f, 0, &pc_range) && pc_range > 0) {
+        if (eh_frame_sorted_.size() >= limits_.max_fdes) {
+          return ResourceExhaustedError("refusing " + path_ +
+                                        ": its .eh_frame describes more than " +
+                                        std::to_string(limits_.max_fdes) + " functions");
         }
+        eh_frame_sorted_.emplace_back(pc_begin, SaturatingEnd(pc_begin, pc_range));
       }
     }
-    p = rec_end;
   }
   std::sort(eh_frame_sorted_.begin(), eh_frame_sorted_.end());
+  return OkStatus();
 }
 
 std::optional<std::pair<uint64_t, uint64_t>> ElfFile::FunctionExtent(uint64_t vaddr) const {
   if (auto f = FunctionContaining(vaddr); f && f->value == vaddr) {
     return std::make_pair(f->value, f->value + f->size);
   }
-  if (auto it = eh_frame_ranges_.find(vaddr); it != eh_frame_ranges_.end()) {
-    return std::make_pair(vaddr, vaddr + it->second);
-  }
+  auto it = std::lower_bound(eh_frame_sorted_.begin(), eh_frame_sorted_.end(),
+                             std::make_pair(vaddr, uint64_t{0}));
+  if (it != eh_frame_sorted_.end() && it->first == vaddr) return *it;
   return std::nullopt;
 }
 
@@ -377,10 +637,12 @@ std::optional<std::string> ElfFile::PltStubName(uint64_t vaddr) const {
 }
 
 std::optional<uint64_t> ElfFile::PltStubFor(std::string_view name) const {
+  std::optional<uint64_t> found;
   for (const auto& [addr, stub_name] : plt_stubs_) {
-    if (stub_name == name) return addr;
+    // The lowest address, so that the answer does not depend on hash order.
+    if (stub_name == name && (!found || addr < *found)) found = addr;
   }
-  return std::nullopt;
+  return found;
 }
 
 std::optional<uint64_t> ElfFile::GotSlotFor(std::string_view name) const {
@@ -409,45 +671,61 @@ std::optional<ElfSymbol> ElfFile::FunctionContaining(uint64_t vaddr) const {
                              [&](uint64_t v, size_t idx) { return v < symbols_[idx].value; });
   if (it == functions_by_addr_.begin()) return std::nullopt;
   const ElfSymbol& s = symbols_[*std::prev(it)];
-  if (vaddr >= s.value && vaddr < s.value + s.size) return s;
+  if (vaddr >= s.value && vaddr - s.value < s.size) return s;
   return std::nullopt;
 }
 
 std::optional<uint64_t> ElfFile::VaddrToOffset(uint64_t vaddr) const {
-  for (const auto& seg : loads_) {
-    if (vaddr >= seg.vaddr && vaddr < seg.vaddr + seg.filesz) return vaddr - seg.vaddr + seg.offset;
+  auto it = std::upper_bound(loads_.begin(), loads_.end(), vaddr,
+                             [](uint64_t v, const Segment& s) { return v < s.vaddr; });
+  if (it == loads_.begin()) return std::nullopt;
+  --it;
+  if (vaddr - it->vaddr >= it->filesz) return std::nullopt;
+  return vaddr - it->vaddr + it->offset;
+}
+
+std::string_view ElfFile::FileBytesAt(uint64_t vaddr, uint64_t max_len) const {
+  auto it = std::upper_bound(loads_.begin(), loads_.end(), vaddr,
+                             [](uint64_t v, const Segment& s) { return v < s.vaddr; });
+  if (it == loads_.begin()) return {};
+  --it;
+  uint64_t rel = vaddr - it->vaddr;
+  if (rel >= it->filesz) return {};
+  uint64_t len = std::min<uint64_t>(max_len, it->filesz - rel);
+  std::string_view bytes = From(it->offset + rel);
+  return bytes.substr(0, std::min<uint64_t>(len, bytes.size()));
+}
+
+std::vector<std::pair<uint64_t, uint64_t>> ElfFile::FileBackedRanges(uint64_t start,
+                                                                    uint64_t end) const {
+  std::vector<std::pair<uint64_t, uint64_t>> out;
+  auto it = std::upper_bound(loads_.begin(), loads_.end(), start,
+                             [](uint64_t v, const Segment& s) { return v < s.vaddr; });
+  if (it != loads_.begin()) --it;
+  for (; it != loads_.end() && it->vaddr < end; ++it) {
+    uint64_t a = std::max(start, it->vaddr);
+    uint64_t b = std::min(end, it->vaddr + it->filesz);
+    if (a < b) out.emplace_back(a, b);
   }
-  return std::nullopt;
+  return out;
 }
 
 std::string_view ElfFile::BytesAt(uint64_t vaddr, uint64_t len) const {
-  for (const auto& seg : loads_) {
-    if (vaddr >= seg.vaddr && len <= seg.filesz && vaddr - seg.vaddr <= seg.filesz - len) {
-      uint64_t off = vaddr - seg.vaddr + seg.offset;
-      if (off + len > size_) return {};
-      return std::string_view(reinterpret_cast<const char*>(data_ + off), len);
-    }
-  }
-  return {};
+  std::string_view bytes = FileBytesAt(vaddr, len);
+  return bytes.size() == len ? bytes : std::string_view();
 }
 
 std::optional<std::string> ElfFile::CStringAt(uint64_t vaddr, size_t max_len) const {
-  for (const auto& seg : loads_) {
-    if (vaddr < seg.vaddr || vaddr >= seg.vaddr + seg.filesz) continue;
-    uint64_t off = vaddr - seg.vaddr + seg.offset;
-    uint64_t avail = std::min<uint64_t>(seg.vaddr + seg.filesz - vaddr, size_ - off);
-    const char* p = reinterpret_cast<const char*>(data_ + off);
-    size_t n = strnlen(p, std::min<uint64_t>(avail, max_len));
-    if (n == std::min<uint64_t>(avail, max_len)) return std::nullopt;  // not terminated
-    return std::string(p, n);
-  }
-  return std::nullopt;
+  std::string_view bytes = FileBytesAt(vaddr, max_len);
+  size_t n = bytes.find('\0');
+  if (n == std::string_view::npos) return std::nullopt;  // not terminated within max_len
+  return std::string(bytes.substr(0, n));
 }
 
 std::optional<uint64_t> ElfFile::PointerAt(uint64_t vaddr) const {
-  if (auto it = relocated_pointers_.find(vaddr); it != relocated_pointers_.end()) {
-    return it->second;
-  }
+  auto it = std::lower_bound(relocated_pointers_.begin(), relocated_pointers_.end(),
+                             std::make_pair(vaddr, uint64_t{0}));
+  if (it != relocated_pointers_.end() && it->first == vaddr) return it->second;
   std::string_view bytes = BytesAt(vaddr, 8);
   if (bytes.size() != 8) return std::nullopt;
   uint64_t v;
@@ -455,31 +733,8 @@ std::optional<uint64_t> ElfFile::PointerAt(uint64_t vaddr) const {
   return v;
 }
 
-bool ElfFile::IsText(uint64_t vaddr) const {
-  for (const auto& s : sections_) {
-    if ((s.flags & SHF_EXECINSTR) && vaddr >= s.addr && vaddr < s.addr + s.size) return true;
-  }
-  return false;
-}
+bool ElfFile::IsText(uint64_t vaddr) const { return InRanges(text_ranges_, vaddr); }
 
-bool ElfFile::IsReadOnlyData(uint64_t vaddr) const {
-  for (const auto& s : sections_) {
-    if ((s.flags & SHF_ALLOC) && !(s.flags & SHF_WRITE) && !(s.flags & SHF_EXECINSTR) &&
-        s.type == SHT_PROGBITS && vaddr >= s.addr && vaddr < s.addr + s.size) {
-      return true;
-    }
-  }
-  return false;
-}
-
-std::vector<const ElfSection*> ElfFile::PointerDataSections() const {
-  std::vector<const ElfSection*> out;
-  for (const auto& s : sections_) {
-    if (s.type == SHT_PROGBITS && (s.flags & SHF_ALLOC) && (s.flags & SHF_WRITE)) {
-      out.push_back(&s);
-    }
-  }
-  return out;
-}
+bool ElfFile::IsReadOnlyData(uint64_t vaddr) const { return InRanges(rodata_ranges_, vaddr); }
 
 }  // namespace threadscope::target

@@ -1,23 +1,49 @@
-// A read-only view of an x86-64 ELF file (executable or shared object), read into memory.
+// A read-only view of an x86-64 ELF file (executable or shared object).
 //
 // It answers what target discovery and probe resolution ask: symbols from both .dynsym and
 // .symtab (stripped binaries have only the former), file offsets for virtual addresses (what
 // uprobes take), bytes and C strings at addresses, and pointers stored in data sections with
 // their load-time relocations applied, so tables such as PyMethodDef can be read from
 // position-independent code.
+//
+// The file is chosen by the traced process, so it is hostile input: every header field is
+// checked once, when the file is parsed, and every lookup is bounds-checked against the bytes
+// actually read. Only what planning needs is read (headers, symbol, string and relocation
+// tables, notes, .eh_frame and the loadable segments: never .debug_*), at most
+// ElfLimits::max_read_bytes of it, so a sparse or padded file costs what its useful parts cost.
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "daemon/common/status.h"
+#include "daemon/target/budget.h"
+#include "daemon/target/target_file.h"
 
 namespace threadscope::target {
+
+// Caps on what one binary may make the reader hold. Each is far above any CPython or libc
+// (measured: pyenv's libpython3.12 with .symtab: 14k symbols, 40k relocations, 7.8 MiB read of
+// its 30 MiB; Debian's static python3.15: 14k FDEs, 9 MiB); exceeding one is an error.
+struct ElfLimits {
+  uint64_t max_read_bytes = uint64_t{256} << 20;
+  size_t max_symbols = size_t{1} << 20;
+  uint64_t max_name_bytes = uint64_t{64} << 20;  // symbol, PLT and GOT names kept, in total
+  size_t max_relocations = size_t{1} << 22;
+  size_t max_fdes = size_t{1} << 20;
+};
+
+struct ElfOptions {
+  ElfLimits limits;
+  std::shared_ptr<Budget> budget;  // charged by reading here and by the searches in cpython.h
+};
 
 struct ElfSymbol {
   std::string name;  // without version suffix
@@ -34,12 +60,21 @@ struct ElfSection {
   uint64_t flags = 0;
   uint64_t addr = 0;
   uint64_t offset = 0;
-  uint64_t size = 0;
+  uint64_t size = 0;  // clamped to the end of the file (except SHT_NOBITS)
 };
 
 class ElfFile {
  public:
-  static StatusOr<std::unique_ptr<ElfFile>> Open(const std::string& path);
+  // Opens a path chosen by the caller (a binary on disk, /proc/PID/exe) with the checks of
+  // OpenRegularFile: never a FIFO, device or oversized file.
+  static StatusOr<std::unique_ptr<ElfFile>> Open(const std::string& path,
+                                                 const ElfOptions& options = {});
+  // Parses an already verified file; `name` is how reports and errors call it.
+  static StatusOr<std::unique_ptr<ElfFile>> FromFile(FileRef file, std::string name,
+                                                     const ElfOptions& options = {});
+  // Parses bytes in memory (fuzzers, crafted test files).
+  static StatusOr<std::unique_ptr<ElfFile>> FromBytes(std::string_view bytes, std::string name,
+                                                      const ElfOptions& options = {});
   ~ElfFile();
   ElfFile(const ElfFile&) = delete;
   ElfFile& operator=(const ElfFile&) = delete;
@@ -52,6 +87,10 @@ class ElfFile {
   const std::vector<std::string>& needed() const { return needed_; }
   const std::string& soname() const { return soname_; }
   const std::string& build_id() const { return build_id_; }  // hex, empty if absent
+  // The planning budget this file's searches charge (null: none).
+  Budget* budget() const { return budget_.get(); }
+  // Bytes read from the file: what parsing it cost.
+  uint64_t bytes_read() const { return bytes_read_; }
 
   // Exact-name lookup; prefers a defined function symbol. Symbols are keyed without their
   // "@VERSION" suffix; when several versions exist the default ("@@") one wins.
@@ -78,8 +117,14 @@ class ElfFile {
 
   // uprobes are placed by file offset.
   std::optional<uint64_t> VaddrToOffset(uint64_t vaddr) const;
-  // File-backed bytes at [vaddr, vaddr+len); empty if not fully in the file.
+  // File-backed bytes at [vaddr, vaddr+len); empty if not all of them are in the file.
   std::string_view BytesAt(uint64_t vaddr, uint64_t len) const;
+  // The file-backed bytes from vaddr on, at most max_len: as many as the file has (empty when
+  // vaddr itself is not in it). What loops over a range a header claims should iterate.
+  std::string_view FileBytesAt(uint64_t vaddr, uint64_t max_len) const;
+  // The parts of the vaddr range [start, end) whose bytes are in the file, in order.
+  std::vector<std::pair<uint64_t, uint64_t>> FileBackedRanges(uint64_t start, uint64_t end) const;
+  // The NUL-terminated string at vaddr, if it ends within max_len bytes of the file.
   std::optional<std::string> CStringAt(uint64_t vaddr, size_t max_len = 256) const;
   // The 8-byte pointer stored at vaddr as the loader would leave it (relative to the load
   // bias for shared objects): a RELATIVE/64 relocation if there is one, else the file bytes.
@@ -88,38 +133,56 @@ class ElfFile {
   bool IsText(uint64_t vaddr) const;
   bool IsReadOnlyData(uint64_t vaddr) const;
 
-  // NUL-terminated strings in read-only data that satisfy `pred` (scan of .rodata).
+  // NUL-terminated strings in .rodata that satisfy `pred`.
   template <typename Pred>
   std::vector<std::pair<uint64_t, std::string_view>> FindRodataStrings(Pred pred) const;
 
-  // Address ranges of data sections that can hold pointers to code (.data, .data.rel.ro...).
-  std::vector<const ElfSection*> PointerDataSections() const;
+  // [start, end) vaddr ranges of the writable data sections that can hold pointers to code
+  // (.data, .data.rel.ro...), merged: each byte once, however many headers claim it.
+  const std::vector<std::pair<uint64_t, uint64_t>>& PointerDataRanges() const {
+    return pointer_data_ranges_;
+  }
 
  private:
-  ElfFile() = default;
-  Status Parse();
-  void ParseEhFrame();
-
-  std::string path_;
-  std::vector<uint8_t> storage_;
-  const uint8_t* data_ = nullptr;
-  size_t size_ = 0;
-  bool is_dyn_ = false;
-  bool has_symtab_ = false;
-  std::vector<ElfSection> sections_;
+  using Reader = std::function<Status(uint64_t offset, void* out, size_t n)>;
+  struct Region {
+    uint64_t offset;
+    std::vector<uint8_t> bytes;
+  };
   struct Segment {
     uint64_t vaddr, offset, filesz, memsz;
     uint32_t flags;
   };
-  std::vector<Segment> loads_;
+
+  ElfFile() = default;
+  Status Parse(const Reader& read, uint64_t file_size);
+  Status ReadRegions(const Reader& read, std::vector<std::pair<uint64_t, uint64_t>> ranges);
+  // The loaded bytes at file offset [off, off+len), or null.
+  const uint8_t* At(uint64_t off, uint64_t len) const;
+  // The loaded bytes from file offset `off` to the end of their region.
+  std::string_view From(uint64_t off) const;
+  Status ParseEhFrame();
+
+  std::string path_;
+  std::shared_ptr<Budget> budget_;
+  ElfLimits limits_;
+  uint64_t file_size_ = 0;
+  uint64_t bytes_read_ = 0;
+  std::vector<Region> regions_;  // sorted, disjoint
+  bool is_dyn_ = false;
+  bool has_symtab_ = false;
+  std::vector<ElfSection> sections_;
+  std::vector<Segment> loads_;  // file-backed, sorted by vaddr, disjoint
   std::vector<ElfSymbol> symbols_;
   std::unordered_map<std::string, size_t> by_name_;  // index into symbols_
   std::vector<size_t> functions_by_addr_;             // indices, sorted by value
-  std::unordered_map<uint64_t, uint64_t> relocated_pointers_;
+  std::vector<std::pair<uint64_t, uint64_t>> relocated_pointers_;  // sorted by address
   std::unordered_map<uint64_t, std::string> plt_stubs_;
-  std::unordered_map<uint64_t, uint64_t> eh_frame_ranges_;  // pc_begin -> pc_range
   std::vector<std::pair<uint64_t, uint64_t>> eh_frame_sorted_;  // (begin, end), sorted
   std::unordered_map<std::string, uint64_t> got_slots_;
+  std::vector<std::pair<uint64_t, uint64_t>> text_ranges_;         // merged vaddr ranges
+  std::vector<std::pair<uint64_t, uint64_t>> rodata_ranges_;
+  std::vector<std::pair<uint64_t, uint64_t>> pointer_data_ranges_;
   std::vector<std::string> needed_;
   std::string soname_;
   std::string build_id_;
@@ -130,14 +193,13 @@ std::vector<std::pair<uint64_t, std::string_view>> ElfFile::FindRodataStrings(Pr
   std::vector<std::pair<uint64_t, std::string_view>> out;
   for (const auto& s : sections_) {
     if (s.name != ".rodata") continue;
-    if (s.offset + s.size > size_) continue;
-    const char* base = reinterpret_cast<const char*>(data_ + s.offset);
+    std::string_view bytes = FileBytesAt(s.addr, s.size);
     size_t i = 0;
-    while (i < s.size) {
+    while (i < bytes.size()) {
       size_t start = i;
-      while (i < s.size && base[i] != '\0') ++i;
-      if (i > start) {
-        std::string_view str(base + start, i - start);
+      while (i < bytes.size() && bytes[i] != '\0') ++i;
+      if (i < bytes.size() && i > start) {  // only terminated strings
+        std::string_view str = bytes.substr(start, i - start);
         if (pred(str)) out.emplace_back(s.addr + start, str);
       }
       ++i;

@@ -70,11 +70,14 @@ std::optional<Mapping> ParseMapsLine(const std::string& line) {
   std::string offset_hex;
   if (!(in >> offset_hex >> m.dev >> m.inode)) return std::nullopt;
   auto dash = range.find('-');
-  if (dash == std::string::npos) return std::nullopt;
+  auto colon = m.dev.find(':');
+  if (dash == std::string::npos || colon == std::string::npos) return std::nullopt;
   try {
     m.start = std::stoull(range.substr(0, dash), nullptr, 16);
     m.end = std::stoull(range.substr(dash + 1), nullptr, 16);
     m.offset = std::stoull(offset_hex, nullptr, 16);
+    m.dev_major = static_cast<unsigned>(std::stoul(m.dev.substr(0, colon), nullptr, 16));
+    m.dev_minor = static_cast<unsigned>(std::stoul(m.dev.substr(colon + 1), nullptr, 16));
   } catch (...) {
     return std::nullopt;
   }
@@ -95,12 +98,16 @@ StatusOr<std::vector<Mapping>> ProcFs::Maps(pid_t pid) const {
   return out;
 }
 
-StatusOr<std::string> ProcFs::ExePath(pid_t pid) const {
+StatusOr<std::string> ProcFs::ExeLink(pid_t pid) const {
   std::string link = PidDir(pid) + "/exe";
   char buf[4096];
   ssize_t n = readlink(link.c_str(), buf, sizeof(buf) - 1);
   if (n < 0) return ErrnoToStatus(errno, "cannot read " + link);
-  std::string path(buf, static_cast<size_t>(n));
+  return std::string(buf, static_cast<size_t>(n));
+}
+
+StatusOr<std::string> ProcFs::ExePath(pid_t pid) const {
+  TS_ASSIGN_OR_RETURN(std::string path, ExeLink(pid));
   // A replaced binary shows as "/path (deleted)"; the inode is still reachable via /exe.
   const std::string deleted = " (deleted)";
   if (path.size() > deleted.size() &&
@@ -179,15 +186,9 @@ StatusOr<uint64_t> ProcFs::NamespaceInode(pid_t pid, const std::string& kind) co
 
 bool ProcFs::InOtherMountNamespace(pid_t pid) const {
   auto theirs = NamespaceInode(pid, "mnt");
-  auto ours = NamespaceInode(0, "mnt");
-  return theirs.ok() && ours.ok() && *theirs != *ours;
-}
-
-std::string ProcFs::HostPath(pid_t pid, const std::string& path_in_target) const {
-  // Always going through /proc/PID/root is correct in both cases, but a plain path reads
-  // better in reports when the target shares our mount namespace.
-  if (!InOtherMountNamespace(pid)) return path_in_target;
-  return PidDir(pid) + "/root" + path_in_target;
+  auto host = NamespaceInode(1, "mnt");
+  if (!host.ok()) host = NamespaceInode(0, "mnt");
+  return theirs.ok() && host.ok() && *theirs != *host;
 }
 
 static uint64_t ClockNs(clockid_t clock) {

@@ -21,7 +21,9 @@ struct Mapping {
   uint64_t end = 0;
   std::string perms;  // "r-xp"
   uint64_t offset = 0;
-  std::string dev;
+  std::string dev;  // "fd:01": major:minor of the file's device, in hex
+  unsigned dev_major = 0;
+  unsigned dev_minor = 0;
   uint64_t inode = 0;
   std::string path;  // as the target sees it; empty for anonymous mappings
 
@@ -55,16 +57,20 @@ class ProcFs {
   bool IsAlive(pid_t pid) const;
   StatusOr<ProcessStatus> Status(pid_t pid) const;
   StatusOr<std::vector<Mapping>> Maps(pid_t pid) const;
+  // The executable's path as the process sees it, without the " (deleted)" the kernel appends
+  // to a replaced binary: for reports only (open the executable with OpenProcessExe).
   StatusOr<std::string> ExePath(pid_t pid) const;
+  // readlink(/proc/PID/exe) as is: the same string /proc/PID/maps shows for its mappings.
+  StatusOr<std::string> ExeLink(pid_t pid) const;
   StatusOr<std::vector<TaskInfo>> Tasks(pid_t pid) const;
   StatusOr<std::string> TaskComm(pid_t pid, pid_t tid) const;
   StatusOr<std::string> Cmdline(pid_t pid) const;  // argv joined by spaces
   // Inode of /proc/PID/ns/<kind> ("mnt", "pid").
   StatusOr<uint64_t> NamespaceInode(pid_t pid, const std::string& kind) const;
-  // True when `pid` runs in a different mount namespace from this process.
+  // True when `pid` runs in a different mount namespace from the host's (PID 1's; this
+  // process's own when PID 1's cannot be read). A daemon confined by systemd (ProtectSystem=)
+  // has a private mount namespace of its own, so its own is not the reference.
   bool InOtherMountNamespace(pid_t pid) const;
-  // A path this process can open for a path the target sees.
-  std::string HostPath(pid_t pid, const std::string& path_in_target) const;
 
  private:
   std::string root_;

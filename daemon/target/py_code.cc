@@ -2,7 +2,9 @@
 
 #include <sys/uio.h>
 
+#include <algorithm>
 #include <cstring>
+#include <limits>
 
 namespace threadscope::target {
 
@@ -10,31 +12,51 @@ namespace {
 
 constexpr int64_t kMaxStringChars = 4096;
 constexpr int64_t kMaxTableBytes = 1 << 20;
+// The code cache: entries, and bytes (names and line tables), so that a target fabricating
+// many code objects with 1 MiB line tables costs the daemon at most this much.
+constexpr size_t kMaxCachedCodes = 65536;
+constexpr uint64_t kMaxCacheBytes = uint64_t{64} << 20;
+// CPython limits a code object to INT_MAX bytes of bytecode; anything larger is not one.
+constexpr int64_t kMaxCodeUnits = int64_t{1} << 30;
 
 int8_t Signed(uint8_t b) { return static_cast<int8_t>(b); }
 
+// Line arithmetic on tables read from a live (possibly hostile) process: kept in int64 and
+// pinned far outside any real line number, so no sum can overflow; such lines become unknown.
+constexpr int64_t kLineLimit = int64_t{1} << 40;
+void AddLine(int64_t* line, int64_t delta) {
+  *line = std::clamp<int64_t>(*line + std::clamp<int64_t>(delta, -kLineLimit, kLineLimit),
+                              -kLineLimit, kLineLimit);
+}
+std::optional<int> AsLine(int64_t line) {
+  if (line < std::numeric_limits<int>::min() || line > std::numeric_limits<int>::max()) {
+    return std::nullopt;
+  }
+  return static_cast<int>(line);
+}
+
 // 3.6-3.9 co_lnotab (Objects/lnotab_notes.txt): (bytecode delta, signed line delta) pairs.
-std::optional<int> LineLnotab36(std::string_view t, int line, int64_t addrq) {
+std::optional<int> LineLnotab36(std::string_view t, int64_t line, int64_t addrq) {
   int64_t addr = 0;
   for (size_t i = 0; i + 1 < t.size(); i += 2) {
     addr += static_cast<uint8_t>(t[i]);
     if (addr > addrq) break;
-    line += Signed(static_cast<uint8_t>(t[i + 1]));
+    AddLine(&line, Signed(static_cast<uint8_t>(t[i + 1])));
   }
-  return line;
+  return AsLine(line);
 }
 
 // 3.10 co_linetable: (byte length of a range, signed line delta; -128 = no line).
-std::optional<int> LineLinetable310(std::string_view t, int line, int64_t addrq) {
-  if (addrq < 0) return line;
+std::optional<int> LineLinetable310(std::string_view t, int64_t line, int64_t addrq) {
+  if (addrq < 0) return AsLine(line);
   int64_t start = 0;
   for (size_t i = 0; i + 1 < t.size(); i += 2) {
     int64_t end = start + static_cast<uint8_t>(t[i]);
     int delta = Signed(static_cast<uint8_t>(t[i + 1]));
     std::optional<int> current;
     if (delta != -128) {
-      line += delta;
-      current = line;
+      AddLine(&line, delta);
+      current = AsLine(line);
     }
     if (start <= addrq && addrq < end) return current;
     start = end;
@@ -63,8 +85,8 @@ int64_t ScanSignedVarint(std::string_view t, size_t* i) {
 // 3.11+ location table (Objects/locations.md). Entries start with a byte that has bit 7 set:
 // 1CCCCLLL, code C, L+1 code units long. C=15 no location; 14 long form and 13 no-column form
 // carry a signed-varint line delta; 10-12 one-line forms (delta C-10); 0-9 short forms (delta 0).
-std::optional<int> LineLocations311(std::string_view t, int line, int64_t units) {
-  if (units < 0) return line;
+std::optional<int> LineLocations311(std::string_view t, int64_t line, int64_t units) {
+  if (units < 0) return AsLine(line);
   int64_t addr = 0;
   size_t i = 0;
   while (i < t.size()) {
@@ -75,11 +97,11 @@ std::optional<int> LineLocations311(std::string_view t, int line, int64_t units)
     if (code != 15) {
       if (code == 13 || code == 14) {
         size_t j = i + 1;
-        if (j < t.size()) line += static_cast<int>(ScanSignedVarint(t, &j));
+        if (j < t.size()) AddLine(&line, ScanSignedVarint(t, &j));
       } else if (code >= 10 && code <= 12) {
-        line += code - 10;
+        AddLine(&line, code - 10);
       }
-      current = line;
+      current = AsLine(line);
     }
     if (addr <= units && units < addr + length) return current;
     addr += length;
@@ -115,7 +137,10 @@ std::optional<int> LineForOffset(LineTableFormat format, std::string_view table,
                                  int64_t offset) {
   switch (format) {
     case LineTableFormat::kLnotab36: return LineLnotab36(table, firstlineno, offset);
-    case LineTableFormat::kLinetable310: return LineLinetable310(table, firstlineno, offset * 2);
+    case LineTableFormat::kLinetable310:
+      // Offsets are in 2-byte units here; larger than any code object means no line.
+      if (offset > kMaxCodeUnits || offset < -kMaxCodeUnits) return std::nullopt;
+      return LineLinetable310(table, firstlineno, offset * 2);
     case LineTableFormat::kLocations311: return LineLocations311(table, firstlineno, offset);
   }
   return std::nullopt;
@@ -215,13 +240,29 @@ const PyCodeResolver::CodeInfo* PyCodeResolver::Code(uint64_t code) {
     }
     info.code_units = bytes / 2;
   }
+  if (info.code_units < 0 || info.code_units > kMaxCodeUnits) return nullptr;
   info.file = std::move(*file);
   info.function = std::move(*name);
   info.firstlineno = first;
   info.firsttraceable = traceable;
   info.table = table.value_or("");
-  if (codes_.size() > 65536) codes_.clear();  // bounded; entries are cheap to rebuild
+  // Bounded in entries and in bytes; entries are cheap to rebuild, so a full cache starts over.
+  if (it != codes_.end()) {
+    cache_bytes_ -= CacheCost(it->second);
+    codes_.erase(it);
+  }
+  uint64_t cost = CacheCost(info);
+  if (codes_.size() >= kMaxCachedCodes || cache_bytes_ + cost > kMaxCacheBytes) {
+    codes_.clear();
+    cache_bytes_ = 0;
+  }
+  cache_bytes_ += cost;
   return &(codes_[code] = std::move(info));
+}
+
+uint64_t PyCodeResolver::CacheCost(const CodeInfo& info) {
+  // The strings' bytes plus the entry and its hash node.
+  return info.file.size() + info.function.size() + info.table.size() + sizeof(CodeInfo) + 64;
 }
 
 ResolvedFrame PyCodeResolver::Resolve(uint64_t code, uint64_t instr) {
@@ -240,8 +281,9 @@ ResolvedFrame PyCodeResolver::Resolve(uint64_t code, uint64_t instr) {
   int64_t offset;
   int64_t units;
   if (l.instr_is_pointer) {
-    offset = (static_cast<int64_t>(instr) -
-              static_cast<int64_t>(code + static_cast<uint64_t>(l.code_adaptive))) / 2;
+    // Unsigned difference: the pointer is the target's word and may be anything.
+    uint64_t start = code + static_cast<uint64_t>(l.code_adaptive);
+    offset = static_cast<int64_t>(instr - start) / 2;
     units = offset;
   } else {
     offset = static_cast<int64_t>(instr);  // f_lasti: bytes, or code units on 3.10

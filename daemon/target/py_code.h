@@ -28,6 +28,8 @@ class MemoryReader {
 };
 
 // Another process's memory, through process_vm_readv (root, or the same user under ptrace rules).
+// Whatever it reads is the target's to choose: PyCodeResolver bounds every length and count it
+// takes from there (tests/fuzz/py_code_fuzzer.cc serves it fuzzed bytes through MemoryReader).
 class ProcessMemory : public MemoryReader {
  public:
   explicit ProcessMemory(pid_t pid) : pid_(pid) {}
@@ -55,6 +57,8 @@ class PyCodeResolver {
       : memory_(memory), support_(std::move(support)) {}
 
   ResolvedFrame Resolve(uint64_t code, uint64_t instr);
+  // Bytes the code cache holds (bounded: py_code.cc kMaxCacheBytes).
+  uint64_t cache_bytes() const { return cache_bytes_; }
 
  private:
   struct CodeInfo {
@@ -68,6 +72,7 @@ class PyCodeResolver {
     uint64_t name_obj = 0;
   };
   const CodeInfo* Code(uint64_t code);
+  static uint64_t CacheCost(const CodeInfo& info);
   std::optional<std::string> ReadString(uint64_t obj) const;
   std::optional<std::string> ReadBytes(uint64_t obj) const;
   bool ReadU64(uint64_t addr, uint64_t* out) const { return memory_.Read(addr, out, 8); }
@@ -75,6 +80,7 @@ class PyCodeResolver {
   const MemoryReader& memory_;
   PyStackSupport support_;
   std::unordered_map<uint64_t, CodeInfo> codes_;
+  uint64_t cache_bytes_ = 0;
 };
 
 }  // namespace threadscope::target

@@ -10,17 +10,23 @@
 #include <string>
 
 #include "daemon/common/status.h"
+#include "daemon/target/budget.h"
 #include "daemon/target/cpython.h"
 #include "daemon/target/disasm.h"
 #include "daemon/target/elf_file.h"
 #include "daemon/target/procfs.h"
+#include "daemon/target/target_file.h"
 
 namespace threadscope::target {
 
 struct BinaryRef {
-  std::string path;       // as the target sees it (reports)
-  std::string host_path;  // what this process opens and attaches uprobes to
+  std::string path;       // as the target sees it, as valid UTF-8 (reports)
+  // What uprobes attach to: "/proc/self/fd/N" of `file` for binaries of a process, valid as
+  // long as `file` is open (keep the InspectedProcess alive until the probes are attached; the
+  // kernel then holds the inode itself). The path given, for binaries inspected from disk.
+  std::string host_path;
   uint64_t load_bias = 0; // runtime address minus ELF vaddr
+  FileRef file;           // the verified file everything was read from
 };
 
 struct PythonProcess {
@@ -43,15 +49,32 @@ struct InspectedProcess {
   PythonProcess info;
   std::unique_ptr<ElfFile> interpreter_elf;
   std::unique_ptr<ElfFile> libc_elf;  // null when no libc is mapped (static musl builds)
+  std::string libc_unavailable;       // why libc_elf is null when a libc is mapped
 };
 
+struct InspectOptions {
+  // Charged while reading the binaries and, through ElfFile::budget(), by planning; the
+  // caller checks budget->status() once planning is done.
+  std::shared_ptr<Budget> budget;
+  MappedFileOptions files;
+  ElfLimits elf;
+};
+
+// Every file is opened as target_file.h describes: the executable through /proc/PID/exe, a
+// mapped libpython or libc through /proc/PID/map_files or its verified path; the fds stay open
+// in the BinaryRefs (host_path).
+//
 // Errors: InvalidArgument (pid <= 0), NotFound (no such process, or it is a zombie),
 // PermissionDenied (cannot read its /proc entries), FailedPrecondition (not CPython, or a
-// version threadscope cannot trace).
+// version threadscope cannot trace; a binary that is not a regular file, lives on FUSE, or was
+// replaced since it was mapped), ResourceExhausted (a binary larger than the limits: file size,
+// bytes to read, symbols, relocations), DataLoss (a corrupt ELF file), DeadlineExceeded (the
+// budget ran out).
 StatusOr<InspectedProcess> InspectPythonProcess(const ProcFs& proc, const Disassembler& dis,
-                                                pid_t pid);
+                                                pid_t pid, const InspectOptions& options = {});
 
 // The same description for a binary on disk (no process): `threadscope probes --binary`.
-StatusOr<InspectedProcess> InspectPythonBinary(const Disassembler& dis, const std::string& path);
+StatusOr<InspectedProcess> InspectPythonBinary(const Disassembler& dis, const std::string& path,
+                                               const InspectOptions& options = {});
 
 }  // namespace threadscope::target

@@ -215,7 +215,7 @@ class SecurityTest(harness.BpfTestCase):
         started = time.time()
         r = self.cli("attach", "-d", "1s", "--no-live", target.pid, nobody=True, timeout=60)
         self.assertLess(time.time() - started, 30)
-        self.assertIn(r.returncode, (0, 4), r.stderr)  # traced, or refused in one line
+        self.assertIn(r.returncode, (0, 9), r.stderr)  # traced, or refused in one line (a limit)
         if r.returncode != 0:
             self.assertEqual(len(r.stderr.strip().splitlines()), 1, r.stderr)
         self.assertLess(self.daemon.rss_kib(), 512 * 1024)

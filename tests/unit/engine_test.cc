@@ -170,7 +170,8 @@ TEST(ReplaySessionTest, RebuildsTheModelAndReplaysEvents) {
     trailer |= c.has_trailer();
   }
   EXPECT_TRUE(trailer);
-  EXPECT_EQ(records, Batch(SampleBatches(*new EventGenerator())));
+  EventGenerator again;
+  EXPECT_EQ(records, Batch(SampleBatches(again)));
 }
 
 TEST(BoundedQueueTest, DropsWhenFullAndSaysHowMany) {
