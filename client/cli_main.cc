@@ -11,6 +11,7 @@
 #include "client/check_command.h"
 #include "client/commands.h"
 #include "client/connection.h"
+#include "client/dump_command.h"
 #include "client/exit_codes.h"
 #include "daemon/common/labels.h"
 #include "daemon/common/version.h"
@@ -244,6 +245,29 @@ int CliMain(int argc, char** argv) {
                        "else perfetto")
       ->check(CLI::IsMember({"perfetto", "chrome", "pprof", "collapsed"}));
 
+  DumpCommandOptions dump_options;
+  std::string dump_output = "text";
+  auto* dump = app.add_subcommand(
+      "dump", "a hung process explained: every thread, what it waits for, who holds it, the "
+              "deadlocks (no BPF; ptrace rights)");
+  dump->add_option("pid", dump_options.pid, "process id");
+  dump->add_option("-o,--output", dump_output, "text or json")
+      ->check(CLI::IsMember({"text", "json"}));
+  dump->add_option("--core", dump_options.core, "a core file (gcore's or a crash's) instead of a pid");
+  dump->add_option("--exe", dump_options.executable,
+                   "with --core: the executable the core was dumped from (default: the path "
+                   "the core names, when it exists here)");
+  dump->add_flag("--native", dump_options.native, "also C frames (pc and frame-pointer chain)");
+  dump->add_flag("--locals", dump_options.locals,
+                 "the innermost frame's local variables (read, never repr()'d)");
+  dump->add_flag("--nonblocking", dump_options.nonblocking,
+                 "do not stop the process: read until two passes agree");
+  dump->footer("Usage: threadscope dump PID [-o text|json] [--native] [--locals] [--nonblocking]\n"
+               "       threadscope dump --core CORE [--exe PYTHON] [-o text|json]\n"
+               "Exit: 0 ok, 3 no such process, 4 not CPython, 5 permission denied, 7 exited "
+               "during the dump,\n      9 bad core file, 10 the core's executable is missing, "
+               "11 --exe does not match the core");
+
   auto* status = app.add_subcommand("status", "show the engine and its targets");
   status->add_option("-o,--output", f.output, "text or json")
       ->check(CLI::IsMember({"text", "json"}));
@@ -360,6 +384,19 @@ int CliMain(int argc, char** argv) {
                       (f.color == "auto" && isatty(STDOUT_FILENO) &&
                        !(no_color && *no_color) && !(term && std::string(term) == "dumb"));
 
+  if (dump->parsed()) {
+    if ((dump_options.pid > 0) == !dump_options.core.empty()) {
+      return UsageError("dump: give a pid or --core FILE (threadscope dump --help)");
+    }
+    if (dump_options.pid < 0) return UsageError("pid must be a positive integer");
+    if (!dump_options.executable.empty() && dump_options.core.empty()) {
+      return UsageError("dump: --exe goes with --core");
+    }
+    dump_options.json = dump_output == "json";
+    // A core file is read by this process, with the caller's own rights.
+    if (!dump_options.core.empty()) f.no_daemon = true;
+  }
+
   SignalWatch signals;  // before Connection::Open starts gRPC's threads
   ConnectOptions connect;
   connect.server = f.server;
@@ -418,6 +455,7 @@ int CliMain(int argc, char** argv) {
     return ReportCommand(**conn, report_input, trace.output, f.report_file, trace.style);
   }
   if (status->parsed()) return StatusCommand(**conn, trace.output);
+  if (dump->parsed()) return DumpCommand(**conn, dump_options);
   return kExitUsage;
 }
 

@@ -1,8 +1,8 @@
 // Reading a target process through /proc: its mappings, tasks, credentials and namespaces.
 //
 // Every function takes the procfs root so tests can point it at a fixture tree. Paths that
-// come from the target (maps, exe) are in the *target's* mount namespace; HostPath() turns
-// them into paths this process can open, through /proc/PID/root.
+// come from the target (maps, exe) are in the *target's* mount namespace; target_file.h opens
+// the files they name safely (map_files, /proc/PID/exe, or inside /proc/PID/root).
 #pragma once
 
 #include <sys/types.h>
