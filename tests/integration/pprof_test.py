@@ -2,11 +2,13 @@
 read with Debian's `go tool pprof` (-raw for every sample, -top for the ranking), and as folded
 stacks; every total must equal the report of the same recording exactly, and the hot line (the
 waiters' `with lock:`) must be on top. Holds (--locks all --acquire-stacks) by the holder's line;
-GIL waits of a GIL-bound program with the report's totals; --pprof-out on a live run."""
+GIL waits of a GIL-bound program with the report's totals; --pprof-out on a live run and
+on an attach."""
 import os
 import re
 import shutil
 import subprocess
+import time
 
 import harness
 
@@ -24,6 +26,15 @@ def line_of(path, text, occurrence=1):
                     return n
     raise AssertionError("%r not in %s" % (text, path))
 
+
+# Debian unstable's stripped 3.13-3.15 take threading.Lock through PyMutex; their lock waits are
+# not traced correctly yet (tests/integration/locks_test.py fails there on main; the fix is on
+# branch `locks`). Profiles of their GIL waits are tested below; drop an entry once its lock
+# waits are right.
+PYMUTEX_LOCKS_PENDING = {
+    label: "lock waits on the PyMutex path are not traced correctly yet (branch `locks`)"
+    for label in ("debian-unstable-3.13", "debian-unstable-3.14", "debian-unstable-3.15")
+}
 
 # contention.py: the holder's `with lock:` comes first, the waiters' second.
 HOLD_LINE = line_of(WORKLOAD, "with lock:", 1)
@@ -47,9 +58,10 @@ def pprof(*args):
     return r.stdout
 
 
-def raw_totals(path):
-    """Sample-type totals as `go tool pprof -raw` prints the samples."""
-    out = pprof("-raw", path)
+def raw_totals(path, *filters):
+    """Sample-type totals as `go tool pprof -raw` prints the samples (after pprof's own
+    filters, e.g. -tagignore)."""
+    out = pprof(*(list(filters) + ["-raw", path]))
     lines = out.splitlines()
     start = lines.index("Samples:")
     types = [t.split("/")[0] for t in lines[start + 1].replace("[dflt]", "").split()]
@@ -122,12 +134,14 @@ class PprofTest(harness.BpfTestCase):
     def test_lock_waits_by_stack_equal_the_report(self):
         def body(interp):
             label = interp.label
+            if label in PYMUTEX_LOCKS_PENDING:
+                # Named, not inferred from an empty report: an interpreter whose lock waits
+                # vanish for another reason must fail here. Their GIL waits are profiled below.
+                self.skipTest("%s: %s" % (label, PYMUTEX_LOCKS_PENDING[label]))
             rec, report = self.record(interp.argv, label)
-            if not report["locks"]:
-                # 2.7 has no lock tracing; some builds' Lock waits are not seen (the report
-                # lists no lock): nothing to profile there.
-                self.skipTest("%s: the report lists no lock waits (lock mode %s)"
-                              % (label, report["target"]["lock_mode"]))
+            if report["target"]["lock_mode"] == "off":
+                self.skipTest("%s: no lock tracing on this interpreter (lock mode off)" % label)
+            self.assertTrue(report["locks"], "%s: no lock waits in the report" % label)
             want = report_totals(report)
             self.assertGreaterEqual(want["contended"], 300, label)
             self.assertEqual(want["contended"], want["lock_waits"])  # none still waiting
@@ -239,7 +253,7 @@ class PprofTest(harness.BpfTestCase):
             self.assertTrue(spin_def < line <= spin_def + 4, top)
         self.for_each_interpreter(body)
 
-    def test_pprof_out_on_run_and_bad_input(self):
+    def test_pprof_out_on_run_and_attach_and_bad_input(self):
         pb, folded = self.path("run.pb.gz"), self.path("run.folded")
         report = self.path("run.json")
         r = harness.run([harness.threadscope(), "run", "--pprof-out", pb, "--collapsed-out",
@@ -251,6 +265,30 @@ class PprofTest(harness.BpfTestCase):
         self.assertEqual(totals["contentions"], want["contended"])
         self.assertEqual(totals["delay"], want["lock_wait_ns"])
         self.assertEqual(folded_totals(folded)["lock wait"], want["lock_wait_ns"])
+
+        # attach: a process already running, its lock created before the probes (lock_kind
+        # unknown); the profile still holds exactly the waits of the attached window.
+        target = subprocess.Popen([harness.DEBIAN_PYTHON, WORKLOAD, "0.005", "2000"])
+        try:
+            time.sleep(0.5)  # threads started and contending before the attach
+            pb, report = self.path("attach.pb.gz"), self.path("attach.json")
+            r = harness.run([harness.threadscope(), "attach", str(target.pid), "--duration",
+                             "1.5", "--no-live", "--pprof-out", pb, "--report", report],
+                            timeout=60)
+            self.assertEqual(r.returncode, 0, r.stderr)
+        finally:
+            target.kill()
+            target.wait()
+        want = report_totals(harness.load_json(report))
+        self.assertGreater(want["lock_waits"], 50)
+        # A waiter is likely mid-wait when the window closes: the profile keeps it as "still
+        # waiting" up to the end, the report's thread totals count finished waits only.
+        totals, raw = raw_totals(pb, "-tagignore=outcome=still")
+        self.assertEqual(totals["contentions"], want["lock_waits"], raw[:3000])
+        self.assertEqual(totals["delay"], want["lock_wait_ns"])
+        self.assertIn("lock_kind:[unknown]", raw)
+        rows, top = top_rows(pb, "delay")
+        self.assertIn("contention.py:%d" % WAIT_LINE, rows[0][1], top)
 
         r = harness.run([harness.threadscope(), "run", "--pprof-out", "/nonexistent/x.pb.gz",
                          "--", harness.DEBIAN_PYTHON, "-c", "pass"])
