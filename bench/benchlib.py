@@ -88,9 +88,9 @@ def parse_args(runs=5, extra=None):
     args.interp = matrix.find(args.python, root=root)
     if not args.interp.present:
         ap.error("%s: %s" % (args.python, args.interp.missing))
-    if root and args.interp.root != root:
-        ap.error("--bpftrace sid traces interpreters of the bench root (debian-unstable-*), "
-                 "not %s" % args.python)
+    if root and args.interp.in_root and args.interp.root != root:
+        ap.error("--bpftrace sid traces the bench root's Debian unstable interpreters, or host "
+                 "ones, not %s" % args.python)
     args.python = args.interp.label
     return args
 
@@ -115,9 +115,19 @@ class Bench:
         self.threadscope, self.interp, self.modes, self.runs = threadscope, python, modes, runs
         self.python = python.argv  # how to run it
         # bpftrace and the path of the interpreter as bpftrace sees it.
-        if bpftrace == "sid":
+        if bpftrace == "sid" and python.in_root:
             self.bpftrace = [matrix.IN_ROOT, python.root, "/usr/bin/bpftrace"]
             self.bpftrace_binary, self.bpftrace_python = python.path, [python.path]
+        elif bpftrace == "sid":
+            # A host interpreter (pyenv's, an extra's; full symbols): bpftrace 0.27 places probes
+            # inside functions of such binaries, which Debian 12's 0.17 cannot. It runs in the
+            # bench root and starts the host interpreter there: its directory is bound at the
+            # same path (tools/in-root), and the interpreter finds its libpython by rpath.
+            os.environ["THREADSCOPE_IN_ROOT_BIND"] = ":".join(
+                filter(None, [os.environ.get("THREADSCOPE_IN_ROOT_BIND"),
+                              os.path.dirname(os.path.dirname(python.binary))]))
+            self.bpftrace = [matrix.IN_ROOT, bench_root(), "/usr/bin/bpftrace"]
+            self.bpftrace_binary, self.bpftrace_python = None, python.argv
         else:
             self.bpftrace = [bpftrace]
             self.bpftrace_binary = python.binary if python.in_root else None
