@@ -18,7 +18,7 @@ Modes, interleaved:
   default       threadscope run (contended locks + GIL: what users get)
 
   bench/gil_bench.py --threadscope bazel-bin/client/threadscope
-      [--python LABEL|PATH] [--bpftrace sid]
+      [--python LABEL|PATH] [--bpftrace sid|none]
 
 "switches" is the median number of GIL switches threadscope saw in the `gil` runs.
 """

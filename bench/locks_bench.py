@@ -18,7 +18,7 @@ program counted itself (tracing must not change how often threads collide; in-pr
 inflate that number). Needs root and bpftrace; mounts tracefs for bpftrace if missing.
 
   bench/locks_bench.py --threadscope bazel-bin/client/threadscope
-      [--python LABEL|PATH] [--bpftrace sid]
+      [--python LABEL|PATH] [--bpftrace sid|none]
 
 "blocking" is the median number of blocking acquisitions the program counted itself (for the
 queue, the consumer's waits on an empty queue); "records/run" for bpftrace is its probe hits.

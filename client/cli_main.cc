@@ -142,7 +142,7 @@ std::string Unwritable(const std::vector<std::pair<const char*, std::string>>& o
 
 }  // namespace
 
-int CliMain(int argc, char** argv) {
+int CliMain(int argc, char** argv, LocalEngineFactory local_engine) {
   Flags f;
   // Everything after the first "--" is the command to run, verbatim (CLI11 would reorder it).
   std::vector<std::string> command;
@@ -407,6 +407,7 @@ int CliMain(int argc, char** argv) {
   connect.tls_ca = tls_ca;
   connect.token_file = token_file;
   connect.tls_server_name = tls_server_name;
+  connect.local_engine = std::move(local_engine);
   auto conn = Connection::Open(connect);
   if (!conn.ok()) {
     std::fprintf(stderr, "threadscope: %s\n", conn.status().message().c_str());

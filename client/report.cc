@@ -1,3 +1,8 @@
+// Over 600 lines, for now: the JSON report contract (ReportJson, EventJson, *Json) and the text
+// rendering (LiveView, SummaryText, EventLine, AttachBanner) still share this file and its
+// enum-name helpers. Splitting them into report_json.cc (with golden tests) and text_view.cc is
+// the next step of the code review's change 4; it waits for the lock and profile work that is
+// editing both halves now, so that the split moves settled code.
 #include "client/report.h"
 
 #include "daemon/common/text.h"

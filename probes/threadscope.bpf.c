@@ -3,6 +3,10 @@
  * threadscope's kernel side: small programs that copy what CPython and the kernel tell us into
  * one ring buffer. No reconstruction happens here; the daemon's model does that.
  *
+ * Over 600 lines for one reason: like a libbpf-tools tool, every program lives in this one object
+ * so that they share one ring buffer, one set of maps and one load; the catalogue
+ * (daemon/loader/probe_catalog.h) says which program serves which probe.
+ *
  * Conventions (libbpf-tools style):
  *   - one program per probe role; the daemon decides which symbol/offset each is attached to
  *     (daemon/loader/plan_*.cc, from the catalogue in probe_catalog.h), a uprobe cookie

@@ -1,3 +1,7 @@
+// Over 600 lines for one reason: ProcessReader::Impl is one pass over a process's memory whose
+// steps share its caches (code objects, types, lock objects seen) and its budget: interpreters
+// and thread states, frames with their `with` blocks, the GIL, futex waits resolved to locks,
+// acquire() calls. Apart, each step would re-read or pass the caches around.
 #include "daemon/dump/reader.h"
 
 #include <algorithm>

@@ -198,8 +198,11 @@ BpfTracer::~BpfTracer() {
 }
 
 void BpfTracer::DetachAll() {
-  // Each uprobe unregistration waits for an SRCU grace period (~100 ms here). Closing the links
-  // from parallel threads lets those waits overlap: 41 links take ~0.1-0.2 s instead of ~4 s.
+  // Each link's teardown waits for an SRCU grace period. Closed from parallel threads, the waits
+  // of uprobe_multi links overlap: a default trace's 19 take 42-66 ms instead of 0.6-0.7 s one
+  // after another. Perf-event uprobes (kernels before 6.6) are torn down one at a time in the
+  // kernel whatever we do: 53 links, 3.9-4.1 s in parallel, 4.5 s serially (docs/DESIGN.md §5,
+  // kernel 6.18).
   auto t0 = std::chrono::steady_clock::now();
   size_t n = links_.size();
   std::vector<std::thread> workers;

@@ -7,13 +7,13 @@
 
 #include <cstddef>
 #include <cstdint>
-#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "daemon/common/status.h"
 #include "daemon/loader/probe_plan.h"
+#include "daemon/loader/record_source.h"
 
 struct threadscope_bpf;
 struct ring_buffer;
@@ -39,9 +39,8 @@ struct BpfTracerOptions {
   uint64_t gil_stack_threshold_ns = 1000000;
 };
 
-using RecordCallback = std::function<void(const uint8_t* data, size_t size)>;
-
-class BpfTracer {
+// The ring buffer is this tracer's RecordSource.
+class BpfTracer final : public RecordSource {
  public:
   // Opens and loads the BPF object for one target. PermissionDenied without CAP_BPF/root.
   static StatusOr<std::unique_ptr<BpfTracer>> Load(const BpfTracerOptions& options);
@@ -55,19 +54,19 @@ class BpfTracer {
 
   // Waits up to timeout_ms for a wakeup, then drains every record available. Returns how many
   // records were delivered.
-  StatusOr<size_t> Poll(int timeout_ms, const RecordCallback& callback);
+  StatusOr<size_t> Poll(int timeout_ms, const RecordCallback& callback) override;
   // Drains without waiting.
-  StatusOr<size_t> Drain(const RecordCallback& callback);
+  StatusOr<size_t> Drain(const RecordCallback& callback) override;
 
   // Records lost in the kernel, by ts_lost_source, summed over CPUs.
-  uint64_t Drops(uint32_t source) const;
+  uint64_t Drops(uint32_t source) const override;
 
   // Opens the skeleton (no kernel objects) and checks that every BpfProgram names its
   // program: the catalogue's docs and the loader agree. For tests.
   static Status CheckProgramNames();
 
   // Removes every probe now; the ring stays readable for a final Drain().
-  void DetachAll();
+  void DetachAll() override;
   size_t attached_links() const { return links_.size(); }
   // True when uprobes are attached as uprobe_multi links (Linux 6.6+): one link per program
   // and binary, registered and unregistered in batches.

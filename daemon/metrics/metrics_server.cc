@@ -71,7 +71,14 @@ StatusOr<std::unique_ptr<MetricsServer>> MetricsServer::Start(const std::string&
   }
   server->collector_ = std::make_shared<Collector>(manager, std::move(options));
   server->exposer_->RegisterCollectable(server->collector_);
-  spdlog::info("metrics on http://{}/metrics", *normalized);
+  // Port 0 asks the kernel for a free one: say which it gave (tests bind ":0" and read this line
+  // instead of guessing a free port).
+  auto ports = server->exposer_->GetListeningPorts();
+  if (!ports.empty()) {
+    server->address_ =
+        normalized->substr(0, normalized->rfind(':') + 1) + std::to_string(ports[0]);
+  }
+  spdlog::info("metrics on http://{}/metrics", server->address_);
   return server;
 }
 

@@ -18,7 +18,8 @@ namespace threadscope::metrics {
 
 class MetricsServer {
  public:
-  // addr: "HOST:PORT", or "PORT" / ":PORT" for the loopback address.
+  // addr: "HOST:PORT", or "PORT" / ":PORT" for the loopback address; port 0 lets the kernel
+  // choose (address() then names the port it chose).
   static StatusOr<std::unique_ptr<MetricsServer>> Start(const std::string& addr,
                                                         engine::SessionManager& manager,
                                                         MetricsOptions options);

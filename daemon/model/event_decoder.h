@@ -1,8 +1,10 @@
 // Decoding of raw records (probes/threadscope_events.h) into typed events.
 //
-// The decoder is the only code that interprets record bytes. It copies each record into its C
-// struct (records in the ring buffer are only 8-byte aligned and may come from a file), checks
-// sizes, and accepts records longer than it knows (written by a newer ABI) by ignoring the tail.
+// The decoder is the only code that interprets record bytes; RecordReader (record_reader.h)
+// frames them, and is the only code that walks a run of records. The decoder copies each record
+// into its C struct (records in the ring buffer are only 8-byte aligned and may come from a
+// file), checks sizes, and accepts records longer than it knows (written by a newer ABI) by
+// ignoring the tail.
 #pragma once
 
 #include <cstddef>
@@ -13,6 +15,7 @@
 #include <variant>
 
 #include "daemon/common/status.h"
+#include "daemon/model/record_reader.h"
 #include "probes/threadscope_events.h"
 
 namespace threadscope::model {
@@ -43,8 +46,11 @@ std::string MakePyLocationRecord(uint32_t pid, uint64_t ts_ns, const ts_py_locat
 // Decodes one record. `size` must be at least header.size. Unknown types are kUnimplemented
 // (the caller counts and skips them); malformed ones are kDataLoss.
 StatusOr<DecodedEvent> DecodeEvent(const uint8_t* data, size_t size);
+inline StatusOr<DecodedEvent> DecodeEvent(const RecordView& record) {
+  return DecodeEvent(record.data, record.size);
+}
 
-// Human-readable one-liner for logs and `threadscope report --raw`.
+// Human-readable one-liner for logs and tools/dump_recording.
 std::string EventTypeName(uint16_t type);
 std::string DescribeEvent(const DecodedEvent& event);
 

@@ -185,9 +185,17 @@ TEST(DumpLiveTest, EveryInterpreterOfTheMatrix) {
     EXPECT_EQ(main->state, ThreadState::kSleeping);
     ASSERT_FALSE(main->stack.empty());
     EXPECT_EQ(main->stack[0].function, "main_sleeps");
-    ASSERT_EQ(main->holds.size(), 1u);
-    EXPECT_EQ(main->holds[0].lock_id, t.Get("L"));
-    EXPECT_EQ(main->holds[0].source, OwnerSource::kWithStatement);
+    // `with L:` in main_sleeps, and `held`, acquired by the module's code below it on the stack
+    // (inferred: acquire_call).
+    ASSERT_EQ(main->holds.size(), 2u);
+    for (const auto& h : main->holds) {
+      if (h.lock_id == t.Get("L")) {
+        EXPECT_EQ(h.source, OwnerSource::kWithStatement);
+      } else {
+        EXPECT_EQ(h.lock_id, t.Get("held"));
+        EXPECT_EQ(h.source, OwnerSource::kAcquireCall);
+      }
+    }
 
     const ThreadReport* holder = ByTid(*report, std::stoi(t.Get("tid holder")));
     ASSERT_TRUE(holder);
