@@ -128,6 +128,7 @@ enum class LockChange {
   kDeadlock,
   kDeadlockResolved,
   kOrderInversion,
+  kReleased,  // --locks=all: an exact owner let go (hold_ns, stack: where it took the lock)
 };
 const char* LockChangeName(LockChange change);
 
@@ -142,7 +143,9 @@ struct LockChangeEvent {
   std::optional<pid_t> other;    // the waker (kWoken, kWaitEnd) or the owner (kWaitBegin)
   uint64_t deadlock_id = 0;      // kDeadlock, kDeadlockResolved
   size_t inversion = 0;          // kOrderInversion: index into inversions()
-  PyStack stack;                 // kWaitBegin, kWaitEnd: where the waiter waits
+  PyStack stack;                 // kWaitBegin, kWaitEnd: where the waiter waits; kReleased:
+                                 // where the owner took it
+  uint64_t hold_ns = 0;          // kReleased
 };
 
 struct LockModelConfig {
@@ -189,7 +192,7 @@ class LockModel {
   void Free(LockRecord& lock, uint64_t ts);
   void SetOwner(LockRecord& lock, pid_t tid, uint64_t ts, bool exact, uint32_t depth,
                 std::vector<LockChangeEvent>* out);
-  void ClearOwner(LockRecord& lock, uint64_t ts);
+  void ClearOwner(LockRecord& lock, uint64_t ts, std::vector<LockChangeEvent>* out);
   // Takes the thread off the waiters of the lock it waits on, if any.
   void LeaveWait(ThreadLockState& t, pid_t tid);
   void EndWait(ThreadLockState& t, LockRecord& lock, pid_t tid, uint64_t ts, bool acquired,
