@@ -28,6 +28,11 @@ std::string SiteName(std::string where) {
   return where;
 }
 
+constexpr char kStackMarker[] = "@stack=";
+
+// "lock_wait_seconds@stack=..." -> "lock_wait_seconds"; names without '@' are their own base.
+std::string BaseOf(const std::string& figure) { return figure.substr(0, figure.find('@')); }
+
 }  // namespace
 
 std::optional<Baseline> ParseBaselineJson(const std::string& text, std::string* error);
@@ -39,10 +44,8 @@ namespace {
 std::vector<double> SiteValues(const std::string& name,
                                const std::vector<std::map<std::string, double>>& runs) {
   std::vector<double> out;
-  const char* traced = name.rfind(kContentionPrefix, 0) == 0 ? "contention_waits"
-                                                              : "lock_contentions";
   for (const auto& run : runs) {
-    if (!run.count(traced)) continue;
+    if (!run.count(BaseOf(name))) continue;
     auto it = run.find(name);
     out.push_back(it == run.end() ? 0.0 : it->second);
   }
@@ -99,15 +102,21 @@ std::string GhEscape(const std::string& s, bool property) {
 }  // namespace
 
 FigureKind KindOf(const std::string& figure) {
-  return figure == "lock_wait_seconds" || figure == "gil_wait_share" ||
-                 figure == "contention_wait_seconds"
+  std::string base = BaseOf(figure);
+  return base == "lock_wait_seconds" || base == "gil_wait_share" ||
+                 base == "contention_wait_seconds"
              ? FigureKind::kTiming
              : FigureKind::kCount;
 }
 
+bool IsStackFigure(const std::string& figure) {
+  return figure.find(kStackMarker) != std::string::npos;
+}
+
 Threshold DefaultThreshold(const std::string& figure) {
   if (figure == "deadlocks" || figure == "thread_start_failures") return {0, 0};  // any is new
-  if (figure == "lock_wait_seconds" || figure == "contention_wait_seconds") return {0.5, 0.05};
+  if (figure == "contention_wait_seconds") return {0.5, 0.05};
+  if (BaseOf(figure) == "lock_wait_seconds") return {0.5, 0.05};
   if (figure == "gil_wait_share") return {0.25, 0.05};
   if (IsSite(figure)) return {0.5, 5};
   return {0.25, 5};
@@ -165,6 +174,42 @@ std::map<std::string, double> ExtractFigures(const json& report) {
       observed += num(t.value("observed_ns", json()));
     }
     if (observed > 0) out["gil_wait_share"] = wait / observed;
+  }
+  return out;
+}
+
+std::map<std::string, double> StackFigures(const std::vector<StackSample>& samples,
+                                           size_t max_stacks) {
+  std::map<std::string, std::pair<double, double>> stacks;  // name -> (contentions, delay)
+  double contentions = 0, delay = 0;
+  for (const auto& s : samples) {
+    contentions += s.contentions;
+    delay += s.delay_ns;
+    std::string name;
+    for (size_t i = 0; i < s.frames.size() && i < kStackDepth; ++i) {
+      std::string file = s.frames[i].file;
+      auto slash = file.rfind('/');
+      if (slash != std::string::npos) file = file.substr(slash + 1);
+      name += (i ? " < " : "") + s.frames[i].function + (file.empty() ? "" : " (" + file + ")");
+    }
+    if (name.empty()) name = "?";
+    auto& v = stacks[name];
+    v.first += s.contentions;
+    v.second += s.delay_ns;
+  }
+  std::vector<std::pair<std::string, std::pair<double, double>>> ranked(stacks.begin(),
+                                                                       stacks.end());
+  std::stable_sort(ranked.begin(), ranked.end(), [](const auto& a, const auto& b) {
+    return a.second.second > b.second.second;
+  });
+  std::map<std::string, double> out;
+  out["lock_contentions"] = contentions;
+  out["lock_wait_seconds"] = delay / 1e9;
+  for (size_t i = 0; i < ranked.size() && i < max_stacks; ++i) {
+    if (ranked[i].second.first <= 0 && ranked[i].second.second <= 0) continue;
+    out[std::string("lock_contentions") + kStackMarker + ranked[i].first] = ranked[i].second.first;
+    out[std::string("lock_wait_seconds") + kStackMarker + ranked[i].first] =
+        ranked[i].second.second / 1e9;
   }
   return out;
 }
@@ -272,7 +317,7 @@ CheckResult Compare(const Baseline& baseline, const std::vector<std::map<std::st
     if (auto o = overrides.find(name); o != overrides.end()) f.threshold = o->second;
     auto v = values.find(name);
     std::vector<double> got = v != values.end() ? v->second : std::vector<double>{};
-    if (IsSite(name)) got = SiteValues(name, runs);
+    if (name.find('@') != std::string::npos) got = SiteValues(name, runs);
     if (got.empty()) {
       f.missing = true;
       if (b != baseline.figures.end()) {
@@ -344,7 +389,7 @@ Baseline MakeBaseline(const std::vector<std::map<std::string, double>>& runs,
     for (const auto& [k, v] : run) values[k].push_back(v);
   }
   for (auto& [name, got] : values) {
-    if (IsSite(name)) got = SiteValues(name, runs);
+    if (name.find('@') != std::string::npos) got = SiteValues(name, runs);
     BaselineFigure f;
     f.value = Median(got);
     f.runs = got;
@@ -375,6 +420,27 @@ std::string TextReport(const CheckResult& r) {
     const char* mark = f.missing ? "MISSING" : f.regressed ? "REGRESSED" : !f.baseline ? "NEW"
                        : f.improved ? "IMPROVED" : "ok";
     out += fmt::format("  {:<9} {:<40} {}\n", mark, f.name, f.explanation);
+  }
+  // Point at code: the stacks whose waiting grew, one line each, the largest growth (relative
+  // to the baseline, so counts and seconds compare) first.
+  std::map<std::string, std::pair<double, std::string>> grew;  // where -> (growth, text)
+  for (const auto& f : r.figures) {
+    if (!f.regressed || !IsStackFigure(f.name)) continue;
+    std::string where = f.name.substr(f.name.find(kStackMarker) + sizeof(kStackMarker) - 1);
+    double base = f.baseline.value_or(0);
+    double growth = base > 0 ? (f.median - base) / base : 1e300;
+    auto& g = grew[where];
+    g.first = std::max(g.first, growth);
+    g.second += fmt::format("{}{} {} -> {}", g.second.empty() ? "" : "; ", BaseOf(f.name),
+                            Num(base, f.kind), Num(f.median, f.kind));
+  }
+  std::vector<std::pair<std::string, std::pair<double, std::string>>> ranked(grew.begin(),
+                                                                             grew.end());
+  std::stable_sort(ranked.begin(), ranked.end(),
+                   [](const auto& a, const auto& b) { return a.second.first > b.second.first; });
+  if (!ranked.empty()) {
+    out += "waiting grew at (innermost frame first):\n";
+    for (const auto& [where, g] : ranked) out += fmt::format("  {}: {}\n", where, g.second);
   }
   switch (r.verdict) {
     case Verdict::kOk: out += "verdict: ok\n"; break;

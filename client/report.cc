@@ -173,6 +173,7 @@ const char* LockChangeName(v1::LockChange c) {
     case v1::LOCK_CHANGE_DEADLOCK: return "deadlock";
     case v1::LOCK_CHANGE_DEADLOCK_RESOLVED: return "deadlock_resolved";
     case v1::LOCK_CHANGE_ORDER_INVERSION: return "order_inversion";
+    case v1::LOCK_CHANGE_RELEASED: return "released";
     default: return "unknown";
   }
 }
@@ -495,7 +496,9 @@ json ReportJson(const v1::Snapshot& s) {
           {"reason", t.python_stacks().reason()},
           {"layout_source", t.python_stacks().layout_source()},
           {"frames", t.python_stacks().frames()},
-          {"frames_acquire", t.python_stacks().frames_acquire()}}},
+          {"frames_acquire", t.python_stacks().frames_acquire()},
+          {"frames_gil", t.python_stacks().frames_gil()},
+          {"gil_threshold_ns", t.python_stacks().gil_threshold_ns()}}},
         {"kernel_release", t.kernel_release()}}},
       {"probes", probes},
       {"threads", threads},
@@ -562,6 +565,7 @@ json EventJson(const v1::WatchEventsResponse& e) {
       out["wait_ns"] = le.wait_ns();
       out["acquired"] = le.acquired();
     }
+    if (le.change() == v1::LOCK_CHANGE_RELEASED) out["hold_ns"] = le.hold_ns();
     if (le.has_deadlock()) out["deadlock"] = DeadlockJson(le.deadlock());
     if (le.stack().frames_size()) out["stack"] = StackJson(le.stack());
     if (le.wait_kind() == v1::WAIT_KIND_CONTENTION) {
@@ -580,6 +584,7 @@ json EventJson(const v1::WatchEventsResponse& e) {
     if (ge.change() == v1::GIL_CHANGE_ACQUIRED) {
       out["wait_ns"] = ge.wait_ns();
       out["previous_holder"] = Opt(ge.has_previous_holder(), ge.previous_holder());
+      if (ge.stack().frames_size()) out["stack"] = StackJson(ge.stack());
     }
     if (ge.change() == v1::GIL_CHANGE_DROPPED) {
       out["hold_ns"] = ge.hold_ns();

@@ -239,7 +239,10 @@ class Builder {
       case v1::GIL_CHANGE_ACQUIRED: {
         auto w = gil_waits_.find(tid);
         if (w != gil_waits_.end()) {
-          AddSlice(key, "GIL wait", "gil", w->second, e.ts_ns(), {}, {}, {});
+          // With --gil-stacks, a long wait names the code that resumed after it.
+          std::string where = v1::ShortWhere(e.stack());
+          AddSlice(key, where.empty() ? "GIL wait" : "GIL wait at " + where, "gil", w->second,
+                   e.ts_ns(), {}, {}, {});
           gil_waits_.erase(w);
           Count("gilwaiters", "GIL waiters", e.ts_ns(), -1, &gil_waiters_);
         }

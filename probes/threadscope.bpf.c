@@ -238,6 +238,9 @@ const volatile struct ts_py_layout py_layout = {};
 /* Frames recorded at a lock wait and at a lock's creation, and at every acquire (--locks=all). */
 const volatile __u8 stack_frames = 0;
 const volatile __u8 stack_frames_acquire = 0;
+/* Frames recorded when a take_gil that waited at least gil_stack_threshold_ns returns (0: off). */
+const volatile __u8 gil_stack_frames = 0;
+const volatile __u64 gil_stack_threshold_ns = 1000000;
 
 #define TS_MAX_INTERPRETERS 4
 #define TS_MAX_THREAD_STATES 4096
@@ -1246,20 +1249,63 @@ static __always_inline int gil_record(struct pt_regs *ctx)
 	return 0;
 }
 
+/* With GIL stacks on: when this task's current take_gil began (the first entry of a take). */
+struct {
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, __u64);
+} gil_wait_start SEC(".maps");
+
 /* take_gil / drop_gil entries, their inlined copies and the forced-switch call sites.
  * Cookie: enum ts_gil_op. The thread is the record's tid; no argument is read, so one program
  * serves every version's signature (and 3.8's take_gil.constprop.0). */
 SEC("uprobe")
 int ts_gil(struct pt_regs *ctx)
 {
-	return gil_record(ctx);
+	__u32 op = (__u32)bpf_get_attach_cookie(ctx);
+	__u64 *start;
+
+	if (!is_target())
+		return 0;
+	if (op == TS_GIL_TAKE_BEGIN && with_stack(gil_stack_frames)) {
+		start = bpf_task_storage_get(&gil_wait_start, bpf_get_current_task_btf(), 0,
+					     BPF_LOCAL_STORAGE_GET_F_CREATE);
+		/* A clone calling the original enters twice: the first entry began the wait. */
+		if (start && !*start)
+			*start = bpf_ktime_get_ns();
+	}
+	gil_op(op);
+	return 0;
 }
 
-/* take_gil returned: the thread holds the GIL. */
+/* take_gil returned: the thread holds the GIL. A take that waited long enough (GIL stacks on)
+ * carries the Python stack it resumes: the cost of the walk falls on waiting takes only. */
 SEC("uretprobe")
 int ts_gil_ret(struct pt_regs *ctx)
 {
-	return gil_record(ctx);
+	struct ts_gil_event *e;
+	__u64 *start, began = 0;
+
+	if (!is_target())
+		return 0;
+	if (!with_stack(gil_stack_frames))
+		return gil_record(ctx);
+	start = bpf_task_storage_get(&gil_wait_start, bpf_get_current_task_btf(), 0, 0);
+	if (start) {
+		began = *start;
+		*start = 0;
+	}
+	if (!began || bpf_ktime_get_ns() - began < gil_stack_threshold_ns)
+		return gil_record(ctx);
+	e = ts_reserve(sizeof(*e) + sizeof(struct ts_py_stack), TS_EV_GIL);
+	if (!e)
+		return 0;
+	e->op = (__u32)bpf_get_attach_cookie(ctx);
+	e->_pad = 0;
+	fill_stack(&e->h, TS_STACK_OF(e), current_tid(), gil_stack_frames);
+	ts_submit(e);
+	return 0;
 }
 
 /* ---- Python 2.7: the GIL is a plain lock, taken and dropped through PyThread_acquire_lock /

@@ -27,6 +27,8 @@ packages=(
   prometheus
   # TCP + TLS test: a throwaway CA and certificates; deployment test: the manifest's YAML
   openssl python3-yaml
+  # profile test: `go tool pprof` reads the contention profiles
+  golang-go
 )
 
 missing=()

@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 #include <sys/utsname.h>
 
+#include <algorithm>
 #include <chrono>
 
 #include "daemon/common/text.h"
@@ -86,6 +87,11 @@ StatusOr<std::shared_ptr<LiveSession>> AttachLive(std::string id,
     bpf_options.py_layout = plan.stacks->bpf;
     bpf_options.stack_frames = plan.stack_frames;
     bpf_options.stack_frames_acquire = plan.stack_frames_acquire;
+    // 2.7's GIL probes are its lock functions' (no stacks there: no frame layout either).
+    if (options.gil && plan.gil_lock_addr == 0) {
+      bpf_options.gil_stack_frames = std::min<uint8_t>(options.gil_stack_frames, TS_PY_MAX_FRAMES);
+      bpf_options.gil_stack_threshold_ns = options.gil_stack_threshold_ns;
+    }
   }
 
   TS_ASSIGN_OR_RETURN(auto tracer, loader::BpfTracer::Load(bpf_options));
@@ -102,6 +108,8 @@ StatusOr<std::shared_ptr<LiveSession>> AttachLive(std::string id,
   facts.kernel_release = KernelRelease();
   facts.lock_threshold_ns = options.lock_threshold_ns;
   facts.labels = options.labels;
+  facts.gil_stack_frames = bpf_options.gil_stack_frames;
+  facts.gil_stack_threshold_ns = bpf_options.gil_stack_threshold_ns;
   v1::Target t = BuildTarget(inspected.info, plan, *attached, facts);
 
   // Still the process that was checked: its pid was not reused while we attached.

@@ -40,6 +40,8 @@ struct LiveSessionOptions {
   uint64_t lock_threshold_ns = 0;
   uint8_t stack_frames = TS_PY_MAX_FRAMES;
   uint8_t acquire_stack_frames = 0;
+  uint8_t gil_stack_frames = 0;               // at take_gil returns that waited long enough
+  uint64_t gil_stack_threshold_ns = 1000000;  // ... this long
   bool gil = true;
   std::map<std::string, std::string> labels;  // user labels for metrics
   int poll_interval_ms = 50;

@@ -19,6 +19,7 @@ constexpr size_t kRecordChunkBytes = 64 << 10;
 
 bool LockMatches(const v1::WatchEventsRequest& req, const v1::LockEvent& event) {
   if (req.no_lock_events()) return false;
+  if (event.change() == v1::LOCK_CHANGE_RELEASED && !req.hold_events()) return false;
   if (!req.lock_ids().empty() &&
       std::find(req.lock_ids().begin(), req.lock_ids().end(), event.lock_id()) ==
           req.lock_ids().end()) {
@@ -95,7 +96,7 @@ v1::ThreadEvent ToThreadEvent(const model::TraceModel& model, const model::Model
 // history replay of WatchEvents(from_start), so both say the same thing.
 void ApplyAndDescribe(model::TraceModel& model, const uint8_t* data, size_t size,
                       std::vector<v1::WatchEventsResponse>* out, uint64_t* records,
-                      uint64_t lock_threshold_ns, bool gil_events) {
+                      uint64_t lock_threshold_ns, bool gil_events, bool hold_events) {
   std::vector<model::ModelEvent> changes;
   model::RecordReader reader(data, size);
   model::RecordView record;
@@ -110,8 +111,10 @@ void ApplyAndDescribe(model::TraceModel& model, const uint8_t* data, size_t size
         } else if (e.kind == model::ModelEvent::Kind::kGil) {
           // Thousands per second on busy targets: built only when a watcher asked for them.
           if (!gil_events) continue;
-          *r.mutable_gil_event() = ToProto(e.gil);
+          *r.mutable_gil_event() = ToProto(model.locations(), e.gil);
         } else {
+          // One per release with --locks=all: built only when a watcher asked for them.
+          if (e.lock.change == model::LockChange::kReleased && !hold_events) continue;
           if (!AboveThreshold(e.lock, lock_threshold_ns)) continue;
           *r.mutable_lock_event() = ToProto(model.locks(), model.locations(), e.lock);
         }
@@ -159,7 +162,7 @@ bool EventSubscription::FillFromHistory() {
     std::vector<v1::WatchEventsResponse> part;
     ApplyAndDescribe(*replay_, reinterpret_cast<const uint8_t*>(chunk.bytes->data()),
                      chunk.bytes->size(), &part, nullptr, lock_threshold_ns_,
-                     request_.gil_events());
+                     request_.gil_events(), request_.hold_events());
     for (auto& r : part) {
       if (Matches(r)) pending_.push_back(std::move(r));
     }
@@ -348,10 +351,13 @@ void Session::IngestRecords(const uint8_t* data, size_t size) {
   std::lock_guard<std::mutex> lock(mu_);
   std::vector<v1::WatchEventsResponse> events;
   uint64_t records = 0;
-  bool gil_events = false;
-  for (const auto& w : watchers_) gil_events |= w->request().gil_events();
+  bool gil_events = false, hold_events = false;
+  for (const auto& w : watchers_) {
+    gil_events |= w->request().gil_events();
+    hold_events |= w->request().hold_events();
+  }
   ApplyAndDescribe(*model_, data, size, watchers_.empty() ? nullptr : &events, &records,
-                   target_.lock_threshold_ns(), gil_events);
+                   target_.lock_threshold_ns(), gil_events, hold_events);
   // History, in sealed chunks of about kRecordChunkBytes, within the budget.
   raw_tail_.append(reinterpret_cast<const char*>(data), size);
   raw_tail_records_ += records;

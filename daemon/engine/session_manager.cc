@@ -73,6 +73,10 @@ StatusOr<LiveSessionOptions> SessionManager::ValidateOptions(const v1::AttachOpt
                                 std::to_string(TS_PY_MAX_FRAMES) + ", got " +
                                 std::to_string(options.acquire_stack_frames()));
   }
+  if (options.gil_stack_frames() > TS_PY_MAX_FRAMES) {
+    return InvalidArgumentError("gil_stack_frames must be 0-" + std::to_string(TS_PY_MAX_FRAMES) +
+                                ", got " + std::to_string(options.gil_stack_frames()));
+  }
   std::map<std::string, std::string> labels(options.labels().begin(), options.labels().end());
   LabelLimits label_limits{lim.max_labels, lim.max_label_name_bytes, lim.max_label_value_bytes};
   TS_RETURN_IF_ERROR(ValidateLabels(labels, label_limits));
@@ -81,6 +85,8 @@ StatusOr<LiveSessionOptions> SessionManager::ValidateOptions(const v1::AttachOpt
     live.stack_frames = static_cast<uint8_t>(options.lock_stack_frames());
   }
   live.acquire_stack_frames = static_cast<uint8_t>(options.acquire_stack_frames());
+  live.gil_stack_frames = static_cast<uint8_t>(options.gil_stack_frames());
+  if (options.gil_stack_threshold_ns()) live.gil_stack_threshold_ns = options.gil_stack_threshold_ns();
   live.gil = !options.has_gil() || options.gil();
   live.labels = std::move(labels);
   return live;
@@ -107,6 +113,10 @@ std::string OptionsNotice(const v1::Target& t, const LiveSessionOptions& asked,
   if (raw.acquire_stack_frames() != t.python_stacks().frames_acquire() &&
       t.python_stacks().enabled()) {
     differ.push_back("--acquire-stacks");
+  }
+  if (raw.gil_stack_frames() != t.python_stacks().frames_gil() && t.python_stacks().enabled() &&
+      t.gil().enabled()) {
+    differ.push_back("--gil-stacks");
   }
   std::map<std::string, std::string> labels(t.labels().begin(), t.labels().end());
   if (!asked.labels.empty() && asked.labels != labels) differ.push_back("--label");

@@ -241,6 +241,7 @@ v1::LockEvent ToProto(const model::LockModel& locks, const model::LocationTable&
       out.set_change(v1::LOCK_CHANGE_DEADLOCK_RESOLVED);
       break;
     case model::LockChange::kOrderInversion: out.set_change(v1::LOCK_CHANGE_ORDER_INVERSION); break;
+    case model::LockChange::kReleased: out.set_change(v1::LOCK_CHANGE_RELEASED); break;
   }
   if (e.wait_kind == model::WaitKind::kContention) {
     out.set_lock_id(ContentionId(e.site_id));
@@ -257,6 +258,7 @@ v1::LockEvent ToProto(const model::LockModel& locks, const model::LocationTable&
   out.set_wait_kind(ToProto(e.wait_kind));
   out.set_wait_ns(e.wait_ns);
   out.set_acquired(e.acquired);
+  out.set_hold_ns(e.hold_ns);
   if (e.other) out.set_other_native_tid(*e.other);
   if (const model::Deadlock* d = e.deadlock_id ? locks.FindDeadlock(e.deadlock_id) : nullptr) {
     *out.mutable_deadlock() = ToProto(locks, where, *d);
@@ -302,7 +304,7 @@ v1::Thread ToProto(const model::ThreadModel& threads, const model::ThreadRecord&
   return out;
 }
 
-v1::GilEvent ToProto(const model::GilChangeEvent& e) {
+v1::GilEvent ToProto(const model::LocationTable& where, const model::GilChangeEvent& e) {
   v1::GilEvent out;
   out.set_ts_ns(e.ts_ns);
   out.set_native_tid(e.tid);
@@ -315,6 +317,7 @@ v1::GilEvent ToProto(const model::GilChangeEvent& e) {
   out.set_hold_ns(e.hold_ns);
   out.set_forced(e.forced);
   if (e.previous_holder) out.set_previous_holder(*e.previous_holder);
+  if (!e.stack.empty()) FillStack(where, e.stack, out.mutable_stack());
   return out;
 }
 

@@ -56,6 +56,10 @@ v1::Target BuildTarget(const target::PythonProcess& info, const loader::ProbePla
     stacks->set_layout_source(plan.stacks->layout.source);
     stacks->set_frames(plan.stack_frames);
     stacks->set_frames_acquire(plan.stack_frames_acquire);
+    if (facts.gil_stack_frames) {
+      stacks->set_frames_gil(facts.gil_stack_frames);
+      stacks->set_gil_threshold_ns(facts.gil_stack_threshold_ns);
+    }
   } else {
     stacks->set_reason(model::ToValidUtf8(plan.stacks_unavailable));
   }

@@ -25,6 +25,9 @@ struct TargetFacts {
   std::string kernel_release;
   uint64_t lock_threshold_ns = 0;
   std::map<std::string, std::string> labels;
+  // GIL waits by stack, as loaded (0 frames: off, or not possible on this target).
+  uint8_t gil_stack_frames = 0;
+  uint64_t gil_stack_threshold_ns = 0;
 };
 
 // `results`: one per planned probe, in plan order (BpfTracer::Attach). Every string that comes

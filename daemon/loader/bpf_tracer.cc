@@ -178,6 +178,8 @@ StatusOr<std::unique_ptr<BpfTracer>> BpfTracer::Load(const BpfTracerOptions& opt
               sizeof(ts_py_layout));
   t->skel_->rodata->stack_frames = options.stack_frames;
   t->skel_->rodata->stack_frames_acquire = options.stack_frames_acquire;
+  t->skel_->rodata->gil_stack_frames = options.gil_stack_frames;
+  t->skel_->rodata->gil_stack_threshold_ns = options.gil_stack_threshold_ns;
   if (int err = bpf_map__set_max_entries(t->skel_->maps.events, options.ring_buffer_bytes)) {
     return BpfError(err, "cannot size the ring buffer");
   }

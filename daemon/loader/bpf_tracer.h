@@ -44,6 +44,8 @@ struct BpfTracerOptions {
   ts_py_layout py_layout{};
   uint8_t stack_frames = 0;          // at lock waits and lock creation
   uint8_t stack_frames_acquire = 0;  // at every acquire (--locks=all)
+  uint8_t gil_stack_frames = 0;      // at take_gil returns that waited gil_stack_threshold_ns
+  uint64_t gil_stack_threshold_ns = 1000000;
 };
 
 // The ring buffer is this tracer's RecordSource.

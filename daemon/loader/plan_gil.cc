@@ -187,8 +187,9 @@ void PlanGilProbes(const PlanContext& p, bool enabled, ProbePlan* plan) {
   }
 
   AddGilProbe(plan, ProbeId::kGilTake, TS_GIL_TAKE_BEGIN, takes, "take_gil has no probe site");
+  // Its own program (the catalogue's): the return is where a long wait's stack is taken.
   AddGilProbe(plan, ProbeId::kGilTakeReturn, TS_GIL_TAKE_END, takes,
-              "take_gil has no probe site");
+              "take_gil has no probe site", BpfProgram::kGilRet);
   PlannedProbe& drop =
       AddGilProbe(plan, ProbeId::kGilDrop, TS_GIL_DROP, drops,
                   "no out-of-line drop_gil: every drop is an inlined copy (gil_drop_inlined)");

@@ -53,6 +53,7 @@ const char* LockChangeName(LockChange change) {
     case LockChange::kDeadlock: return "deadlock";
     case LockChange::kDeadlockResolved: return "deadlock_resolved";
     case LockChange::kOrderInversion: return "order_inversion";
+    case LockChange::kReleased: return "released";
   }
   return "unknown";
 }
@@ -272,9 +273,20 @@ void LockModel::SetOwner(LockRecord& lock, pid_t tid, uint64_t ts, bool exact, u
   for (const auto& w : lock.waiters) CheckDeadlock(w.tid, ts, out);
 }
 
-void LockModel::ClearOwner(LockRecord& lock, uint64_t ts) {
+void LockModel::ClearOwner(LockRecord& lock, uint64_t ts, std::vector<LockChangeEvent>* out) {
   if (lock.owner) {
-    if (lock.owner_exact && !lock.condition_waiter) lock.hold.Add(Elapsed(ts, lock.owner_since_ns));
+    if (lock.owner_exact && !lock.condition_waiter) {
+      uint64_t held = Elapsed(ts, lock.owner_since_ns);
+      lock.hold.Add(held);
+      // One per release: the session builds a message only for watchers that asked. A join
+      // sentinel's take and release are Thread.join's (the thread model reports joins).
+      if (lock.kind != LockKind::kJoinSentinel) {
+        LockChangeEvent ev{LockChange::kReleased, ts, lock.id, *lock.owner};
+        ev.hold_ns = held;
+        ev.stack = lock.owner_stack;
+        Emit(out, std::move(ev));
+      }
+    }
     auto it = threads_.find(*lock.owner);
     if (it != threads_.end()) {
       auto& held = it->second.held;
@@ -497,7 +509,7 @@ void LockModel::OnWake(const ts_header& h, const ts_futex_wake& e,
   l->last_waker = waker;
   // Without exact ownership, the waker was the holder and has now let go.
   if (!config_.exact_ownership && !l->owner_exact && (!l->owner || *l->owner == waker)) {
-    ClearOwner(*l, h.ts_ns);
+    ClearOwner(*l, h.ts_ns, out);
   }
   if (l->kind != LockKind::kJoinSentinel) {
     Emit(out, LockChangeEvent{LockChange::kWoken, h.ts_ns, l->id, waker,
@@ -614,7 +626,7 @@ void LockModel::OnLock(const ts_header& h, const ts_lock_event& e, const PyStack
     --l.depth;
     return;
   }
-  ClearOwner(l, h.ts_ns);
+  ClearOwner(l, h.ts_ns, out);
 }
 
 bool LockModel::OrderEligible(const LockRecord& l) const {
@@ -985,7 +997,7 @@ void LockModel::ApplyUnpark(pid_t waker, pid_t woken, bool handed_off, uint64_t 
   // is free now, or, handed off, the woken thread's from this moment.
   const bool condition = l.condition_waiter || l.signal || t.waiting_kind == WaitKind::kCondition;
   if (!config_.exact_ownership && !l.owner_exact && (!l.owner || *l.owner == waker)) {
-    ClearOwner(l, ts);
+    ClearOwner(l, ts, out);
   }
   if (handed_off && !condition && !(config_.exact_ownership && l.owner_exact)) {
     SetOwner(l, woken, ts, /*exact=*/false, 1, out);

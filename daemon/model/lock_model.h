@@ -218,6 +218,7 @@ enum class LockChange {
   kDeadlock,
   kDeadlockResolved,
   kOrderInversion,
+  kReleased,  // --locks=all: an exact owner let go (hold_ns, stack: where it took the lock)
 };
 const char* LockChangeName(LockChange change);
 
@@ -232,7 +233,9 @@ struct LockChangeEvent {
   std::optional<pid_t> other;    // the waker (kWoken, kWaitEnd) or the owner (kWaitBegin)
   uint64_t deadlock_id = 0;      // kDeadlock, kDeadlockResolved
   size_t inversion = 0;          // kOrderInversion: index into inversions()
-  PyStack stack;                 // kWaitBegin, kWaitEnd: where the waiter waits
+  PyStack stack;                 // kWaitBegin, kWaitEnd: where the waiter waits; kReleased:
+                                 // where the owner took it
+  uint64_t hold_ns = 0;          // kReleased
   uint64_t site_id = 0;          // wait_kind kContention: the ContentionSite
   uint64_t object = 0;           // kContention: the object (or mutex) waited for
 };
@@ -291,7 +294,7 @@ class LockModel {
   void Free(LockRecord& lock, uint64_t ts);
   void SetOwner(LockRecord& lock, pid_t tid, uint64_t ts, bool exact, uint32_t depth,
                 std::vector<LockChangeEvent>* out);
-  void ClearOwner(LockRecord& lock, uint64_t ts);
+  void ClearOwner(LockRecord& lock, uint64_t ts, std::vector<LockChangeEvent>* out);
   // Takes the thread off the waiters of the lock it waits on, if any.
   void LeaveWait(ThreadLockState& t, pid_t tid);
   // `timed_out`: a wait that gave up counts as a timeout (an interrupted one does not).

@@ -69,7 +69,9 @@ grpc::Status ThreadscopeServiceImpl::Dump(grpc::ServerContext* ctx, const v1::Du
       }
       const auto* live = dynamic_cast<const engine::LiveSession*>(session.get());
       if (!live || live->process()->start_ticks() != (*process)->start_ticks()) continue;
-      for (const auto& lock : session->snapshot().locks()) {
+      // Kept in a local: a range-for over snapshot().locks() would read a destroyed temporary.
+      const v1::Snapshot snapshot = session->snapshot();
+      for (const auto& lock : snapshot.locks()) {
         if (lock.address() && lock.owner_exact() && lock.has_owner_native_tid()) {
           options.trace_owners[lock.address()] = lock.owner_native_tid();
         }
