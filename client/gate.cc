@@ -13,6 +13,21 @@ using nlohmann::json;
 namespace {
 
 constexpr char kSitePrefix[] = "lock_contentions@";
+// 3.13+: waits on critical sections and interpreter mutexes, by type and line.
+constexpr char kContentionPrefix[] = "contention_waits@";
+
+bool IsSite(const std::string& name) {
+  return name.rfind(kSitePrefix, 0) == 0 || name.rfind(kContentionPrefix, 0) == 0;
+}
+
+// "file.py:12 fn" without the directory: a baseline must hold in any checkout.
+std::string SiteName(std::string where) {
+  auto colon = where.rfind(':');
+  auto slash = where.rfind('/', colon == std::string::npos ? where.size() : colon);
+  if (slash != std::string::npos) where = where.substr(slash + 1);
+  return where;
+}
+
 constexpr char kStackMarker[] = "@stack=";
 
 // "lock_wait_seconds@stack=..." -> "lock_wait_seconds"; names without '@' are their own base.
@@ -88,8 +103,10 @@ std::string GhEscape(const std::string& s, bool property) {
 
 FigureKind KindOf(const std::string& figure) {
   std::string base = BaseOf(figure);
-  return base == "lock_wait_seconds" || base == "gil_wait_share" ? FigureKind::kTiming
-                                                                 : FigureKind::kCount;
+  return base == "lock_wait_seconds" || base == "gil_wait_share" ||
+                 base == "contention_wait_seconds"
+             ? FigureKind::kTiming
+             : FigureKind::kCount;
 }
 
 bool IsStackFigure(const std::string& figure) {
@@ -98,10 +115,10 @@ bool IsStackFigure(const std::string& figure) {
 
 Threshold DefaultThreshold(const std::string& figure) {
   if (figure == "deadlocks" || figure == "thread_start_failures") return {0, 0};  // any is new
-  if (figure == "lock_wait_seconds") return {0.5, 0.05};
+  if (figure == "contention_wait_seconds") return {0.5, 0.05};
   if (BaseOf(figure) == "lock_wait_seconds") return {0.5, 0.05};
   if (figure == "gil_wait_share") return {0.25, 0.05};
-  if (figure.rfind(kSitePrefix, 0) == 0) return {0.5, 5};
+  if (IsSite(figure)) return {0.5, 5};
   return {0.25, 5};
 }
 
@@ -119,18 +136,30 @@ std::map<std::string, double> ExtractFigures(const json& report) {
       wait_ns += num(l.value("wait_ns_total", json()));
       const json& at = l.value("first_contended_at", json());
       if (at.is_object() && at.contains("where") && num(l.value("contended", json())) > 0) {
-        // "file.py:12 fn" without the directory: a baseline must hold in any checkout.
-        std::string where = at["where"].get<std::string>();
-        auto colon = where.rfind(':');
-        auto slash = where.rfind('/', colon == std::string::npos ? where.size() : colon);
-        if (slash != std::string::npos) where = where.substr(slash + 1);
-        sites[kSitePrefix + where] += num(l["contended"]);
+        sites[kSitePrefix + SiteName(at["where"].get<std::string>())] += num(l["contended"]);
       }
     }
     out["lock_contentions"] = contended;
     out["lock_timeouts"] = timeouts;
     out["lock_wait_seconds"] = wait_ns / 1e9;
     out["deadlocks"] = report.contains("deadlocks") ? report["deadlocks"].size() : 0;
+    for (const auto& [k, v] : sites) out[k] = v;
+  }
+  // 3.13+ reports: critical-section and interpreter-mutex contention ("list file.py:42 fn").
+  if (lock_mode != "off" && report.contains("contention") && report["contention"].is_array()) {
+    double waits = 0, wait_ns = 0;
+    std::map<std::string, double> sites;
+    for (const auto& c : report["contention"]) {
+      waits += num(c.value("waits", json()));
+      wait_ns += num(c.value("wait_ns_total", json()));
+      std::string where = c.value("where", std::string());
+      if (where.empty() || c.value("other", false) || num(c.value("waits", json())) <= 0) continue;
+      std::string type = c.value("type", std::string());
+      sites[kContentionPrefix + (type.empty() ? "" : type + " ") + SiteName(where)] +=
+          num(c["waits"]);
+    }
+    out["contention_waits"] = waits;
+    out["contention_wait_seconds"] = wait_ns / 1e9;
     for (const auto& [k, v] : sites) out[k] = v;
   }
   if (report.contains("summary")) {

@@ -75,6 +75,14 @@ StatusOr<std::shared_ptr<LiveSession>> AttachLive(std::string id,
   bpf_options.py_true = plan.py_true;
   bpf_options.py_false = plan.py_false;
   bpf_options.gil_lock_addr = plan.gil_lock_addr;
+  bpf_options.sem_kinds = plan.sem_kinds;
+  bpf_options.lock_mutex_off = plan.lock_mutex_off;
+  bpf_options.ob_type_off = plan.ob_type_off;
+  bpf_options.ob_mutex_off = plan.ob_mutex_off;
+  bpf_options.free_threaded = plan.free_threaded;
+  bpf_options.rlock_owner_off = plan.rlock_owner_off;
+  bpf_options.rlock_depth_off = plan.rlock_depth_off;
+  bpf_options.rlock_depth_is_level = plan.rlock_depth_is_level;
   if (plan.stacks) {
     bpf_options.py_layout = plan.stacks->bpf;
     bpf_options.stack_frames = plan.stack_frames;
@@ -111,6 +119,12 @@ StatusOr<std::shared_ptr<LiveSession>> AttachLive(std::string id,
   sources.process = process;
   sources.attached_status = *status;
   if (plan.stacks) sources.frames = std::make_unique<ProcessFrameResolver>(pid, *plan.stacks);
+  if (plan.type_type && plan.locks != loader::LockMode::kOff) {
+    sources.memory = std::make_unique<target::ProcessMemory>(pid);
+    sources.type_type = plan.type_type;
+    sources.ob_type_off = plan.ob_type_off;
+    sources.tp_name_off = plan.tp_name_off;
+  }
   TS_ASSIGN_OR_RETURN(auto session, LiveSession::Start(std::move(id), std::move(t),
                                                        std::move(sources), options, proc, clock));
   spdlog::info("attached to pid {} ({}, CPython {})", pid,

@@ -20,7 +20,11 @@ LiveSession::LiveSession(std::string id, v1::Target target, const target::ProcFs
       process_(std::move(sources.process)),
       attached_status_(std::move(sources.attached_status)),
       source_(std::move(sources.records)),
-      resolver_(std::move(sources.frames)) {
+      resolver_(std::move(sources.frames)),
+      memory_(std::move(sources.memory)),
+      type_type_(sources.type_type),
+      ob_type_off_(sources.ob_type_off),
+      tp_name_off_(sources.tp_name_off) {
   set_raw_log_budget(options_.history_bytes);
 }
 
@@ -64,6 +68,26 @@ void LiveSession::DrainSource() {
 void LiveSession::IngestBatch() {
   if (batch_.empty()) return;
   locations_.clear();
+  if (type_type_ && memory_) {
+    // Name the type objects 3.13+ records point at (what a park waited on: a Lock, an RLock,
+    // a list's critical section...), ahead of the records, like locations.
+    model::RecordReader reader(batch_);
+    model::RecordView record;
+    while (reader.Next(&record)) {
+      const ts_header& h = record.header;
+      if (h.type == TS_EV_PARK_BEGIN && record.size >= sizeof(ts_park)) {
+        ts_park e;
+        std::memcpy(&e, record.data, sizeof(e));
+        DefineType(e.obj_type, h.ts_ns);
+        DefineType(e.cs_type, h.ts_ns);
+      } else if (h.type == TS_EV_CS_SLOW && record.size >= sizeof(ts_cs_slow)) {
+        ts_cs_slow e;
+        std::memcpy(&e, record.data, sizeof(e));
+        DefineType(e.obj_type, h.ts_ns);
+        DefineType(e.obj_type2, h.ts_ns);
+      }
+    }
+  }
   if (resolver_) {
     // Resolve every (code, instr) pair seen for the first time, now, while the code objects
     // are most likely alive; the definitions go ahead of the records that use them.
@@ -84,8 +108,10 @@ void LiveSession::IngestBatch() {
   if (!locations_.empty() && !process_->Alive()) {
     locations_.clear();
     for (const auto& pair : resolved_now_) defined_.erase(pair);
+    for (uint64_t type : typed_now_) typed_.erase(type);
   }
   resolved_now_.clear();
+  typed_now_.clear();
   if (!locations_.empty()) {
     IngestRecords(reinterpret_cast<const uint8_t*>(locations_.data()), locations_.size());
   }
@@ -232,6 +258,38 @@ Status LiveSession::Detach() {
   }
   source_.reset();
   return OkStatus();
+}
+
+void LiveSession::DefineType(uint64_t type, uint64_t ts_ns) {
+  // Bounded, like locations: a target cannot make us read without end.
+  constexpr size_t kMaxTypes = 4096;
+  if (!type || typed_.size() >= kMaxTypes || !typed_.insert(type).second) return;
+  typed_now_.push_back(type);
+  // A type object: its own type is `type` (or a metaclass whose type is). Anything else is
+  // not a type (the other reading of a parked address), and is named as unreadable once.
+  auto is_type = [&](uint64_t t) {
+    uint64_t meta = 0;
+    if (!memory_->Read(t + ob_type_off_, &meta, 8)) return false;
+    if (meta == type_type_) return true;
+    uint64_t meta_type = 0;
+    return memory_->Read(meta + ob_type_off_, &meta_type, 8) && meta_type == type_type_;
+  };
+  std::string name;
+  uint64_t name_ptr = 0;
+  char buf[128];
+  if (is_type(type) && memory_->Read(type + tp_name_off_, &name_ptr, 8) && name_ptr) {
+    // tp_name may end anywhere in these bytes: read what can be read, up to its NUL.
+    for (size_t n = sizeof(buf); n >= 16 && name.empty(); n /= 2) {
+      if (!memory_->Read(name_ptr, buf, n)) continue;
+      size_t len = strnlen(buf, n);
+      if (len < n) name.assign(buf, len);
+    }
+  }
+  bool printable = !name.empty();
+  for (char c : name) printable &= c > 0x20 && c < 0x7f;
+  locations_ += model::MakePyTypeRecord(static_cast<uint32_t>(pid()), ts_ns, type,
+                                        printable ? name : "",
+                                        printable ? 0 : TS_LOCATION_UNREADABLE);
 }
 
 }  // namespace threadscope::engine

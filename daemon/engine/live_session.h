@@ -59,6 +59,12 @@ struct LiveSources {
   std::shared_ptr<const target::Process> process;  // the target, pinned
   target::ProcessStatus attached_status;           // its credentials when the caller was checked
   std::unique_ptr<target::FrameResolver> frames;   // names stack frames; null: no stacks
+  // 3.13+ lock tracing: records point at type objects (what a park waited on: a Lock, an RLock,
+  // a list's critical section...), named by reading them. Null memory: not named.
+  std::unique_ptr<target::MemoryReader> memory;
+  uint64_t type_type = 0;  // PyType_Type
+  uint32_t ob_type_off = 8;
+  uint32_t tp_name_off = 24;
 };
 
 class LiveSession : public Session {
@@ -93,6 +99,8 @@ class LiveSession : public Session {
   // Ingests a batch from the source, preceded by definitions of the stack locations it uses.
   void IngestBatch();
   void DefineLocation(uint64_t code, uint64_t instr, uint64_t ts_ns);
+  // Names a type object a record points at (3.13+ parks and lock records), once.
+  void DefineType(uint64_t type, uint64_t ts_ns);
 
   const target::ProcFs& proc_;
   LiveSessionOptions options_;
@@ -109,6 +117,14 @@ class LiveSession : public Session {
   std::string locations_;  // location records for the batch being ingested
   std::set<std::pair<uint64_t, uint64_t>> defined_;
   std::vector<std::pair<uint64_t, uint64_t>> resolved_now_;  // defined by the batch in hand
+  // Type names: how to read them (PyType_Type, where ob_type and tp_name are), and which type
+  // objects were named already (or found not to be types).
+  std::unique_ptr<target::MemoryReader> memory_;
+  uint64_t type_type_ = 0;
+  uint32_t ob_type_off_ = 8;
+  uint32_t tp_name_off_ = 24;
+  std::set<uint64_t> typed_;
+  std::vector<uint64_t> typed_now_;
 };
 
 }  // namespace threadscope::engine

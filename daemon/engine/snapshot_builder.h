@@ -22,6 +22,9 @@ model::TraceModelConfig ModelConfigFromTarget(const v1::Target& target);
 
 // "0x7f3a1c2b4d50:2": the lock's semaphore address and generation.
 std::string LockId(const model::LockRecord& lock);
+std::string ContentionId(uint64_t site_id);
+v1::Contention ToProto(const model::LocationTable& where, const model::ContentionSite& c);
+v1::LockKind ToProto(model::ContentionKind kind);
 v1::Lock ToProto(const model::LockModel& locks, const model::LocationTable& where,
                  const model::LockRecord& lock);
 v1::Deadlock ToProto(const model::LockModel& locks, const model::LocationTable& where,

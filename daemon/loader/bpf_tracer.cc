@@ -26,7 +26,8 @@ namespace threadscope::loader {
 namespace {
 
 int LibbpfPrint(enum libbpf_print_level level, const char* format, va_list args) {
-  char buf[1024];
+  // The verifier's log comes as one message: big enough to show where it refused.
+  static thread_local char buf[1 << 16];
   vsnprintf(buf, sizeof(buf), format, args);
   size_t n = strlen(buf);
   while (n > 0 && buf[n - 1] == '\n') buf[--n] = '\0';
@@ -155,6 +156,14 @@ StatusOr<std::unique_ptr<BpfTracer>> BpfTracer::Load(const BpfTracerOptions& opt
   t->skel_->rodata->py_true = options.py_true;
   t->skel_->rodata->py_false = options.py_false;
   t->skel_->rodata->gil_lock_addr = options.gil_lock_addr;
+  t->skel_->rodata->sem_kinds = options.sem_kinds;
+  t->skel_->rodata->lock_mutex_off = options.lock_mutex_off;
+  t->skel_->rodata->ob_type_off = options.ob_type_off;
+  t->skel_->rodata->ob_mutex_off = options.ob_mutex_off;
+  t->skel_->rodata->free_threaded = options.free_threaded ? 1 : 0;
+  t->skel_->rodata->rlock_owner_off = options.rlock_owner_off;
+  t->skel_->rodata->rlock_depth_off = options.rlock_depth_off;
+  t->skel_->rodata->rlock_depth_is_level = options.rlock_depth_is_level ? 1 : 0;
   t->uprobe_multi_ = KernelHasUprobeMulti();
   if (t->uprobe_multi_) {
     bpf_program* prog;

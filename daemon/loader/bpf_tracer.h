@@ -31,6 +31,15 @@ struct BpfTracerOptions {
   uint64_t py_true = 0;
   uint64_t py_false = 0;
   uint64_t gil_lock_addr = 0;  // 2.7: where `interpreter_lock` lives in the target
+  // Lock objects (ProbePlan's fields of the same names).
+  uint8_t sem_kinds = (1 << TS_LOCK_LOCK) | (1 << TS_LOCK_RLOCK);
+  uint32_t lock_mutex_off = 16;
+  uint32_t ob_type_off = 8;
+  uint32_t ob_mutex_off = 10;
+  bool free_threaded = false;
+  uint32_t rlock_owner_off = 0;
+  uint32_t rlock_depth_off = 0;
+  bool rlock_depth_is_level = false;
   // Python stacks: where to find frames (interp_head_addr 0 = off) and how many to record.
   ts_py_layout py_layout{};
   uint8_t stack_frames = 0;          // at lock waits and lock creation

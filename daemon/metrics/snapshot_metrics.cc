@@ -138,9 +138,11 @@ void TargetMetrics(const v1::Snapshot& s, const MetricsOptions& options, Familie
     if (a->wait().sum_ns() != b->wait().sum_ns()) return a->wait().sum_ns() > b->wait().sum_ns();
     return a->id() < b->id();
   });
+  size_t own_locks = 0;  // (contention rows share the set, as "cs:" ids)
+  for (const auto& id : *own_series) own_locks += id.rfind("cs:", 0) != 0;
   for (const v1::Lock* l : locks) {
-    if (own_series->size() >= options.top_locks) break;
-    if (l->contended() || l->acquires()) own_series->insert(l->id());
+    if (own_locks >= options.top_locks) break;
+    if ((l->contended() || l->acquires()) && own_series->insert(l->id()).second) ++own_locks;
   }
   struct Fold {
     double acquires = 0, contended = 0, timeouts = 0;
@@ -187,6 +189,42 @@ void TargetMetrics(const v1::Snapshot& s, const MetricsOptions& options, Familie
     }
     lock_series(With(base, {{"lock", "other"}, {"site", ""}, {"kind", ""}}), other.acquires,
                 exact, other.contended, other.timeouts, other.wait, exact ? &other.hold : nullptr);
+  }
+  // 3.13+ contention on critical sections and interpreter mutexes, by (kind, type, line): the
+  // same sticky top-N as locks (their own N), the rest in one "other" series.
+  if (t.lock_mode() != "off" && !t.lock_mode().empty() && s.contention_size()) {
+    size_t own = 0;
+    for (const auto& id : *own_series) own += id.rfind("cs:", 0) == 0;
+    for (const auto& c : s.contention()) {  // most waited-for first
+      if (own >= options.top_locks) break;
+      if (!c.other() && c.waits() && own_series->insert(c.id()).second) ++own;
+    }
+    double other_waits = 0;
+    v1::Histogram other_wait;
+    auto series = [&](const Labels& labels, double waits, const v1::Histogram& wait) {
+      Counter(f, "threadscope_contention_waits_total",
+              "Blocked waits on a critical section (free-threaded: an object's own mutex) or "
+              "another interpreter mutex, by object type and Python line",
+              labels, waits);
+      Histogram(f, "threadscope_contention_wait_seconds",
+                "Time blocked on a critical section or an interpreter mutex", labels, wait);
+    };
+    for (const auto& c : s.contention()) {
+      if (!own_series->count(c.id())) {
+        other_waits += c.waits();
+        other_wait = Merge(other_wait, c.wait());
+        continue;
+      }
+      const char* kind =
+          c.kind() == v1::LOCK_KIND_CRITICAL_SECTION ? "critical_section" : "mutex";
+      series(With(base, {{"contention", c.id()},
+                         {"kind", kind},
+                         {"type", c.type()},
+                         {"site", v1::ShortWhere(c.stack())}}),
+             c.waits(), c.wait());
+    }
+    series(With(base, {{"contention", "other"}, {"kind", ""}, {"type", ""}, {"site", ""}}),
+           other_waits, other_wait);
   }
   double active = 0;
   for (const auto& d : s.deadlocks()) active += d.has_resolved_ns() ? 0 : 1;

@@ -27,11 +27,18 @@ struct PyLocationRecord {
   std::string function;
 };
 
+// TS_EV_PY_TYPE: a type object's address and its tp_name.
+struct PyTypeRecord {
+  ts_py_type fixed;
+  std::string name;
+};
+
 using EventPayload =
     std::variant<ts_thread_start_begin, ts_thread_start_end, ts_thread_clone, ts_thread_bootstrap,
                  ts_thread_body_done, ts_thread_exit, ts_thread_rename, ts_thread_sentinel,
                  ts_thread_join, ts_thread_detach, ts_sem_wait, ts_preexisting_thread, ts_lost,
-                 ts_trace_mark, ts_lock_event, ts_futex_wake, ts_gil_event, PyLocationRecord>;
+                 ts_trace_mark, ts_lock_event, ts_futex_wake, ts_gil_event, PyLocationRecord,
+                 ts_park, ts_unpark, ts_cs_slow, PyTypeRecord>;
 
 struct DecodedEvent {
   ts_header header;
@@ -42,6 +49,10 @@ struct DecodedEvent {
 // A location record as the daemon writes it (size rounded up to 8, strings after the fixed part).
 std::string MakePyLocationRecord(uint32_t pid, uint64_t ts_ns, const ts_py_location& fixed,
                                  const std::string& file, const std::string& function);
+
+// A type-name record as the daemon writes it.
+std::string MakePyTypeRecord(uint32_t pid, uint64_t ts_ns, uint64_t type, const std::string& name,
+                             uint32_t flags = 0);
 
 // Decodes one record. `size` must be at least header.size. Unknown types are kUnimplemented
 // (the caller counts and skips them); malformed ones are kDataLoss.

@@ -84,6 +84,8 @@ class PyCodeResolver final : public FrameResolver {
   std::optional<std::string> ReadString(uint64_t obj) const;
   std::optional<std::string> ReadBytes(uint64_t obj) const;
   bool ReadU64(uint64_t addr, uint64_t* out) const { return memory_.Read(addr, out, 8); }
+  // Free-threaded: the start of the per-thread bytecode copy of `code` that holds `instr`.
+  std::optional<uint64_t> TlbcCopyHolding(uint64_t code, uint64_t instr, int64_t code_units) const;
 
   const MemoryReader& memory_;
   PyStackSupport support_;
