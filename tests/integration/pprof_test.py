@@ -27,15 +27,6 @@ def line_of(path, text, occurrence=1):
     raise AssertionError("%r not in %s" % (text, path))
 
 
-# Debian unstable's stripped 3.13-3.15 take threading.Lock through PyMutex; their lock waits are
-# not traced correctly yet (tests/integration/locks_test.py fails there on main; the fix is on
-# branch `locks`). Profiles of their GIL waits are tested below; drop an entry once its lock
-# waits are right.
-PYMUTEX_LOCKS_PENDING = {
-    label: "lock waits on the PyMutex path are not traced correctly yet (branch `locks`)"
-    for label in ("debian-unstable-3.13", "debian-unstable-3.14", "debian-unstable-3.15")
-}
-
 # contention.py: the holder's `with lock:` comes first, the waiters' second.
 HOLD_LINE = line_of(WORKLOAD, "with lock:", 1)
 WAIT_LINE = line_of(WORKLOAD, "with lock:", 2)
@@ -137,10 +128,6 @@ class PprofTest(harness.BpfTestCase):
     def test_lock_waits_by_stack_equal_the_report(self):
         def body(interp):
             label = interp.label
-            if label in PYMUTEX_LOCKS_PENDING:
-                # Named, not inferred from an empty report: an interpreter whose lock waits
-                # vanish for another reason must fail here. Their GIL waits are profiled below.
-                self.skipTest("%s: %s" % (label, PYMUTEX_LOCKS_PENDING[label]))
             rec, report = self.record(interp.argv, label)
             if report["target"]["lock_mode"] == "off":
                 self.skipTest("%s: no lock tracing on this interpreter (lock mode off)" % label)
