@@ -160,7 +160,10 @@ LockRecord* LockModel::NewLock(uint64_t obj, uint64_t sem, LockKind kind, uint64
 LockRecord* LockModel::Lookup(uint64_t obj, uint64_t sem, LockKind kind, uint64_t ts) {
   LockRecord* l = obj ? ByObj(obj) : nullptr;
   // A lock of the other kind at this address: the one we knew is gone (its free was missed).
-  if (l && kind != LockKind::kUnknown && l->kind != LockKind::kUnknown && l->kind != kind) {
+  // A join sentinel is a plain Lock object: its acquires and releases arrive as a Lock's.
+  const bool same_object = l && l->kind == LockKind::kJoinSentinel && kind == LockKind::kLock;
+  if (l && kind != LockKind::kUnknown && l->kind != LockKind::kUnknown && l->kind != kind &&
+      !same_object) {
     return NewLock(obj, sem, kind, ts, /*interesting=*/true);
   }
   if (!l && sem) l = BySem(sem);

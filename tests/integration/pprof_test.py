@@ -153,7 +153,10 @@ class PprofTest(harness.BpfTestCase):
             self.assertIn("pid %d" % report["target"]["pid"], raw)
             self.assertIn("thread_name:", raw)
             self.assertIn("wait_kind:[lock]", raw)
-            self.assertIn("wait_kind:[condition]", raw)
+            if want["cond_ns"]:
+                # contention.py waits on a Condition only inside Thread.start(), and on the
+                # PyMutex path (3.13+) so short a wait may be won by spinning, never parked.
+                self.assertIn("wait_kind:[condition]", raw)
 
             rows, top = top_rows(pb, "delay")
             self.assertTrue(rows, top)

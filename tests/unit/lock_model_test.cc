@@ -157,6 +157,17 @@ TEST_F(LockModelTest, WaitOnAJoinSentinelIsAJoin) {
   EXPECT_GE(locks().FindThread(kMain)->join_wait_ns, 1'000'000u);
 }
 
+TEST_F(LockModelTest, AJoinSentinelTakenAsALockStaysASentinel) {
+  // The main thread's _tstate_lock: a sentinel whose acquire arrives as any Lock's. Its hold is
+  // the thread's life, not a lock hold, and must not replace the sentinel with a new lock.
+  Exact(true);
+  auto ev = Feed({g_.Sentinel(kMain, kObjA, kSemA), g_.LockAcquire(kMain, kObjA, kSemA)});
+  g_.Advance(1'000'000);
+  auto released = Feed({g_.LockRelease(kMain, kObjA, kSemA)});
+  EXPECT_EQ(At(kSemA).kind, LockKind::kJoinSentinel);
+  for (const auto& e : released) EXPECT_NE(e.change, LockChange::kReleased);
+}
+
 TEST_F(LockModelTest, WaitThatBeganBeforeTheAttachIsIgnored) {
   Exact(false);
   auto ev = Feed({g_.LockNew(kMain, kObjA, kSemA), End(kT1, kSemA)});
