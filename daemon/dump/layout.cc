@@ -2,6 +2,8 @@
 
 #include <cstring>
 
+#include "daemon/target/py_layout.h"
+
 namespace threadscope::dump {
 
 namespace {
@@ -311,22 +313,6 @@ Status ApplyDebugOffsets(const target::ElfFile& elf, uint64_t runtime_vaddr, int
   return OkStatus();
 }
 
-// 2.7 and 3.6 keep the interpreter list head in a static; the exported accessor is
-// `mov interp_head(%rip), %rax; ret`.
-std::optional<uint64_t> InterpHeadFromAccessor(const target::ElfFile& elf) {
-  auto fn = elf.FindSymbol("PyInterpreterState_Head");
-  if (!fn) return std::nullopt;
-  std::string_view code = elf.BytesAt(fn->value, 8);
-  if (code.size() < 8 || static_cast<uint8_t>(code[0]) != 0x48 ||
-      static_cast<uint8_t>(code[1]) != 0x8b || static_cast<uint8_t>(code[2]) != 0x05 ||
-      static_cast<uint8_t>(code[7]) != 0xc3) {
-    return std::nullopt;
-  }
-  int32_t disp;
-  std::memcpy(&disp, code.data() + 3, 4);
-  return fn->value + 7 + static_cast<int64_t>(disp);
-}
-
 }  // namespace
 
 std::optional<DumpLayout> BuiltinDumpLayout(const target::PythonVersion& v, bool free_threaded) {
@@ -486,7 +472,7 @@ StatusOr<ResolvedLayout> ResolveLayout(const target::ElfFile& elf, uint64_t bias
     a.runtime = runtime->value + bias;
     head_vaddr = runtime->value + l.runtime_interp_head;
   } else {
-    auto head = InterpHeadFromAccessor(elf);
+    auto head = target::InterpHeadFromAccessor(elf);
     if (!head) {
       return NotFoundError("PyInterpreterState_Head in " + elf.path() +
                            " is not the expected one-instruction accessor");

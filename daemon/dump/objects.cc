@@ -4,32 +4,14 @@
 #include <cstdio>
 #include <cstring>
 
+#include "daemon/common/text.h"
+
 namespace threadscope::dump {
 
 namespace {
 
 constexpr uint64_t kTpflagsManagedDict = 1ull << 4;  // 3.11+
 constexpr uint64_t kTpflagsInlineValues = 1ull << 2;  // 3.13+
-
-void AppendUtf8(std::string* out, uint32_t cp) {
-  // Lone surrogates (legal in Python strings) and garbage have no UTF-8 form: U+FFFD.
-  if ((cp >= 0xd800 && cp <= 0xdfff) || cp > 0x10ffff) cp = 0xfffd;
-  if (cp < 0x80) {
-    out->push_back(static_cast<char>(cp));
-  } else if (cp < 0x800) {
-    out->push_back(static_cast<char>(0xc0 | (cp >> 6)));
-    out->push_back(static_cast<char>(0x80 | (cp & 0x3f)));
-  } else if (cp < 0x10000) {
-    out->push_back(static_cast<char>(0xe0 | (cp >> 12)));
-    out->push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3f)));
-    out->push_back(static_cast<char>(0x80 | (cp & 0x3f)));
-  } else {
-    out->push_back(static_cast<char>(0xf0 | ((cp >> 18) & 0x07)));
-    out->push_back(static_cast<char>(0x80 | ((cp >> 12) & 0x3f)));
-    out->push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3f)));
-    out->push_back(static_cast<char>(0x80 | (cp & 0x3f)));
-  }
-}
 
 // Bytes that are not valid UTF-8 (2.7 str, C strings) become U+FFFD.
 std::string SanitizeUtf8(std::string_view s) {

@@ -159,22 +159,6 @@ Status ApplyDebugOffsets(const ElfFile& elf, uint64_t runtime_vaddr, const Pytho
   return OkStatus();
 }
 
-// 3.6 keeps the interpreter list head in a static; its exported accessor is
-// `mov interp_head(%rip), %rax; ret`.
-std::optional<uint64_t> InterpHeadFromAccessor(const ElfFile& elf) {
-  auto fn = elf.FindSymbol("PyInterpreterState_Head");
-  if (!fn) return std::nullopt;
-  std::string_view code = elf.BytesAt(fn->value, 8);
-  if (code.size() < 8 || static_cast<uint8_t>(code[0]) != 0x48 ||
-      static_cast<uint8_t>(code[1]) != 0x8b || static_cast<uint8_t>(code[2]) != 0x05 ||
-      static_cast<uint8_t>(code[7]) != 0xc3) {
-    return std::nullopt;
-  }
-  int32_t disp;
-  std::memcpy(&disp, code.data() + 3, 4);
-  return fn->value + 7 + static_cast<int64_t>(disp);
-}
-
 }  // namespace
 
 std::optional<PyLayout> BuiltinPyLayout(const PythonVersion& v) {
@@ -344,6 +328,20 @@ StatusOr<PyStackSupport> ResolvePyStackSupport(const InspectedProcess& target) {
     return FailedPreconditionError("frame fields beyond 256 bytes; stacks are off");
   }
   return out;
+}
+
+std::optional<uint64_t> InterpHeadFromAccessor(const ElfFile& elf) {
+  auto fn = elf.FindSymbol("PyInterpreterState_Head");
+  if (!fn) return std::nullopt;
+  std::string_view code = elf.BytesAt(fn->value, 8);
+  if (code.size() < 8 || static_cast<uint8_t>(code[0]) != 0x48 ||
+      static_cast<uint8_t>(code[1]) != 0x8b || static_cast<uint8_t>(code[2]) != 0x05 ||
+      static_cast<uint8_t>(code[7]) != 0xc3) {
+    return std::nullopt;
+  }
+  int32_t disp;
+  std::memcpy(&disp, code.data() + 3, 4);
+  return fn->value + 7 + static_cast<int64_t>(disp);
 }
 
 }  // namespace threadscope::target

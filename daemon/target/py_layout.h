@@ -15,6 +15,7 @@
 
 #include "daemon/common/status.h"
 #include "daemon/target/cpython.h"
+#include "daemon/target/elf_file.h"
 #include "daemon/target/python_process.h"
 #include "probes/threadscope_events.h"
 
@@ -78,6 +79,10 @@ struct PyLayout {
 
 // The built-in layout for a minor version; nullopt when threadscope has none (2.7, 3.16+).
 std::optional<PyLayout> BuiltinPyLayout(const PythonVersion& version);
+
+// 2.7 and 3.6 keep the interpreter list head in a static; their exported accessor
+// PyInterpreterState_Head is `mov interp_head(%rip), %rax; ret`: the static's address.
+std::optional<uint64_t> InterpHeadFromAccessor(const ElfFile& elf);
 
 // The layout of one running interpreter, with the runtime addresses the stack walk starts from.
 struct PyStackSupport {
