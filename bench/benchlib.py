@@ -15,6 +15,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -73,13 +74,16 @@ def parse_args(runs=5, extra=None):
     ap.add_argument("--python", default="debian-3.11",
                     help="a label of tests/interpreters.json, or a path")
     ap.add_argument("--bpftrace", default="bpftrace",
-                    help="the bpftrace for the floors: a command, or `sid` for Debian "
-                         "unstable's, from the bench root")
+                    help="the bpftrace for the floors: a command, `sid` for Debian "
+                         "unstable's, from the bench root, or `none` to skip the floors")
     ap.add_argument("--runs", type=int, default=runs)
     ap.add_argument("--scale", type=float, default=1.0, help="multiply every workload size")
     if extra:
         extra(ap)
     args = ap.parse_args()
+    missing = requirements(args)
+    if missing:
+        ap.error("this benchmark needs what is not here:\n  " + "\n  ".join(missing))
     root = None
     if args.bpftrace == "sid":
         subprocess.run([os.path.join(REPO, "tools", "debian-unstable-root.sh"), "--bench"],
@@ -88,11 +92,28 @@ def parse_args(runs=5, extra=None):
     args.interp = matrix.find(args.python, root=root)
     if not args.interp.present:
         ap.error("%s: %s" % (args.python, args.interp.missing))
-    if root and args.interp.root != root:
-        ap.error("--bpftrace sid traces interpreters of the bench root (debian-unstable-*), "
-                 "not %s" % args.python)
+    if root and args.interp.in_root and args.interp.root != root:
+        ap.error("--bpftrace sid traces the bench root's Debian unstable interpreters, or host "
+                 "ones, not %s" % args.python)
     args.python = args.interp.label
     return args
+
+
+def requirements(args):
+    """What a benchmark needs that is missing, each with how to get it: checked before anything
+    runs, so a first run ends with one clear message, not a traceback."""
+    missing = []
+    if os.geteuid() != 0:
+        missing.append("root: threadscope and bpftrace load BPF programs (run it with sudo)")
+    if not os.access(args.threadscope, os.X_OK):
+        missing.append("%s is not an executable: bazel build //client:threadscope, then "
+                       "--threadscope bazel-bin/client/threadscope" % args.threadscope)
+    if args.bpftrace not in ("sid", "none") and not shutil.which(args.bpftrace):
+        missing.append("bpftrace (%r is not on PATH), for the floors: tools/install-deps.sh "
+                       "installs Debian's (apt-get install bpftrace); --bpftrace sid uses Debian "
+                       "unstable's from the bench root (built on first use); --bpftrace none "
+                       "skips the floors" % args.bpftrace)
+    return missing
 
 
 def bench_root():
@@ -115,9 +136,22 @@ class Bench:
         self.threadscope, self.interp, self.modes, self.runs = threadscope, python, modes, runs
         self.python = python.argv  # how to run it
         # bpftrace and the path of the interpreter as bpftrace sees it.
-        if bpftrace == "sid":
+        if bpftrace == "none":
+            self.bpftrace = None
+            self.bpftrace_binary, self.bpftrace_python = None, python.argv
+        elif bpftrace == "sid" and python.in_root:
             self.bpftrace = [matrix.IN_ROOT, python.root, "/usr/bin/bpftrace"]
             self.bpftrace_binary, self.bpftrace_python = python.path, [python.path]
+        elif bpftrace == "sid":
+            # A host interpreter (pyenv's, an extra's; full symbols): bpftrace 0.27 places probes
+            # inside functions of such binaries, which Debian 12's 0.17 cannot. It runs in the
+            # bench root and starts the host interpreter there: its directory is bound at the
+            # same path (tools/in-root), and the interpreter finds its libpython by rpath.
+            os.environ["THREADSCOPE_IN_ROOT_BIND"] = ":".join(
+                filter(None, [os.environ.get("THREADSCOPE_IN_ROOT_BIND"),
+                              os.path.dirname(os.path.dirname(python.binary))]))
+            self.bpftrace = [matrix.IN_ROOT, bench_root(), "/usr/bin/bpftrace"]
+            self.bpftrace_binary, self.bpftrace_python = None, python.argv
         else:
             self.bpftrace = [bpftrace]
             self.bpftrace_binary = python.binary if python.in_root else None
@@ -127,7 +161,7 @@ class Bench:
         self.tmp = tempfile.mkdtemp(prefix="ts_bench_")
         self.scripts, self.plans = {}, {}
         for name, mode in modes.items():
-            if isinstance(mode, tuple):
+            if isinstance(mode, tuple) and self.bpftrace:
                 plan = self.plan(mode[1])
                 self.scripts[name] = os.path.join(self.tmp, name + ".bt")
                 with open(self.scripts[name], "w") as f:
@@ -157,6 +191,9 @@ class Bench:
                     continue
                 if mode == "untraced":
                     r = subprocess.run(cmd, capture_output=True, text=True, check=True)
+                elif isinstance(mode, tuple) and not self.bpftrace:
+                    failed[name] = "skipped (--bpftrace none)"
+                    continue
                 elif isinstance(mode, tuple):
                     r = subprocess.run(self.bpftrace + ["--unsafe", "-q", self.scripts[name],
                                                         "-c", " ".join(bpftrace_cmd)],

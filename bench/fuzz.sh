@@ -29,13 +29,14 @@ rm -rf "$FUZZ_DIR/seeds"
 "$bin/tests/fuzz/make_seeds" "$FUZZ_DIR/seeds"
 
 # The ELF target also starts from real interpreters (read in place, never copied into the
-# repository), with inputs as large as they are.
+# repository), with inputs as large as they are: those of the test matrix that are here
+# (tests/interpreters.json, and THREADSCOPE_EXTRA_PYTHONS), and the libpython each links.
 real="$FUZZ_DIR/real-elf"
 rm -rf "$real" && mkdir -p "$real"
-for p in /usr/bin/python3.11 /var/cache/threadscope/*/usr/bin/python3.1[345] \
-         "${PYENV_ROOT:-$HOME/.pyenv}"/versions/*/lib/libpython*.so.1.0 \
-         /opt/threadscope-pythons/*/lib/libpython*.so.1.0; do
-  [ -f "$p" ] && ln -sf "$p" "$real/$(echo "$p" | tr / _)"
+for binary in $(python3 tests/interpreters.py --binaries); do
+  for p in "$binary" "$(dirname "$binary")"/../lib/libpython*.so.1.0; do
+    [ -f "$p" ] && ln -sf "$(realpath "$p")" "$real/$(realpath "$p" | tr / _)"
+  done
 done
 
 printf "| target | seconds | executions | exec/s | coverage (edges) | features | corpus |\n"

@@ -12,10 +12,13 @@ Modes, interleaved:
   lifecycle     threadscope run --locks off --gil off (thread lifecycle probes only)
   gil           threadscope run --locks off (lifecycle + GIL)
   bpftrace-gil  bpftrace counting hits on exactly the sites `gil` placed: the uprobe floor
+  gil-stacks    `gil` with --gil-stacks 8 (a stack for waits of at least the default 1 ms)
+  gil-stacks-1us `gil` with --gil-stacks 8 --gil-stack-threshold 1us: a stack walk at nearly
+                every take that waited at all
   default       threadscope run (contended locks + GIL: what users get)
 
   bench/gil_bench.py --threadscope bazel-bin/client/threadscope
-      [--python LABEL|PATH] [--bpftrace sid]
+      [--python LABEL|PATH] [--bpftrace sid|none]
 
 "switches" is the median number of GIL switches threadscope saw in the `gil` runs.
 """
@@ -30,6 +33,10 @@ MODES = {
     "lifecycle": ["--locks", "off", "--gil", "off"],
     "gil": GIL_ONLY,
     "bpftrace-gil": ("bpftrace", GIL_ONLY),
+    # What profiles of GIL waits by stack cost: the threshold test at every take's return, and
+    # the worst case, a walk at every one.
+    "gil-stacks": GIL_ONLY + ["--gil-stacks", "8"],
+    "gil-stacks-1us": GIL_ONLY + ["--gil-stacks", "8", "--gil-stack-threshold", "1us"],
     "default": [],
 }
 
@@ -63,6 +70,10 @@ def main():
         if life is not None and gil is not None:
             print("  GIL probes alone: %+.2f%% CPU over lifecycle-only tracing" %
                   (100 * (gil - life) / base))
+        for mode in ("gil-stacks", "gil-stacks-1us"):
+            added = bench.added_cpu(results, mode)
+            if gil is not None and added is not None:
+                print("  %s: %+.2f%% CPU over `gil`" % (mode, 100 * (added - gil) / base))
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ and reports medians, ratios to untraced, and the cost per started thread. Also t
 and detach. Needs root, bpftrace, and tracefs (mounted here if missing, for bpftrace).
 
   bench/lifecycle_bench.py --threadscope bazel-bin/client/threadscope
-      [--python LABEL|PATH] [--bpftrace sid]
+      [--python LABEL|PATH] [--bpftrace sid|none]
 """
 import statistics
 import subprocess

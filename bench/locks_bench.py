@@ -2,7 +2,8 @@
 """Lock tracing cost, measured side by side in one run.
 
 Workloads (bench/workloads.py): 1M uncontended `with lock:`; 4 threads contending on one lock;
-a queue.Queue producer/consumer. Each runs, interleaved (to cancel drift on a noisy machine):
+a queue.Queue producer/consumer; on a free-threaded build, 4 threads contending on one list and
+one dict (critical sections). Each runs, interleaved (to cancel drift on a noisy machine):
 
   untraced          the workload alone
   contended         threadscope run --locks=contended (the default)
@@ -18,7 +19,7 @@ program counted itself (tracing must not change how often threads collide; in-pr
 inflate that number). Needs root and bpftrace; mounts tracefs for bpftrace if missing.
 
   bench/locks_bench.py --threadscope bazel-bin/client/threadscope
-      [--python LABEL|PATH] [--bpftrace sid]
+      [--python LABEL|PATH] [--bpftrace sid|none]
 
 "blocking" is the median number of blocking acquisitions the program counted itself (for the
 queue, the consumer's waits on an empty queue); "records/run" for bpftrace is its probe hits.
@@ -48,7 +49,12 @@ def main():
     print("probes (--locks=all), where each sits and how the kernel runs it:")
     bench.print_sites(MODES["all"], ("lock", "rlock", "sem_"))
 
-    for workload, n in [("uncontended", 1000000), ("contended", 400000), ("queue", 100000)]:
+    workloads = [("uncontended", 1000000), ("contended", 400000), ("queue", 100000)]
+    if plan["target"]["free_threaded"]:
+        # Contention on the objects themselves (critical sections): what a free-threaded build
+        # adds; --locks=all probes its slow path.
+        workloads.append(("objects", 20000))
+    for workload, n in workloads:
         n = int(n * args.scale)
         results = bench.measure(workload, n)
         bench.print_table("%s (n=%d)" % (workload, n), results, "blocking")

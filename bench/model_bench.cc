@@ -26,12 +26,10 @@ void BM_ThreadLifecycleRecords(benchmark::State& state) {
     model::TraceModelConfig config;
     config.threads.joins = model::JoinVisibility::kBlockingOnly;
     model::TraceModel m(config);
-    size_t off = 0;
-    while (off < batch.size()) {
-      ts_header h;
-      std::memcpy(&h, batch.data() + off, sizeof(h));
-      m.ApplyRecord(reinterpret_cast<const uint8_t*>(batch.data()) + off, h.size, nullptr);
-      off += h.size;
+    model::RecordReader reader(batch);
+    model::RecordView record;
+    while (reader.Next(&record)) {
+      m.ApplyRecord(record, nullptr);
       ++records;
     }
     benchmark::DoNotOptimize(m.threads().threads().size());

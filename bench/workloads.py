@@ -13,6 +13,9 @@ the steadier measure of what tracing costs the program on a noisy machine.
   cpu N           4 threads spinning in Python, N iterations in all (GIL switches by request)
   handoff N       4 threads making N short blocking calls in all (os.stat: each drops and
                   re-takes the GIL)
+  objects N       4 threads x N/4 rounds of extend() on one shared list and update() on one
+                  shared dict (512 items each): on a free-threaded build they contend on the
+                  objects' own mutexes (critical sections); with a GIL they cannot
 """
 from __future__ import print_function
 
@@ -117,6 +120,21 @@ def handoff(n):
     run_workers(worker)
 
 
+def objects(n):
+    shared_list, shared_dict = [], {}
+    chunk = list(range(512))
+    chunk_dict = dict((i, i) for i in range(512))
+
+    def worker():
+        for _ in range(n // 4):
+            shared_list.extend(chunk)
+            shared_dict.update(chunk_dict)
+            if len(shared_list) > 100000:
+                del shared_list[:]  # clear() is 3.3+
+
+    run_workers(worker)
+
+
 def run_workers(worker, count=4):
     ws = [threading.Thread(target=worker) for _ in range(count)]
     for w in ws:
@@ -126,7 +144,8 @@ def run_workers(worker, count=4):
 
 
 WORKLOADS = {"threads": threads, "pool": pool, "uncontended": uncontended,
-             "contended": contended, "queue": queue_, "cpu": cpu_, "handoff": handoff}
+             "contended": contended, "queue": queue_, "cpu": cpu_, "handoff": handoff,
+             "objects": objects}
 
 
 if __name__ == "__main__":

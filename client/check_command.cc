@@ -12,6 +12,7 @@
 #include <sstream>
 
 #include "client/gate.h"
+#include "client/profile.h"
 
 namespace threadscope::client {
 
@@ -39,12 +40,14 @@ bool WriteFile(const std::string& path, const std::string& text, bool append = f
   return static_cast<bool>(out);
 }
 
-// Runs `threadscope run` with a report into `report`; its output goes to `log`.
+// Runs `threadscope run` with a report into `report` (and a profile into `profile`, unless
+// empty); its output goes to `log`.
 int RunOnce(const CheckOptions& options, const std::vector<std::string>& command,
-            const std::string& report, const std::string& log) {
+            const std::string& report, const std::string& profile, const std::string& log) {
   std::vector<std::string> args = {"threadscope"};
   args.insert(args.end(), options.global_flags.begin(), options.global_flags.end());
   args.insert(args.end(), {"run", "--no-live", "--report", report});
+  if (!profile.empty()) args.insert(args.end(), {"--pprof-out", profile});
   args.insert(args.end(), options.run_flags.begin(), options.run_flags.end());
   args.push_back("--");
   args.insert(args.end(), command.begin(), command.end());
@@ -78,6 +81,29 @@ std::string LastLine(const std::string& path) {
 
 int CheckCommandImpl(const CheckOptions& options, const std::vector<std::string>& command);
 
+// A contention profile's per-stack figures (lock waits only: condition waits are not
+// contention, GIL waits have their own figure).
+StatusOr<std::map<std::string, double>> ProfileFigures(const std::string& path) {
+  std::string bytes;
+  if (!ReadFile(path, &bytes)) return ErrnoToStatus(errno, "cannot read profile " + path);
+  auto p = profile::ParsePprof(bytes);
+  if (!p.ok()) return p.status().WithContext(path);
+  int contentions = p->Index("contentions"), delay = p->Index("delay");
+  if (contentions < 0 || delay < 0) {
+    return InvalidArgumentError(path + " has no contentions/delay samples (lock tracing off?)");
+  }
+  std::vector<gate::StackSample> samples;
+  for (const auto& s : p->samples) {
+    if (s.kind != profile::Kind::kLockWait) continue;
+    gate::StackSample g;
+    for (const auto& f : s.frames) g.frames.push_back({f.file, f.function});
+    g.contentions = static_cast<double>(s.values[contentions]);
+    g.delay_ns = static_cast<double>(s.values[delay]);
+    samples.push_back(std::move(g));
+  }
+  return gate::StackFigures(samples);
+}
+
 }  // namespace
 
 int CheckCommand(const CheckOptions& options, const std::vector<std::string>& command) {
@@ -93,8 +119,17 @@ int CheckCommand(const CheckOptions& options, const std::vector<std::string>& co
 namespace {
 
 int CheckCommandImpl(const CheckOptions& options, const std::vector<std::string>& command) {
-  if (options.baseline.empty()) return Usage("--baseline FILE is required");
-  if (options.reports.empty() && command.empty()) {
+  if (!options.compare_profiles.empty()) {
+    if (options.compare_profiles.size() < 2) {
+      return Usage("--compare needs the baseline profile and at least one more");
+    }
+    if (!command.empty() || !options.reports.empty() || options.update_baseline) {
+      return Usage("--compare takes profiles only (no command, --reports or --update-baseline)");
+    }
+  } else if (options.baseline.empty()) {
+    return Usage("--baseline FILE is required");
+  }
+  if (options.compare_profiles.empty() && options.reports.empty() && command.empty()) {
     return Usage("give the command to run after --, or saved reports with --reports");
   }
   if (!options.reports.empty() && !command.empty()) {
@@ -113,7 +148,21 @@ int CheckCommandImpl(const CheckOptions& options, const std::vector<std::string>
   // The baseline: required unless it is being created.
   std::optional<gate::Baseline> baseline;
   std::string text;
-  if (ReadFile(options.baseline, &text)) {
+  std::vector<std::map<std::string, double>> runs;
+  json meta = {{"runs", 0}};
+  if (!options.compare_profiles.empty()) {
+    // Two profiles (or more): the first is the baseline, each other one a run.
+    for (size_t i = 0; i < options.compare_profiles.size(); ++i) {
+      auto figures = ProfileFigures(options.compare_profiles[i]);
+      if (!figures.ok()) return Usage(figures.status().message());
+      if (i == 0) {
+        baseline = gate::MakeBaseline({*figures}, nullptr, overrides,
+                                      {{"profile", options.compare_profiles[0]}});
+      } else {
+        runs.push_back(std::move(*figures));
+      }
+    }
+  } else if (ReadFile(options.baseline, &text)) {
     std::string why;
     baseline = gate::ParseBaseline(text, &why);
     if (!baseline && !options.update_baseline) {
@@ -130,9 +179,9 @@ int CheckCommandImpl(const CheckOptions& options, const std::vector<std::string>
   }
 
   // Figures, one map per run.
-  std::vector<std::map<std::string, double>> runs;
-  json meta = {{"runs", 0}};
-  if (!options.reports.empty()) {
+  if (!options.compare_profiles.empty()) {
+    meta["profiles"] = options.compare_profiles;
+  } else if (!options.reports.empty()) {
     for (const auto& path : options.reports) {
       std::string report;
       if (!ReadFile(path, &report)) return Usage("cannot read report " + path);
@@ -155,8 +204,10 @@ int CheckCommandImpl(const CheckOptions& options, const std::vector<std::string>
     std::string log = dir + "/runs.log";
     for (int i = 0; i < options.runs; ++i) {
       std::string report = dir + "/run-" + std::to_string(i + 1) + ".json";
+      std::string profile_path =
+          options.stacks ? dir + "/run-" + std::to_string(i + 1) + ".pb.gz" : "";
       auto t0 = std::chrono::steady_clock::now();
-      int code = RunOnce(options, command, report, log);
+      int code = RunOnce(options, command, report, profile_path, log);
       double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       std::string body;
       json j;
@@ -167,6 +218,18 @@ int CheckCommandImpl(const CheckOptions& options, const std::vector<std::string>
         continue;
       }
       auto figures = gate::ExtractFigures(j);
+      if (options.stacks && figures.count("lock_contentions")) {
+        auto stacks = ProfileFigures(profile_path);
+        if (!stacks.ok()) {
+          std::fprintf(stderr, "threadscope check: run %d/%d: no stack figures: %s\n", i + 1,
+                       options.runs, stacks.status().message().c_str());
+        } else {
+          // Totals stay the report's; the profile adds its stacks.
+          for (const auto& [k, v] : *stacks) {
+            if (gate::IsStackFigure(k)) figures[k] = v;
+          }
+        }
+      }
       std::fprintf(stderr, "threadscope check: run %d/%d: exit %d, %.1fs, %zu figures\n", i + 1,
                    options.runs, code, secs, figures.size());
       runs.push_back(std::move(figures));

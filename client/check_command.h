@@ -22,6 +22,11 @@ struct CheckOptions {
   int runs = 5;
   bool update_baseline = false;
   std::vector<std::string> reports;     // saved JSON reports instead of running the command
+  // Per-stack figures: each run also writes a contention profile (--pprof-out) whose stacks
+  // become figures (client/gate.h, StackFigures).
+  bool stacks = false;
+  // Compare contention profiles instead: the first is the baseline, the others the runs.
+  std::vector<std::string> compare_profiles;
   std::vector<std::string> thresholds;  // NAME=REL,ABS
   std::string junit_file;
   std::string json_file;

@@ -11,6 +11,7 @@
 #include "client/check_command.h"
 #include "client/commands.h"
 #include "client/connection.h"
+#include "client/dump_command.h"
 #include "client/exit_codes.h"
 #include "daemon/common/labels.h"
 #include "daemon/common/version.h"
@@ -39,9 +40,13 @@ struct Flags {
   int acquire_stacks = 0;
   std::string gil = "on";
   bool gil_events = false;
+  int gil_stacks = 0;
+  std::string gil_stack_threshold = "1ms";
   std::vector<std::string> labels;
   std::string perfetto_out;
   std::string chrome_out;
+  std::string pprof_out;
+  std::string collapsed_out;
   std::string record_file;
   pid_t pid = 0;
 };
@@ -73,11 +78,23 @@ void AddTraceOptions(CLI::App* cmd, Flags& f, bool with_output) {
   cmd->add_option("--gil", f.gil,
                   "GIL tracing: on (default: holder, waiters, per-thread wait and hold, forced "
                   "switches), off");
+  cmd->add_option("--gil-stacks", f.gil_stacks,
+                  "Python frames recorded when a GIL wait of at least --gil-stack-threshold ends "
+                  "(0-8, default 0: off), so profiles show GIL waits by stack");
+  cmd->add_option("--gil-stack-threshold", f.gil_stack_threshold,
+                  "shortest GIL wait that records a stack with --gil-stacks (default 1ms)");
   cmd->add_flag("--gil-events", f.gil_events,
                 "also stream every GIL wait, acquisition and drop as events (-o jsonl, --events)");
   cmd->add_option("--perfetto-out", f.perfetto_out,
                   "write a Perfetto timeline (threads, lock waits and hand-offs, GIL) at the end");
   cmd->add_option("--chrome-out", f.chrome_out, "the same timeline as Chrome trace JSON");
+  cmd->add_option("--pprof-out", f.pprof_out,
+                  "write a contention profile at the end: lock, condition and GIL waits (and "
+                  "holds with --locks all) by Python stack, gzipped pprof (go tool pprof, "
+                  "Pyroscope, ui.perfetto.dev)");
+  cmd->add_option("--collapsed-out", f.collapsed_out,
+                  "write the waits as folded stacks at the end (flamegraph.pl, inferno, "
+                  "speedscope; values are nanoseconds waited)");
   cmd->add_option("--label", f.labels,
                   "NAME=VALUE on this target's metrics (with a daemon serving --metrics-addr)");
   cmd->add_option("--lease", f.lease,
@@ -125,7 +142,7 @@ std::string Unwritable(const std::vector<std::pair<const char*, std::string>>& o
 
 }  // namespace
 
-int CliMain(int argc, char** argv) {
+int CliMain(int argc, char** argv, LocalEngineFactory local_engine) {
   Flags f;
   // Everything after the first "--" is the command to run, verbatim (CLI11 would reorder it).
   std::vector<std::string> command;
@@ -182,7 +199,14 @@ int CliMain(int argc, char** argv) {
   std::string check_locks = "contended", check_gil = "on";
   auto* check = app.add_subcommand(
       "check", "CI gate: trace a command N times, compare lock and GIL contention with a baseline");
-  check->add_option("--baseline", check_options.baseline, "baseline JSON (committed)")->required();
+  check->add_option("--baseline", check_options.baseline, "baseline JSON (committed)");
+  check->add_flag("--stacks", check_options.stacks,
+                  "also judge per-stack figures: each run writes a contention profile, and the "
+                  "stacks whose waiting grew are named");
+  check->add_option("--compare", check_options.compare_profiles,
+                    "compare contention profiles (pprof, from --pprof-out or export): the first "
+                    "is the baseline; names the stacks whose waiting grew")
+      ->expected(2, 64);
   check->add_option("--runs", check_options.runs, "runs of the command; the median is compared")
       ->capture_default_str();
   check->add_flag("--update-baseline", check_options.update_baseline,
@@ -203,17 +227,46 @@ int CliMain(int argc, char** argv) {
       ->check(CLI::IsMember({"contended", "all", "off"}));
   check->add_option("--gil", check_gil, "GIL tracing of each run: on (default), off")
       ->check(CLI::IsMember({"on", "off"}));
-  check->footer("Usage: threadscope check --baseline FILE [--runs N] -- CMD [ARGS...]\n"
+  check->footer("Usage: threadscope check --baseline FILE [--runs N] [--stacks] -- CMD [ARGS...]\n"
+                "       threadscope check --compare OLD.pb.gz NEW.pb.gz\n"
                 "Exit: 0 ok, 1 regression, 2 usage or bad baseline, 3 internal error, 4 no data");
 
   std::string export_out, export_format;
-  auto* exporter = app.add_subcommand("export", "write a recording as a Perfetto or Chrome timeline");
+  auto* exporter = app.add_subcommand(
+      "export", "write a recording as a timeline (Perfetto, Chrome) or a contention profile "
+                "(pprof, folded stacks)");
   exporter->add_option("file", report_input, "recording file")->required();
-  exporter->add_option("-o,--output", export_out, "timeline file to write")->required();
+  exporter->add_option("-o,--output", export_out, "file to write")->required();
   exporter->add_option("--format", export_format,
-                       "perfetto (TrackEvent protobuf, ui.perfetto.dev) or chrome (JSON); "
-                       "default: chrome for *.json, else perfetto")
-      ->check(CLI::IsMember({"perfetto", "chrome"}));
+                       "perfetto (TrackEvent protobuf, ui.perfetto.dev), chrome (JSON), pprof "
+                       "(gzipped profile.proto: lock, condition and GIL waits by Python stack) "
+                       "or collapsed (folded stacks, nanoseconds waited); default from the name: "
+                       "*.json chrome, *.pb.gz/*.pprof pprof, *.folded/*.collapsed collapsed, "
+                       "else perfetto")
+      ->check(CLI::IsMember({"perfetto", "chrome", "pprof", "collapsed"}));
+
+  DumpCommandOptions dump_options;
+  std::string dump_output = "text";
+  auto* dump = app.add_subcommand(
+      "dump", "a hung process explained: every thread, what it waits for, who holds it, the "
+              "deadlocks (no BPF; ptrace rights)");
+  dump->add_option("pid", dump_options.pid, "process id");
+  dump->add_option("-o,--output", dump_output, "text or json")
+      ->check(CLI::IsMember({"text", "json"}));
+  dump->add_option("--core", dump_options.core, "a core file (gcore's or a crash's) instead of a pid");
+  dump->add_option("--exe", dump_options.executable,
+                   "with --core: the executable the core was dumped from (default: the path "
+                   "the core names, when it exists here)");
+  dump->add_flag("--native", dump_options.native, "also C frames (pc and frame-pointer chain)");
+  dump->add_flag("--locals", dump_options.locals,
+                 "the innermost frame's local variables (read, never repr()'d)");
+  dump->add_flag("--nonblocking", dump_options.nonblocking,
+                 "do not stop the process: read until two passes agree");
+  dump->footer("Usage: threadscope dump PID [-o text|json] [--native] [--locals] [--nonblocking]\n"
+               "       threadscope dump --core CORE [--exe PYTHON] [-o text|json]\n"
+               "Exit: 0 ok, 3 no such process, 4 not CPython, 5 permission denied, 7 exited "
+               "during the dump,\n      9 bad core file, 10 the core's executable is missing, "
+               "11 --exe does not match the core");
 
   auto* status = app.add_subcommand("status", "show the engine and its targets");
   status->add_option("-o,--output", f.output, "text or json")
@@ -287,6 +340,19 @@ int CliMain(int argc, char** argv) {
     return UsageError("--gil: '" + f.gil + "' is not one of on, off");
   }
   trace.gil = f.gil == "on";
+  if (f.gil_stacks < 0 || f.gil_stacks > TS_PY_MAX_FRAMES) {
+    return UsageError("--gil-stacks: " + std::to_string(f.gil_stacks) + " is not in 0-" +
+                      std::to_string(TS_PY_MAX_FRAMES));
+  }
+  trace.gil_stack_frames = static_cast<uint32_t>(f.gil_stacks);
+  auto gil_threshold = ParseDuration(f.gil_stack_threshold);
+  if (!gil_threshold || *gil_threshold <= 0) {
+    // 0 is refused, not read as "every take": a walk at every take_gil return is the cost
+    // the threshold exists to avoid (1us gets nearly every wait, if that is what is wanted).
+    return UsageError("--gil-stack-threshold: '" + f.gil_stack_threshold +
+                      "' is not a duration above 0 (use 1ms, 500us)");
+  }
+  trace.gil_stack_threshold_ns = static_cast<uint64_t>(*gil_threshold * 1e9);
   for (const auto& l : f.labels) {
     auto label = ParseLabel(l);
     if (!label.ok()) return UsageError("--label: " + label.status().message());
@@ -299,7 +365,11 @@ int CliMain(int argc, char** argv) {
   }
   trace.timeline_file = f.perfetto_out.empty() ? f.chrome_out : f.perfetto_out;
   trace.timeline_format = f.perfetto_out.empty() ? "chrome" : "perfetto";
+  trace.pprof_file = f.pprof_out;
+  trace.collapsed_file = f.collapsed_out;
   if (std::string bad = Unwritable({{"--report", f.report_file},
+                                     {"--pprof-out", f.pprof_out},
+                                     {"--collapsed-out", f.collapsed_out},
                                      {"--events", f.events_file},
                                      {f.perfetto_out.empty() ? "--chrome-out" : "--perfetto-out",
                                       trace.timeline_file},
@@ -316,6 +386,19 @@ int CliMain(int argc, char** argv) {
                       (f.color == "auto" && isatty(STDOUT_FILENO) &&
                        !(no_color && *no_color) && !(term && std::string(term) == "dumb"));
 
+  if (dump->parsed()) {
+    if ((dump_options.pid > 0) == !dump_options.core.empty()) {
+      return UsageError("dump: give a pid or --core FILE (threadscope dump --help)");
+    }
+    if (dump_options.pid < 0) return UsageError("pid must be a positive integer");
+    if (!dump_options.executable.empty() && dump_options.core.empty()) {
+      return UsageError("dump: --exe goes with --core");
+    }
+    dump_options.json = dump_output == "json";
+    // A core file is read by this process, with the caller's own rights.
+    if (!dump_options.core.empty()) f.no_daemon = true;
+  }
+
   SignalWatch signals;  // before Connection::Open starts gRPC's threads
   ConnectOptions connect;
   connect.server = f.server;
@@ -324,6 +407,7 @@ int CliMain(int argc, char** argv) {
   connect.tls_ca = tls_ca;
   connect.token_file = token_file;
   connect.tls_server_name = tls_server_name;
+  connect.local_engine = std::move(local_engine);
   auto conn = Connection::Open(connect);
   if (!conn.ok()) {
     std::fprintf(stderr, "threadscope: %s\n", conn.status().message().c_str());
@@ -336,8 +420,14 @@ int CliMain(int argc, char** argv) {
 
   if (exporter->parsed()) {
     if (export_format.empty()) {
-      bool json = export_out.size() >= 5 && export_out.compare(export_out.size() - 5, 5, ".json") == 0;
-      export_format = json ? "chrome" : "perfetto";
+      auto ends = [&](const std::string& suffix) {
+        return export_out.size() >= suffix.size() &&
+               export_out.compare(export_out.size() - suffix.size(), suffix.size(), suffix) == 0;
+      };
+      export_format = ends(".json")                          ? "chrome"
+                      : ends(".pb.gz") || ends(".pprof")     ? "pprof"
+                      : ends(".folded") || ends(".collapsed") ? "collapsed"
+                                                             : "perfetto";
     }
     return ExportCommand(**conn, report_input, export_out, export_format);
   }
@@ -368,6 +458,7 @@ int CliMain(int argc, char** argv) {
     return ReportCommand(**conn, report_input, trace.output, f.report_file, trace.style);
   }
   if (status->parsed()) return StatusCommand(**conn, trace.output);
+  if (dump->parsed()) return DumpCommand(**conn, dump_options);
   return kExitUsage;
 }
 

@@ -17,6 +17,7 @@
 
 #include "client/exit_codes.h"
 #include "client/launcher.h"
+#include "client/profile.h"
 #include "client/timeline.h"
 #include "daemon/common/text.h"
 #include "daemon/engine/recording.h"
@@ -173,25 +174,28 @@ class EventPrinter {
   std::thread thread_;
 };
 
-// Every event of a target from its start, GIL events included, until it finishes (or the
-// context is cancelled): what a timeline is built from.
-std::vector<v1::WatchEventsResponse> CollectEvents(v1::ThreadscopeService::Stub& stub,
-                                                   const std::string& target_id,
-                                                   grpc::ClientContext* ctx) {
+// Every event of a target from its start, GIL and hold events included, until it finishes (or
+// the context is cancelled), handed to `sink` as it arrives: what timelines and profiles are
+// built from.
+template <typename Sink>
+size_t StreamEvents(v1::ThreadscopeService::Stub& stub, const std::string& target_id,
+                    grpc::ClientContext* ctx, Sink&& sink) {
   v1::WatchEventsRequest req;
   req.set_target_id(target_id);
   req.set_from_start(true);
   req.set_gil_events(true);
+  req.set_hold_events(true);
   auto reader = stub.WatchEvents(ctx, req);
-  std::vector<v1::WatchEventsResponse> out;
+  size_t n = 0;
   v1::WatchEventsResponse r;
   while (reader->Read(&r)) {
     bool done = r.has_target_finished();
-    out.push_back(r);
+    sink(r);
+    ++n;
     if (done) break;
   }
   reader->Finish();
-  return out;
+  return n;
 }
 
 Status WriteTimeline(const std::string& path, const std::string& format,
@@ -202,26 +206,46 @@ Status WriteTimeline(const std::string& path, const std::string& format,
   return WriteTextFile(path, body);
 }
 
-// Collects a live target's events on its own thread, for --perfetto-out.
-class TimelineCollector {
+// format: "pprof" (gzipped profile.proto) or "collapsed" (folded stacks, nanoseconds).
+Status WriteProfile(const std::string& path, const std::string& format,
+                    const profile::Profile& p) {
+  if (format == "collapsed") return WriteTextFile(path, profile::ToCollapsed(p));
+  std::string gz = profile::Gzip(profile::ToPprof(p));
+  if (gz.empty()) return InternalError("gzip failed for " + path);
+  return WriteTextFile(path, gz);
+}
+
+// Follows a live target's events on its own thread, for --perfetto-out, --pprof-out and
+// --collapsed-out: keeps them for a timeline, aggregates them for a profile.
+class EventCollector {
  public:
-  TimelineCollector(v1::ThreadscopeService::Stub& stub, std::string target_id) {
-    thread_ = std::thread([this, &stub, target_id] { events_ = CollectEvents(stub, target_id, &ctx_); });
+  EventCollector(v1::ThreadscopeService::Stub& stub, std::string target_id, bool keep,
+                 bool profile)
+      : keep_(keep), profile_(profile) {
+    thread_ = std::thread([this, &stub, target_id] {
+      StreamEvents(stub, target_id, &ctx_, [this](const v1::WatchEventsResponse& r) {
+        if (profile_) builder_.Apply(r);
+        if (keep_) events_.push_back(r);
+      });
+    });
   }
-  ~TimelineCollector() {
+  ~EventCollector() {
     ctx_.TryCancel();
     if (thread_.joinable()) thread_.join();
   }
   // After the target finished or was detached: the stream ends with it.
-  const std::vector<v1::WatchEventsResponse>& Finish() {
+  void Finish() {
     if (thread_.joinable()) thread_.join();
-    return events_;
   }
+  const std::vector<v1::WatchEventsResponse>& events() const { return events_; }
+  profile::Builder& builder() { return builder_; }
 
  private:
+  bool keep_, profile_;
   grpc::ClientContext ctx_;
   std::thread thread_;
   std::vector<v1::WatchEventsResponse> events_;
+  profile::Builder builder_;
 };
 
 // What attach and run share: everything after the probes are in.
@@ -240,8 +264,10 @@ class TraceRun {
       recorder_ = std::make_unique<Recorder>(conn_.stub(), target_.target_id(),
                                              options_.record_file);
     }
-    if (!options_.timeline_file.empty()) {
-      timeline_ = std::make_unique<TimelineCollector>(conn_.stub(), target_.target_id());
+    bool profile = !options_.pprof_file.empty() || !options_.collapsed_file.empty();
+    if (!options_.timeline_file.empty() || profile) {
+      collector_ = std::make_unique<EventCollector>(conn_.stub(), target_.target_id(),
+                                                    !options_.timeline_file.empty(), profile);
     }
     bool jsonl = options_.output == OutputFormat::kJsonl;
     if (!options_.events_file.empty()) {
@@ -290,7 +316,7 @@ class TraceRun {
     if (!s.ok()) {
       if (recorder_) recorder_->Stop();
       if (events_) events_->Stop();
-      timeline_.reset();
+      collector_.reset();
       return Fail(s, "detach");
     }
     int code = kExitOk;
@@ -304,12 +330,26 @@ class TraceRun {
       }
     }
     const v1::Snapshot& snap = resp.snapshot();
-    if (timeline_) {
-      Status ts = WriteTimeline(options_.timeline_file, options_.timeline_format, snap,
-                                timeline_->Finish());
-      if (!ts.ok()) {
-        Error("timeline " + options_.timeline_file + ": " + ts.message());
-        code = kExitInternal;
+    if (collector_) {
+      collector_->Finish();
+      if (!options_.timeline_file.empty()) {
+        Status ts = WriteTimeline(options_.timeline_file, options_.timeline_format, snap,
+                                  collector_->events());
+        if (!ts.ok()) {
+          Error("timeline " + options_.timeline_file + ": " + ts.message());
+          code = kExitInternal;
+        }
+      }
+      if (!options_.pprof_file.empty() || !options_.collapsed_file.empty()) {
+        profile::Profile p = collector_->builder().Finish(snap);
+        for (const auto& [path, format] : {std::pair{options_.pprof_file, "pprof"},
+                                           std::pair{options_.collapsed_file, "collapsed"}}) {
+          if (path.empty()) continue;
+          if (Status ps = WriteProfile(path, format, p); !ps.ok()) {
+            Error("profile " + path + ": " + ps.message());
+            code = kExitInternal;
+          }
+        }
       }
     }
     nlohmann::json report = ReportJson(snap);
@@ -337,7 +377,7 @@ class TraceRun {
   bool run_mode_;
   std::unique_ptr<Recorder> recorder_;
   std::unique_ptr<EventPrinter> events_;
-  std::unique_ptr<TimelineCollector> timeline_;
+  std::unique_ptr<EventCollector> collector_;
   std::FILE* events_out_ = nullptr;
 };
 
@@ -352,6 +392,8 @@ StatusOr<v1::AttachResponse> DoAttach(Connection& conn, pid_t pid,
   req.mutable_options()->set_lock_stack_frames(options.lock_stack_frames);
   req.mutable_options()->set_acquire_stack_frames(options.acquire_stack_frames);
   req.mutable_options()->set_gil(options.gil);
+  req.mutable_options()->set_gil_stack_frames(options.gil_stack_frames);
+  req.mutable_options()->set_gil_stack_threshold_ns(options.gil_stack_threshold_ns);
   for (const auto& [k, v] : options.labels) (*req.mutable_options()->mutable_labels())[k] = v;
   v1::AttachResponse resp;
   auto ctx = Unary(60);
@@ -513,20 +555,45 @@ int ExportCommand(Connection& conn, const std::string& file, const std::string& 
   auto loaded = LoadRecording(conn, file);
   if (auto* code = std::get_if<int>(&loaded)) return *code;
   const std::string& id = std::get<std::string>(loaded);
+  bool profile = format == "pprof" || format == "collapsed";
+  // Profiles aggregate as the events arrive; timelines need them all.
+  std::vector<v1::WatchEventsResponse> events;
+  profile::Builder builder;
   grpc::ClientContext ctx;
-  auto events = CollectEvents(conn.stub(), id, &ctx);
+  size_t n = StreamEvents(conn.stub(), id, &ctx, [&](const v1::WatchEventsResponse& r) {
+    if (profile) {
+      builder.Apply(r);
+    } else {
+      events.push_back(r);
+    }
+  });
   v1::GetSnapshotRequest req;
   req.set_target_id(id);
   v1::GetSnapshotResponse resp;
   auto ctx2 = Unary();
   grpc::Status s = conn.stub().GetSnapshot(ctx2.get(), req, &resp);
   if (!s.ok()) return Fail(s, "snapshot");
+  if (profile) {
+    profile::Profile p = builder.Finish(resp.snapshot());
+    if (Status ws = WriteProfile(out, format, p); !ws.ok()) {
+      Error(ws.message());
+      return kExitInternal;
+    }
+    std::fprintf(stderr,
+                 "threadscope: wrote %s profile %s (%zu stacks from %zu events; lock waits %.3f s, "
+                 "GIL waits %.3f s%s)\n",
+                 format.c_str(), out.c_str(), p.samples.size(), n,
+                 static_cast<double>(p.Total("delay")) / 1e9,
+                 static_cast<double>(p.Total("gil-delay")) / 1e9,
+                 format == "collapsed" ? "; values are nanoseconds waited" : "");
+    return kExitOk;
+  }
   if (Status ws = WriteTimeline(out, format, resp.snapshot(), events); !ws.ok()) {
     Error(ws.message());
     return kExitInternal;
   }
   std::fprintf(stderr, "threadscope: wrote %s timeline %s (%zu events)\n", format.c_str(),
-               out.c_str(), events.size());
+               out.c_str(), n);
   return kExitOk;
 }
 

@@ -31,9 +31,13 @@ struct TraceOptions {
   uint32_t acquire_stack_frames = 0;
   bool gil = true;
   bool gil_events = false;  // stream GIL events too
+  uint32_t gil_stack_frames = 0;            // stacks at GIL waits of at least ...
+  uint64_t gil_stack_threshold_ns = 1000000;
   std::map<std::string, std::string> labels;  // metric labels for the target
   std::string timeline_file;                  // --perfetto-out / --chrome-out
   std::string timeline_format = "perfetto";
+  std::string pprof_file;      // --pprof-out: contention profile (gzipped pprof)
+  std::string collapsed_file;  // --collapsed-out: folded stacks (nanoseconds waited)
   TextStyle style;
 };
 
@@ -60,7 +64,8 @@ int RunCommand(Connection& conn, SignalWatch& signals, const std::vector<std::st
 int ReportCommand(Connection& conn, const std::string& file, OutputFormat output,
                   const std::string& report_file, const TextStyle& style);
 int StatusCommand(Connection& conn, OutputFormat output);
-// A recording as a timeline: format "perfetto" (TrackEvent protobuf) or "chrome" (JSON).
+// A recording as a timeline, format "perfetto" (TrackEvent protobuf) or "chrome" (JSON), or as
+// a contention profile: "pprof" (gzipped profile.proto) or "collapsed" (folded stacks).
 int ExportCommand(Connection& conn, const std::string& recording, const std::string& out,
                   const std::string& format);
 

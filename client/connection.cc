@@ -6,12 +6,12 @@
 #include <fstream>
 #include <sstream>
 
-#include "daemon/service/server.h"
+#include "daemon/common/paths.h"
 
 namespace threadscope::client {
 
 std::string NormalizeServerAddress(const std::string& server) {
-  if (server.empty()) return std::string("unix:") + service::kDefaultSocketPath;
+  if (server.empty()) return std::string("unix:") + kDefaultSocketPath;
   if (server.rfind("unix:", 0) == 0) {
     std::string path = server.substr(5);
     while (path.rfind("//", 0) == 0) path = path.substr(1);
@@ -93,7 +93,12 @@ StatusOr<std::unique_ptr<Connection>> Connection::Open(const ConnectOptions& opt
       }
     }
   }
-  TS_ASSIGN_OR_RETURN(c->engine_, service::InProcessEngine::Start());
+  if (!options.local_engine) {
+    return UnavailableError("no threadscoped is listening at " +
+                            NormalizeServerAddress(options.server) +
+                            ", and this threadscope has no in-process engine: start threadscoped");
+  }
+  TS_ASSIGN_OR_RETURN(c->engine_, options.local_engine());
   c->channel_ = c->engine_->channel();
   c->stub_ = v1::ThreadscopeService::NewStub(c->channel_);
   c->description_ = "in-process engine";

@@ -1,21 +1,26 @@
 // How the CLI reaches an engine: threadscoped's socket when one answers, otherwise the same
-// service started inside the CLI (an in-process gRPC channel). Either way the CLI holds a
-// ThreadscopeService stub and uses nothing else.
+// service started inside the CLI (an in-process gRPC channel, when the binary links one:
+// client/in_process.h). Either way the CLI holds a ThreadscopeService stub and uses nothing else.
 #pragma once
 
 #include <grpcpp/grpcpp.h>
 
+#include <functional>
 #include <memory>
 #include <string>
 
 #include "daemon/common/status.h"
 #include "threadscope/v1/threadscope.grpc.pb.h"
 
-namespace threadscope::service {
-class InProcessEngine;
-}
-
 namespace threadscope::client {
+
+// An engine serving the API inside this process (client/in_process.h makes one).
+class LocalEngine {
+ public:
+  virtual ~LocalEngine() = default;
+  virtual std::shared_ptr<grpc::Channel> channel() = 0;
+};
+using LocalEngineFactory = std::function<StatusOr<std::unique_ptr<LocalEngine>>()>;
 
 struct ConnectOptions {
   std::string server;            // "unix:/path", a socket path; empty = default socket
@@ -25,6 +30,8 @@ struct ConnectOptions {
   std::string tls_ca;           // CA that signed the server's certificate (default: system roots)
   std::string token_file;       // required for TCP
   std::string tls_server_name;  // the name to check the certificate against, if not the host
+  // Starts the in-process engine when no daemon answers; empty: this binary has none.
+  LocalEngineFactory local_engine;
 };
 
 class Connection {
@@ -39,7 +46,7 @@ class Connection {
 
  private:
   Connection() = default;
-  std::unique_ptr<service::InProcessEngine> engine_;
+  std::unique_ptr<LocalEngine> engine_;
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<v1::ThreadscopeService::Stub> stub_;
   std::string description_;

@@ -14,11 +14,15 @@ enum ExitCode : int {
                               // binary unreadable or corrupt, no probes
   kExitPermission = 5,        // PERMISSION_DENIED / UNAUTHENTICATED: not allowed, bad token
   kExitNoDaemon = 6,          // UNAVAILABLE: --server given and nothing answers
-  kExitTargetExited = 7,      // ABORTED: the target exited while attaching
+  kExitTargetExited = 7,      // ABORTED: the target exited while attaching (or dumping)
   kExitBadRecording = 8,      // a recording that cannot be read (report, export: their own mapping)
   kExitLimit = 9,             // RESOURCE_EXHAUSTED: a limit of the daemon (docs/DESIGN.md §7.4)
                               // or a binary larger than threadscope reads
   kExitDeadline = 10,         // DEADLINE_EXCEEDED: the target took too long to inspect or answer
+  // dump --core (the cause comes from the status's DumpError details):
+  kExitBadCore = 11,             // no such core file, not a core file, or a truncated one
+  kExitExecutableMissing = 12,   // the core's executable (or libpython) is not on this machine
+  kExitExecutableMismatch = 13,  // --exe is not the executable the core was dumped from
   kExitCommandNotFound = 127, // run: the command could not be executed
 };
 

@@ -13,6 +13,25 @@ using nlohmann::json;
 namespace {
 
 constexpr char kSitePrefix[] = "lock_contentions@";
+// 3.13+: waits on critical sections and interpreter mutexes, by type and line.
+constexpr char kContentionPrefix[] = "contention_waits@";
+
+bool IsSite(const std::string& name) {
+  return name.rfind(kSitePrefix, 0) == 0 || name.rfind(kContentionPrefix, 0) == 0;
+}
+
+// "file.py:12 fn" without the directory: a baseline must hold in any checkout.
+std::string SiteName(std::string where) {
+  auto colon = where.rfind(':');
+  auto slash = where.rfind('/', colon == std::string::npos ? where.size() : colon);
+  if (slash != std::string::npos) where = where.substr(slash + 1);
+  return where;
+}
+
+constexpr char kStackMarker[] = "@stack=";
+
+// "lock_wait_seconds@stack=..." -> "lock_wait_seconds"; names without '@' are their own base.
+std::string BaseOf(const std::string& figure) { return figure.substr(0, figure.find('@')); }
 
 }  // namespace
 
@@ -26,7 +45,7 @@ std::vector<double> SiteValues(const std::string& name,
                                const std::vector<std::map<std::string, double>>& runs) {
   std::vector<double> out;
   for (const auto& run : runs) {
-    if (!run.count("lock_contentions")) continue;
+    if (!run.count(BaseOf(name))) continue;
     auto it = run.find(name);
     out.push_back(it == run.end() ? 0.0 : it->second);
   }
@@ -83,15 +102,23 @@ std::string GhEscape(const std::string& s, bool property) {
 }  // namespace
 
 FigureKind KindOf(const std::string& figure) {
-  return figure == "lock_wait_seconds" || figure == "gil_wait_share" ? FigureKind::kTiming
-                                                                     : FigureKind::kCount;
+  std::string base = BaseOf(figure);
+  return base == "lock_wait_seconds" || base == "gil_wait_share" ||
+                 base == "contention_wait_seconds"
+             ? FigureKind::kTiming
+             : FigureKind::kCount;
+}
+
+bool IsStackFigure(const std::string& figure) {
+  return figure.find(kStackMarker) != std::string::npos;
 }
 
 Threshold DefaultThreshold(const std::string& figure) {
   if (figure == "deadlocks" || figure == "thread_start_failures") return {0, 0};  // any is new
-  if (figure == "lock_wait_seconds") return {0.5, 0.05};
+  if (figure == "contention_wait_seconds") return {0.5, 0.05};
+  if (BaseOf(figure) == "lock_wait_seconds") return {0.5, 0.05};
   if (figure == "gil_wait_share") return {0.25, 0.05};
-  if (figure.rfind(kSitePrefix, 0) == 0) return {0.5, 5};
+  if (IsSite(figure)) return {0.5, 5};
   return {0.25, 5};
 }
 
@@ -109,18 +136,30 @@ std::map<std::string, double> ExtractFigures(const json& report) {
       wait_ns += num(l.value("wait_ns_total", json()));
       const json& at = l.value("first_contended_at", json());
       if (at.is_object() && at.contains("where") && num(l.value("contended", json())) > 0) {
-        // "file.py:12 fn" without the directory: a baseline must hold in any checkout.
-        std::string where = at["where"].get<std::string>();
-        auto colon = where.rfind(':');
-        auto slash = where.rfind('/', colon == std::string::npos ? where.size() : colon);
-        if (slash != std::string::npos) where = where.substr(slash + 1);
-        sites[kSitePrefix + where] += num(l["contended"]);
+        sites[kSitePrefix + SiteName(at["where"].get<std::string>())] += num(l["contended"]);
       }
     }
     out["lock_contentions"] = contended;
     out["lock_timeouts"] = timeouts;
     out["lock_wait_seconds"] = wait_ns / 1e9;
     out["deadlocks"] = report.contains("deadlocks") ? report["deadlocks"].size() : 0;
+    for (const auto& [k, v] : sites) out[k] = v;
+  }
+  // 3.13+ reports: critical-section and interpreter-mutex contention ("list file.py:42 fn").
+  if (lock_mode != "off" && report.contains("contention") && report["contention"].is_array()) {
+    double waits = 0, wait_ns = 0;
+    std::map<std::string, double> sites;
+    for (const auto& c : report["contention"]) {
+      waits += num(c.value("waits", json()));
+      wait_ns += num(c.value("wait_ns_total", json()));
+      std::string where = c.value("where", std::string());
+      if (where.empty() || c.value("other", false) || num(c.value("waits", json())) <= 0) continue;
+      std::string type = c.value("type", std::string());
+      sites[kContentionPrefix + (type.empty() ? "" : type + " ") + SiteName(where)] +=
+          num(c["waits"]);
+    }
+    out["contention_waits"] = waits;
+    out["contention_wait_seconds"] = wait_ns / 1e9;
     for (const auto& [k, v] : sites) out[k] = v;
   }
   if (report.contains("summary")) {
@@ -135,6 +174,42 @@ std::map<std::string, double> ExtractFigures(const json& report) {
       observed += num(t.value("observed_ns", json()));
     }
     if (observed > 0) out["gil_wait_share"] = wait / observed;
+  }
+  return out;
+}
+
+std::map<std::string, double> StackFigures(const std::vector<StackSample>& samples,
+                                           size_t max_stacks) {
+  std::map<std::string, std::pair<double, double>> stacks;  // name -> (contentions, delay)
+  double contentions = 0, delay = 0;
+  for (const auto& s : samples) {
+    contentions += s.contentions;
+    delay += s.delay_ns;
+    std::string name;
+    for (size_t i = 0; i < s.frames.size() && i < kStackDepth; ++i) {
+      std::string file = s.frames[i].file;
+      auto slash = file.rfind('/');
+      if (slash != std::string::npos) file = file.substr(slash + 1);
+      name += (i ? " < " : "") + s.frames[i].function + (file.empty() ? "" : " (" + file + ")");
+    }
+    if (name.empty()) name = "?";
+    auto& v = stacks[name];
+    v.first += s.contentions;
+    v.second += s.delay_ns;
+  }
+  std::vector<std::pair<std::string, std::pair<double, double>>> ranked(stacks.begin(),
+                                                                       stacks.end());
+  std::stable_sort(ranked.begin(), ranked.end(), [](const auto& a, const auto& b) {
+    return a.second.second > b.second.second;
+  });
+  std::map<std::string, double> out;
+  out["lock_contentions"] = contentions;
+  out["lock_wait_seconds"] = delay / 1e9;
+  for (size_t i = 0; i < ranked.size() && i < max_stacks; ++i) {
+    if (ranked[i].second.first <= 0 && ranked[i].second.second <= 0) continue;
+    out[std::string("lock_contentions") + kStackMarker + ranked[i].first] = ranked[i].second.first;
+    out[std::string("lock_wait_seconds") + kStackMarker + ranked[i].first] =
+        ranked[i].second.second / 1e9;
   }
   return out;
 }
@@ -242,7 +317,7 @@ CheckResult Compare(const Baseline& baseline, const std::vector<std::map<std::st
     if (auto o = overrides.find(name); o != overrides.end()) f.threshold = o->second;
     auto v = values.find(name);
     std::vector<double> got = v != values.end() ? v->second : std::vector<double>{};
-    if (name.rfind(kSitePrefix, 0) == 0) got = SiteValues(name, runs);
+    if (name.find('@') != std::string::npos) got = SiteValues(name, runs);
     if (got.empty()) {
       f.missing = true;
       if (b != baseline.figures.end()) {
@@ -314,7 +389,7 @@ Baseline MakeBaseline(const std::vector<std::map<std::string, double>>& runs,
     for (const auto& [k, v] : run) values[k].push_back(v);
   }
   for (auto& [name, got] : values) {
-    if (name.rfind(kSitePrefix, 0) == 0) got = SiteValues(name, runs);
+    if (name.find('@') != std::string::npos) got = SiteValues(name, runs);
     BaselineFigure f;
     f.value = Median(got);
     f.runs = got;
@@ -345,6 +420,27 @@ std::string TextReport(const CheckResult& r) {
     const char* mark = f.missing ? "MISSING" : f.regressed ? "REGRESSED" : !f.baseline ? "NEW"
                        : f.improved ? "IMPROVED" : "ok";
     out += fmt::format("  {:<9} {:<40} {}\n", mark, f.name, f.explanation);
+  }
+  // Point at code: the stacks whose waiting grew, one line each, the largest growth (relative
+  // to the baseline, so counts and seconds compare) first.
+  std::map<std::string, std::pair<double, std::string>> grew;  // where -> (growth, text)
+  for (const auto& f : r.figures) {
+    if (!f.regressed || !IsStackFigure(f.name)) continue;
+    std::string where = f.name.substr(f.name.find(kStackMarker) + sizeof(kStackMarker) - 1);
+    double base = f.baseline.value_or(0);
+    double growth = base > 0 ? (f.median - base) / base : 1e300;
+    auto& g = grew[where];
+    g.first = std::max(g.first, growth);
+    g.second += fmt::format("{}{} {} -> {}", g.second.empty() ? "" : "; ", BaseOf(f.name),
+                            Num(base, f.kind), Num(f.median, f.kind));
+  }
+  std::vector<std::pair<std::string, std::pair<double, std::string>>> ranked(grew.begin(),
+                                                                             grew.end());
+  std::stable_sort(ranked.begin(), ranked.end(),
+                   [](const auto& a, const auto& b) { return a.second.first > b.second.first; });
+  if (!ranked.empty()) {
+    out += "waiting grew at (innermost frame first):\n";
+    for (const auto& [where, g] : ranked) out += fmt::format("  {}: {}\n", where, g.second);
   }
   switch (r.verdict) {
     case Verdict::kOk: out += "verdict: ok\n"; break;

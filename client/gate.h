@@ -5,7 +5,8 @@
 // Figures compared, count-based first (they do not drift with machine load):
 //   lock_contentions, lock_timeouts, deadlocks, thread_start_failures, gil_forced_switches
 //   (counts); lock_contentions@<site> for the sites where threads waited (counts, per line);
-//   lock_wait_seconds, gil_wait_share (timings: looser default thresholds).
+//   lock_wait_seconds, gil_wait_share (timings: looser default thresholds); with profiles,
+//   lock_contentions@stack=... and lock_wait_seconds@stack=... per Python stack.
 // Each run's figures are reduced to their median; a figure regresses when the median exceeds
 // the baseline by more than BOTH its relative and its absolute threshold.
 #pragma once
@@ -79,6 +80,28 @@ CheckResult Compare(const Baseline& baseline, const std::vector<std::map<std::st
 Baseline MakeBaseline(const std::vector<std::map<std::string, double>>& runs,
                       const Baseline* previous, const std::map<std::string, Threshold>& overrides,
                       nlohmann::json meta);
+
+// Per-stack figures from a contention profile (client/profile.h, read back by the caller): the
+// CI gate's report then names the code whose waiting grew, not only the totals.
+struct StackFrame {
+  std::string file;  // as recorded; directories are dropped (a baseline must hold anywhere)
+  std::string function;
+};
+struct StackSample {
+  std::vector<StackFrame> frames;  // innermost first
+  double contentions = 0;
+  double delay_ns = 0;
+};
+// lock_contentions and lock_wait_seconds (the profile's totals), and for the stacks that waited
+// longest (at most max_stacks, by their innermost kStackDepth frames, lines left out so a
+// baseline survives edits elsewhere in the file):
+//   lock_contentions@stack=worker (app.py) < main (app.py)     count
+//   lock_wait_seconds@stack=worker (app.py) < main (app.py)    timing
+// A stack figure missing from a run that has the total means no wait there (0).
+inline constexpr size_t kStackDepth = 4;
+std::map<std::string, double> StackFigures(const std::vector<StackSample>& samples,
+                                           size_t max_stacks = 20);
+bool IsStackFigure(const std::string& figure);
 
 // "lock_contentions=0.1,3" -> {"lock_contentions", {0.1, 3}}.
 std::optional<std::pair<std::string, Threshold>> ParseThreshold(const std::string& text);

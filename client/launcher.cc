@@ -11,8 +11,7 @@
 #include <cerrno>
 #include <cstring>
 
-#include "daemon/target/cpython.h"
-#include "daemon/target/elf_file.h"
+#include "daemon/target/cpython_image.h"
 #include "daemon/target/procfs.h"
 
 namespace threadscope::client {
@@ -27,13 +26,7 @@ namespace {
 
 // True when the exec'd image is (or links) a CPython interpreter.
 bool ExecutesCPython(pid_t pid) {
-  auto elf = target::ElfFile::Open("/proc/" + std::to_string(pid) + "/exe");
-  if (!elf.ok()) return false;
-  if (target::DefinesCPythonRuntime(**elf)) return true;
-  for (const auto& needed : (*elf)->needed()) {
-    if (target::IsLibpythonName(needed)) return true;
-  }
-  return false;
+  return target::ExecutesCPython("/proc/" + std::to_string(pid) + "/exe");
 }
 
 StatusOr<uint64_t> EntryPoint(pid_t pid) {

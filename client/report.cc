@@ -1,3 +1,8 @@
+// Over 600 lines, for now: the JSON report contract (ReportJson, EventJson, *Json) and the text
+// rendering (LiveView, SummaryText, EventLine, AttachBanner) still share this file and its
+// enum-name helpers. Splitting them into report_json.cc (with golden tests) and text_view.cc is
+// the next step of the code review's change 4; it waits for the lock and profile work that is
+// editing both halves now, so that the split moves settled code.
 #include "client/report.h"
 
 #include "daemon/common/text.h"
@@ -145,6 +150,8 @@ const char* LockKindName(v1::LockKind k) {
     case v1::LOCK_KIND_LOCK: return "Lock";
     case v1::LOCK_KIND_RLOCK: return "RLock";
     case v1::LOCK_KIND_JOIN_SENTINEL: return "join-sentinel";
+    case v1::LOCK_KIND_CRITICAL_SECTION: return "critical-section";
+    case v1::LOCK_KIND_MUTEX: return "mutex";
     default: return "unknown";
   }
 }
@@ -153,6 +160,7 @@ const char* WaitKindName(v1::WaitKind k) {
   switch (k) {
     case v1::WAIT_KIND_CONDITION: return "condition";
     case v1::WAIT_KIND_JOIN: return "join";
+    case v1::WAIT_KIND_CONTENTION: return "contention";
     default: return "lock";
   }
 }
@@ -165,6 +173,7 @@ const char* LockChangeName(v1::LockChange c) {
     case v1::LOCK_CHANGE_DEADLOCK: return "deadlock";
     case v1::LOCK_CHANGE_DEADLOCK_RESOLVED: return "deadlock_resolved";
     case v1::LOCK_CHANGE_ORDER_INVERSION: return "order_inversion";
+    case v1::LOCK_CHANGE_RELEASED: return "released";
     default: return "unknown";
   }
 }
@@ -230,10 +239,20 @@ json LockJson(const v1::Lock& l) {
     waiters.push_back({{"native_tid", w.native_tid()},
                        {"since_ns", w.since_ns()},
                        {"kind", WaitKindName(w.kind())},
+                       {"woken", w.woken()},
                        {"stack", StackJson(w.stack())}});
   }
+  // 3.13+ PyMutex locks: how their waits and wakes went (null where locks are semaphores).
+  auto pymutex = [&](uint64_t v) { return l.pymutex() ? json(v) : json(nullptr); };
   return json{
       {"id", l.id()},
+      {"pymutex", l.pymutex()},
+      {"parks", pymutex(l.parks())},
+      {"reparks", pymutex(l.reparks())},
+      {"handoffs", pymutex(l.handoffs())},
+      {"barges", pymutex(l.barges())},
+      {"interrupts", l.interrupts()},
+      {"signal", l.signal()},
       {"address", l.address() ? json(l.address()) : json(nullptr)},
       {"semaphore", l.semaphore()},
       {"generation", l.generation()},
@@ -266,6 +285,31 @@ json LockJson(const v1::Lock& l) {
   };
 }
 
+json ContentionJson(const v1::Contention& c) {
+  json waiters = json::array();
+  for (const auto& w : c.waiters()) {
+    waiters.push_back({{"native_tid", w.native_tid()},
+                       {"since_ns", w.since_ns()},
+                       {"stack", StackJson(w.stack())}});
+  }
+  return json{{"id", c.id()},
+              {"kind", LockKindName(c.kind())},
+              {"type", c.type()},
+              {"where", Where(c.stack())},
+              {"stack", StackJson(c.stack())},
+              {"waits", c.waits()},
+              {"parks", c.parks()},
+              {"wakeups", c.wakeups()},
+              {"spins", c.spins()},
+              {"wait_ns_total", c.wait().sum_ns()},
+              {"wait_ns_max", c.wait().max_ns()},
+              {"wait_histogram", HistogramJson(c.wait())},
+              {"threads", c.threads()},
+              {"waiters", waiters},
+              {"other", c.other()},
+              {"last_object", c.last_object()}};
+}
+
 json DeadlockJson(const v1::Deadlock& d) {
   json waits = json::array(), owners = json::array();
   for (const auto& st : d.wait_stacks()) waits.push_back(StackJson(st));
@@ -292,6 +336,7 @@ json ThreadLocksJson(const v1::ThreadLocks& l) {
     waiting = {{"lock_id", l.waiting().lock_id()},
                {"since_ns", l.waiting().since_ns()},
                {"kind", WaitKindName(l.waiting().kind())},
+               {"woken", l.waiting().woken()},
                {"stack", StackJson(l.waiting().stack())}};
   }
   return json{{"held", json(std::vector<std::string>(l.held().begin(), l.held().end()))},
@@ -302,6 +347,8 @@ json ThreadLocksJson(const v1::ThreadLocks& l) {
               {"condition_waits", l.condition_waits()},
               {"condition_wait_ns", l.condition_wait_ns()},
               {"join_wait_ns", l.join_wait_ns()},
+              {"contention_waits", l.contention_waits()},
+              {"contention_wait_ns", l.contention_wait_ns()},
               {"acquires", Opt(l.has_acquires(), l.acquires())}};
 }
 
@@ -423,6 +470,8 @@ json ReportJson(const v1::Snapshot& s) {
   for (const auto& d : s.deadlocks()) deadlocks.push_back(DeadlockJson(d));
   json inversions = json::array();
   for (const auto& i : s.order_inversions()) inversions.push_back(InversionJson(i));
+  json contention = json::array();
+  for (const auto& k : s.contention()) contention.push_back(ContentionJson(k));
   Counts c = Count(s);
   const char* ended = s.ended_by() == v1::TRACE_END_EXITED     ? "exited"
                       : s.ended_by() == v1::TRACE_END_DETACHED ? "detached"
@@ -447,7 +496,9 @@ json ReportJson(const v1::Snapshot& s) {
           {"reason", t.python_stacks().reason()},
           {"layout_source", t.python_stacks().layout_source()},
           {"frames", t.python_stacks().frames()},
-          {"frames_acquire", t.python_stacks().frames_acquire()}}},
+          {"frames_acquire", t.python_stacks().frames_acquire()},
+          {"frames_gil", t.python_stacks().frames_gil()},
+          {"gil_threshold_ns", t.python_stacks().gil_threshold_ns()}}},
         {"kernel_release", t.kernel_release()}}},
       {"probes", probes},
       {"threads", threads},
@@ -455,6 +506,7 @@ json ReportJson(const v1::Snapshot& s) {
       {"locks_not_listed", s.locks_not_listed()},
       {"deadlocks", deadlocks},
       {"order_inversions", inversions},
+      {"contention", contention},
       {"gil", GilJson(s)},
       {"summary",
        {{"threads_seen", c.seen},
@@ -513,8 +565,13 @@ json EventJson(const v1::WatchEventsResponse& e) {
       out["wait_ns"] = le.wait_ns();
       out["acquired"] = le.acquired();
     }
+    if (le.change() == v1::LOCK_CHANGE_RELEASED) out["hold_ns"] = le.hold_ns();
     if (le.has_deadlock()) out["deadlock"] = DeadlockJson(le.deadlock());
     if (le.stack().frames_size()) out["stack"] = StackJson(le.stack());
+    if (le.wait_kind() == v1::WAIT_KIND_CONTENTION) {
+      out["object_type"] = le.object_type();
+      out["object"] = le.object();
+    }
     if (le.has_inversion()) out["inversion"] = InversionJson(le.inversion());
     return out;
   }
@@ -527,6 +584,7 @@ json EventJson(const v1::WatchEventsResponse& e) {
     if (ge.change() == v1::GIL_CHANGE_ACQUIRED) {
       out["wait_ns"] = ge.wait_ns();
       out["previous_holder"] = Opt(ge.has_previous_holder(), ge.previous_holder());
+      if (ge.stack().frames_size()) out["stack"] = StackJson(ge.stack());
     }
     if (ge.change() == v1::GIL_CHANGE_DROPPED) {
       out["hold_ns"] = ge.hold_ns();
@@ -565,6 +623,13 @@ std::string AttachBanner(const v1::Target& t, const std::string& engine) {
 }
 
 namespace {
+
+// What a contention row waits on: "list (critical section)", "mutex".
+std::string ContentionOn(const v1::Contention& c) {
+  if (c.other()) return "(other sites)";
+  if (c.kind() == v1::LOCK_KIND_CRITICAL_SECTION) return c.type() + " (critical section)";
+  return c.type().empty() ? "mutex" : c.type() + " (mutex)";
+}
 
 // "123 waits for 0x..:1 at app.py:10 one → 124 waits for ..."
 std::string DeadlockCycle(const v1::Deadlock& d) {
@@ -642,6 +707,8 @@ std::string LiveView(const v1::Snapshot& s, int max_rows, const TextStyle& style
   if (s.gil().traced()) out += GilLine(s, style) + "\n";
   int lock_rows = s.locks_size() ? std::min(5, std::max(1, max_rows / 4)) : 0;
   max_rows -= lock_rows ? lock_rows + 3 : 0;
+  int contention_rows = s.contention_size() ? std::min(5, std::max(1, max_rows / 4)) : 0;
+  max_rows -= contention_rows ? contention_rows + 3 : 0;
   int shown = 0;
   for (const v1::Thread* th : rows) {
     if (shown++ >= max_rows) {
@@ -687,6 +754,25 @@ std::string LiveView(const v1::Snapshot& s, int max_rows, const TextStyle& style
                          Duration(l.wait().max_ns()),
                          l.has_owner_native_tid() ? std::to_string(l.owner_native_tid()) : "-",
                          waiters.empty() ? "-" : waiters, WhereText(l.first_contended_at()));
+    }
+  }
+  if (contention_rows) {
+    out += "\n" + Paint(fmt::format("{:<22} {:<16} {:>8} {:>10} {:>10} {:>7}  {:<24} {}",
+                                    "CONTENTION", "ON", "WAITS", "WAIT TOTAL", "WAIT MAX",
+                                    "THREADS", "WAITERS", "AT"),
+                        "1", style) +
+           "\n";
+    for (int i = 0; i < std::min(contention_rows, s.contention_size()); ++i) {
+      const v1::Contention& c = s.contention(i);
+      std::string waiters;
+      for (const auto& w : c.waiters()) {
+        waiters += fmt::format("{}{}({})", waiters.empty() ? "" : " ", w.native_tid(),
+                               Duration(s.now_ns() - w.since_ns()));
+      }
+      out += fmt::format("{:<22} {:<16} {:>8} {:>10} {:>10} {:>7}  {:<24} {}\n", c.id(),
+                         Printable(ContentionOn(c)).substr(0, 16), c.waits(),
+                         Duration(c.wait().sum_ns()), Duration(c.wait().max_ns()), c.threads(),
+                         waiters.empty() ? "-" : waiters, WhereText(c.stack()));
     }
   }
   return out;
@@ -742,6 +828,26 @@ std::string SummaryText(const v1::Snapshot& s, const TextStyle& style) {
                          Duration(l.wait().max_ns()),
                          l.has_acquires() ? fmt::format(", {} acquires", l.acquires()) : "",
                          at.empty() ? "" : "  " + at);
+    }
+    if (s.contention_size()) {
+      uint64_t waits = 0, ns = 0;
+      for (const auto& k : s.contention()) {
+        waits += k.waits();
+        ns += k.wait().sum_ns();
+      }
+      out += fmt::format("  contention (critical sections, interpreter mutexes): {} waits, {} "
+                         "waiting in total\n",
+                         waits, Duration(ns));
+      int shown = 0;
+      for (const auto& k : s.contention()) {
+        // A row whose fast path failed but never slept (spins only) says nothing about waiting.
+        if (!k.waits() || shown++ == 5) continue;
+        std::string at = WhereText(k.stack());
+        out += fmt::format("    {:<22} {:>6} waits, {:>9} total, {:>9} max, {} thread{}{}\n",
+                           Printable(ContentionOn(k)), k.waits(), Duration(k.wait().sum_ns()),
+                           Duration(k.wait().max_ns()), k.threads(), k.threads() == 1 ? "" : "s",
+                           at.empty() ? "" : "  " + at);
+      }
     }
     for (const auto& d : s.deadlocks()) {
       std::string cycle = DeadlockCycle(d);

@@ -136,17 +136,29 @@ class Builder {
     };
     switch (e.change()) {
       case v1::LOCK_CHANGE_WAIT_BEGIN: {
-        const char* what = e.wait_kind() == v1::WAIT_KIND_CONDITION ? "condition wait"
+        std::string what = e.wait_kind() == v1::WAIT_KIND_CONDITION ? "condition wait"
                            : e.wait_kind() == v1::WAIT_KIND_JOIN    ? "join wait"
                                                                     : "lock wait";
+        // 3.13+: a critical section (an object's own mutex) or another interpreter mutex.
+        if (e.wait_kind() == v1::WAIT_KIND_CONTENTION) {
+          what = e.kind() == v1::LOCK_KIND_CRITICAL_SECTION
+                     ? (e.object_type().empty() ? "object" : e.object_type()) +
+                           " critical section"
+                     : std::string("mutex wait");
+        }
         std::string where = v1::ShortWhere(e.stack());
-        OpenWait w{e.ts_ns(), std::string(what) + (where.empty() ? "" : " at " + where),
-                   {{"lock", id}}};
+        OpenWait w{e.ts_ns(), what + (where.empty() ? "" : " at " + where), {{"lock", id}}};
+        if (e.wait_kind() == v1::WAIT_KIND_CONTENTION && e.object()) {
+          w.args.push_back({"object", fmt::format("0x{:x}", e.object())});
+        }
         if (e.has_other_native_tid()) w.args.push_back({"owner", std::to_string(e.other_native_tid())});
         lock_waits_[tid] = std::move(w);
         if (e.wait_kind() == v1::WAIT_KIND_LOCK) {
           lock_track();
           Count("lockwaiters", "lock waiters", e.ts_ns(), +1, &lock_waiters_);
+        }
+        if (e.wait_kind() == v1::WAIT_KIND_CONTENTION) {
+          Count("contentionwaiters", "contention waiters", e.ts_ns(), +1, &contention_waiters_);
         }
         break;
       }
@@ -171,6 +183,9 @@ class Builder {
           }
         }
         AddSlice(ThreadKey(tid), w.name, "lock", w.begin, e.ts_ns(), w.args, {}, std::move(in));
+        if (e.wait_kind() == v1::WAIT_KIND_CONTENTION) {
+          Count("contentionwaiters", "contention waiters", e.ts_ns(), -1, &contention_waiters_);
+        }
         if (e.wait_kind() == v1::WAIT_KIND_LOCK) {
           Count("lockwaiters", "lock waiters", e.ts_ns(), -1, &lock_waiters_);
           if (e.acquired()) {
@@ -224,7 +239,10 @@ class Builder {
       case v1::GIL_CHANGE_ACQUIRED: {
         auto w = gil_waits_.find(tid);
         if (w != gil_waits_.end()) {
-          AddSlice(key, "GIL wait", "gil", w->second, e.ts_ns(), {}, {}, {});
+          // With --gil-stacks, a long wait names the code that resumed after it.
+          std::string where = v1::ShortWhere(e.stack());
+          AddSlice(key, where.empty() ? "GIL wait" : "GIL wait at " + where, "gil", w->second,
+                   e.ts_ns(), {}, {}, {});
           gil_waits_.erase(w);
           Count("gilwaiters", "GIL waiters", e.ts_ns(), -1, &gil_waiters_);
         }
@@ -256,6 +274,7 @@ class Builder {
   std::map<int32_t, uint64_t> gil_waits_;
   std::optional<std::pair<int32_t, uint64_t>> gil_holder_;
   int64_t lock_waiters_ = 0;
+  int64_t contention_waiters_ = 0;
   int64_t gil_waiters_ = 0;
 };
 

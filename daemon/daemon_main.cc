@@ -31,7 +31,8 @@ int DaemonMain(int argc, char** argv) {
       ->capture_default_str();
   std::vector<std::string> labels;
   app.add_option("--listen-tcp", options.tcp.address,
-                 "also serve gRPC on HOST:PORT, only with TLS and a bearer token (off by default)");
+                 "also serve gRPC on HOST:PORT, only with TLS and a bearer token (off by default); "
+                 "port 0: any free port, logged");
   app.add_option("--tls-cert", options.tcp.cert_file, "server certificate chain (PEM) for TCP");
   app.add_option("--tls-key", options.tcp.key_file, "its private key (PEM)");
   app.add_option("--tls-client-ca", options.tcp.client_ca,
@@ -39,7 +40,8 @@ int DaemonMain(int argc, char** argv) {
   app.add_option("--token-file", options.tcp.token_file,
                  "file holding the bearer token TCP clients must send");
   app.add_option("--metrics-addr", options.metrics_addr,
-                 "serve Prometheus metrics on HOST:PORT (PORT alone: loopback), e.g. 9464");
+                 "serve Prometheus metrics on HOST:PORT (PORT alone: loopback), e.g. 9464; port "
+                 "0: any free port, logged");
   app.add_option("--label", labels, "NAME=VALUE added to every metric series (repeatable)");
   app.add_option("--metrics-top-locks", options.metrics.top_locks,
                  "locks per target with series of their own; the rest fold into lock=\"other\"")

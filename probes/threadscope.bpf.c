@@ -3,6 +3,10 @@
  * threadscope's kernel side: small programs that copy what CPython and the kernel tell us into
  * one ring buffer. No reconstruction happens here; the daemon's model does that.
  *
+ * Over 600 lines for one reason: like a libbpf-tools tool, every program lives in this one object
+ * so that they share one ring buffer, one set of maps and one load; the catalogue
+ * (daemon/loader/probe_catalog.h) says which program serves which probe.
+ *
  * Conventions (libbpf-tools style):
  *   - one program per probe role; the daemon decides which symbol/offset each is attached to
  *     (daemon/loader/plan_*.cc, from the catalogue in probe_catalog.h), a uprobe cookie
@@ -14,6 +18,7 @@
  *   - a failed reservation is counted in `drops`, never silent.
  */
 #include <stdbool.h>
+#include <stddef.h>
 #include <linux/types.h>
 #include <linux/bpf.h>
 #include <linux/ptrace.h>
@@ -34,6 +39,21 @@ const volatile __u8 trace_all_sems = 0;
 /* Offset of `lock_lock` (PyThread_type_lock) in lockobject and rlockobject; 16 in every
  * CPython 2.7-3.13. */
 const volatile __u32 lockobject_lock_offset = 16;
+/* Which lock kinds hold a semaphore at lockobject_lock_offset (bit 1 << enum ts_lock_kind):
+ * both up to 3.13.0; only RLock in 3.13.1+; none from 3.14 (PyMutex). */
+const volatile __u8 sem_kinds = (1 << TS_LOCK_LOCK) | (1 << TS_LOCK_RLOCK);
+/* PyMutex builds: the mutex's offset in a lock object (16; 32 behind the free-threaded object
+ * header), where the object keeps its type (ob_type: 8; 24 free-threaded), and where a
+ * free-threaded object keeps its own ob_mutex (10). */
+const volatile __u32 lock_mutex_off = 16;
+const volatile __u32 ob_type_off = 8;
+const volatile __u32 ob_mutex_off = 10;
+const volatile __u8 free_threaded = 0;
+/* RLock owner and recursion: rlock_owner / rlock_count (<= 3.13) or _PyRecursiveMutex's
+ * thread / level (3.14+, where the held count is level + 1). rlock_owner_off 0 = unknown. */
+const volatile __u32 rlock_owner_off = 0;
+const volatile __u32 rlock_depth_off = 0;
+const volatile __u8 rlock_depth_is_level = 0;
 /* Runtime addresses of Py_True / Py_False in the target, to read acquire()'s result. */
 const volatile __u64 py_true = 0;
 const volatile __u64 py_false = 0;
@@ -117,6 +137,8 @@ struct acquire_stash {
 	__u32 op;
 	__u32 waited;
 	__u32 active;
+	__u32 flags;
+	__u32 _pad;
 };
 
 struct {
@@ -216,6 +238,9 @@ const volatile struct ts_py_layout py_layout = {};
 /* Frames recorded at a lock wait and at a lock's creation, and at every acquire (--locks=all). */
 const volatile __u8 stack_frames = 0;
 const volatile __u8 stack_frames_acquire = 0;
+/* Frames recorded when a take_gil that waited at least gil_stack_threshold_ns returns (0: off). */
+const volatile __u8 gil_stack_frames = 0;
+const volatile __u64 gil_stack_threshold_ns = 1000000;
 
 #define TS_MAX_INTERPRETERS 4
 #define TS_MAX_THREAD_STATES 4096
@@ -723,12 +748,76 @@ int BPF_KPROBE(ts_sem_destroy, void *sem_ptr)
 
 /* ---------------------------------------------------------------- locks */
 
-static __always_inline __u64 lock_sem(void *obj)
+static __always_inline __u64 lock_sem(void *obj, __u32 kind)
 {
 	__u64 sem = 0;
 
+	/* A PyMutex lock has no semaphore: those bytes are the mutex and whatever follows. */
+	if (kind > TS_LOCK_RLOCK || !(sem_kinds & (1 << kind)))
+		return 0;
 	bpf_probe_read_user(&sem, sizeof(sem), (char *)obj + lockobject_lock_offset);
 	return sem;
+}
+
+static __always_inline __u32 lock_flags(__u32 kind)
+{
+	return kind <= TS_LOCK_RLOCK && (sem_kinds & (1 << kind)) ? 0 : TS_LOCK_F_PYMUTEX;
+}
+
+/* A register by enum ts_reg. The context cannot be read at a variable offset, and a switch
+ * over its fields compiles to one: copy the field through bpf_probe_read_kernel instead. */
+static __always_inline __u64 reg_value(struct pt_regs *ctx, __u32 reg)
+{
+	__u32 off;
+	__u64 v = 0;
+
+	switch (reg) {
+	case TS_REG_RDI: off = offsetof(struct pt_regs, rdi); break;
+	case TS_REG_RSI: off = offsetof(struct pt_regs, rsi); break;
+	case TS_REG_RDX: off = offsetof(struct pt_regs, rdx); break;
+	case TS_REG_RCX: off = offsetof(struct pt_regs, rcx); break;
+	case TS_REG_R8: off = offsetof(struct pt_regs, r8); break;
+	case TS_REG_R9: off = offsetof(struct pt_regs, r9); break;
+	case TS_REG_RBX: off = offsetof(struct pt_regs, rbx); break;
+	case TS_REG_RBP: off = offsetof(struct pt_regs, rbp); break;
+	case TS_REG_R12: off = offsetof(struct pt_regs, r12); break;
+	case TS_REG_R13: off = offsetof(struct pt_regs, r13); break;
+	case TS_REG_R14: off = offsetof(struct pt_regs, r14); break;
+	case TS_REG_R15: off = offsetof(struct pt_regs, r15); break;
+	case TS_REG_RAX: off = offsetof(struct pt_regs, rax); break;
+	default: return 0;
+	}
+	bpf_probe_read_kernel(&v, sizeof(v), (char *)ctx + off);
+	return v;
+}
+
+/* The lock object at a method probe: the cookie's register minus its adjustment. */
+static __always_inline __u64 cookie_obj(struct pt_regs *ctx, __u64 cookie)
+{
+	return reg_value(ctx, (cookie >> 16) & 0xff) - ((cookie >> 24) & 0xff);
+}
+
+/* RLock owner and depth as the object says (TS_LOCK_F_OWNER when read). */
+static __always_inline void read_owner(struct ts_lock_event *e)
+{
+	__u64 owner = 0, depth = 0;
+
+	e->owner_ident = 0;
+	e->depth = 0;
+	if (e->kind != TS_LOCK_RLOCK || !rlock_owner_off || !e->obj)
+		return;
+	if (bpf_probe_read_user(&owner, sizeof(owner), (void *)(e->obj + rlock_owner_off)) ||
+	    bpf_probe_read_user(&depth, sizeof(depth), (void *)(e->obj + rlock_depth_off)))
+		return;
+	e->owner_ident = owner;
+	/* 3.14+ keeps level = count - 1, and 0 with no owner. */
+	e->depth = rlock_depth_is_level ? (owner ? (__u32)depth + 1 : 0) : (__u32)depth;
+	e->flags |= TS_LOCK_F_OWNER;
+}
+
+static __always_inline __u64 type_of(__u64 obj)
+{
+	return obj ? read_user_u64(obj + ob_type_off) : 0;
 }
 
 /* uretprobe on the Lock / RLock constructors (_thread.allocate_lock, lock_new, rlock_new).
@@ -751,12 +840,16 @@ int BPF_KRETPROBE(ts_lock_new_ret, void *obj)
 			return 0;
 	}
 	e->obj = (__u64)obj;
-	e->sem = lock_sem(obj);
+	e->kind = (__u32)bpf_get_attach_cookie(ctx) & 0xff;
+	e->sem = lock_sem(obj, e->kind);
 	e->begin_ns = 0;
-	e->kind = (__u32)bpf_get_attach_cookie(ctx);
 	e->op = 0;
 	e->result = 0;
 	e->waited = 0;
+	e->owner_ident = 0;
+	e->depth = 0;
+	e->flags = lock_flags(e->kind);
+	e->obj_type = type_of(e->obj);
 	if (with_stack(stack_frames))
 		ts_submit_soon(e);
 	else
@@ -764,10 +857,39 @@ int BPF_KRETPROBE(ts_lock_new_ret, void *obj)
 	return 0;
 }
 
-/* --locks=all: entry of acquire / __enter__ / _acquire_restore.
- * Cookie: kind | op << 8. */
+/* tp_dealloc of _thread.lock / _thread.RLock (3.13+, where a PyMutex lock has no sem_destroy):
+ * the lock's generation ends. Cookie: TS_LOCK_COOKIE (kind, object register). */
 SEC("uprobe")
-int BPF_KPROBE(ts_lock_acquire, void *obj)
+int ts_lock_free(struct pt_regs *ctx)
+{
+	struct ts_lock_event *e;
+	__u64 cookie;
+
+	if (!is_target())
+		return 0;
+	cookie = bpf_get_attach_cookie(ctx);
+	e = ts_reserve(sizeof(*e), TS_EV_LOCK_FREE);
+	if (!e)
+		return 0;
+	e->obj = cookie_obj(ctx, cookie);
+	e->kind = cookie & 0xff;
+	e->sem = 0;
+	e->begin_ns = 0;
+	e->op = 0;
+	e->result = 0;
+	e->waited = 0;
+	e->owner_ident = 0;
+	e->depth = 0;
+	e->flags = lock_flags(e->kind);
+	e->obj_type = 0;
+	ts_submit(e);
+	return 0;
+}
+
+/* --locks=all: entry of acquire / __enter__ / _acquire_restore (or of a promoted copy).
+ * Cookie: TS_LOCK_COOKIE. */
+SEC("uprobe")
+int ts_lock_acquire(struct pt_regs *ctx)
 {
 	struct acquire_stash *s;
 	__u64 cookie;
@@ -784,22 +906,27 @@ int BPF_KPROBE(ts_lock_acquire, void *obj)
 	if (s->active)
 		return 0;
 	cookie = bpf_get_attach_cookie(ctx);
-	s->obj = (__u64)obj;
-	s->sem = lock_sem(obj);
-	s->begin_ns = bpf_ktime_get_ns();
+	s->obj = cookie_obj(ctx, cookie);
 	s->kind = cookie & 0xff;
 	s->op = (cookie >> 8) & 0xff;
+	s->sem = lock_sem((void *)s->obj, s->kind);
+	s->begin_ns = bpf_ktime_get_ns();
+	s->flags = lock_flags(s->kind) | ((cookie >> 32) & 0xff);
 	s->waited = 0;
 	s->active = 1;
 	return 0;
 }
 
+/* The acquire returned: a uretprobe (the result in rax) or, in a promoted copy, a uprobe where
+ * the result sits in the cookie's result register. Cookie: TS_LOCK_COOKIE. */
 SEC("uretprobe")
-int BPF_KRETPROBE(ts_lock_acquire_ret, __u64 ret)
+int ts_lock_acquire_ret(struct pt_regs *ctx)
 {
 	struct acquire_stash *s;
 	struct ts_lock_event *e;
+	__u32 result_reg;
 	__s32 result;
+	__u64 ret;
 	__u32 tid;
 
 	if (!is_target())
@@ -808,6 +935,8 @@ int BPF_KRETPROBE(ts_lock_acquire_ret, __u64 ret)
 	s = acquire_in_progress();
 	if (!s)
 		return 0;
+	result_reg = (bpf_get_attach_cookie(ctx) >> 40) & 0xff;
+	ret = reg_value(ctx, result_reg ? result_reg : TS_REG_RAX);
 	/* acquire() returns True/False; _acquire_restore returns None. NULL = raised. */
 	if (!ret)
 		result = TS_ACQUIRE_ERROR;
@@ -832,15 +961,19 @@ int BPF_KRETPROBE(ts_lock_acquire_ret, __u64 ret)
 		e->op = s->op;
 		e->result = result;
 		e->waited = s->waited;
+		e->flags = s->flags;
+		e->obj_type = type_of(s->obj);
+		read_owner(e);
 		ts_submit(e);
 	}
 	s->active = 0;
 	return 0;
 }
 
-/* --locks=all: entry of release / __exit__ / _release_save. Cookie: kind | op << 8. */
+/* --locks=all: entry of release / __exit__ / _release_save (or a promoted copy's).
+ * Cookie: TS_LOCK_COOKIE. */
 SEC("uprobe")
-int BPF_KPROBE(ts_lock_release, void *obj)
+int ts_lock_release(struct pt_regs *ctx)
 {
 	struct ts_lock_event *e;
 	__u64 cookie;
@@ -851,13 +984,16 @@ int BPF_KPROBE(ts_lock_release, void *obj)
 	e = ts_reserve(sizeof(*e), TS_EV_LOCK_RELEASE);
 	if (!e)
 		return 0;
-	e->obj = (__u64)obj;
-	e->sem = lock_sem(obj);
-	e->begin_ns = 0;
+	e->obj = cookie_obj(ctx, cookie);
 	e->kind = cookie & 0xff;
+	e->sem = lock_sem((void *)e->obj, e->kind);
+	e->begin_ns = 0;
 	e->op = (cookie >> 8) & 0xff;
 	e->result = 0;
 	e->waited = 0;
+	e->flags = lock_flags(e->kind) | ((cookie >> 32) & 0xff);
+	e->obj_type = 0;
+	read_owner(e); /* before the release: who held it, how deep */
 	ts_submit(e);
 	return 0;
 }
@@ -895,6 +1031,204 @@ int ts_futex_wake(struct bpf_raw_tracepoint_args *ctx)
 	return 0;
 }
 
+/* ---------------------------------------------------------------- the parking lot (3.13+) */
+
+/* A thread's park in progress (between its _PySemaphore_Wait call and return). */
+struct park_stash {
+	__u64 sema;
+	__u64 addr;
+	__u64 park_arg;
+	__u32 active;
+	__u32 _pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct park_stash);
+} parks SEC(".maps");
+
+/* sema -> the parked thread, so that an unpark names whom it woke. LRU: a wake that never
+ * comes (the process dies) must not fill it. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, __u32);
+} parked_semas SEC(".maps");
+
+/* A call of _PySemaphore_Wait(sema, timeout[, detach]) from a park copy (cookie: enum
+ * ts_park_site). Only blocked threads get here: an uncontended PyMutex never parks. */
+SEC("uprobe")
+int ts_park(struct pt_regs *ctx)
+{
+	__u64 sema = ctx->rdi, addr, park_arg, obj;
+	__u32 site, tid, stack;
+	struct park_stash *p;
+	struct acquire_stash *a;
+	struct ts_park *e;
+
+	if (!is_target())
+		return 0;
+	site = (__u32)bpf_get_attach_cookie(ctx);
+	addr = read_user_u64(sema - 8);
+	park_arg = read_user_u64(sema - 16);
+	tid = current_tid();
+	p = bpf_task_storage_get(&parks, bpf_get_current_task_btf(), 0,
+				 BPF_LOCAL_STORAGE_GET_F_CREATE);
+	if (!p) {
+		count_drop(TS_LOST_STASH);
+		return 0;
+	}
+	p->sema = sema;
+	p->addr = addr;
+	p->park_arg = park_arg;
+	p->active = 1;
+	bpf_map_update_elem(&parked_semas, &sema, &tid, BPF_ANY);
+	a = acquire_in_progress();
+	if (a && park_arg)
+		a->waited = 1; /* the acquire in progress on this thread had to wait */
+	/* A retry continues a park whose stack was recorded at its first wait. */
+	stack = site == TS_PARK_SITE_PARK && with_stack(stack_frames);
+	if (stack) {
+		e = ts_reserve(sizeof(*e) + sizeof(struct ts_py_stack), TS_EV_PARK_BEGIN);
+		if (!e)
+			return 0;
+		fill_stack(&e->h, TS_STACK_OF(e), tid, stack_frames);
+	} else {
+		e = ts_reserve(sizeof(*e), TS_EV_PARK_BEGIN);
+		if (!e)
+			return 0;
+	}
+	e->sema = sema;
+	e->addr = addr;
+	e->park_arg = park_arg;
+	e->fair_ns = park_arg ? read_user_u64(park_arg) : 0;
+	e->timeout_ns = (__s64)ctx->rsi;
+	/* Both readings of the parked address; the daemon keeps the one whose type is real. */
+	obj = addr - lock_mutex_off;
+	e->obj = obj;
+	e->obj_type = (obj & 7) ? 0 : type_of(obj);
+	e->cs_obj = 0;
+	e->cs_type = 0;
+	e->flags = 0;
+	if (free_threaded) {
+		e->flags = TS_PARK_F_FREE_THREADED;
+		e->cs_obj = addr - ob_mutex_off;
+		e->cs_type = (e->cs_obj & 7) ? 0 : type_of(e->cs_obj);
+	}
+	e->result = 0;
+	e->handed_off = 0;
+	e->site = site;
+	ts_submit(e);
+	return 0;
+}
+
+/* The first instruction after a park site's call: rax = _PySemaphore_Wait's result, and the
+ * waiter's wait entry (so its mutex_entry) is still on its stack. */
+SEC("uprobe")
+int ts_park_ret(struct pt_regs *ctx)
+{
+	struct park_stash *p;
+	struct ts_park *e;
+	__u32 handed_off = 0;
+
+	if (!is_target())
+		return 0;
+	p = bpf_task_storage_get(&parks, bpf_get_current_task_btf(), 0, 0);
+	if (!p || !p->active)
+		return 0;
+	p->active = 0;
+	bpf_map_delete_elem(&parked_semas, &p->sema);
+	/* mutex_entry {PyTime_t time_to_be_fair; int handed_off;}: set by the unlocker. */
+	if (p->park_arg)
+		bpf_probe_read_user(&handed_off, sizeof(handed_off), (void *)(p->park_arg + 8));
+	e = ts_reserve(sizeof(*e), TS_EV_PARK_END);
+	if (!e)
+		return 0;
+	e->sema = p->sema;
+	e->addr = p->addr;
+	e->park_arg = p->park_arg;
+	e->fair_ns = 0;
+	e->timeout_ns = 0;
+	e->obj = 0;
+	e->obj_type = 0;
+	e->cs_obj = 0;
+	e->cs_type = 0;
+	e->result = (__s32)ctx->rax;
+	e->handed_off = handed_off;
+	e->site = (__u32)bpf_get_attach_cookie(ctx);
+	e->flags = free_threaded ? TS_PARK_F_FREE_THREADED : 0;
+	ts_submit(e);
+	return 0;
+}
+
+/* A call (or tail jump) of _PySemaphore_Wakeup(sema) from an unpark copy: the caller wakes the
+ * thread parked on sema. For a PyMutex the caller is the releasing owner, and mutex_unpark has
+ * already written whether it hands the lock over. */
+SEC("uprobe")
+int ts_unpark(struct pt_regs *ctx)
+{
+	__u64 sema = ctx->rdi, park_arg;
+	struct ts_unpark *e;
+	__u32 *woken;
+
+	if (!is_target())
+		return 0;
+	park_arg = read_user_u64(sema - 16);
+	woken = bpf_map_lookup_elem(&parked_semas, &sema);
+	e = ts_reserve(sizeof(*e), TS_EV_UNPARK);
+	if (!e)
+		return 0;
+	e->sema = sema;
+	e->addr = read_user_u64(sema - 8);
+	e->park_arg = park_arg;
+	e->woken_tid = woken ? *woken : 0;
+	e->handed_off = 0;
+	if (park_arg)
+		bpf_probe_read_user(&e->handed_off, sizeof(e->handed_off), (void *)(park_arg + 8));
+	ts_submit(e);
+	return 0;
+}
+
+/* Free-threaded: _PyCriticalSection_BeginSlow / _PyCriticalSection2_BeginSlow entered (the
+ * inline lock of an object's ob_mutex failed, or the section nests in one holding it).
+ * Cookie: the mutex's register (enum ts_reg) | the second mutex's << 8 (TS_REG_NONE: none). */
+SEC("uprobe")
+int ts_cs_slow(struct pt_regs *ctx)
+{
+	__u64 cookie, m, m2 = 0;
+	struct ts_cs_slow *e;
+	__u8 locked = 0;
+
+	if (!is_target())
+		return 0;
+	cookie = bpf_get_attach_cookie(ctx);
+	m = reg_value(ctx, cookie & 0xff);
+	if (((cookie >> 8) & 0xff) != TS_REG_NONE)
+		m2 = reg_value(ctx, (cookie >> 8) & 0xff);
+	if (with_stack(stack_frames)) {
+		e = ts_reserve(sizeof(*e) + sizeof(struct ts_py_stack), TS_EV_CS_SLOW);
+		if (!e)
+			return 0;
+		fill_stack(&e->h, TS_STACK_OF(e), current_tid(), stack_frames);
+	} else {
+		e = ts_reserve(sizeof(*e), TS_EV_CS_SLOW);
+		if (!e)
+			return 0;
+	}
+	bpf_probe_read_user(&locked, sizeof(locked), (void *)m);
+	e->mutex = m;
+	e->mutex2 = m2;
+	e->obj_type = m ? type_of(m - ob_mutex_off) : 0;
+	e->obj_type2 = m2 ? type_of(m2 - ob_mutex_off) : 0;
+	e->locked = locked;
+	e->_pad = 0;
+	ts_submit(e);
+	return 0;
+}
+
 /* ---------------------------------------------------------------- the GIL */
 
 static __always_inline void gil_op(__u32 op)
@@ -915,20 +1249,63 @@ static __always_inline int gil_record(struct pt_regs *ctx)
 	return 0;
 }
 
+/* With GIL stacks on: when this task's current take_gil began (the first entry of a take). */
+struct {
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, __u64);
+} gil_wait_start SEC(".maps");
+
 /* take_gil / drop_gil entries, their inlined copies and the forced-switch call sites.
  * Cookie: enum ts_gil_op. The thread is the record's tid; no argument is read, so one program
  * serves every version's signature (and 3.8's take_gil.constprop.0). */
 SEC("uprobe")
 int ts_gil(struct pt_regs *ctx)
 {
-	return gil_record(ctx);
+	__u32 op = (__u32)bpf_get_attach_cookie(ctx);
+	__u64 *start;
+
+	if (!is_target())
+		return 0;
+	if (op == TS_GIL_TAKE_BEGIN && with_stack(gil_stack_frames)) {
+		start = bpf_task_storage_get(&gil_wait_start, bpf_get_current_task_btf(), 0,
+					     BPF_LOCAL_STORAGE_GET_F_CREATE);
+		/* A clone calling the original enters twice: the first entry began the wait. */
+		if (start && !*start)
+			*start = bpf_ktime_get_ns();
+	}
+	gil_op(op);
+	return 0;
 }
 
-/* take_gil returned: the thread holds the GIL. */
+/* take_gil returned: the thread holds the GIL. A take that waited long enough (GIL stacks on)
+ * carries the Python stack it resumes: the cost of the walk falls on waiting takes only. */
 SEC("uretprobe")
 int ts_gil_ret(struct pt_regs *ctx)
 {
-	return gil_record(ctx);
+	struct ts_gil_event *e;
+	__u64 *start, began = 0;
+
+	if (!is_target())
+		return 0;
+	if (!with_stack(gil_stack_frames))
+		return gil_record(ctx);
+	start = bpf_task_storage_get(&gil_wait_start, bpf_get_current_task_btf(), 0, 0);
+	if (start) {
+		began = *start;
+		*start = 0;
+	}
+	if (!began || bpf_ktime_get_ns() - began < gil_stack_threshold_ns)
+		return gil_record(ctx);
+	e = ts_reserve(sizeof(*e) + sizeof(struct ts_py_stack), TS_EV_GIL);
+	if (!e)
+		return 0;
+	e->op = (__u32)bpf_get_attach_cookie(ctx);
+	e->_pad = 0;
+	fill_stack(&e->h, TS_STACK_OF(e), current_tid(), gil_stack_frames);
+	ts_submit(e);
+	return 0;
 }
 
 /* ---- Python 2.7: the GIL is a plain lock, taken and dropped through PyThread_acquire_lock /

@@ -16,7 +16,7 @@
 
 #include <linux/types.h>
 
-#define TS_ABI_VERSION 1
+#define TS_ABI_VERSION 2 /* 2: lock events grew (owner_ident..obj_type); park, unpark, lock_free, cs_slow, py_type records */
 #define TS_COMM_LEN 16
 
 /* Record types. Ranges: 1-31 threads, 32-63 locks, 64-95 GIL, 200+ written by the daemon
@@ -41,6 +41,14 @@ enum ts_event_type {
 	TS_EV_LOCK_ACQUIRE = 33,      /* --locks=all: an acquire call returned */
 	TS_EV_LOCK_RELEASE = 34,      /* --locks=all: a release call began */
 	TS_EV_FUTEX_WAKE = 35,        /* a release woke waiters of a semaphore being waited on */
+	/* 3.13+ parking lot (PyMutex: Lock from 3.13.1, RLock from 3.14, every lock on 3.15,
+	 * free-threaded critical sections): the interpreter's calls of _PySemaphore_Wait and
+	 * _PySemaphore_Wakeup from its park / unpark code. */
+	TS_EV_PARK_BEGIN = 36,        /* a thread blocks in the parking lot */
+	TS_EV_PARK_END = 37,          /* ... and its _PySemaphore_Wait returned */
+	TS_EV_UNPARK = 38,            /* a thread posts a parked thread's semaphore */
+	TS_EV_LOCK_FREE = 39,         /* a _thread.lock / RLock is deallocated (tp_dealloc): ts_lock_event */
+	TS_EV_CS_SLOW = 40,           /* free-threaded: a critical section's fast path failed */
 
 	TS_EV_GIL = 48,               /* take_gil entered / returned, drop_gil, forced-switch sites */
 
@@ -48,6 +56,7 @@ enum ts_event_type {
 	TS_EV_LOST = 201,               /* daemon: records the kernel could not deliver */
 	TS_EV_TRACE_MARK = 202,         /* daemon: attach / detach / target exit markers */
 	TS_EV_PY_LOCATION = 203,        /* daemon: what a (code object, instruction) pair means */
+	TS_EV_PY_TYPE = 204,            /* daemon: the name of a type object a record points at */
 };
 
 struct ts_header {
@@ -190,28 +199,132 @@ enum ts_lock_op {
 	TS_LOCK_OP_RELEASE_SAVE = 4, /* RLock._release_save (start of a Condition wait) */
 };
 
+/* Uprobe cookies of the lock method probes (ts_lock_acquire, ts_lock_acquire_ret,
+ * ts_lock_release, ts_lock_free): which register holds the lock object there, and what to
+ * subtract from it (a PGO-promoted copy may only hold &lock->mutex). Built by TS_LOCK_COOKIE. */
+enum ts_reg {
+	TS_REG_RDI = 0, /* the default: `self` of every method calling convention */
+	TS_REG_RSI = 1,
+	TS_REG_RDX = 2,
+	TS_REG_RCX = 3,
+	TS_REG_R8 = 4,
+	TS_REG_R9 = 5,
+	TS_REG_RBX = 6,
+	TS_REG_RBP = 7,
+	TS_REG_R12 = 8,
+	TS_REG_R13 = 9,
+	TS_REG_R14 = 10,
+	TS_REG_R15 = 11,
+	TS_REG_RAX = 12,
+	TS_REG_NONE = 0xff,
+};
+
+/* bits 0-7 enum ts_lock_kind, 8-15 enum ts_lock_op, 16-23 the object's register (enum ts_reg),
+ * 24-31 bytes to subtract from it, 32-39 TS_LOCK_F_* to set, 40-47 the register holding an
+ * acquire's result at a return probe (0 = rax). */
+#define TS_LOCK_COOKIE(kind, op, reg, adjust, flags, result_reg)                                \
+	((__u64)(kind) | (__u64)(op) << 8 | (__u64)(reg) << 16 | (__u64)(adjust) << 24 |          \
+	 (__u64)(flags) << 32 | (__u64)(result_reg) << 40)
+
 enum ts_acquire_result {
 	TS_ACQUIRE_ERROR = -1,   /* the call raised (e.g. KeyboardInterrupt during the wait) */
 	TS_ACQUIRE_FAILED = 0,   /* returned False: non-blocking try or timeout */
 	TS_ACQUIRE_ACQUIRED = 1,
 };
 
-/* LOCK_NEW (op 0), LOCK_ACQUIRE and LOCK_RELEASE. */
+/* LOCK_NEW and LOCK_FREE (op 0), LOCK_ACQUIRE and LOCK_RELEASE. */
 struct ts_lock_event {
 	struct ts_header h;
 	__u64 obj;      /* lockobject * / rlockobject * */
-	__u64 sem;      /* its PyThread_type_lock (sem_t *), read at obj + lockobject_lock_offset */
+	__u64 sem;      /* its PyThread_type_lock (sem_t *), read at obj + lockobject_lock_offset;
+			 * 0 where the lock is a PyMutex */
 	__u64 begin_ns; /* ACQUIRE: when the call began (h.ts_ns is when it returned) */
 	__u32 kind;     /* enum ts_lock_kind */
 	__u32 op;       /* enum ts_lock_op; 0 for LOCK_NEW */
 	__s32 result;   /* ACQUIRE: enum ts_acquire_result */
-	__u32 waited;   /* ACQUIRE: the call blocked in a semaphore wait */
+	__u32 waited;   /* ACQUIRE: the call blocked in a semaphore wait or a park */
+	/* ABI 2. RLock owner and recursion as the object itself says, read at a release's entry
+	 * (before it) and at an acquire's return (after it): _PyRecursiveMutex {thread, level}
+	 * (3.14+) or rlock_owner / rlock_count (up to 3.13). Valid with TS_LOCK_F_OWNER. */
+	__u64 owner_ident; /* the owning thread's ident (pthread_t), 0 = not owned */
+	__u32 depth;       /* times the owner holds it (level + 1 on 3.14+, rlock_count before) */
+	__u32 flags;       /* TS_LOCK_F_* */
+	__u64 obj_type;    /* the object's ob_type (a type object pointer), 0 if unreadable */
+};
+
+enum ts_lock_flags {
+	TS_LOCK_F_PYMUTEX = 1,  /* the lock is a PyMutex (3.13.1+ Lock, 3.14+ RLock): `sem` is 0 */
+	TS_LOCK_F_OWNER = 2,    /* owner_ident and depth were read from the object */
+	TS_LOCK_F_PROMOTED = 4, /* seen in a PGO-promoted copy of the method (not its entry) */
 };
 
 struct ts_futex_wake {
 	struct ts_header h; /* h.tid = the releasing thread */
 	__u64 uaddr;        /* the semaphore (its futex word is its first field) */
 	__s32 woken;        /* reserved (0): the wake is seen at syscall entry */
+	__u32 _pad;
+};
+
+/* ---------------------------------------------------------------- the parking lot (3.13+) */
+
+/* Where a _PySemaphore_Wait call site sits (the uprobe cookie). */
+enum ts_park_site {
+	TS_PARK_SITE_PARK = 1,  /* a park: the first wait of one _PyParkingLot_Park call */
+	TS_PARK_SITE_RETRY = 2, /* its re-wait after a timeout that raced with an unpark: the
+				 * same park goes on (the unparker had already dequeued it) */
+};
+
+/* _PySemaphore_Wait's result (Include/internal/pycore_parking_lot.h). */
+enum ts_park_result {
+	TS_PARK_OK = 0,       /* woken */
+	TS_PARK_TIMEOUT = -2,
+	TS_PARK_INTR = -3,    /* a signal arrived */
+};
+
+enum ts_park_flags {
+	TS_PARK_F_FREE_THREADED = 1, /* cs_obj / cs_type are meaningful (an ob_mutex reading) */
+};
+
+/* PARK_BEGIN (h.flags may carry TS_HDR_PY_STACK) and PARK_END. The waiter's `struct
+ * wait_entry {void *park_arg; uintptr_t addr; _PySemaphore sema; ...}` is on its stack:
+ * `sema` is the argument of _PySemaphore_Wait, the rest lies just below it. */
+struct ts_park {
+	struct ts_header h;  /* h.tid = the parked thread */
+	__u64 sema;          /* &wait_entry.sema: pairs BEGIN, END and UNPARK */
+	__u64 addr;          /* the parked address, *(sema-8): &lock->mutex, an ob_mutex, an event */
+	__u64 park_arg;      /* *(sema-16): the waiter's struct mutex_entry * (PyMutex), 0 for events */
+	__u64 fair_ns;       /* *(park_arg): mutex_entry.time_to_be_fair, set once per lock call:
+			      * with (tid, park_arg) it names one acquire across its re-parks */
+	__s64 timeout_ns;    /* BEGIN: the timeout argument (< 0: none) */
+	__u64 obj;           /* addr - the lock object's mutex offset: the lock, if it is one */
+	__u64 obj_type;      /* ob_type read at obj (0 if unreadable) */
+	__u64 cs_obj;        /* free-threaded: addr - offsetof(PyObject, ob_mutex) */
+	__u64 cs_type;       /* free-threaded: ob_type read at cs_obj */
+	__s32 result;        /* END: enum ts_park_result; BEGIN: 0 */
+	__u32 handed_off;    /* END: mutex_entry.handed_off (the unlocker gave it the lock) */
+	__u32 site;          /* enum ts_park_site */
+	__u32 flags;         /* TS_PARK_F_* */
+};
+
+/* UNPARK: h.tid = the waker (for a PyMutex, the thread that released it). */
+struct ts_unpark {
+	struct ts_header h;
+	__u64 sema;        /* the woken waiter's &wait_entry.sema */
+	__u64 addr;        /* *(sema-8) */
+	__u64 park_arg;    /* *(sema-16) */
+	__u32 woken_tid;   /* the thread parked on `sema` (0 if its park was not seen yet) */
+	__u32 handed_off;  /* mutex_entry.handed_off: 1 = the lock was handed to the woken thread */
+};
+
+/* CS_SLOW (free-threaded): _PyCriticalSection[2]_BeginSlow entered: the inline lock of an
+ * object's ob_mutex failed (contention), or the section is a recursive one. */
+struct ts_cs_slow {
+	struct ts_header h; /* carries TS_HDR_PY_STACK when stacks are on */
+	__u64 mutex;        /* the object's &ob_mutex */
+	__u64 mutex2;       /* the second object's of a two-object section, else 0 */
+	__u64 obj_type;     /* ob_type of mutex's object */
+	__u64 obj_type2;
+	__u32 locked;       /* the mutex byte at entry (bit 0: held) */
 	__u32 _pad;
 };
 
@@ -304,6 +417,18 @@ struct ts_py_location {
 	__u16 function_len;
 	__u32 _pad;
 	/* char file[file_len]; char function[function_len]; */
+};
+
+/* Written by the daemon before the first record that points at a type object, so that a
+ * recording carries its own type names. The name follows the fixed part, not NUL-terminated;
+ * h.size covers it, rounded up to 8. */
+struct ts_py_type {
+	struct ts_header h;
+	__u64 type;        /* the type object's address in the target */
+	__u32 flags;       /* 0, or TS_LOCATION_UNREADABLE: not a readable type object */
+	__u16 name_len;
+	__u16 _pad;
+	/* char name[name_len]; (tp_name: "list", "_thread.lock", "_io.BufferedWriter") */
 };
 
 /* Per-CPU drop counters, indexed by enum ts_lost_source. */

@@ -17,6 +17,7 @@ import os
 import pwd
 import re
 import subprocess
+import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -204,7 +205,13 @@ def find(label_or_path, matrix=None, root=None):
 
 
 if __name__ == "__main__":
-    # `python3 tests/interpreters.py`: the matrix on this machine.
+    # `python3 tests/interpreters.py`: the matrix on this machine. `--binaries`: the host ELF
+    # files of the interpreters that are here, one per line (bench/fuzz.sh starts from them).
+    if sys.argv[1:] == ["--binaries"]:
+        for i in resolve():
+            if i.present:
+                print(i.binary)
+        sys.exit(0)
     for i in resolve():
         print("%-22s %-16s %-9s %s" % (i.label, i.kind, "required" if i.required else "optional",
                                        " ".join(i.argv) if i.present else "MISSING: " + i.missing))

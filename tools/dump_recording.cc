@@ -1,7 +1,6 @@
 // Prints every record of a recording, one line each: for debugging the model against what the
 // probes actually said.   bazel run //tools:dump_recording -- FILE
 #include <cstdio>
-#include <cstring>
 
 #include "daemon/engine/recording.h"
 #include "daemon/model/event_decoder.h"
@@ -20,14 +19,13 @@ int main(int argc, char** argv) {
   }
   for (const auto& chunk : *chunks) {
     if (!chunk.has_records()) continue;
-    const std::string& b = chunk.records();
-    for (size_t off = 0; off + sizeof(ts_header) <= b.size();) {
-      ts_header h;
-      std::memcpy(&h, b.data() + off, sizeof(h));
-      auto e = model::DecodeEvent(reinterpret_cast<const uint8_t*>(b.data()) + off, h.size);
+    model::RecordReader reader(chunk.records());
+    model::RecordView record;
+    while (reader.Next(&record)) {
+      auto e = model::DecodeEvent(record);
       std::printf("%s\n", e.ok() ? model::DescribeEvent(*e).c_str() : e.status().ToString().c_str());
-      off += h.size;
     }
+    if (!reader.status().ok()) std::printf("%s\n", reader.status().ToString().c_str());
   }
   return 0;
 }

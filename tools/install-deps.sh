@@ -23,10 +23,15 @@ packages=(
   # run and test: Debian's own stripped CPython is always a test target; debootstrap builds the
   # Debian unstable root with 3.13-3.15 (tools/debian-unstable-root.sh)
   python3.11 procps util-linux debootstrap
+  # benchmarks (bench/): google-benchmark for model_bench (built by `bazel build //...`),
+  # bpftrace for the uprobe floors the Python benchmarks compare against
+  libbenchmark-dev bpftrace
   # metrics tests: a real Prometheus scraping the daemon, promtool for rules and exposition
   prometheus
   # TCP + TLS test: a throwaway CA and certificates; deployment test: the manifest's YAML
   openssl python3-yaml
+  # profile test: `go tool pprof` reads the contention profiles
+  golang-go
 )
 
 missing=()

@@ -3,7 +3,7 @@
 # tiers; it needs no root and loads no BPF):
 #   1. the unit tier under ASan+UBSan, which includes every fuzz target's corpus replay
 #      (//tests/fuzz:*_fuzz_test: generated seeds, mutations of them, regressions/);
-#   2. the engine's concurrent tests under TSan;
+#   2. the engine's concurrent tests under TSan (sessions, the live consumer, leases);
 #   3. a short libFuzzer pass over each fuzz target (clang, in an output base of its own, since
 #      Bazel's autoconfigured toolchain follows $CC), which must end with no findings.
 # Options (environment): FUZZ_SECONDS per target (default 20; 0 skips step 3),
@@ -21,7 +21,8 @@ if [[ "$SKIP" != *" asan "* ]]; then
 fi
 if [[ "$SKIP" != *" tsan "* ]]; then
   step "engine tests under TSan"
-  bazel test --config=tsan //tests/unit:engine_test
+  bazel test --config=tsan //tests/unit:engine_test //tests/unit:live_session_test \
+    //tests/unit:session_manager_test
 fi
 if [ "$FUZZ_SECONDS" -gt 0 ]; then
   step "libFuzzer, ${FUZZ_SECONDS}s per target"

@@ -4,6 +4,7 @@
 // set a window title or forge log lines. JSON output needs none of this (its encoder escapes).
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <string_view>
 
@@ -11,5 +12,9 @@ namespace threadscope {
 
 // "a\x1b[2Jb" -> "a\x1b[2Jb" spelled with a backslash: "a\\x1b[2Jb"; valid UTF-8 passes.
 std::string Printable(std::string_view s);
+
+// Appends code point `cp` as UTF-8; lone surrogates and values past U+10FFFF become U+FFFD
+// (Python strings may hold them; UTF-8 cannot).
+void AppendUtf8(std::string* out, uint32_t cp);
 
 }  // namespace threadscope

@@ -1,193 +1,66 @@
 #include "daemon/engine/live_session.h"
 
 #include <spdlog/spdlog.h>
-#include <sys/utsname.h>
 
-#include <chrono>
+#include <algorithm>
 #include <cstring>
 
-#include "daemon/common/text.h"
-#include "daemon/engine/snapshot_builder.h"
-#include "daemon/loader/capabilities.h"
-#include "daemon/loader/probe_plan.h"
+#include "daemon/model/event_decoder.h"
 #include "daemon/model/record_builder.h"
-#include "daemon/target/python_process.h"
+#include "daemon/model/record_reader.h"
 #include "probes/threadscope_events.h"
 
 namespace threadscope::engine {
 
-namespace {
-
-std::string KernelRelease() {
-  utsname u;
-  return uname(&u) == 0 ? std::string(u.release) : std::string();
-}
-
-// Every string here can come from the target's files (paths, symbol names): proto3 strings must
-// be valid UTF-8, or the message fails to parse for every client that lists the target.
-v1::Probe ToProto(const loader::PlannedProbe& planned, const loader::ProbeAttachResult& result) {
-  using model::ToValidUtf8;
-  v1::Probe p;
-  p.set_name(std::string(planned.name()));
-  p.set_attached(result.attached);
-  p.set_reason(ToValidUtf8(result.reason));
-  p.set_purpose(ToValidUtf8(planned.purpose));
-  p.set_kind(loader::ProbeKindName(planned.kind));
-  p.set_required(planned.required());
-  for (const auto& feed : loader::CapabilityNames(planned.feeds)) p.add_feeds(feed);
-  p.set_feature(loader::FeatureName(planned.spec().feature));
-  for (const auto& site : planned.sites) {
-    auto* s = p.add_sites();
-    s->set_binary(ToValidUtf8(site.binary));
-    s->set_file_offset(site.file_offset);
-    s->set_location(ToValidUtf8(site.location));
-    s->set_resolved_by(ToValidUtf8(site.resolved_by));
-    s->set_instruction(ToValidUtf8(site.instruction));
-    s->set_execution(target::UprobeSiteKindName(site.site_kind));
-  }
-  return p;
-}
-
-}  // namespace
-
 LiveSession::LiveSession(std::string id, v1::Target target, const target::ProcFs& proc,
-                         LiveSessionOptions options,
-                         std::shared_ptr<const target::ProcessHandle> process)
-    : Session(std::move(id), std::move(target)),
+                         LiveSessionOptions options, LiveSources sources, const Clock& clock)
+    : Session(std::move(id), std::move(target), clock),
       proc_(proc),
       options_(std::move(options)),
-      process_(std::move(process)) {}
+      process_(std::move(sources.process)),
+      attached_status_(std::move(sources.attached_status)),
+      source_(std::move(sources.records)),
+      resolver_(std::move(sources.frames)),
+      memory_(std::move(sources.memory)),
+      type_type_(sources.type_type),
+      ob_type_off_(sources.ob_type_off),
+      tp_name_off_(sources.tp_name_off) {
+  set_raw_log_budget(options_.history_bytes);
+}
 
 LiveSession::~LiveSession() {
   Status s = Detach();
   if (!s.ok()) spdlog::warn("detach of {} on shutdown: {}", id(), s.ToString());
 }
 
-StatusOr<std::shared_ptr<LiveSession>> LiveSession::Attach(
-    std::string id, std::shared_ptr<const target::ProcessHandle> process,
-    const LiveSessionOptions& options, const target::ProcFs& proc) {
-  const pid_t pid = process->pid();
-  auto exited = [&] {
-    return AbortedError("process " + std::to_string(pid) + " exited while attaching");
-  };
-  // Its credentials as they were when the caller was checked (the handle proves they are this
-  // process's): a later change ends the trace.
-  auto status = proc.Status(pid);
-  if (!status.ok() || !process->Alive()) return exited();
-  // A disassembler of its own: capstone handles are not shared between concurrent attaches.
-  TS_ASSIGN_OR_RETURN(auto dis, target::Disassembler::Create());
-  target::InspectOptions inspect;
-  inspect.budget = target::Budget::WithTimeout(std::chrono::milliseconds(options.plan_deadline_ms));
-  TS_ASSIGN_OR_RETURN(target::InspectedProcess inspected,
-                      target::InspectPythonProcess(proc, *dis, pid, inspect));
-  if (!process->Alive()) return exited();
-  loader::PlanOptions plan_options;
-  plan_options.locks = options.locks;
-  plan_options.stack_frames = options.stack_frames;
-  plan_options.acquire_stack_frames = options.acquire_stack_frames;
-  plan_options.gil = options.gil;
-  loader::ProbePlan plan = loader::PlanProbes(inspected, *dis, plan_options);
-  // Planning charged the same budget (through the ELF files): a plan made from a search cut
-  // short is not one to trust.
-  TS_RETURN_IF_ERROR(inspect.budget->status());
-
-  loader::BpfTracerOptions bpf_options;
-  bpf_options.tgid = pid;
-  bpf_options.ring_buffer_bytes = options.ring_buffer_bytes;
-  bpf_options.lockobject_lock_offset = plan.lockobject_lock_offset;
-  bpf_options.trace_all_sems = plan.trace_all_sems;
-  bpf_options.py_true = plan.py_true;
-  bpf_options.py_false = plan.py_false;
-  bpf_options.gil_lock_addr = plan.gil_lock_addr;
-  if (plan.stacks) {
-    bpf_options.py_layout = plan.stacks->bpf;
-    bpf_options.stack_frames = plan.stack_frames;
-    bpf_options.stack_frames_acquire = plan.stack_frames_acquire;
+StatusOr<std::shared_ptr<LiveSession>> LiveSession::Start(std::string id, v1::Target target,
+                                                          LiveSources sources,
+                                                          const LiveSessionOptions& options,
+                                                          const target::ProcFs& proc,
+                                                          const Clock& clock) {
+  if (!sources.records || !sources.process) {
+    return InvalidArgumentError("a live session needs a record source and a process");
   }
-
-  TS_ASSIGN_OR_RETURN(auto tracer, loader::BpfTracer::Load(bpf_options));
-  auto attached = tracer->Attach(plan);
-  if (!attached.ok()) {
-    if (!process->Alive()) return exited();
-    return attached.status();
-  }
-
-  const target::PythonProcess& info = inspected.info;
-  v1::Target t;
-  t.set_pid(pid);
-  t.set_ns_pid(info.ns_pid);
-  t.set_executable(model::ToValidUtf8(info.executable));
-  t.set_command_line(model::ToValidUtf8(info.command_line));
-  t.set_interpreter(model::ToValidUtf8(info.interpreter.path));
-  t.set_python_version(info.version.ToString());
-  t.set_symbols(info.full_symbols ? v1::SYMBOL_LEVEL_FULL : v1::SYMBOL_LEVEL_DYNAMIC_ONLY);
-  t.set_free_threaded(info.free_threaded);
-  t.set_other_mount_namespace(info.other_mount_namespace);
-  t.set_state(v1::TARGET_STATE_ATTACHED);
-  t.set_budget_stage(BudgetStageName(BudgetStage::kFull));
-  t.set_attached_ns(target::MonotonicNowNs());
-  t.set_realtime_offset_ns(target::RealtimeMinusMonotonicNs());
-  t.set_kernel_release(KernelRelease());
-  // 2.7 has no lock tracing (the plan says why): its target reports "off".
-  t.set_lock_mode(plan.trace_all_sems ? loader::LockModeName(plan.locks) : "off");
-  t.set_lock_threshold_ns(options.lock_threshold_ns);
-  v1::PythonStacks* stacks = t.mutable_python_stacks();
-  stacks->set_enabled(plan.stacks.has_value());
-  if (plan.stacks) {
-    stacks->set_layout_source(plan.stacks->layout.source);
-    stacks->set_frames(plan.stack_frames);
-    stacks->set_frames_acquire(plan.stack_frames_acquire);
-  } else {
-    stacks->set_reason(model::ToValidUtf8(plan.stacks_unavailable));
-  }
-  for (const auto& [k, v] : options.labels) (*t.mutable_labels())[k] = v;
-  for (size_t i = 0; i < plan.probes.size(); ++i) {
-    *t.add_probes() = ToProto(plan.probes[i], (*attached)[i]);
-  }
-  // What the model can know: what the plan placed, less what the kernel refused.
-  const loader::ModelCapabilities can = loader::DeriveCapabilities(plan, *attached);
-  v1::GilTracing* gil = t.mutable_gil();
-  gil->set_enabled(can.gil.traced);
-  gil->set_reason(model::ToValidUtf8(can.gil.unavailable));
-  gil->set_take_functions(static_cast<uint32_t>(can.gil.take_functions));
-  gil->set_drop_functions(static_cast<uint32_t>(can.gil.drop_functions));
-  gil->set_inlined_drops(static_cast<uint32_t>(can.gil.inlined_drops));
-  gil->set_drops_complete(can.gil.drops_complete);
-  gil->set_forced_known(can.gil.forced_known);
-  gil->set_notes(model::ToValidUtf8(can.gil.notes));
-  t.set_join_visibility(ToProto(can.threads.joins));
-  t.set_body_done_visible(can.threads.body_done_visible);
-
-  // Still the process that was checked: its pid was not reused while we attached.
-  if (!process->Alive()) return exited();
-  std::shared_ptr<LiveSession> s(
-      new LiveSession(std::move(id), std::move(t), proc, options, process));
-  s->attached_status_ = *status;
-  s->tracer_ = std::move(tracer);
-  if (plan.stacks) {
-    s->memory_ = std::make_unique<target::ProcessMemory>(pid);
-    s->resolver_ = std::make_unique<target::PyCodeResolver>(*s->memory_, *plan.stacks);
-  }
+  std::shared_ptr<LiveSession> s(new LiveSession(std::move(id), std::move(target), proc, options,
+                                                 std::move(sources), clock));
   s->InjectMark(TS_MARK_ATTACHED);
   // Threads alive now: after the probes, so a thread is either in the scan or seen starting.
-  s->DrainRing();
+  s->DrainSource();
   s->InjectPreexistingThreads();
   try {
     s->consumer_ = std::thread([raw = s.get()] { raw->Run(); });
   } catch (const std::system_error& e) {
     return ResourceExhaustedError(std::string("cannot start the consumer thread: ") + e.what());
   }
-  spdlog::info("attached to pid {} ({}, CPython {})", pid, Printable(info.interpreter.path),
-               info.version.ToString());
   return s;
 }
 
-void LiveSession::DrainRing() {
+void LiveSession::DrainSource() {
   batch_.clear();
   auto append = [this](const uint8_t* data, size_t size) {
     batch_.append(reinterpret_cast<const char*>(data), size);
   };
-  auto n = tracer_->Drain(append);
+  auto n = source_->Drain(append);
   if (!n.ok()) spdlog::warn("{}: {}", id(), n.status().ToString());
   IngestBatch();
 }
@@ -195,22 +68,39 @@ void LiveSession::DrainRing() {
 void LiveSession::IngestBatch() {
   if (batch_.empty()) return;
   locations_.clear();
+  if (type_type_ && memory_) {
+    // Name the type objects 3.13+ records point at (what a park waited on: a Lock, an RLock,
+    // a list's critical section...), ahead of the records, like locations.
+    model::RecordReader reader(batch_);
+    model::RecordView record;
+    while (reader.Next(&record)) {
+      const ts_header& h = record.header;
+      if (h.type == TS_EV_PARK_BEGIN && record.size >= sizeof(ts_park)) {
+        ts_park e;
+        std::memcpy(&e, record.data, sizeof(e));
+        DefineType(e.obj_type, h.ts_ns);
+        DefineType(e.cs_type, h.ts_ns);
+      } else if (h.type == TS_EV_CS_SLOW && record.size >= sizeof(ts_cs_slow)) {
+        ts_cs_slow e;
+        std::memcpy(&e, record.data, sizeof(e));
+        DefineType(e.obj_type, h.ts_ns);
+        DefineType(e.obj_type2, h.ts_ns);
+      }
+    }
+  }
   if (resolver_) {
     // Resolve every (code, instr) pair seen for the first time, now, while the code objects
     // are most likely alive; the definitions go ahead of the records that use them.
-    const uint8_t* data = reinterpret_cast<const uint8_t*>(batch_.data());
-    for (size_t off = 0; off + sizeof(ts_header) <= batch_.size();) {
-      ts_header h;
-      std::memcpy(&h, data + off, sizeof(h));
-      if (h.size < sizeof(ts_header) || off + h.size > batch_.size()) break;
-      if ((h.flags & TS_HDR_PY_STACK) && h.size >= sizeof(ts_header) + sizeof(ts_py_stack)) {
-        ts_py_stack stack;
-        std::memcpy(&stack, data + off + h.size - sizeof(stack), sizeof(stack));
-        for (int i = 0; i < stack.depth && i < TS_PY_MAX_FRAMES; ++i) {
-          DefineLocation(stack.frames[i].code, stack.frames[i].instr, h.ts_ns);
-        }
+    model::RecordReader reader(batch_);
+    model::RecordView record;
+    while (reader.Next(&record)) {
+      if (!(record.header.flags & TS_HDR_PY_STACK)) continue;
+      auto decoded = model::DecodeEvent(record);
+      if (!decoded.ok() || !decoded->stack) continue;  // the model counts it as malformed
+      const ts_py_stack& stack = *decoded->stack;
+      for (int i = 0; i < stack.depth; ++i) {
+        DefineLocation(stack.frames[i].code, stack.frames[i].instr, record.header.ts_ns);
       }
-      off += h.size;
     }
   }
   // Code objects are read by pid (process_vm_readv has no pidfd form): if the process is gone
@@ -218,8 +108,10 @@ void LiveSession::IngestBatch() {
   if (!locations_.empty() && !process_->Alive()) {
     locations_.clear();
     for (const auto& pair : resolved_now_) defined_.erase(pair);
+    for (uint64_t type : typed_now_) typed_.erase(type);
   }
   resolved_now_.clear();
+  typed_now_.clear();
   if (!locations_.empty()) {
     IngestRecords(reinterpret_cast<const uint8_t*>(locations_.data()), locations_.size());
   }
@@ -253,10 +145,10 @@ void LiveSession::InjectPreexistingThreads() {
   auto tasks = proc_.Tasks(pid());
   if (!tasks.ok()) return;
   std::string records;
-  uint64_t now = target::MonotonicNowNs();
+  uint64_t now = clock().MonotonicNowNs();
   for (const auto& task : *tasks) {
     ts_preexisting_thread body{};
-    body.start_ns = target::BootTicksToMonotonicNs(task.start_ticks);
+    body.start_ns = BootTicksToMonotonicNs(task.start_ticks, clock());
     std::strncpy(body.comm, task.comm.c_str(), sizeof(body.comm) - 1);
     records += model::MakeRecord(TS_EV_PREEXISTING_THREAD, static_cast<uint32_t>(pid()),
                           static_cast<uint32_t>(task.tid), now, body);
@@ -267,14 +159,14 @@ void LiveSession::InjectPreexistingThreads() {
 void LiveSession::InjectDrops() {
   std::string records;
   for (uint32_t source : {uint32_t{TS_LOST_RINGBUF}, uint32_t{TS_LOST_STASH}}) {
-    uint64_t total = tracer_->Drops(source);
+    uint64_t total = source_->Drops(source);
     if (total <= reported_drops_[source]) continue;
     ts_lost body{};
     body.count = total - reported_drops_[source];
     body.source = source;
     reported_drops_[source] = total;
-    records += model::MakeRecord(TS_EV_LOST, static_cast<uint32_t>(pid()), 0, target::MonotonicNowNs(),
-                          body);
+    records += model::MakeRecord(TS_EV_LOST, static_cast<uint32_t>(pid()), 0,
+                                 clock().MonotonicNowNs(), body);
     spdlog::warn("{}: the kernel dropped {} records (source {})", id(), body.count, source);
   }
   if (!records.empty()) {
@@ -286,7 +178,7 @@ void LiveSession::InjectMark(uint32_t kind) {
   ts_trace_mark body{};
   body.kind = kind;
   std::string r = model::MakeRecord(TS_EV_TRACE_MARK, static_cast<uint32_t>(pid()),
-                             static_cast<uint32_t>(pid()), target::MonotonicNowNs(), body);
+                                    static_cast<uint32_t>(pid()), clock().MonotonicNowNs(), body);
   IngestRecords(reinterpret_cast<const uint8_t*>(r.data()), r.size());
 }
 
@@ -303,10 +195,10 @@ bool LiveSession::CredentialsChanged() const {
 
 void LiveSession::EndFromConsumer(uint32_t mark, v1::TargetState state, const char* why) {
   // Exit records of every thread precede the end; take them all, then finish.
-  DrainRing();
+  DrainSource();
   InjectDrops();
   InjectMark(mark);
-  tracer_->DetachAll();
+  source_->DetachAll();
   Finish(state);
   spdlog::info("pid {} {}; probes removed", pid(), why);
 }
@@ -328,13 +220,15 @@ void LiveSession::RunLoop() {
   auto append = [this](const uint8_t* data, size_t size) {
     batch_.append(reinterpret_cast<const char*>(data), size);
   };
-  auto last_check = std::chrono::steady_clock::now();
+  // Liveness is checked on the injected clock: tests decide when a check is due.
+  const uint64_t interval_ns = uint64_t(std::max(options_.liveness_interval_ms, 0)) * 1000000;
+  uint64_t last_check = clock().MonotonicNowNs();
   while (!stop_) {
-    auto polled = tracer_->Poll(options_.poll_interval_ms, append);
+    auto polled = source_->Poll(options_.poll_interval_ms, append);
     if (!polled.ok()) spdlog::warn("{}: {}", id(), polled.status().ToString());
     IngestBatch();
-    auto now = std::chrono::steady_clock::now();
-    if (now - last_check < std::chrono::milliseconds(options_.liveness_interval_ms)) continue;
+    uint64_t now = clock().MonotonicNowNs();
+    if (now - last_check < interval_ns) continue;
     last_check = now;
     InjectDrops();
     if (!process_->Alive()) {
@@ -353,17 +247,49 @@ Status LiveSession::Detach() {
   std::lock_guard<std::mutex> lock(detach_mu_);
   stop_ = true;
   if (consumer_.joinable()) consumer_.join();
-  if (!tracer_) return OkStatus();
+  if (!source_) return OkStatus();
   if (!finished()) {
-    tracer_->DetachAll();
-    DrainRing();
+    source_->DetachAll();
+    DrainSource();
     InjectDrops();
     InjectMark(TS_MARK_DETACHED);
     Finish(v1::TARGET_STATE_DETACHED);
     spdlog::info("detached from pid {}", pid());
   }
-  tracer_.reset();
+  source_.reset();
   return OkStatus();
+}
+
+void LiveSession::DefineType(uint64_t type, uint64_t ts_ns) {
+  // Bounded, like locations: a target cannot make us read without end.
+  constexpr size_t kMaxTypes = 4096;
+  if (!type || typed_.size() >= kMaxTypes || !typed_.insert(type).second) return;
+  typed_now_.push_back(type);
+  // A type object: its own type is `type` (or a metaclass whose type is). Anything else is
+  // not a type (the other reading of a parked address), and is named as unreadable once.
+  auto is_type = [&](uint64_t t) {
+    uint64_t meta = 0;
+    if (!memory_->Read(t + ob_type_off_, &meta, 8)) return false;
+    if (meta == type_type_) return true;
+    uint64_t meta_type = 0;
+    return memory_->Read(meta + ob_type_off_, &meta_type, 8) && meta_type == type_type_;
+  };
+  std::string name;
+  uint64_t name_ptr = 0;
+  char buf[128];
+  if (is_type(type) && memory_->Read(type + tp_name_off_, &name_ptr, 8) && name_ptr) {
+    // tp_name may end anywhere in these bytes: read what can be read, up to its NUL.
+    for (size_t n = sizeof(buf); n >= 16 && name.empty(); n /= 2) {
+      if (!memory_->Read(name_ptr, buf, n)) continue;
+      size_t len = strnlen(buf, n);
+      if (len < n) name.assign(buf, len);
+    }
+  }
+  bool printable = !name.empty();
+  for (char c : name) printable &= c > 0x20 && c < 0x7f;
+  locations_ += model::MakePyTypeRecord(static_cast<uint32_t>(pid()), ts_ns, type,
+                                        printable ? name : "",
+                                        printable ? 0 : TS_LOCATION_UNREADABLE);
 }
 
 }  // namespace threadscope::engine

@@ -6,9 +6,8 @@
 
 #include <cerrno>
 #include <cstdint>
-#include <cstring>
 
-#include "probes/threadscope_events.h"
+#include "daemon/model/record_reader.h"
 
 namespace threadscope::engine {
 
@@ -49,19 +48,12 @@ Status ValidateRecording(const std::vector<v1::RecordingChunk>& chunks) {
   for (size_t i = 1; i < chunks.size(); ++i) {
     if (chunks[i].has_header()) return InvalidArgumentError("a recording has one header");
     if (!chunks[i].has_records()) continue;
-    const std::string& bytes = chunks[i].records();
-    size_t off = 0;
-    while (off < bytes.size()) {
-      if (bytes.size() - off < sizeof(ts_header)) {
-        return DataLossError("chunk " + std::to_string(i) + " ends inside a record header");
-      }
-      ts_header h;
-      std::memcpy(&h, bytes.data() + off, sizeof(h));
-      if (h.size < sizeof(ts_header) || h.size > bytes.size() - off) {
-        return DataLossError("chunk " + std::to_string(i) + " has a record of " +
-                             std::to_string(h.size) + " bytes at offset " + std::to_string(off));
-      }
-      off += h.size;
+    model::RecordReader reader(chunks[i].records());
+    model::RecordView record;
+    while (reader.Next(&record)) {
+    }
+    if (!reader.status().ok()) {
+      return DataLossError("chunk " + std::to_string(i) + ": " + reader.status().message());
     }
   }
   return OkStatus();

@@ -1,13 +1,14 @@
 #include "daemon/engine/session.h"
 
 #include <algorithm>
-#include <cstring>
+#include <variant>
 
 #include "daemon/common/version.h"
 #include "daemon/engine/recording.h"
 #include "daemon/engine/snapshot_builder.h"
+#include "daemon/model/event_decoder.h"
 #include "daemon/model/record_builder.h"
-#include "daemon/target/procfs.h"
+#include "daemon/model/record_reader.h"
 #include "probes/threadscope_events.h"
 
 namespace threadscope::engine {
@@ -18,6 +19,7 @@ constexpr size_t kRecordChunkBytes = 64 << 10;
 
 bool LockMatches(const v1::WatchEventsRequest& req, const v1::LockEvent& event) {
   if (req.no_lock_events()) return false;
+  if (event.change() == v1::LOCK_CHANGE_RELEASED && !req.hold_events()) return false;
   if (!req.lock_ids().empty() &&
       std::find(req.lock_ids().begin(), req.lock_ids().end(), event.lock_id()) ==
           req.lock_ids().end()) {
@@ -44,9 +46,12 @@ bool AboveThreshold(const model::LockChangeEvent& e, uint64_t threshold_ns) {
       return false;
     case model::LockChange::kWaitEnd:
       return e.wait_ns >= threshold_ns;
-    default:
+    case model::LockChange::kDeadlock:
+    case model::LockChange::kDeadlockResolved:
+    case model::LockChange::kOrderInversion:
       return true;
   }
+  return true;
 }
 
 bool GilMatches(const v1::WatchEventsRequest& req, const v1::GilEvent& event) {
@@ -91,15 +96,13 @@ v1::ThreadEvent ToThreadEvent(const model::TraceModel& model, const model::Model
 // history replay of WatchEvents(from_start), so both say the same thing.
 void ApplyAndDescribe(model::TraceModel& model, const uint8_t* data, size_t size,
                       std::vector<v1::WatchEventsResponse>* out, uint64_t* records,
-                      uint64_t lock_threshold_ns, bool gil_events) {
+                      uint64_t lock_threshold_ns, bool gil_events, bool hold_events) {
   std::vector<model::ModelEvent> changes;
-  size_t off = 0;
-  while (off + sizeof(ts_header) <= size) {
-    ts_header h;
-    std::memcpy(&h, data + off, sizeof(h));
-    size_t len = std::min<size_t>(std::max<size_t>(h.size, sizeof(ts_header)), size - off);
+  model::RecordReader reader(data, size);
+  model::RecordView record;
+  while (reader.Next(&record)) {
     changes.clear();
-    model.ApplyRecord(data + off, len, out ? &changes : nullptr);
+    model.ApplyRecord(record, out ? &changes : nullptr);
     if (out) {
       for (const auto& e : changes) {
         v1::WatchEventsResponse r;
@@ -108,25 +111,34 @@ void ApplyAndDescribe(model::TraceModel& model, const uint8_t* data, size_t size
         } else if (e.kind == model::ModelEvent::Kind::kGil) {
           // Thousands per second on busy targets: built only when a watcher asked for them.
           if (!gil_events) continue;
-          *r.mutable_gil_event() = ToProto(e.gil);
+          *r.mutable_gil_event() = ToProto(model.locations(), e.gil);
         } else {
+          // One per release with --locks=all: built only when a watcher asked for them.
+          if (e.lock.change == model::LockChange::kReleased && !hold_events) continue;
           if (!AboveThreshold(e.lock, lock_threshold_ns)) continue;
           *r.mutable_lock_event() = ToProto(model.locks(), model.locations(), e.lock);
         }
         out->push_back(std::move(r));
       }
-      if (h.type == TS_EV_LOST && len >= sizeof(ts_lost)) {
-        ts_lost lost;
-        std::memcpy(&lost, data + off, sizeof(lost));
-        v1::WatchEventsResponse r;
-        r.mutable_lost_events()->set_count(lost.count);
-        r.mutable_lost_events()->set_source(lost.source == TS_LOST_STASH
-                                                ? v1::LostEvents::SOURCE_PROBE_STASH
-                                                : v1::LostEvents::SOURCE_KERNEL_RING);
-        out->push_back(std::move(r));
+      if (record.header.type == TS_EV_LOST) {
+        // Losses the records carry (the kernel's, the engine's) reach watchers in-band.
+        auto decoded = model::DecodeEvent(record);
+        if (const auto* lost = decoded.ok() ? std::get_if<ts_lost>(&decoded->payload) : nullptr) {
+          v1::WatchEventsResponse r;
+          r.mutable_lost_events()->set_count(lost->count);
+          r.mutable_lost_events()->set_source(lost->source == TS_LOST_STASH
+                                                  ? v1::LostEvents::SOURCE_PROBE_STASH
+                                                  : v1::LostEvents::SOURCE_KERNEL_RING);
+          out->push_back(std::move(r));
+        }
       }
     }
-    off += len;
+    if (records) ++*records;
+  }
+  if (!reader.status().ok()) {
+    // Framing is lost (never from the ring; a recording is validated before it is replayed):
+    // the rest of the batch is one decode error.
+    model.NoteBadFrame();
     if (records) ++*records;
   }
 }
@@ -150,7 +162,7 @@ bool EventSubscription::FillFromHistory() {
     std::vector<v1::WatchEventsResponse> part;
     ApplyAndDescribe(*replay_, reinterpret_cast<const uint8_t*>(chunk.bytes->data()),
                      chunk.bytes->size(), &part, nullptr, lock_threshold_ns_,
-                     request_.gil_events());
+                     request_.gil_events(), request_.hold_events());
     for (auto& r : part) {
       if (Matches(r)) pending_.push_back(std::move(r));
     }
@@ -210,8 +222,9 @@ BoundedQueue<v1::RecordingChunk>::PopResult RecordingSubscription::Next(
   return queue_.Pop(out, timeout);
 }
 
-Session::Session(std::string id, v1::Target target)
+Session::Session(std::string id, v1::Target target, const Clock& clock)
     : id_(std::move(id)),
+      clock_(clock),
       pid_(target.pid()),
       target_(std::move(target)),
       model_(std::make_unique<model::TraceModel>(ModelConfigFromTarget(target_))) {
@@ -224,18 +237,6 @@ Session::~Session() {
   for (auto& r : recorders_) r->queue().Close();
 }
 
-void Session::SetProbeTarget(v1::Target target) {
-  std::lock_guard<std::mutex> lock(mu_);
-  target.set_target_id(id_);
-  target_ = std::move(target);
-  model_ = std::make_unique<model::TraceModel>(ModelConfigFromTarget(target_));
-}
-
-void Session::SetBudgetStage(BudgetStage stage) {
-  std::lock_guard<std::mutex> lock(mu_);
-  target_.set_budget_stage(BudgetStageName(stage));
-}
-
 v1::Target Session::target() const {
   std::lock_guard<std::mutex> lock(mu_);
   v1::Target t = target_;
@@ -245,7 +246,7 @@ v1::Target Session::target() const {
 
 v1::Snapshot Session::snapshot() const {
   std::lock_guard<std::mutex> lock(mu_);
-  uint64_t now = finished_ ? model_->end_ns() : target::MonotonicNowNs();
+  uint64_t now = finished_ ? model_->end_ns() : clock_.MonotonicNowNs();
   return BuildSnapshot(*model_, target_, now, finished_);
 }
 
@@ -284,10 +285,7 @@ v1::RecordingChunk Session::HeaderChunk() const {
   h->set_abi_version(TS_ABI_VERSION);
   *h->mutable_target() = target_;
   h->mutable_target()->clear_stats();
-  h->set_created_unix_ns(static_cast<uint64_t>(
-      std::chrono::duration_cast<std::chrono::nanoseconds>(
-          std::chrono::system_clock::now().time_since_epoch())
-          .count()));
+  h->set_created_unix_ns(clock_.RealtimeNowNs());
   h->set_threadscope_version(kThreadscopeVersion);
   return chunk;
 }
@@ -353,10 +351,13 @@ void Session::IngestRecords(const uint8_t* data, size_t size) {
   std::lock_guard<std::mutex> lock(mu_);
   std::vector<v1::WatchEventsResponse> events;
   uint64_t records = 0;
-  bool gil_events = false;
-  for (const auto& w : watchers_) gil_events |= w->request().gil_events();
+  bool gil_events = false, hold_events = false;
+  for (const auto& w : watchers_) {
+    gil_events |= w->request().gil_events();
+    hold_events |= w->request().hold_events();
+  }
   ApplyAndDescribe(*model_, data, size, watchers_.empty() ? nullptr : &events, &records,
-                   target_.lock_threshold_ns(), gil_events);
+                   target_.lock_threshold_ns(), gil_events, hold_events);
   // History, in sealed chunks of about kRecordChunkBytes, within the budget.
   raw_tail_.append(reinterpret_cast<const char*>(data), size);
   raw_tail_records_ += records;
@@ -379,7 +380,8 @@ void Session::IngestRecords(const uint8_t* data, size_t size) {
       ts_lost lost{};
       lost.count = rec->pending_lost;
       lost.source = TS_LOST_CONSUMER;
-      *bytes = model::MakeRecord(TS_EV_LOST, static_cast<uint32_t>(pid_), 0, model_->last_ts_ns(), lost);
+      *bytes = model::MakeRecord(TS_EV_LOST, static_cast<uint32_t>(pid_), 0,
+                                 model_->last_ts_ns(), lost);
     }
     bytes->append(reinterpret_cast<const char*>(data), size);
     size_t chunk_bytes = bytes->size();

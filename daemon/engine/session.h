@@ -19,8 +19,8 @@
 #include <string>
 #include <vector>
 
+#include "daemon/common/clock.h"
 #include "daemon/common/status.h"
-#include "daemon/engine/budget_stage.h"
 #include "daemon/model/trace_model.h"
 #include "threadscope/v1/threadscope.pb.h"
 
@@ -156,7 +156,8 @@ class RecordingSubscription {
 
 class Session {
  public:
-  Session(std::string id, v1::Target target);
+  // `clock`: a snapshot's `now` while the trace runs, a recording header's creation time.
+  Session(std::string id, v1::Target target, const Clock& clock = SystemClock());
   virtual ~Session();
   Session(const Session&) = delete;
   Session& operator=(const Session&) = delete;
@@ -183,10 +184,6 @@ class Session {
   // Live: removes the probes and finalizes. Recordings: no-op.
   virtual Status Detach() = 0;
 
-  // The overhead budget's stage for this target (budget_stage.h): "full" until the budget's
-  // controller (issue 15, item 2) steps it down.
-  void SetBudgetStage(BudgetStage stage);
-
   // Who may read this target: the uids that passed the check when it was attached or loaded.
   // Grants belong to this session object, never to a pid or an id that a later one could reuse.
   void AddViewer(uid_t uid);
@@ -199,7 +196,7 @@ class Session {
   void IngestRecords(const uint8_t* data, size_t size);
   // Marks the trace final: subscribers get TargetFinished / a trailer.
   void Finish(v1::TargetState state);
-  void SetProbeTarget(v1::Target target);
+  const Clock& clock() const { return clock_; }
   void set_raw_log_budget(size_t bytes) { raw_log_budget_ = bytes; }
 
  private:
@@ -207,6 +204,7 @@ class Session {
   std::vector<RecordChunk> HistoryChunks() const;  // requires mu_
 
   const std::string id_;
+  const Clock& clock_;
   pid_t pid_ = 0;
   mutable std::mutex mu_;
   v1::Target target_;

@@ -17,16 +17,14 @@ std::string MiB(uint64_t bytes) { return std::to_string(bytes >> 20) + " MiB"; }
 
 }  // namespace
 
-StatusOr<std::unique_ptr<SessionManager>> SessionManager::Create(
-    const SessionManagerOptions& options) {
-  // Fail early, here, if this machine has no capstone: every attach needs one.
-  TS_ASSIGN_OR_RETURN(auto dis, target::Disassembler::Create());
-  (void)dis;
-  return std::unique_ptr<SessionManager>(new SessionManager(options));
+std::unique_ptr<SessionManager> SessionManager::Create(const SessionManagerOptions& options,
+                                                       Attacher attacher, const Clock& clock) {
+  return std::unique_ptr<SessionManager>(new SessionManager(options, std::move(attacher), clock));
 }
 
-SessionManager::SessionManager(const SessionManagerOptions& options)
-    : options_(options), proc_(options.proc_root) {
+SessionManager::SessionManager(const SessionManagerOptions& options, Attacher attacher,
+                               const Clock& clock)
+    : options_(options), attacher_(std::move(attacher)), clock_(clock), proc_(options.proc_root) {
   reaper_ = std::thread([this] { ReapLoop(); });
 }
 
@@ -75,6 +73,10 @@ StatusOr<LiveSessionOptions> SessionManager::ValidateOptions(const v1::AttachOpt
                                 std::to_string(TS_PY_MAX_FRAMES) + ", got " +
                                 std::to_string(options.acquire_stack_frames()));
   }
+  if (options.gil_stack_frames() > TS_PY_MAX_FRAMES) {
+    return InvalidArgumentError("gil_stack_frames must be 0-" + std::to_string(TS_PY_MAX_FRAMES) +
+                                ", got " + std::to_string(options.gil_stack_frames()));
+  }
   std::map<std::string, std::string> labels(options.labels().begin(), options.labels().end());
   LabelLimits label_limits{lim.max_labels, lim.max_label_name_bytes, lim.max_label_value_bytes};
   TS_RETURN_IF_ERROR(ValidateLabels(labels, label_limits));
@@ -83,6 +85,8 @@ StatusOr<LiveSessionOptions> SessionManager::ValidateOptions(const v1::AttachOpt
     live.stack_frames = static_cast<uint8_t>(options.lock_stack_frames());
   }
   live.acquire_stack_frames = static_cast<uint8_t>(options.acquire_stack_frames());
+  live.gil_stack_frames = static_cast<uint8_t>(options.gil_stack_frames());
+  if (options.gil_stack_threshold_ns()) live.gil_stack_threshold_ns = options.gil_stack_threshold_ns();
   live.gil = !options.has_gil() || options.gil();
   live.labels = std::move(labels);
   return live;
@@ -110,6 +114,10 @@ std::string OptionsNotice(const v1::Target& t, const LiveSessionOptions& asked,
       t.python_stacks().enabled()) {
     differ.push_back("--acquire-stacks");
   }
+  if (raw.gil_stack_frames() != t.python_stacks().frames_gil() && t.python_stacks().enabled() &&
+      t.gil().enabled()) {
+    differ.push_back("--gil-stacks");
+  }
   std::map<std::string, std::string> labels(t.labels().begin(), t.labels().end());
   if (!asked.labels.empty() && asked.labels != labels) differ.push_back("--label");
   if (differ.empty()) return "";
@@ -122,7 +130,7 @@ std::string OptionsNotice(const v1::Target& t, const LiveSessionOptions& asked,
 }  // namespace
 
 StatusOr<SessionManager::AttachResult> SessionManager::Attach(
-    std::shared_ptr<const target::ProcessHandle> process, const v1::AttachOptions& options,
+    std::shared_ptr<const target::Process> process, const v1::AttachOptions& options,
     const Client& client) {
   if (!process) return InvalidArgumentError("no target process");
   TS_ASSIGN_OR_RETURN(LiveSessionOptions live, ValidateOptions(options, client));
@@ -154,6 +162,7 @@ StatusOr<SessionManager::AttachResult> SessionManager::Attach(
   };
 
   AttachResult result;
+  Status refused;  // decided under mu_, returned after it (release_slot takes mu_ too)
   {
     std::lock_guard<std::mutex> lock(mu_);
     size_t live_sessions = 0, held_by_uid = 0;
@@ -170,12 +179,12 @@ StatusOr<SessionManager::AttachResult> SessionManager::Attach(
       }
       // The same process is traced already: share it, with a lease of this client's own.
       if (e.leases.size() >= lim.max_leases_per_session) {
-        release_slot();
-        return ResourceExhaustedError(id + " has " + std::to_string(e.leases.size()) +
-                                      " clients already (the limit)");
+        refused = ResourceExhaustedError(id + " has " + std::to_string(e.leases.size()) +
+                                         " clients already (the limit)");
+        break;
       }
       Lease lease{"L" + std::to_string(next_lease_++), client.id, client.uid, seconds,
-                  target::MonotonicNowNs(), client.until_exit && seconds == 0};
+                  clock_.MonotonicNowNs(), client.until_exit && seconds == 0};
       e.leases.push_back(lease);
       spdlog::debug("{}: lease {} for client {} (shared)", id, lease.id, client.id);
       result.session = e.session;
@@ -183,19 +192,20 @@ StatusOr<SessionManager::AttachResult> SessionManager::Attach(
       result.notice = OptionsNotice(e.session->target(), live, options);
       break;
     }
-    if (!result.session) {
+    if (!result.session && refused.ok()) {
       if (live_sessions >= lim.max_live_sessions) {
-        release_slot();
-        return ResourceExhaustedError("the daemon traces " + std::to_string(live_sessions) +
-                                      " processes already (its limit); detach one first");
-      }
-      if (!client.may_trace_anything && held_by_uid >= lim.max_sessions_per_uid) {
-        release_slot();
-        return ResourceExhaustedError("uid " + std::to_string(client.uid) + " traces " +
-                                      std::to_string(held_by_uid) +
-                                      " processes already (the per-user limit)");
+        refused = ResourceExhaustedError("the daemon traces " + std::to_string(live_sessions) +
+                                         " processes already (its limit); detach one first");
+      } else if (!client.may_trace_anything && held_by_uid >= lim.max_sessions_per_uid) {
+        refused = ResourceExhaustedError("uid " + std::to_string(client.uid) + " traces " +
+                                         std::to_string(held_by_uid) +
+                                         " processes already (the per-user limit)");
       }
     }
+  }
+  if (!refused.ok()) {
+    release_slot();
+    return refused;
   }
   if (result.session) {
     release_slot();
@@ -203,7 +213,9 @@ StatusOr<SessionManager::AttachResult> SessionManager::Attach(
   }
 
   std::string id = "pid:" + std::to_string(pid) + ":" + std::to_string(next_seq_++);
-  auto session = LiveSession::Attach(id, process, live, proc_);
+  auto session = attacher_ ? attacher_(id, process, live, proc_, clock_)
+                           : StatusOr<std::shared_ptr<LiveSession>>(
+                                 UnimplementedError("this engine cannot trace live processes"));
   if (!session.ok()) {
     release_slot();
     return session.status();
@@ -213,7 +225,7 @@ StatusOr<SessionManager::AttachResult> SessionManager::Attach(
   e.session = *session;
   e.leases.push_back(
       Lease{"L" + std::to_string(next_lease_++), client.id, client.uid, seconds,
-            target::MonotonicNowNs(), client.until_exit && seconds == 0});
+            clock_.MonotonicNowNs(), client.until_exit && seconds == 0});
   result.session = e.session;
   result.newly_attached = true;
   result.lease_id = e.leases.back().id;
@@ -236,7 +248,7 @@ StatusOr<std::shared_ptr<Session>> SessionManager::Get(const std::string& target
                          "; ListTargets shows the attached ones");
   }
   if (client) {
-    uint64_t now = target::MonotonicNowNs();
+    uint64_t now = clock_.MonotonicNowNs();
     for (auto& l : it->second.leases) {
       if (l.client == client->id) l.last_use_ns = now;
     }
@@ -463,26 +475,36 @@ void SessionManager::DetachAll() {
   NotifyEnded(ended);
 }
 
-void SessionManager::ReapLoop() {
-  std::unique_lock<std::mutex> lock(mu_);
-  while (!stopping_) {
-    reap_cv_.wait_for(lock, std::chrono::seconds(1));
-    uint64_t now = target::MonotonicNowNs();
-    auto ended = DropLeases([&](const std::string& id, const Lease& l) {
+void SessionManager::ExpireIdleLeases() {
+  std::vector<std::shared_ptr<Session>> ended;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    uint64_t now = clock_.MonotonicNowNs();
+    ended = DropLeases([&](const std::string& id, const Lease& l) {
       if (l.until_exit) {
-        // The daemon's own lease lasts as long as the trace: the process exited or exec'd.
+        // The daemon's own lease (auto-attach) lasts as long as the trace: the process exited
+        // or exec'd.
         auto it = sessions_.find(id);
         return it != sessions_.end() && it->second.session->finished();
       }
       return l.seconds > 0 && now - l.last_use_ns > uint64_t{l.seconds} * 1000000000ull;
     });
+  }
+  for (auto& s : ended) {
+    spdlog::info("{}: its last lease ended (the process is gone, or no client used it); "
+                 "detaching", s->id());
+    DetachQuietly(s);
+  }
+  NotifyEnded(ended);
+}
+
+void SessionManager::ReapLoop() {
+  std::unique_lock<std::mutex> lock(mu_);
+  while (!stopping_) {
+    reap_cv_.wait_for(lock, std::chrono::seconds(1));
+    if (stopping_) break;
     lock.unlock();
-    for (auto& s : ended) {
-      spdlog::info("{}: its last lease ended (the process is gone, or no client used it); "
-                   "detaching", s->id());
-      DetachQuietly(s);
-    }
-    NotifyEnded(ended);
+    ExpireIdleLeases();
     lock.lock();
   }
 }

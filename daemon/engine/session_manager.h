@@ -20,6 +20,7 @@
 #include <thread>
 #include <vector>
 
+#include "daemon/common/clock.h"
 #include "daemon/common/status.h"
 #include "daemon/engine/live_session.h"
 #include "daemon/engine/session.h"
@@ -63,7 +64,16 @@ struct Client {
 
 class SessionManager {
  public:
-  static StatusOr<std::unique_ptr<SessionManager>> Create(const SessionManagerOptions& options);
+  // How a live target gets traced: through BPF in the daemon and the in-process engine
+  // (BpfAttacher, live_attach.h), from fake record sources in tests.
+  using Attacher = std::function<StatusOr<std::shared_ptr<LiveSession>>(
+      std::string id, std::shared_ptr<const target::Process> process,
+      const LiveSessionOptions& options, const target::ProcFs& proc, const Clock& clock)>;
+
+  // `clock` times leases and everything the sessions stamp; it must outlive the manager.
+  static std::unique_ptr<SessionManager> Create(const SessionManagerOptions& options,
+                                                Attacher attacher,
+                                                const Clock& clock = SystemClock());
   ~SessionManager();
 
   struct AttachResult {
@@ -73,7 +83,7 @@ class SessionManager {
     std::string notice;  // requested options the existing trace does not have
   };
   // `process` is the target, pinned; the caller was authorized against it.
-  StatusOr<AttachResult> Attach(std::shared_ptr<const target::ProcessHandle> process,
+  StatusOr<AttachResult> Attach(std::shared_ptr<const target::Process> process,
                                 const v1::AttachOptions& options, const Client& client);
 
   struct DetachResult {
@@ -91,6 +101,9 @@ class SessionManager {
                                                    const Client& client);
   // The client's connection closed: its leases end.
   void ReleaseClient(const std::string& client_id);
+  // Ends the leases nobody used for their lease time, and the traces left without one. A
+  // background thread calls it every second; tests call it after moving their clock.
+  void ExpireIdleLeases();
   // Detaches every live target (daemon shutdown).
   void DetachAll();
   // Called with each live session once it has left the manager, finished (its last lease
@@ -102,6 +115,7 @@ class SessionManager {
   void RemoveEndedListener(int id);
   const target::ProcFs& proc() const { return proc_; }
   const SessionLimits& limits() const { return options_.limits; }
+  const Clock& clock() const { return clock_; }
 
   // Validates an AttachOptions against the limits for this client (exposed for tests and for
   // the CLI's early usage errors).
@@ -126,7 +140,7 @@ class SessionManager {
     uint64_t seq = 0;      // load order, for eviction
   };
 
-  explicit SessionManager(const SessionManagerOptions& options);
+  SessionManager(const SessionManagerOptions& options, Attacher attacher, const Clock& clock);
   void ReapLoop();
   // Removes leases matching `pred`; returns the live sessions left without any (requires mu_).
   template <typename Pred>
@@ -135,6 +149,8 @@ class SessionManager {
   void NotifyEnded(const std::vector<std::shared_ptr<Session>>& ended);
 
   SessionManagerOptions options_;
+  Attacher attacher_;
+  const Clock& clock_;
   target::ProcFs proc_;
   std::mutex mu_;
   std::map<std::string, Entry> sessions_;

@@ -61,17 +61,21 @@ v1::TraceStats ToProto(const model::TraceStats& s) {
 }
 
 std::string LockId(const model::LockRecord& lock) {
-  char buf[48];
-  std::snprintf(buf, sizeof(buf), "0x%llx:%u",
-                static_cast<unsigned long long>(lock.sem ? lock.sem : lock.obj), lock.generation);
+  // The object (id(lock)); a lock known only by the semaphore it was waited on says so.
+  char buf[64];
+  std::snprintf(buf, sizeof(buf), "%s0x%llx:%u", lock.id_is_sem ? "sem:" : "",
+                static_cast<unsigned long long>(lock.id_address), lock.generation);
   return buf;
 }
+
+std::string ContentionId(uint64_t site_id) { return "cs:" + std::to_string(site_id); }
 
 v1::WaitKind ToProto(model::WaitKind kind) {
   switch (kind) {
     case model::WaitKind::kLock: return v1::WAIT_KIND_LOCK;
     case model::WaitKind::kCondition: return v1::WAIT_KIND_CONDITION;
     case model::WaitKind::kJoin: return v1::WAIT_KIND_JOIN;
+    case model::WaitKind::kContention: return v1::WAIT_KIND_CONTENTION;
   }
   return v1::WAIT_KIND_UNSPECIFIED;
 }
@@ -136,6 +140,7 @@ v1::Lock ToProto(const model::LockModel& locks, const model::LocationTable& wher
     lw->set_native_tid(w.tid);
     lw->set_since_ns(w.since_ns);
     lw->set_kind(ToProto(w.kind));
+    lw->set_woken(w.woken);
     if (!w.stack.empty()) FillStack(where, w.stack, lw->mutable_stack());
   }
   if (exact) {
@@ -159,6 +164,42 @@ v1::Lock ToProto(const model::LockModel& locks, const model::LocationTable& wher
   if (!l.first_contended_at.empty()) {
     FillStack(where, l.first_contended_at, out.mutable_first_contended_at());
   }
+  out.set_pymutex(l.pymutex);
+  out.set_parks(l.parks);
+  out.set_reparks(l.reparks);
+  out.set_handoffs(l.handoffs);
+  out.set_barges(l.barges);
+  out.set_interrupts(l.interrupts);
+  out.set_signal(l.signal);
+  return out;
+}
+
+v1::LockKind ToProto(model::ContentionKind kind) {
+  return kind == model::ContentionKind::kCriticalSection ? v1::LOCK_KIND_CRITICAL_SECTION
+                                                         : v1::LOCK_KIND_MUTEX;
+}
+
+v1::Contention ToProto(const model::LocationTable& where, const model::ContentionSite& c) {
+  v1::Contention out;
+  out.set_id(ContentionId(c.id));
+  out.set_kind(ToProto(c.kind));
+  out.set_type(c.type);
+  if (!c.stack.empty()) FillStack(where, c.stack, out.mutable_stack());
+  out.set_waits(c.waits);
+  out.set_parks(c.parks);
+  out.set_wakeups(c.wakeups);
+  out.set_spins(c.spins);
+  FillHistogram(c.wait, out.mutable_wait());
+  out.set_threads(c.thread_count);
+  for (const auto& w : c.waiters) {
+    auto* lw = out.add_waiters();
+    lw->set_native_tid(w.tid);
+    lw->set_since_ns(w.since_ns);
+    lw->set_kind(ToProto(w.kind));
+    if (!w.stack.empty()) FillStack(where, w.stack, lw->mutable_stack());
+  }
+  out.set_other(c.other);
+  out.set_last_object(c.last_object);
   return out;
 }
 
@@ -200,13 +241,24 @@ v1::LockEvent ToProto(const model::LockModel& locks, const model::LocationTable&
       out.set_change(v1::LOCK_CHANGE_DEADLOCK_RESOLVED);
       break;
     case model::LockChange::kOrderInversion: out.set_change(v1::LOCK_CHANGE_ORDER_INVERSION); break;
+    case model::LockChange::kReleased: out.set_change(v1::LOCK_CHANGE_RELEASED); break;
   }
-  out.set_lock_id(IdOf(locks, e.lock_id));
-  if (const model::LockRecord* l = locks.FindLock(e.lock_id)) out.set_kind(ToProto(l->kind));
+  if (e.wait_kind == model::WaitKind::kContention) {
+    out.set_lock_id(ContentionId(e.site_id));
+    if (const model::ContentionSite* c = locks.FindSite(e.site_id)) {
+      out.set_kind(ToProto(c->kind));
+      out.set_object_type(c->type);
+    }
+    out.set_object(e.object);
+  } else {
+    out.set_lock_id(IdOf(locks, e.lock_id));
+    if (const model::LockRecord* l = locks.FindLock(e.lock_id)) out.set_kind(ToProto(l->kind));
+  }
   out.set_native_tid(e.tid);
   out.set_wait_kind(ToProto(e.wait_kind));
   out.set_wait_ns(e.wait_ns);
   out.set_acquired(e.acquired);
+  out.set_hold_ns(e.hold_ns);
   if (e.other) out.set_other_native_tid(*e.other);
   if (const model::Deadlock* d = e.deadlock_id ? locks.FindDeadlock(e.deadlock_id) : nullptr) {
     *out.mutable_deadlock() = ToProto(locks, where, *d);
@@ -252,7 +304,7 @@ v1::Thread ToProto(const model::ThreadModel& threads, const model::ThreadRecord&
   return out;
 }
 
-v1::GilEvent ToProto(const model::GilChangeEvent& e) {
+v1::GilEvent ToProto(const model::LocationTable& where, const model::GilChangeEvent& e) {
   v1::GilEvent out;
   out.set_ts_ns(e.ts_ns);
   out.set_native_tid(e.tid);
@@ -265,6 +317,7 @@ v1::GilEvent ToProto(const model::GilChangeEvent& e) {
   out.set_hold_ns(e.hold_ns);
   out.set_forced(e.forced);
   if (e.previous_holder) out.set_previous_holder(*e.previous_holder);
+  if (!e.stack.empty()) FillStack(where, e.stack, out.mutable_stack());
   return out;
 }
 
@@ -342,7 +395,16 @@ v1::Snapshot BuildSnapshot(const model::TraceModel& model, const v1::Target& tar
     if (!ls || model.threads().FindByTid(t.native_tid) != &t) continue;
     v1::ThreadLocks* out = th->mutable_locks();
     for (uint64_t id : ls->held) out->add_held(IdOf(locks, id));
+    if (ls->waiting_site) {
+      out->mutable_waiting()->set_lock_id(ContentionId(*ls->waiting_site));
+      out->mutable_waiting()->set_since_ns(ls->waiting_since_ns);
+      out->mutable_waiting()->set_kind(v1::WAIT_KIND_CONTENTION);
+      if (!ls->waiting_stack.empty()) {
+        FillStack(model.locations(), ls->waiting_stack, out->mutable_waiting()->mutable_stack());
+      }
+    }
     if (ls->waiting_lock) {
+      out->mutable_waiting()->set_woken(ls->waiting_woken);
       out->mutable_waiting()->set_lock_id(IdOf(locks, *ls->waiting_lock));
       out->mutable_waiting()->set_since_ns(ls->waiting_since_ns);
       out->mutable_waiting()->set_kind(ToProto(ls->waiting_kind));
@@ -356,6 +418,8 @@ v1::Snapshot BuildSnapshot(const model::TraceModel& model, const v1::Target& tar
     out->set_condition_waits(ls->condition_waits);
     out->set_condition_wait_ns(ls->condition_wait_ns);
     out->set_join_wait_ns(ls->join_wait_ns);
+    out->set_contention_waits(ls->contention_waits);
+    out->set_contention_wait_ns(ls->contention_wait_ns);
     if (locks.config().exact_ownership) out->set_acquires(ls->acquires);
   }
   // Locks worth listing: user locks that were contended or are held/waited on now, and every
@@ -383,6 +447,14 @@ v1::Snapshot BuildSnapshot(const model::TraceModel& model, const v1::Target& tar
     *snap.add_deadlocks() = ToProto(locks, model.locations(), d);
   }
   for (const auto& inv : locks.inversions()) *snap.add_order_inversions() = ToProto(locks, inv);
+  std::vector<const model::ContentionSite*> sites;
+  for (const auto& [id, c] : locks.contention()) sites.push_back(&c);
+  std::sort(sites.begin(), sites.end(), [](const auto* a, const auto* b) {
+    if (a->wait.sum != b->wait.sum) return a->wait.sum > b->wait.sum;
+    if (a->waits != b->waits) return a->waits > b->waits;
+    return a->id < b->id;
+  });
+  for (const auto* c : sites) *snap.add_contention() = ToProto(model.locations(), *c);
   snap.set_now_ns(now_ns);
   snap.set_final(final);
   const model::ThreadCounts& gone = model.threads().evicted();

@@ -22,6 +22,9 @@ model::TraceModelConfig ModelConfigFromTarget(const v1::Target& target);
 
 // "0x7f3a1c2b4d50:2": the lock's semaphore address and generation.
 std::string LockId(const model::LockRecord& lock);
+std::string ContentionId(uint64_t site_id);
+v1::Contention ToProto(const model::LocationTable& where, const model::ContentionSite& c);
+v1::LockKind ToProto(model::ContentionKind kind);
 v1::Lock ToProto(const model::LockModel& locks, const model::LocationTable& where,
                  const model::LockRecord& lock);
 v1::Deadlock ToProto(const model::LockModel& locks, const model::LocationTable& where,
@@ -30,7 +33,7 @@ v1::OrderInversion ToProto(const model::LockModel& locks, const model::OrderInve
 v1::LockEvent ToProto(const model::LockModel& locks, const model::LocationTable& where,
                       const model::LockChangeEvent& e);
 v1::WaitKind ToProto(model::WaitKind kind);
-v1::GilEvent ToProto(const model::GilChangeEvent& e);
+v1::GilEvent ToProto(const model::LocationTable& where, const model::GilChangeEvent& e);
 // GIL state at now_ns (the holder's and waiters' running time counts up to it).
 v1::Gil BuildGil(const model::TraceModel& model, bool traced, uint64_t now_ns);
 v1::LockKind ToProto(model::LockKind kind);

@@ -26,7 +26,8 @@ namespace threadscope::loader {
 namespace {
 
 int LibbpfPrint(enum libbpf_print_level level, const char* format, va_list args) {
-  char buf[1024];
+  // The verifier's log comes as one message: big enough to show where it refused.
+  static thread_local char buf[1 << 16];
   vsnprintf(buf, sizeof(buf), format, args);
   size_t n = strlen(buf);
   while (n > 0 && buf[n - 1] == '\n') buf[--n] = '\0';
@@ -159,6 +160,14 @@ StatusOr<std::unique_ptr<BpfTracer>> BpfTracer::Load(const BpfTracerOptions& opt
   t->skel_->rodata->py_true = options.py_true;
   t->skel_->rodata->py_false = options.py_false;
   t->skel_->rodata->gil_lock_addr = options.gil_lock_addr;
+  t->skel_->rodata->sem_kinds = options.sem_kinds;
+  t->skel_->rodata->lock_mutex_off = options.lock_mutex_off;
+  t->skel_->rodata->ob_type_off = options.ob_type_off;
+  t->skel_->rodata->ob_mutex_off = options.ob_mutex_off;
+  t->skel_->rodata->free_threaded = options.free_threaded ? 1 : 0;
+  t->skel_->rodata->rlock_owner_off = options.rlock_owner_off;
+  t->skel_->rodata->rlock_depth_off = options.rlock_depth_off;
+  t->skel_->rodata->rlock_depth_is_level = options.rlock_depth_is_level ? 1 : 0;
   t->uprobe_multi_ = KernelHasUprobeMulti();
   if (t->uprobe_multi_) {
     bpf_program* prog;
@@ -173,6 +182,8 @@ StatusOr<std::unique_ptr<BpfTracer>> BpfTracer::Load(const BpfTracerOptions& opt
               sizeof(ts_py_layout));
   t->skel_->rodata->stack_frames = options.stack_frames;
   t->skel_->rodata->stack_frames_acquire = options.stack_frames_acquire;
+  t->skel_->rodata->gil_stack_frames = options.gil_stack_frames;
+  t->skel_->rodata->gil_stack_threshold_ns = options.gil_stack_threshold_ns;
   if (int err = bpf_map__set_max_entries(t->skel_->maps.events, options.ring_buffer_bytes)) {
     return BpfError(err, "cannot size the ring buffer");
   }
@@ -200,8 +211,11 @@ BpfTracer::~BpfTracer() {
 }
 
 void BpfTracer::DetachAll() {
-  // Each uprobe unregistration waits for an SRCU grace period (~100 ms here). Closing the links
-  // from parallel threads lets those waits overlap: 41 links take ~0.1-0.2 s instead of ~4 s.
+  // Each link's teardown waits for an SRCU grace period. Closed from parallel threads, the waits
+  // of uprobe_multi links overlap: a default trace's 19 take 42-66 ms instead of 0.6-0.7 s one
+  // after another. Perf-event uprobes (kernels before 6.6) are torn down one at a time in the
+  // kernel whatever we do: 53 links, 3.9-4.1 s in parallel, 4.5 s serially (docs/DESIGN.md §5,
+  // kernel 6.18).
   auto t0 = std::chrono::steady_clock::now();
   size_t n = links_.size();
   std::vector<std::thread> workers;

@@ -7,13 +7,13 @@
 
 #include <cstddef>
 #include <cstdint>
-#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "daemon/common/status.h"
 #include "daemon/loader/probe_plan.h"
+#include "daemon/loader/record_source.h"
 
 struct threadscope_bpf;
 struct ring_buffer;
@@ -31,10 +31,21 @@ struct BpfTracerOptions {
   uint64_t py_true = 0;
   uint64_t py_false = 0;
   uint64_t gil_lock_addr = 0;  // 2.7: where `interpreter_lock` lives in the target
+  // Lock objects (ProbePlan's fields of the same names).
+  uint8_t sem_kinds = (1 << TS_LOCK_LOCK) | (1 << TS_LOCK_RLOCK);
+  uint32_t lock_mutex_off = 16;
+  uint32_t ob_type_off = 8;
+  uint32_t ob_mutex_off = 10;
+  bool free_threaded = false;
+  uint32_t rlock_owner_off = 0;
+  uint32_t rlock_depth_off = 0;
+  bool rlock_depth_is_level = false;
   // Python stacks: where to find frames (interp_head_addr 0 = off) and how many to record.
   ts_py_layout py_layout{};
   uint8_t stack_frames = 0;          // at lock waits and lock creation
   uint8_t stack_frames_acquire = 0;  // at every acquire (--locks=all)
+  uint8_t gil_stack_frames = 0;      // at take_gil returns that waited gil_stack_threshold_ns
+  uint64_t gil_stack_threshold_ns = 1000000;
 };
 
 // libbpf's messages go to spdlog (its print callback is process-wide: set once, here).
@@ -42,9 +53,8 @@ void RouteLibbpfLogs();
 // A libbpf error as a Status that says what to do (EPERM without root: the capabilities).
 Status BpfError(int err, const std::string& what);
 
-using RecordCallback = std::function<void(const uint8_t* data, size_t size)>;
-
-class BpfTracer {
+// The ring buffer is this tracer's RecordSource.
+class BpfTracer final : public RecordSource {
  public:
   // Opens and loads the BPF object for one target. PermissionDenied without CAP_BPF/root.
   static StatusOr<std::unique_ptr<BpfTracer>> Load(const BpfTracerOptions& options);
@@ -58,19 +68,19 @@ class BpfTracer {
 
   // Waits up to timeout_ms for a wakeup, then drains every record available. Returns how many
   // records were delivered.
-  StatusOr<size_t> Poll(int timeout_ms, const RecordCallback& callback);
+  StatusOr<size_t> Poll(int timeout_ms, const RecordCallback& callback) override;
   // Drains without waiting.
-  StatusOr<size_t> Drain(const RecordCallback& callback);
+  StatusOr<size_t> Drain(const RecordCallback& callback) override;
 
   // Records lost in the kernel, by ts_lost_source, summed over CPUs.
-  uint64_t Drops(uint32_t source) const;
+  uint64_t Drops(uint32_t source) const override;
 
   // Opens the skeleton (no kernel objects) and checks that every BpfProgram names its
   // program: the catalogue's docs and the loader agree. For tests.
   static Status CheckProgramNames();
 
   // Removes every probe now; the ring stays readable for a final Drain().
-  void DetachAll();
+  void DetachAll() override;
   size_t attached_links() const { return links_.size(); }
   // True when uprobes are attached as uprobe_multi links (Linux 6.6+): one link per program
   // and binary, registered and unregistered in batches.

@@ -114,6 +114,7 @@ ModelCapabilities DeriveCapabilities(const ProbePlan& plan,
   l.creation = o.All(Capability::kLockCreation);
   l.frees = o.All(Capability::kLockFrees);
   l.acquire_release = o.All(Capability::kLockAcquireRelease);
+  l.contention = o.All(Capability::kContention);
   return out;
 }
 

@@ -19,6 +19,7 @@ struct LockCapabilities {
   bool creation = false;         // lock objects and their creators
   bool frees = false;            // freed locks
   bool acquire_release = false;  // every acquire and release (--locks all)
+  bool contention = false;       // 3.13+: critical sections and interpreter mutexes
   std::string reason;            // why waits are not seen, when they are not
 };
 

@@ -1,5 +1,6 @@
 // What the per-feature planners share: sites from names and addresses.
 #include <cstdio>
+#include <set>
 
 #include "daemon/loader/planner.h"
 
@@ -123,9 +124,10 @@ std::string PlanContext::FunctionName(uint64_t entry) const {
   if (auto name = py().NameAt(entry)) return *name;
   if (!tables_) tables_ = target::FindMethodTables(py());
   std::string methods;
+  std::set<std::string> seen;  // (not a substring test: "acquire" is in "acquire_lock")
   for (const auto& table : *tables_) {
     for (const auto& def : table) {
-      if (def.function != entry || methods.find(def.name) != std::string::npos) continue;
+      if (def.function != entry || !seen.insert(def.name).second) continue;
       methods += (methods.empty() ? "" : ",") + def.name;
     }
   }

@@ -39,6 +39,7 @@ const char* CapabilityName(Capability c) {
     case Capability::kGilTake: return "gil_take";
     case Capability::kGilDrop: return "gil_drop";
     case Capability::kGilForced: return "gil_forced";
+    case Capability::kContention: return "lock_contention";
   }
   return "?";
 }
@@ -187,6 +188,57 @@ constexpr ProbeSpec kProbes[] = {
     {ProbeId::kRLockAcquireRestoreReturn, "rlock_acquire_restore_return", F::kLocks,
      K::kUretprobe, P::kLockAcquireRet, P::kLockAcquireRet, "", Only(C::kLockAcquireRelease),
      false, "RLock re-taken after Condition.wait (returned)", "as `rlock_acquire_restore`"},
+    {ProbeId::kPark, "lock_park", F::kLocks, K::kUprobe, P::kPark, P::kPark, "",
+     C::kLockWaits | C::kContention, false,
+     "3.13+: a thread blocks on a PyMutex (a Lock or RLock acquire, a critical section, an "
+     "interpreter mutex) or an event: its park begins",
+     "every `call _PySemaphore_Wait` (direct or through its PLT stub) outside the parking "
+     "lot's bucket lock (`_PyRawMutex_LockSlow`: by symbol, else the function "
+     "`_PyParkingLot_Park` calls that waits only with the constant timeout -1)"},
+    {ProbeId::kParkRetry, "lock_park_retry", F::kLocks, K::kUprobe, P::kPark, P::kPark, "",
+     C::kLockWaits | C::kContention, false,
+     "3.13+: a timed-out park waits on because an unpark had already taken it",
+     "the park calls whose timeout is the constant -1 (`mov/or rsi,-1` before the call) in "
+     "park code: `_PyParkingLot_Park`'s re-wait"},
+    {ProbeId::kParkReturn, "lock_park_return", F::kLocks, K::kUprobe, P::kParkRet, P::kParkRet,
+     "", C::kLockWaits | C::kContention, false,
+     "3.13+: a park ended: woken (handed the lock or not), timed out, interrupted",
+     "the first emulated instruction after each park call that leaves `%rax` untouched"},
+    {ProbeId::kUnpark, "lock_unpark", F::kLocks, K::kUprobe, P::kUnpark, P::kUnpark, "",
+     Only(C::kLockWakers), false,
+     "3.13+: who released a PyMutex somebody was parked on, whom it woke, and whether it "
+     "handed the lock over",
+     "every `call`/`jmp _PySemaphore_Wakeup` outside the bucket lock's unlock "
+     "(`_PyRawMutex_UnlockSlow`, by symbol or as the other waking callee of "
+     "`_PyParkingLot_Park`)"},
+    {ProbeId::kLockFree, "lock_free", F::kLocks, K::kUprobe, P::kLockFree, P::kLockFree, "",
+     Only(C::kLockFrees), false, "3.13+: a _thread.lock was deallocated (a PyMutex lock has no "
+     "sem_destroy)",
+     "the `tp_dealloc` slot of `_thread.lock`'s `PyType_Spec` (found from its method table)"},
+    {ProbeId::kRLockFree, "rlock_free", F::kLocks, K::kUprobe, P::kLockFree, P::kLockFree, "",
+     Only(C::kLockFrees), false, "3.14+: an RLock was deallocated",
+     "the `tp_dealloc` slot of `_thread.RLock`'s `PyType_Spec`"},
+    {ProbeId::kLockAcquirePromoted, "lock_acquire_promoted", F::kLocks, K::kUprobe,
+     P::kLockAcquire, P::kLockAcquire, "", Only(C::kLockAcquireRelease), false,
+     "Lock.acquire began in a PGO-promoted copy (calls that never enter the method)",
+     "generic method-call code comparing the callee with the method's address (`cmp reg, "
+     "imm32`, non-PIE): the copy's first emulated instruction with the lock object still in "
+     "the register its first access to the mutex uses"},
+    {ProbeId::kLockAcquirePromotedReturn, "lock_acquire_promoted_return", F::kLocks,
+     K::kUprobe, P::kLockAcquireRet, P::kLockAcquireRet, "", Only(C::kLockAcquireRelease),
+     false, "Lock.acquire in a promoted copy returned (its result register)",
+     "the one instruction both the copy's `Py_True` and `Py_False` results reach, and nothing "
+     "else"},
+    {ProbeId::kLockReleasePromoted, "lock_release_promoted", F::kLocks, K::kUprobe,
+     P::kLockRelease, P::kLockRelease, "", Only(C::kLockAcquireRelease), false,
+     "Lock.release in a PGO-promoted copy", "as `lock_acquire_promoted`, for `release`"},
+    {ProbeId::kCriticalSectionSlow, "critical_section_slow", F::kLocks, K::kUprobe, P::kCsSlow,
+     P::kCsSlow, "", Only(C::kContention), false,
+     "free-threaded, --locks all: a critical section's inline lock of an object failed "
+     "(contended, or nested in one holding it)",
+     "exported `_PyCriticalSection_BeginSlow` / `_PyCriticalSection2_BeginSlow` (the mutex in "
+     "rsi / rsi, rdx on 3.14; rdx / rdx, rcx on 3.15), checked against the argument of their "
+     "`PyMutex_Lock` call"},
     {ProbeId::kGilTake, "gil_take", F::kGil, K::kUprobe, P::kGil, P::kGilLockAcquire, "",
      Only(C::kGilTake), false, "a thread starts waiting for the GIL (take_gil entered)",
      "`take_gil` (and clones: 3.8's `take_gil.constprop.0`) by symbol; without symbols, every "

@@ -41,6 +41,11 @@ const char* ProbeKindName(ProbeKind kind);
   X(kLockAcquireRet, ts_lock_acquire_ret)           \
   X(kLockRelease, ts_lock_release)                  \
   X(kFutexWake, ts_futex_wake)                      \
+  X(kPark, ts_park)                                 \
+  X(kParkRet, ts_park_ret)                          \
+  X(kUnpark, ts_unpark)                             \
+  X(kLockFree, ts_lock_free)                        \
+  X(kCsSlow, ts_cs_slow)                            \
   X(kGil, ts_gil)                                   \
   X(kGilRet, ts_gil_ret)                            \
   X(kGilLockAcquire, ts_gil_lock_acquire)           \
@@ -76,6 +81,7 @@ enum class Capability : uint32_t {
   kGilTake = 1u << 11,        // GIL waits and acquisitions
   kGilDrop = 1u << 12,        // GIL releases
   kGilForced = 1u << 13,      // forced drops told from voluntary ones
+  kContention = 1u << 14,     // 3.13+: contention on critical sections and interpreter mutexes
 };
 using CapabilitySet = uint32_t;
 constexpr CapabilitySet operator|(Capability a, Capability b) {
@@ -92,7 +98,7 @@ inline constexpr Capability kAllCapabilities[] = {
     Capability::kBodyDone,    Capability::kJoins,       Capability::kDetach,
     Capability::kLockWaits,   Capability::kLockFrees,   Capability::kLockWakers,
     Capability::kLockCreation, Capability::kLockAcquireRelease, Capability::kGilTake,
-    Capability::kGilDrop,     Capability::kGilForced,
+    Capability::kGilDrop,     Capability::kGilForced,   Capability::kContention,
 };
 // "lifecycle", "joins", "gil_drop"... (reports list them per probe).
 const char* CapabilityName(Capability c);
@@ -134,6 +140,17 @@ enum class ProbeId : uint8_t {
   kRLockReleaseSave,
   kRLockAcquireRestore,
   kRLockAcquireRestoreReturn,
+  // 3.13+ PyMutex locks and the parking lot.
+  kPark,
+  kParkRetry,
+  kParkReturn,
+  kUnpark,
+  kLockFree,
+  kRLockFree,
+  kLockAcquirePromoted,
+  kLockAcquirePromotedReturn,
+  kLockReleasePromoted,
+  kCriticalSectionSlow,
   kGilTake,
   kGilTakeReturn,
   kGilDrop,

@@ -18,6 +18,7 @@
 #include "daemon/target/disasm.h"
 #include "daemon/target/py_layout.h"
 #include "daemon/target/python_process.h"
+#include "probes/threadscope_events.h"
 
 namespace threadscope::loader {
 
@@ -99,6 +100,25 @@ struct ProbePlan {
   uint64_t py_false = 0;
   // 2.7: runtime address of `interpreter_lock` (the GIL is a plain lock), 0 otherwise.
   uint64_t gil_lock_addr = 0;
+  // How lock objects look on this build (what the lock probes read):
+  // which kinds hold a semaphore (bit 1 << enum ts_lock_kind; the others are PyMutexes),
+  uint8_t sem_kinds = (1 << TS_LOCK_LOCK) | (1 << TS_LOCK_RLOCK);
+  bool lock_pymutex = false;   // 3.13.1+: _thread.lock is a PyMutex
+  bool rlock_pymutex = false;  // 3.14+: so is _thread.RLock
+  // the object header (16 bytes; 32 free-threaded): where a lock's mutex, an object's type and
+  // (free-threaded) its own ob_mutex are,
+  bool free_threaded = false;
+  uint32_t lock_mutex_off = 16;
+  uint32_t ob_type_off = 8;
+  uint32_t ob_mutex_off = 10;
+  // an RLock's owner and recursion (rlock_owner/rlock_count up to 3.13, thread/level 3.14+),
+  uint32_t rlock_owner_off = 24;
+  uint32_t rlock_depth_off = 32;
+  bool rlock_depth_is_level = false;
+  // and how the daemon names the types records point at: PyType_Type's runtime address and
+  // where a type object keeps tp_name (0: names come from lock records only).
+  uint64_t type_type = 0;
+  uint32_t tp_name_off = 24;
   // Python stacks: where frames live in this interpreter, or why stacks are off.
   std::optional<target::PyStackSupport> stacks;
   std::string stacks_unavailable;

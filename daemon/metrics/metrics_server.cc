@@ -77,7 +77,7 @@ class MetricsServer::Collector : public prometheus::Collectable {
       state.start_time_seconds = start_time_;
       std::lock_guard<std::mutex> lock(mu_);
       if (auto_attach_) state.auto_attach = auto_attach_();
-      auto retained = retained_.Collect(target::MonotonicNowNs(), live_pids);
+      auto retained = retained_.Collect(manager_.clock().MonotonicNowNs(), live_pids);
       state.targets_by_state["retained"] = retained_.size();
       return BuildMetrics(snapshots, options_, &lock_series_, &state, &retained);
     } catch (const std::exception& e) {
@@ -95,7 +95,7 @@ class MetricsServer::Collector : public prometheus::Collectable {
     auto families = TargetFamilies(s, options_, &own);
     lock_series_.erase(s.target().target_id());
     retained_.Add(s.target().target_id(), s.target().pid(), std::move(families),
-                  target::MonotonicNowNs());
+                  manager_.clock().MonotonicNowNs());
   }
 
   void SetAutoAttach(std::function<std::optional<AutoAttachMetrics>()> source) {
@@ -155,7 +155,8 @@ StatusOr<std::unique_ptr<MetricsServer>> MetricsServer::Start(const std::string&
   // instead of guessing a free port).
   auto ports = server->exposer_->GetListeningPorts();
   if (!ports.empty()) {
-    server->address_ = normalized->substr(0, normalized->rfind(':') + 1) + std::to_string(ports[0]);
+    server->address_ =
+        normalized->substr(0, normalized->rfind(':') + 1) + std::to_string(ports[0]);
   }
   spdlog::info("metrics on http://{}/metrics", server->address_);
   return server;

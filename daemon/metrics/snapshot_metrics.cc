@@ -118,11 +118,10 @@ void TargetMetrics(const v1::Snapshot& s, const MetricsOptions& options, Familie
                     {"gil", t.gil().enabled() ? "traced" : "off"}}),
         1);
 
-  // The overhead budget's stage (daemon/engine/budget_stage.h): "full" until the budget acts.
-  Gauge(f, "threadscope_budget_stage",
-        "How much of the target is traced (value 1): full, or a stage the overhead budget "
-        "stepped down to",
-        With(base, {{"stage", t.budget_stage().empty() ? "full" : t.budget_stage()}}), 1);
+  // Hook for the overhead budget (issue 15 item 2, not here): its per-target series is
+  // threadscope_budget_stage{target,...,stage} (value 1), emitted here from the target message
+  // with the `base` labels, so retained targets keep their last stage too. The fleet
+  // dashboard's budget panel already queries it.
 
   // Threads.
   std::map<std::string, double> by_state = {
@@ -149,9 +148,11 @@ void TargetMetrics(const v1::Snapshot& s, const MetricsOptions& options, Familie
     if (a->wait().sum_ns() != b->wait().sum_ns()) return a->wait().sum_ns() > b->wait().sum_ns();
     return a->id() < b->id();
   });
+  size_t own_locks = 0;  // (contention rows share the set, as "cs:" ids)
+  for (const auto& id : *own_series) own_locks += id.rfind("cs:", 0) != 0;
   for (const v1::Lock* l : locks) {
-    if (own_series->size() >= options.top_locks) break;
-    if (l->contended() || l->acquires()) own_series->insert(l->id());
+    if (own_locks >= options.top_locks) break;
+    if ((l->contended() || l->acquires()) && own_series->insert(l->id()).second) ++own_locks;
   }
   struct Fold {
     double acquires = 0, contended = 0, timeouts = 0;
@@ -198,6 +199,42 @@ void TargetMetrics(const v1::Snapshot& s, const MetricsOptions& options, Familie
     }
     lock_series(With(base, {{"lock", "other"}, {"site", ""}, {"kind", ""}}), other.acquires,
                 exact, other.contended, other.timeouts, other.wait, exact ? &other.hold : nullptr);
+  }
+  // 3.13+ contention on critical sections and interpreter mutexes, by (kind, type, line): the
+  // same sticky top-N as locks (their own N), the rest in one "other" series.
+  if (t.lock_mode() != "off" && !t.lock_mode().empty() && s.contention_size()) {
+    size_t own = 0;
+    for (const auto& id : *own_series) own += id.rfind("cs:", 0) == 0;
+    for (const auto& c : s.contention()) {  // most waited-for first
+      if (own >= options.top_locks) break;
+      if (!c.other() && c.waits() && own_series->insert(c.id()).second) ++own;
+    }
+    double other_waits = 0;
+    v1::Histogram other_wait;
+    auto series = [&](const Labels& labels, double waits, const v1::Histogram& wait) {
+      Counter(f, "threadscope_contention_waits_total",
+              "Blocked waits on a critical section (free-threaded: an object's own mutex) or "
+              "another interpreter mutex, by object type and Python line",
+              labels, waits);
+      Histogram(f, "threadscope_contention_wait_seconds",
+                "Time blocked on a critical section or an interpreter mutex", labels, wait);
+    };
+    for (const auto& c : s.contention()) {
+      if (!own_series->count(c.id())) {
+        other_waits += c.waits();
+        other_wait = Merge(other_wait, c.wait());
+        continue;
+      }
+      const char* kind =
+          c.kind() == v1::LOCK_KIND_CRITICAL_SECTION ? "critical_section" : "mutex";
+      series(With(base, {{"contention", c.id()},
+                         {"kind", kind},
+                         {"type", c.type()},
+                         {"site", v1::ShortWhere(c.stack())}}),
+             c.waits(), c.wait());
+    }
+    series(With(base, {{"contention", "other"}, {"kind", ""}, {"type", ""}, {"site", ""}}),
+           other_waits, other_wait);
   }
   double active = 0;
   for (const auto& d : s.deadlocks()) active += d.has_resolved_ns() ? 0 : 1;

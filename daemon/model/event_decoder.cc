@@ -22,26 +22,40 @@ static_assert(sizeof(ts_sem_wait) == 40);
 static_assert(sizeof(ts_preexisting_thread) == 48);
 static_assert(sizeof(ts_lost) == 40);
 static_assert(sizeof(ts_trace_mark) == 32);
-static_assert(sizeof(ts_lock_event) == 64);
+static_assert(sizeof(ts_lock_event) == 88);
 static_assert(sizeof(ts_futex_wake) == 40);
 static_assert(sizeof(ts_gil_event) == 32);
 static_assert(sizeof(ts_py_stack) == 144);
 static_assert(sizeof(ts_py_location) == 56);
+static_assert(sizeof(ts_park) == 112);
+static_assert(sizeof(ts_unpark) == 56);
+static_assert(sizeof(ts_cs_slow) == 64);
+static_assert(sizeof(ts_py_type) == 40);
+// ABI 1 records that grew in ABI 2 (a recording made by ABI 1 still decodes: the new fields
+// read as zero).
+constexpr size_t kLockEventV1 = 64;
 
 namespace {
 
+// `min_size`: the smallest size an older ABI wrote for T (its later fields are then zero).
 template <typename T>
-StatusOr<DecodedEvent> Copy(const ts_header& h, const uint8_t* data) {
-  if (h.size < sizeof(T)) {
+StatusOr<DecodedEvent> Copy(const ts_header& h, const uint8_t* data, size_t min_size = sizeof(T)) {
+  if (h.size < min_size) {
     return DataLossError("record type " + std::to_string(h.type) + " is " +
                          std::to_string(h.size) + " bytes, expected at least " +
                          std::to_string(sizeof(T)));
   }
-  T value;
-  std::memcpy(&value, data, sizeof(T));
+  // A short record (an older ABI) carries a stack trailer right after its own body.
+  size_t body = std::min<size_t>(sizeof(T), h.size);
+  if ((h.flags & TS_HDR_PY_STACK) && h.size >= min_size + sizeof(ts_py_stack)) {
+    body = std::min<size_t>(body, h.size - sizeof(ts_py_stack));
+  }
+  T value{};
+  std::memcpy(&value, data, body);
+  value.h = h;
   DecodedEvent out{h, value, std::nullopt};
   if (h.flags & TS_HDR_PY_STACK) {
-    if (h.size < sizeof(T) + sizeof(ts_py_stack)) {
+    if (h.size < min_size + sizeof(ts_py_stack)) {
       return DataLossError("record type " + std::to_string(h.type) +
                            " says it carries a stack but is only " + std::to_string(h.size) +
                            " bytes");
@@ -52,6 +66,19 @@ StatusOr<DecodedEvent> Copy(const ts_header& h, const uint8_t* data) {
     out.stack = stack;
   }
   return out;
+}
+
+StatusOr<DecodedEvent> DecodeType(const ts_header& h, const uint8_t* data) {
+  if (h.size < sizeof(ts_py_type)) {
+    return DataLossError("type record is " + std::to_string(h.size) + " bytes");
+  }
+  PyTypeRecord r;
+  std::memcpy(&r.fixed, data, sizeof(r.fixed));
+  if (h.size < sizeof(ts_py_type) + r.fixed.name_len) {
+    return DataLossError("type record name runs past its end");
+  }
+  r.name.assign(reinterpret_cast<const char*>(data) + sizeof(ts_py_type), r.fixed.name_len);
+  return DecodedEvent{h, std::move(r), std::nullopt};
 }
 
 StatusOr<DecodedEvent> DecodeLocation(const ts_header& h, const uint8_t* data) {
@@ -103,10 +130,16 @@ StatusOr<DecodedEvent> DecodeEvent(const uint8_t* data, size_t size) {
     case TS_EV_TRACE_MARK: return Copy<ts_trace_mark>(h, data);
     case TS_EV_LOCK_NEW:
     case TS_EV_LOCK_ACQUIRE:
-    case TS_EV_LOCK_RELEASE: return Copy<ts_lock_event>(h, data);
+    case TS_EV_LOCK_RELEASE:
+    case TS_EV_LOCK_FREE: return Copy<ts_lock_event>(h, data, kLockEventV1);
     case TS_EV_FUTEX_WAKE: return Copy<ts_futex_wake>(h, data);
     case TS_EV_GIL: return Copy<ts_gil_event>(h, data);
+    case TS_EV_PARK_BEGIN:
+    case TS_EV_PARK_END: return Copy<ts_park>(h, data);
+    case TS_EV_UNPARK: return Copy<ts_unpark>(h, data);
+    case TS_EV_CS_SLOW: return Copy<ts_cs_slow>(h, data);
     case TS_EV_PY_LOCATION: return DecodeLocation(h, data);
+    case TS_EV_PY_TYPE: return DecodeType(h, data);
     default:
       return UnimplementedError("unknown record type " + std::to_string(h.type));
   }
@@ -136,7 +169,13 @@ std::string EventTypeName(uint16_t type) {
     case TS_EV_LOCK_RELEASE: return "lock_release";
     case TS_EV_FUTEX_WAKE: return "futex_wake";
     case TS_EV_GIL: return "gil";
+    case TS_EV_PARK_BEGIN: return "park_begin";
+    case TS_EV_PARK_END: return "park_end";
+    case TS_EV_UNPARK: return "unpark";
+    case TS_EV_LOCK_FREE: return "lock_free";
+    case TS_EV_CS_SLOW: return "cs_slow";
     case TS_EV_PY_LOCATION: return "py_location";
+    case TS_EV_PY_TYPE: return "py_type";
     default: return "type_" + std::to_string(type);
   }
 }
@@ -214,7 +253,24 @@ std::string DescribeEvent(const DecodedEvent& e) {
           out << std::dec << " kind=" << p.kind;
         } else if constexpr (std::is_same_v<T, ts_lock_event>) {
           out << " obj=0x" << p.obj << " sem=0x" << p.sem << std::dec << " kind=" << p.kind
-              << " op=" << p.op << " result=" << p.result << " waited=" << p.waited;
+              << " op=" << p.op << " result=" << p.result << " waited=" << p.waited
+              << " flags=" << p.flags << std::hex << " type=0x" << p.obj_type;
+          if (p.flags & TS_LOCK_F_OWNER) {
+            out << " owner=0x" << p.owner_ident << std::dec << " depth=" << p.depth;
+          }
+        } else if constexpr (std::is_same_v<T, ts_park>) {
+          out << " sema=0x" << p.sema << " addr=0x" << p.addr << " park_arg=0x" << p.park_arg
+              << " fair=0x" << p.fair_ns << " obj=0x" << p.obj << " type=0x" << p.obj_type
+              << " cs_type=0x" << p.cs_type << std::dec << " timeout=" << p.timeout_ns
+              << " result=" << p.result << " handed_off=" << p.handed_off << " site=" << p.site;
+        } else if constexpr (std::is_same_v<T, ts_unpark>) {
+          out << " sema=0x" << p.sema << " addr=0x" << p.addr << " park_arg=0x" << p.park_arg
+              << std::dec << " woken=" << p.woken_tid << " handed_off=" << p.handed_off;
+        } else if constexpr (std::is_same_v<T, ts_cs_slow>) {
+          out << " mutex=0x" << p.mutex << " type=0x" << p.obj_type << " mutex2=0x" << p.mutex2
+              << std::dec << " locked=" << p.locked;
+        } else if constexpr (std::is_same_v<T, PyTypeRecord>) {
+          out << " type=0x" << p.fixed.type << " name=" << p.name;
         } else if constexpr (std::is_same_v<T, ts_futex_wake>) {
           out << " uaddr=0x" << p.uaddr << std::dec << " woken=" << p.woken;
         } else if constexpr (std::is_same_v<T, ts_gil_event>) {
@@ -234,6 +290,26 @@ std::string DescribeEvent(const DecodedEvent& e) {
     out << "]";
   }
   return out.str();
+}
+
+std::string MakePyTypeRecord(uint32_t pid, uint64_t ts_ns, uint64_t type, const std::string& name,
+                             uint32_t flags) {
+  ts_py_type body{};
+  body.type = type;
+  body.flags = flags;
+  body.name_len = static_cast<uint16_t>(std::min<size_t>(name.size(), 256));
+  size_t size = (sizeof(body) + body.name_len + 7) & ~size_t{7};
+  body.h.type = TS_EV_PY_TYPE;
+  body.h.version = TS_ABI_VERSION;
+  body.h.flags = 0;
+  body.h.size = static_cast<uint32_t>(size);
+  body.h.ts_ns = ts_ns;
+  body.h.pid = pid;
+  body.h.tid = pid;
+  std::string out(size, '\0');
+  std::memcpy(out.data(), &body, sizeof(body));
+  std::memcpy(out.data() + sizeof(body), name.data(), body.name_len);
+  return out;
 }
 
 std::string MakePyLocationRecord(uint32_t pid, uint64_t ts_ns, const ts_py_location& fixed,

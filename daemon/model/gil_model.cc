@@ -62,7 +62,8 @@ void GilModel::EndHold(pid_t tid, GilThreadStats& t, uint64_t ts, bool forced, b
   }
 }
 
-void GilModel::Apply(const DecodedEvent& e, std::vector<GilChangeEvent>* out) {
+void GilModel::Apply(const DecodedEvent& e, const PyStack* stack,
+                     std::vector<GilChangeEvent>* out) {
   const uint64_t ts = e.header.ts_ns;
   const pid_t tid = static_cast<pid_t>(e.header.tid);
   if (std::holds_alternative<ts_thread_exit>(e.payload)) {
@@ -143,7 +144,8 @@ void GilModel::Apply(const DecodedEvent& e, std::vector<GilChangeEvent>* out) {
         c.tid = tid;
         c.wait_ns = waited;
         c.previous_holder = previous;
-        out->push_back(c);
+        if (stack) c.stack = *stack;
+        out->push_back(std::move(c));
       }
       break;
     }

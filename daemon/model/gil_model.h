@@ -23,6 +23,7 @@
 
 #include "daemon/model/event_decoder.h"
 #include "daemon/model/histogram.h"
+#include "daemon/model/py_locations.h"
 
 namespace threadscope::model {
 
@@ -47,12 +48,15 @@ struct GilChangeEvent {
   uint64_t hold_ns = 0;  // kDropped: how long it was held (0 when its start was not seen)
   bool forced = false;   // kDropped: a forced switch
   std::optional<pid_t> previous_holder;  // kAcquired: who held it before (a switch when != tid)
+  PyStack stack;  // kAcquired: the record's stack (GIL stacks on, the wait long enough)
 };
 
 class GilModel {
  public:
   // Applies GIL records and thread exits; appends what changed to `out` (may be null).
-  void Apply(const DecodedEvent& e, std::vector<GilChangeEvent>* out);
+  void Apply(const DecodedEvent& e, std::vector<GilChangeEvent>* out) { Apply(e, nullptr, out); }
+  // `stack`: the record's resolved Python stack, when it carried one.
+  void Apply(const DecodedEvent& e, const PyStack* stack, std::vector<GilChangeEvent>* out);
 
   bool seen() const { return records_ > 0; }
   uint64_t records() const { return records_; }

@@ -36,10 +36,20 @@ void LocationTable::Define(const PyLocationRecord& r) {
   l.function = ToValidUtf8(r.function);
   l.line = r.fixed.line;
   l.unreadable = (r.fixed.flags & TS_LOCATION_UNREADABLE) != 0;
+  // One id per distinct place: pairs that mean the same line (the same code at two
+  // instructions of one line; free-threaded builds' per-thread copies of the bytecode) share
+  // it, so "where" is the same place for everyone who waits there.
+  auto place = std::make_tuple(l.file, l.function, l.line, l.unreadable);
+  auto known = by_place_.find(place);
+  if (known != by_place_.end()) {
+    ids_[key] = known->second;
+    return;
+  }
   locations_.push_back(std::move(l));
-  // A redefinition (the code object was freed and its address reused) gets a new id: stacks
-  // resolved before keep what they meant.
+  // A redefinition (the code object was freed and its address reused) gets the id of what it
+  // means now: stacks resolved before keep what they meant.
   ids_[key] = static_cast<uint32_t>(locations_.size() - 1);
+  by_place_.emplace(std::move(place), ids_[key]);
 }
 
 PyStack LocationTable::Resolve(const ts_py_stack& stack) const {

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <map>
 #include <string>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -47,6 +48,7 @@ class LocationTable {
  private:
   std::map<std::pair<uint64_t, uint64_t>, uint32_t> ids_;  // (code, instr) -> id; 0 = skip
   std::vector<CodeLocation> locations_;
+  std::map<std::tuple<std::string, std::string, int32_t, bool>, uint32_t> by_place_;
 };
 
 }  // namespace threadscope::model

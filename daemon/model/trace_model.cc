@@ -38,10 +38,10 @@ void TraceModel::ApplyRecord(const uint8_t* data, size_t size, std::vector<Model
   scratch_.clear();
   lock_scratch_.clear();
   gil_scratch_.clear();
-  gil_.Apply(e, out ? &gil_scratch_ : nullptr);
-  threads_.Apply(e, out ? &scratch_ : nullptr);
   std::optional<PyStack> stack;
   if (e.stack) stack = locations_.Resolve(*e.stack);
+  gil_.Apply(e, stack ? &*stack : nullptr, out ? &gil_scratch_ : nullptr);
+  threads_.Apply(e, out ? &scratch_ : nullptr);
   locks_.Apply(e, stack ? &*stack : nullptr, out ? &lock_scratch_ : nullptr);
   if (out) {
     for (const auto& change : scratch_) {

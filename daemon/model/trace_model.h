@@ -47,6 +47,12 @@ class TraceModel {
 
   // Applies one record; appends what changed to `out` (may be null).
   void ApplyRecord(const uint8_t* data, size_t size, std::vector<ModelEvent>* out);
+  void ApplyRecord(const RecordView& record, std::vector<ModelEvent>* out) {
+    ApplyRecord(record.data, record.size, out);
+  }
+  // A run of records whose framing broke (RecordReader stopped at a bad size): what followed
+  // could not be read, and counts as one decode error.
+  void NoteBadFrame() { ++stats_.decode_errors; }
 
   const TraceModelConfig& config() const { return config_; }
   const ThreadModel& threads() const { return threads_; }

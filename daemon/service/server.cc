@@ -220,7 +220,8 @@ StatusOr<std::unique_ptr<DaemonServer>> DaemonServer::Start(const DaemonOptions&
   }
   std::unique_ptr<DaemonServer> d(new DaemonServer());
   d->options_ = options;
-  TS_ASSIGN_OR_RETURN(d->manager_, engine::SessionManager::Create(options.engine));
+  TS_ASSIGN_OR_RETURN(auto attacher, engine::BpfAttacher());
+  d->manager_ = engine::SessionManager::Create(options.engine, std::move(attacher));
   d->service_ = std::make_unique<ThreadscopeServiceImpl>(*d->manager_, &d->peers_,
                                                          ServiceInfo{"daemon", {}});
   auto builder = NewBuilder();
@@ -236,7 +237,10 @@ StatusOr<std::unique_ptr<DaemonServer>> DaemonServer::Start(const DaemonOptions&
     if (tcp_port == 0) {
       return UnavailableError("cannot listen on " + options.tcp.address + " (in use?)");
     }
-    spdlog::info("threadscoped listening on {} (TLS, bearer token)", options.tcp.address);
+    // The port bound (the kernel's choice for port 0), which tests read instead of guessing.
+    std::string bound = options.tcp.address.substr(0, options.tcp.address.rfind(':') + 1) +
+                        std::to_string(tcp_port);
+    spdlog::info("threadscoped listening on {} (TLS, bearer token)", bound);
   }
   d->server_->GetHealthCheckService()->SetServingStatus(kServiceName, true);
   if (!options.metrics_addr.empty()) {
@@ -368,7 +372,8 @@ DaemonServer::~DaemonServer() {
 
 StatusOr<std::unique_ptr<InProcessEngine>> InProcessEngine::Start() {
   std::unique_ptr<InProcessEngine> e(new InProcessEngine());
-  TS_ASSIGN_OR_RETURN(e->manager_, engine::SessionManager::Create({}));
+  TS_ASSIGN_OR_RETURN(auto attacher, engine::BpfAttacher());
+  e->manager_ = engine::SessionManager::Create({}, std::move(attacher));
   e->service_ = std::make_unique<ThreadscopeServiceImpl>(*e->manager_, nullptr,
                                                          ServiceInfo{"in-process", {}});
   auto builder = NewBuilder();

@@ -14,7 +14,9 @@
 
 #include "daemon/autoattach/auto_attacher.h"
 #include "daemon/autoattach/config.h"
+#include "daemon/common/paths.h"
 #include "daemon/common/status.h"
+#include "daemon/engine/live_attach.h"
 #include "daemon/engine/session_manager.h"
 #include "daemon/metrics/metrics_server.h"
 #include "daemon/service/peer_auth.h"
@@ -23,7 +25,7 @@
 
 namespace threadscope::service {
 
-inline constexpr char kDefaultSocketPath[] = "/run/threadscope/threadscope.sock";
+using ::threadscope::kDefaultSocketPath;
 inline constexpr char kServiceName[] = "threadscope.v1.ThreadscopeService";
 
 struct DaemonOptions {

@@ -9,7 +9,6 @@
 #include "daemon/common/version.h"
 #include "daemon/engine/live_session.h"
 #include "daemon/service/remote_auth.h"
-#include "daemon/target/procfs.h"
 
 namespace threadscope::service {
 
@@ -21,7 +20,7 @@ grpc::Status ToGrpcStatus(const Status& status) {
 ThreadscopeServiceImpl::ThreadscopeServiceImpl(engine::SessionManager& manager,
                                                const PeerRegistry* peers, ServiceInfo info)
     : manager_(manager), peers_(peers), info_(std::move(info)),
-      started_ns_(target::MonotonicNowNs()) {}
+      started_ns_(manager.clock().MonotonicNowNs()) {}
 
 StatusOr<PeerCredentials> ThreadscopeServiceImpl::Caller(grpc::ServerContext* ctx) const {
   if (!peers_) {
@@ -205,7 +204,7 @@ grpc::Status ThreadscopeServiceImpl::GetStatus(grpc::ServerContext* ctx,
   auto caller = Caller(ctx);
   if (!caller.ok()) return ToGrpcStatus(caller.status());
   resp->set_version(kThreadscopeVersion);
-  resp->set_uptime_ns(target::MonotonicNowNs() - started_ns_);
+  resp->set_uptime_ns(manager_.clock().MonotonicNowNs() - started_ns_);
   resp->set_mode(info_.mode);
   utsname u;
   if (uname(&u) == 0) resp->set_kernel_release(u.release);

@@ -61,6 +61,9 @@ class ThreadscopeServiceImpl final : public v1::ThreadscopeService::Service {
   grpc::Status LoadRecording(grpc::ServerContext* ctx,
                              grpc::ServerReader<v1::RecordingChunk>* reader,
                              v1::LoadRecordingResponse* resp) override;
+  // dump_handler.cc: one call into daemon/dump, authorized as Attach.
+  grpc::Status Dump(grpc::ServerContext* ctx, const v1::DumpRequest* req,
+                    v1::DumpResponse* resp) override;
 
  private:
   StatusOr<PeerCredentials> Caller(grpc::ServerContext* ctx) const;

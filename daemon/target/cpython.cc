@@ -38,19 +38,6 @@ std::optional<PythonVersion> VersionFromFileName(std::string_view basename) {
   return v;
 }
 
-bool IsLibpythonName(std::string_view basename) {
-  static const std::regex kRe(R"(^libpython[23]\.\d{1,2}[a-z]*\.so(\.[0-9.]+)?$)");
-  return std::regex_match(basename.begin(), basename.end(), kRe);
-}
-
-bool DefinesCPythonRuntime(const ElfFile& elf) {
-  for (const char* name : {"Py_Initialize", "PyEval_SaveThread", "Py_GetVersion"}) {
-    auto sym = elf.FindSymbol(name);
-    if (!sym || !sym->is_function) return false;
-  }
-  return true;
-}
-
 StatusOr<PythonVersion> DetectPythonVersion(const ElfFile& elf, const Disassembler& dis,
                                             std::string_view basename) {
   // 3.11+: const unsigned long Py_Version = PY_VERSION_HEX.

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "daemon/common/status.h"
+#include "daemon/target/cpython_image.h"  // IsLibpythonName, DefinesCPythonRuntime
 #include "daemon/target/disasm.h"
 #include "daemon/target/elf_file.h"
 
@@ -36,16 +37,11 @@ struct PythonVersion {
 std::optional<PythonVersion> ParsePythonVersion(std::string_view text);
 // major.minor from a file name: libpython3.8.so.1.0, libpython3.6m.so, python3.11, python2.7.
 std::optional<PythonVersion> VersionFromFileName(std::string_view basename);
-// True for a libpython shared object name.
-bool IsLibpythonName(std::string_view basename);
 
 // The version an interpreter binary was built from: Py_Version (3.11+), else the PY_VERSION
 // literal Py_GetVersion() passes to PyOS_snprintf, else major.minor from the file name.
 StatusOr<PythonVersion> DetectPythonVersion(const ElfFile& elf, const Disassembler& dis,
                                             std::string_view basename);
-
-// True when the binary defines CPython's runtime (a static interpreter or libpython).
-bool DefinesCPythonRuntime(const ElfFile& elf);
 
 // Caps on the searches below, each far above what real interpreters need (measured on the
 // 15 interpreters the tests use, 2.7 to Debian's 3.15: at most 2218 PyMethodDef records,

@@ -155,12 +155,36 @@ std::vector<Instruction> Disassembler::Decode(std::string_view code, uint64_t ad
           in.writes_rax = true;
         }
         if (auto r = ToArgRegister(reg); r && !in.const_dest && !in.clobbers) in.clobbers = r;
+        if (auto g = GprIndex(static_cast<int>(Widen(reg)))) in.gpr_writes |= 1u << *g;
       }
+    }
+    if (ci->id == X86_INS_MOV && x86.op_count == 2 && x86.operands[0].type == X86_OP_REG &&
+        x86.operands[1].type == X86_OP_REG && x86.operands[0].size == 8 &&
+        x86.operands[1].size == 8) {
+      in.copy_source = static_cast<int>(Widen(x86.operands[1].reg));
     }
     out.push_back(std::move(in));
   }
   cs_free(ci, 1);
   return out;
+}
+
+namespace {
+constexpr unsigned kGprs[16] = {X86_REG_RAX, X86_REG_RCX, X86_REG_RDX, X86_REG_RBX,
+                                X86_REG_RSP, X86_REG_RBP, X86_REG_RSI, X86_REG_RDI,
+                                X86_REG_R8,  X86_REG_R9,  X86_REG_R10, X86_REG_R11,
+                                X86_REG_R12, X86_REG_R13, X86_REG_R14, X86_REG_R15};
+}  // namespace
+
+std::optional<int> GprIndex(int reg) {
+  for (int i = 0; i < 16; ++i) {
+    if (static_cast<int>(kGprs[i]) == reg) return i;
+  }
+  return std::nullopt;
+}
+
+int GprRegister(int index) {
+  return index >= 0 && index < 16 ? static_cast<int>(kGprs[index]) : 0;
 }
 
 const char* UprobeSiteKindName(UprobeSiteKind kind) {

@@ -51,6 +51,12 @@ struct Instruction {
   // Set when it writes anything else to an argument register (the constant is then stale).
   std::optional<ArgRegister> clobbers;
   bool writes_rax = false;
+  // Every general-purpose register it writes, one bit per GprIndex (a call's clobbers are not
+  // listed: the callee's, not the instruction's).
+  uint16_t gpr_writes = 0;
+  // The register a reg-to-reg `mov` copies ("mov rbx,rdi": rdi), as an opaque 64-bit number
+  // like dest_reg; 0 for anything else.
+  int copy_source = 0;
 
   std::string ToString() const { return mnemonic + (operands.empty() ? "" : " " + operands); }
 };
@@ -88,6 +94,12 @@ enum class UprobeSiteKind {
 // The opaque number Instruction::dest_reg and Instruction::Memory::base use for an argument
 // register.
 int RegisterNumber(ArgRegister reg);
+
+// The hardware number (0 rax, 1 rcx, 2 rdx, 3 rbx, 4 rsp, 5 rbp, 6 rsi, 7 rdi, 8-15 r8-r15)
+// of an opaque register number (dest_reg, Memory::base, copy_source), if it is a 64-bit GPR.
+std::optional<int> GprIndex(int reg);
+// And back: the opaque number of hardware GPR `index`.
+int GprRegister(int index);
 
 const char* UprobeSiteKindName(UprobeSiteKind kind);
 // Classifies from the raw bytes of the probed instruction.

@@ -16,7 +16,19 @@
 
 namespace threadscope::target {
 
-class ProcessHandle {
+// What the engine needs of a pinned target: who it is, and whether it still runs. ProcessHandle
+// (a pidfd) is the real one; tests give the engine processes that exit when they say so.
+class Process {
+ public:
+  virtual ~Process() = default;
+  virtual pid_t pid() const = 0;  // in this process's pid namespace
+  virtual uint64_t start_ticks() const = 0;
+  // True while the process has not exited. What was read about it by pid (from /proc, or its
+  // memory) belonged to it only if it is still alive afterwards.
+  virtual bool Alive() const = 0;
+};
+
+class ProcessHandle final : public Process {
  public:
   // pidfd_open(pid), then its start time from /proc/PID/stat, confirmed by Alive().
   // NotFound when there is no such process (or it is a zombie).
@@ -27,11 +39,11 @@ class ProcessHandle {
   ProcessHandle(const ProcessHandle&) = delete;
   ProcessHandle& operator=(const ProcessHandle&) = delete;
 
-  pid_t pid() const { return pid_; }  // in this process's pid namespace
+  pid_t pid() const override { return pid_; }
   int fd() const { return fd_; }
-  uint64_t start_ticks() const { return start_ticks_; }
-  // True while the process has not exited (a pidfd polls readable once it has).
-  bool Alive() const;
+  uint64_t start_ticks() const override { return start_ticks_; }
+  // A pidfd polls readable once the process has exited.
+  bool Alive() const override;
   // Blocks up to timeout_ms for the process to exit; true when it has.
   bool WaitExit(int timeout_ms) const;
 

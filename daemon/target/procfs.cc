@@ -199,21 +199,4 @@ static uint64_t ClockNs(clockid_t clock) {
 
 uint64_t MonotonicNowNs() { return ClockNs(CLOCK_MONOTONIC); }
 
-int64_t RealtimeMinusMonotonicNs() {
-  return static_cast<int64_t>(ClockNs(CLOCK_REALTIME)) -
-         static_cast<int64_t>(ClockNs(CLOCK_MONOTONIC));
-}
-
-uint64_t BootTicksToMonotonicNs(uint64_t ticks) {
-  static const long kTicksPerSecond = sysconf(_SC_CLK_TCK);
-  uint64_t boot_ns = ticks * (1000000000ull / static_cast<uint64_t>(kTicksPerSecond));
-  // stat's start time counts from boot including suspend (CLOCK_BOOTTIME). Read MONOTONIC
-  // first: the two clocks tick together when nothing was suspended, and the difference must
-  // not come out a few nanoseconds negative.
-  int64_t mono = static_cast<int64_t>(ClockNs(CLOCK_MONOTONIC));
-  int64_t suspended = std::max<int64_t>(0, static_cast<int64_t>(ClockNs(CLOCK_BOOTTIME)) - mono);
-  return boot_ns > static_cast<uint64_t>(suspended) ? boot_ns - static_cast<uint64_t>(suspended)
-                                                    : 0;
-}
-
 }  // namespace threadscope::target

@@ -1,8 +1,8 @@
 // Reading a target process through /proc: its mappings, tasks, credentials and namespaces.
 //
 // Every function takes the procfs root so tests can point it at a fixture tree. Paths that
-// come from the target (maps, exe) are in the *target's* mount namespace; HostPath() turns
-// them into paths this process can open, through /proc/PID/root.
+// come from the target (maps, exe) are in the *target's* mount namespace; target_file.h opens
+// the files they name safely (map_files, /proc/PID/exe, or inside /proc/PID/root).
 #pragma once
 
 #include <sys/types.h>
@@ -81,12 +81,9 @@ std::optional<Mapping> ParseMapsLine(const std::string& line);
 // Parses /proc/PID/task/TID/stat content ("pid (comm) S ...") into comm and start ticks.
 std::optional<TaskInfo> ParseStat(const std::string& content);
 
-// Converts a stat start time (ticks after boot) into CLOCK_MONOTONIC nanoseconds.
-uint64_t BootTicksToMonotonicNs(uint64_t ticks);
-// CLOCK_MONOTONIC now, in nanoseconds (the clock BPF's bpf_ktime_get_ns uses).
+// CLOCK_MONOTONIC now, in nanoseconds (the clock BPF's bpf_ktime_get_ns uses), for code outside
+// the engine. The engine and the service take a Clock (daemon/common/clock.h), which tests drive.
 uint64_t MonotonicNowNs();
-// CLOCK_REALTIME minus CLOCK_MONOTONIC, to turn event timestamps into wall time.
-int64_t RealtimeMinusMonotonicNs();
 
 StatusOr<std::string> ReadFileToString(const std::string& path);
 

@@ -5,6 +5,9 @@
 #include <algorithm>
 #include <cstring>
 #include <limits>
+#include <vector>
+
+#include "daemon/common/text.h"
 
 namespace threadscope::target {
 
@@ -111,26 +114,6 @@ std::optional<int> LineLocations311(std::string_view t, int64_t line, int64_t un
   return std::nullopt;
 }
 
-void AppendUtf8(std::string* out, uint32_t cp) {
-  // Lone surrogates (legal in Python strings) and garbage have no UTF-8 form: U+FFFD.
-  if ((cp >= 0xd800 && cp <= 0xdfff) || cp > 0x10ffff) cp = 0xfffd;
-  if (cp < 0x80) {
-    out->push_back(static_cast<char>(cp));
-  } else if (cp < 0x800) {
-    out->push_back(static_cast<char>(0xc0 | (cp >> 6)));
-    out->push_back(static_cast<char>(0x80 | (cp & 0x3f)));
-  } else if (cp < 0x10000) {
-    out->push_back(static_cast<char>(0xe0 | (cp >> 12)));
-    out->push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3f)));
-    out->push_back(static_cast<char>(0x80 | (cp & 0x3f)));
-  } else {
-    out->push_back(static_cast<char>(0xf0 | ((cp >> 18) & 0x07)));
-    out->push_back(static_cast<char>(0x80 | ((cp >> 12) & 0x3f)));
-    out->push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3f)));
-    out->push_back(static_cast<char>(0x80 | (cp & 0x3f)));
-  }
-}
-
 }  // namespace
 
 std::optional<int> LineForOffset(LineTableFormat format, std::string_view table, int firstlineno,
@@ -155,18 +138,19 @@ bool ProcessMemory::Read(uint64_t addr, void* out, size_t n) const {
 
 std::optional<std::string> PyCodeResolver::ReadString(uint64_t obj) const {
   if (!obj) return std::nullopt;
+  const PyLayout& l = support_.layout;
   uint64_t type = 0;
-  if (!ReadU64(obj + 8, &type) || type != support_.unicode_type) return std::nullopt;
+  if (!ReadU64(obj + l.ob_type, &type) || type != support_.unicode_type) return std::nullopt;
   int64_t length = 0;
   uint32_t state = 0;
-  if (!memory_.Read(obj + 16, &length, 8) || !memory_.Read(obj + 32, &state, 4)) {
+  if (!memory_.Read(obj + l.unicode_length, &length, 8) ||
+      !memory_.Read(obj + l.unicode_state, &state, 4)) {
     return std::nullopt;
   }
-  const uint32_t kind = (state >> 2) & 7;
-  const bool compact = (state >> 5) & 1;
-  const bool ascii = (state >> 6) & 1;
+  const uint32_t kind = (state >> l.unicode_kind_shift) & 7;
+  const bool compact = (state >> (l.unicode_kind_shift + 3)) & 1;
+  const bool ascii = (state >> (l.unicode_kind_shift + 4)) & 1;
   if (length < 0 || length > kMaxStringChars || !compact) return std::nullopt;
-  const PyLayout& l = support_.layout;
   if (ascii) {
     std::string s(static_cast<size_t>(length), '\0');
     if (!memory_.Read(obj + l.ascii_data, s.data(), s.size())) return std::nullopt;
@@ -191,12 +175,15 @@ std::optional<std::string> PyCodeResolver::ReadString(uint64_t obj) const {
 
 std::optional<std::string> PyCodeResolver::ReadBytes(uint64_t obj) const {
   if (!obj) return std::nullopt;
+  const PyLayout& l = support_.layout;
   uint64_t type = 0;
   int64_t size = 0;
-  if (!ReadU64(obj + 8, &type) || type != support_.bytes_type) return std::nullopt;
-  if (!memory_.Read(obj + 16, &size, 8) || size < 0 || size > kMaxTableBytes) return std::nullopt;
+  if (!ReadU64(obj + l.ob_type, &type) || type != support_.bytes_type) return std::nullopt;
+  if (!memory_.Read(obj + l.bytes_size, &size, 8) || size < 0 || size > kMaxTableBytes) {
+    return std::nullopt;
+  }
   std::string s(static_cast<size_t>(size), '\0');
-  if (!memory_.Read(obj + 32, s.data(), s.size())) return std::nullopt;
+  if (!memory_.Read(obj + l.bytes_data, s.data(), s.size())) return std::nullopt;
   return s;
 }
 
@@ -230,12 +217,12 @@ const PyCodeResolver::CodeInfo* PyCodeResolver::Code(uint64_t code) {
   }
   auto table = ReadBytes(table_obj);
   if (l.code_adaptive >= 0) {
-    if (!memory_.Read(code + 16, &info.code_units, 8)) return nullptr;  // Py_SIZE: code units
+    if (!memory_.Read(code + l.var_size, &info.code_units, 8)) return nullptr;  // Py_SIZE: units
   } else {
     uint64_t code_obj = 0;
     int64_t bytes = 0;
     if (!ReadU64(code + static_cast<uint32_t>(l.code_code), &code_obj) ||
-        !memory_.Read(code_obj + 16, &bytes, 8)) {
+        !memory_.Read(code_obj + l.var_size, &bytes, 8)) {
       return nullptr;
     }
     info.code_units = bytes / 2;
@@ -260,6 +247,23 @@ const PyCodeResolver::CodeInfo* PyCodeResolver::Code(uint64_t code) {
   return &(codes_[code] = std::move(info));
 }
 
+std::optional<uint64_t> PyCodeResolver::TlbcCopyHolding(uint64_t code, uint64_t instr,
+                                                        int64_t code_units) const {
+  constexpr int64_t kMaxCopies = 1024;  // one per thread that ran it, bounded
+  uint64_t array = 0;
+  int64_t size = 0;
+  if (!ReadU64(code + static_cast<uint32_t>(support_.layout.code_tlbc), &array) || !array ||
+      !memory_.Read(array, &size, 8) || size <= 0 || size > kMaxCopies) {
+    return std::nullopt;
+  }
+  std::vector<uint64_t> entries(static_cast<size_t>(size));
+  if (!memory_.Read(array + 8, entries.data(), entries.size() * 8)) return std::nullopt;
+  for (uint64_t e : entries) {
+    if (e && instr >= e && instr < e + 2 * static_cast<uint64_t>(code_units)) return e;
+  }
+  return std::nullopt;
+}
+
 uint64_t PyCodeResolver::CacheCost(const CodeInfo& info) {
   // The strings' bytes plus the entry and its hash node.
   return info.file.size() + info.function.size() + info.table.size() + sizeof(CodeInfo) + 64;
@@ -274,16 +278,21 @@ ResolvedFrame PyCodeResolver::Resolve(uint64_t code, uint64_t instr) {
   }
   // Not a code object (any more): its frame finished and the memory was reused (a module's code
   // dies when its import ends). Unknown, rather than wrong.
-  if (!code || !ReadU64(code + 8, &type) || type != support_.code_type) return out;
+  const PyLayout& l = support_.layout;
+  if (!code || !ReadU64(code + l.ob_type, &type) || type != support_.code_type) return out;
   const CodeInfo* info = Code(code);
   if (!info) return out;
-  const PyLayout& l = support_.layout;
   int64_t offset;
   int64_t units;
   if (l.instr_is_pointer) {
+    uint64_t base = code + static_cast<uint64_t>(l.code_adaptive);
+    // Free-threaded: the frame may run a thread's own copy of the bytecode (co_tlbc); the
+    // offset is the same in every copy.
+    if (l.code_tlbc >= 0 && (instr < base || instr >= base + 2 * info->code_units)) {
+      if (auto copy = TlbcCopyHolding(code, instr, info->code_units)) base = *copy;
+    }
     // Unsigned difference: the pointer is the target's word and may be anything.
-    uint64_t start = code + static_cast<uint64_t>(l.code_adaptive);
-    offset = static_cast<int64_t>(instr - start) / 2;
+    offset = static_cast<int64_t>(instr - base) / 2;
     units = offset;
   } else {
     offset = static_cast<int64_t>(instr);  // f_lasti: bytes, or code units on 3.10

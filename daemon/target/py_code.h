@@ -51,12 +51,20 @@ struct ResolvedFrame {
   std::optional<int> line;
 };
 
-class PyCodeResolver {
+// Names the frames records carry, (code object, instruction) pairs. PyCodeResolver reads them
+// from the target's memory; the engine's tests answer from a table.
+class FrameResolver {
+ public:
+  virtual ~FrameResolver() = default;
+  virtual ResolvedFrame Resolve(uint64_t code, uint64_t instr) = 0;
+};
+
+class PyCodeResolver final : public FrameResolver {
  public:
   PyCodeResolver(const MemoryReader& memory, PyStackSupport support)
       : memory_(memory), support_(std::move(support)) {}
 
-  ResolvedFrame Resolve(uint64_t code, uint64_t instr);
+  ResolvedFrame Resolve(uint64_t code, uint64_t instr) override;
   // Bytes the code cache holds (bounded: py_code.cc kMaxCacheBytes).
   uint64_t cache_bytes() const { return cache_bytes_; }
 
@@ -76,6 +84,8 @@ class PyCodeResolver {
   std::optional<std::string> ReadString(uint64_t obj) const;
   std::optional<std::string> ReadBytes(uint64_t obj) const;
   bool ReadU64(uint64_t addr, uint64_t* out) const { return memory_.Read(addr, out, 8); }
+  // Free-threaded: the start of the per-thread bytecode copy of `code` that holds `instr`.
+  std::optional<uint64_t> TlbcCopyHolding(uint64_t code, uint64_t instr, int64_t code_units) const;
 
   const MemoryReader& memory_;
   PyStackSupport support_;

@@ -56,6 +56,11 @@ struct DebugOffsetsPositions {
   uint32_t code_adaptive;
   int32_t code_tlbc;     // -1: not in this version's struct
   int32_t ascii_size;    // -1: not read (the built-in value stands)
+  // Free-threaded builds need the object layout too (pyobject.ob_type, bytes_object.ob_size /
+  // ob_sval, unicode_object.state / length); -1: this version's positions are not known, and
+  // its free-threaded build is not read.
+  int32_t ob_type = -1, bytes_size = -1, bytes_data = -1, unicode_state = -1,
+          unicode_length = -1;
 };
 
 std::optional<DebugOffsetsPositions> PositionsFor(const PythonVersion& v) {
@@ -65,7 +70,8 @@ std::optional<DebugOffsetsPositions> PositionsFor(const PythonVersion& v) {
   }
   if (v.Is(3, 14)) {
     return DebugOffsetsPositions{648, 40, 64, 72, 192, 208, 216, 256, 264, 272, 288,
-                                 320, 328, 336, 344, 352, 384, 392, 640};
+                                 320, 328, 336, 344, 352, 384, 392, 640,
+                                 408, 600, 608, 624, 632};
   }
   if (v.Is(3, 15)) {
     return DebugOffsetsPositions{464, 40, 64, 72, 192, 208, 240, 320, 328, 336, 352,
@@ -92,8 +98,27 @@ Status ApplyDebugOffsets(const ElfFile& elf, uint64_t runtime_vaddr, const Pytho
       ((hex >> 16) & 0xff) != static_cast<uint64_t>(version.minor)) {
     return FailedPreconditionError("_PyRuntime.debug_offsets is for another version");
   }
-  if (ReadU64(d, 16) != 0) {
-    return FailedPreconditionError("this is a free-threaded build; its frames are not readable yet");
+  const bool free_threaded = ReadU64(d, 16) != 0;
+  if (free_threaded && pos->ob_type < 0) {
+    return FailedPreconditionError(
+        "this is a free-threaded build of a version whose object layout threadscope does not "
+        "read from _PyRuntime.debug_offsets yet; stacks are off");
+  }
+  if (free_threaded) {
+    l->free_threaded = true;
+    l->ob_type = ReadU64(d, pos->ob_type);
+    l->var_size = l->ob_type + 8;  // ob_size follows ob_type in PyVarObject
+    l->bytes_size = ReadU64(d, pos->bytes_size);
+    l->bytes_data = ReadU64(d, pos->bytes_data);
+    l->unicode_state = ReadU64(d, pos->unicode_state);
+    l->unicode_length = ReadU64(d, pos->unicode_length);
+    l->unicode_kind_shift = 8;
+    // _PyStackRef tags (Py_TAG_BITS) sit in the low bits of f_executable.
+    l->code_tag_mask = 7;
+    if (l->ob_type >= 64 || l->bytes_data >= 128 || l->unicode_state >= 128 ||
+        l->unicode_length >= 128) {
+      return FailedPreconditionError("_PyRuntime.debug_offsets holds implausible object offsets");
+    }
   }
   l->runtime_interp_head = ReadU64(d, pos->interpreters_head);
   l->interp_next = ReadU64(d, pos->interp_next);
@@ -115,7 +140,13 @@ Status ApplyDebugOffsets(const ElfFile& elf, uint64_t runtime_vaddr, const Pytho
   // before co_code_adaptive (or before co_tlbc where a build has it) in 3.13-3.15.
   int32_t tlbc = pos->code_tlbc >= 0 ? static_cast<int32_t>(ReadU64(d, pos->code_tlbc)) : 0;
   l->code_firsttraceable = (tlbc > 0 ? tlbc : l->code_adaptive) - 16;
-  if (pos->ascii_size >= 0) l->ascii_data = ReadU64(d, pos->ascii_size);
+  // Per-thread bytecode exists only in free-threaded builds (the field is there regardless).
+  if (free_threaded && tlbc > 0) l->code_tlbc = tlbc;
+  if (pos->ascii_size >= 0) {
+    l->ascii_data = ReadU64(d, pos->ascii_size);
+    // PyCompactUnicodeObject adds utf8_length and utf8 to PyASCIIObject.
+    l->compact_data = l->ascii_data + 16;
+  }
   // Plausibility: every offset inside the structures they index (a corrupt or foreign table
   // must not send the stack walk astray).
   if (l->frame_previous >= 256 || l->frame_code >= 256 || l->frame_instr >= 256 ||
@@ -126,22 +157,6 @@ Status ApplyDebugOffsets(const ElfFile& elf, uint64_t runtime_vaddr, const Pytho
   }
   l->source = "_PyRuntime.debug_offsets (+ built-in table for owners)";
   return OkStatus();
-}
-
-// 3.6 keeps the interpreter list head in a static; its exported accessor is
-// `mov interp_head(%rip), %rax; ret`.
-std::optional<uint64_t> InterpHeadFromAccessor(const ElfFile& elf) {
-  auto fn = elf.FindSymbol("PyInterpreterState_Head");
-  if (!fn) return std::nullopt;
-  std::string_view code = elf.BytesAt(fn->value, 8);
-  if (code.size() < 8 || static_cast<uint8_t>(code[0]) != 0x48 ||
-      static_cast<uint8_t>(code[1]) != 0x8b || static_cast<uint8_t>(code[2]) != 0x05 ||
-      static_cast<uint8_t>(code[7]) != 0xc3) {
-    return std::nullopt;
-  }
-  int32_t disp;
-  std::memcpy(&disp, code.data() + 3, 4);
-  return fn->value + 7 + static_cast<int64_t>(disp);
 }
 
 }  // namespace
@@ -256,8 +271,9 @@ StatusOr<PyStackSupport> ResolvePyStackSupport(const InspectedProcess& target) {
     return UnimplementedError("no frame layout for CPython " + info.version.ToString() +
                               " (Python stacks need 3.6-3.15)");
   }
-  if (info.free_threaded) {
-    return UnimplementedError("free-threaded builds keep frames differently; stacks are off");
+  if (info.free_threaded && !info.version.AtLeast(3, 14)) {
+    return UnimplementedError("free-threaded builds before 3.14 keep frames differently; stacks "
+                              "are off");
   }
   const ElfFile& elf = *target.interpreter_elf;
   const uint64_t bias = info.interpreter.load_bias;
@@ -312,6 +328,20 @@ StatusOr<PyStackSupport> ResolvePyStackSupport(const InspectedProcess& target) {
     return FailedPreconditionError("frame fields beyond 256 bytes; stacks are off");
   }
   return out;
+}
+
+std::optional<uint64_t> InterpHeadFromAccessor(const ElfFile& elf) {
+  auto fn = elf.FindSymbol("PyInterpreterState_Head");
+  if (!fn) return std::nullopt;
+  std::string_view code = elf.BytesAt(fn->value, 8);
+  if (code.size() < 8 || static_cast<uint8_t>(code[0]) != 0x48 ||
+      static_cast<uint8_t>(code[1]) != 0x8b || static_cast<uint8_t>(code[2]) != 0x05 ||
+      static_cast<uint8_t>(code[7]) != 0xc3) {
+    return std::nullopt;
+  }
+  int32_t disp;
+  std::memcpy(&disp, code.data() + 3, 4);
+  return fn->value + 7 + static_cast<int64_t>(disp);
 }
 
 }  // namespace threadscope::target

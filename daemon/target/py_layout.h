@@ -15,6 +15,7 @@
 
 #include "daemon/common/status.h"
 #include "daemon/target/cpython.h"
+#include "daemon/target/elf_file.h"
 #include "daemon/target/python_process.h"
 #include "probes/threadscope_events.h"
 
@@ -56,7 +57,21 @@ struct PyLayout {
   int32_t code_code = -1;        // 3.6-3.10: co_code, a bytes object
   int32_t code_firsttraceable = -1;  // 3.11+: _co_firsttraceable
   LineTableFormat line_table = LineTableFormat::kLnotab36;
-  // Objects.
+  // 3.14+ free-threaded: each thread runs its own copy of a code object's bytecode; frames
+  // point into it. co_tlbc is the array of copies ({Py_ssize_t size; char *entries[]}).
+  int32_t code_tlbc = -1;
+  // Objects. A free-threaded build's object header is 32 bytes, not 16: everything after it
+  // moves by 16.
+  bool free_threaded = false;
+  uint32_t ob_type = 8;          // PyObject.ob_type
+  uint32_t var_size = 16;        // PyVarObject.ob_size
+  uint32_t bytes_size = 16;      // PyBytesObject: ob_size, then (after ob_shash) ob_sval
+  uint32_t bytes_data = 32;
+  uint32_t unicode_length = 16;  // PyASCIIObject.length and .state
+  uint32_t unicode_state = 32;
+  // Where `kind` starts in the state bits (then compact, ascii): after a 2-bit `interned`, or
+  // after a whole byte of it in free-threaded builds (Include/cpython/unicodeobject.h 3.14).
+  uint32_t unicode_kind_shift = 2;
   uint32_t ascii_data = 48;      // sizeof(PyASCIIObject): compact ASCII str data
   uint32_t compact_data = 72;    // sizeof(PyCompactUnicodeObject): other compact str data
   std::string source;            // how these were established, for reports
@@ -64,6 +79,10 @@ struct PyLayout {
 
 // The built-in layout for a minor version; nullopt when threadscope has none (2.7, 3.16+).
 std::optional<PyLayout> BuiltinPyLayout(const PythonVersion& version);
+
+// 2.7 and 3.6 keep the interpreter list head in a static; their exported accessor
+// PyInterpreterState_Head is `mov interp_head(%rip), %rax; ret`: the static's address.
+std::optional<uint64_t> InterpHeadFromAccessor(const ElfFile& elf);
 
 // The layout of one running interpreter, with the runtime addresses the stack walk starts from.
 struct PyStackSupport {

@@ -73,7 +73,8 @@ struct InspectOptions {
 StatusOr<InspectedProcess> InspectPythonProcess(const ProcFs& proc, const Disassembler& dis,
                                                 pid_t pid, const InspectOptions& options = {});
 
-// The same description for a binary on disk (no process): `threadscope probes --binary`.
+// The same description for a binary on disk (no process): what tools/probe_table and the
+// planner's unit tests plan against.
 StatusOr<InspectedProcess> InspectPythonBinary(const Disassembler& dis, const std::string& path,
                                                const InspectOptions& options = {});
 

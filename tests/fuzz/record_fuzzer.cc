@@ -3,10 +3,10 @@
 // LoadRecording is any client's bytes).
 #include <cstddef>
 #include <cstdint>
-#include <cstring>
 #include <vector>
 
 #include "daemon/model/event_decoder.h"
+#include "daemon/model/record_reader.h"
 #include "daemon/model/trace_model.h"
 #include "probes/threadscope_events.h"
 
@@ -23,17 +23,16 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   --size;
   TraceModel model(config);
   std::vector<ModelEvent> events;
-  // The walker of live_session.cc / session.cc: header by header, never past the end.
-  for (size_t off = 0; off + sizeof(ts_header) <= size;) {
-    ts_header h;
-    std::memcpy(&h, data + off, sizeof(h));
-    if (h.size < sizeof(ts_header) || h.size > size - off) break;
-    auto decoded = DecodeEvent(data + off, h.size);
+  // Framed as every ingest frames records (model/record_reader.h).
+  RecordReader reader(data, size);
+  RecordView record;
+  while (reader.Next(&record)) {
+    auto decoded = DecodeEvent(record);
     if (decoded.ok()) (void)DescribeEvent(*decoded);
     events.clear();
-    model.ApplyRecord(data + off, h.size, &events);
-    off += h.size;
+    model.ApplyRecord(record, &events);
   }
+  if (!reader.status().ok()) model.NoteBadFrame();
   (void)model.end_ns();
   (void)ToValidUtf8(std::string_view(reinterpret_cast<const char*>(data), size));
   return 0;

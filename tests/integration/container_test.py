@@ -82,6 +82,13 @@ class ContainerTest(harness.BpfTestCase):
             # (A subtest of its own: a missing probe fails it, the rest is still checked.)
             with self.subTest(interpreter=interp.label, check="probes"):
                 for probe in report["probes"]:
+                    # What a build does without (3.15's semaphore waits and frees: its locks
+                    # are PyMutexes, whose waits are parks) feeds nothing there and is not
+                    # placed, with its reason; everything that feeds something attaches.
+                    if not probe["feeds"] and not probe["sites"]:
+                        self.assertFalse(probe["attached"])
+                        self.assertTrue(probe["reason"], probe["name"])
+                        continue
                     self.assertTrue(probe["attached"],
                                     "%s: %s" % (probe["name"], probe["reason"]))
             started = [th for th in report["threads"] if th["origin"] == "started"]

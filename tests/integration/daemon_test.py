@@ -11,7 +11,6 @@ import time
 
 import harness
 
-NOBODY = 65534
 API_CLIENT = sys.argv.pop(1) if len(sys.argv) > 1 else None
 RAW_CLIENT = sys.argv.pop(1) if len(sys.argv) > 1 else None
 
@@ -19,24 +18,15 @@ RAW_CLIENT = sys.argv.pop(1) if len(sys.argv) > 1 else None
 class DaemonTest(harness.BpfTestCase):
     def setUp(self):
         super().setUp()
-        os.chmod(self.tmp.name, 0o755)  # unprivileged clients reach the socket through it
-        self.sock = self.path("threadscope.sock")
-        self.log = open(self.path("daemon.log"), "w")
-        self.daemon = subprocess.Popen(
-            [harness.threadscoped(), "--socket", self.sock, "--socket-group", "nogroup"],
-            stdout=self.log, stderr=subprocess.STDOUT)
-        harness.wait_for(lambda: os.path.exists(self.sock), what="the daemon's socket")
+        self.daemon = harness.Daemon(self.tmp.name).__enter__()
+        self.sock = self.daemon.sock
 
     def tearDown(self):
-        if self.daemon.poll() is None:
-            self.daemon.send_signal(signal.SIGTERM)
-            self.daemon.wait(timeout=30)
-        self.log.close()
+        self.daemon.stop()
         super().tearDown()
 
     def cli(self, *args, **kwargs):
-        return harness.run([harness.threadscope(), "--server", "unix:" + self.sock] + list(args),
-                           **kwargs)
+        return self.daemon.cli(*args, **kwargs)
 
     def nobody_cli(self):
         """A copy of the CLI an unprivileged user can execute."""
@@ -48,11 +38,7 @@ class DaemonTest(harness.BpfTestCase):
         os.chmod(cli, 0o755)
         return cli
 
-    @staticmethod
-    def as_nobody():
-        os.setgroups([])
-        os.setgid(NOBODY)
-        os.setuid(NOBODY)
+    as_nobody = staticmethod(harness.as_nobody)
 
     def test_socket_is_owner_and_group_only(self):
         st = os.stat(self.sock)
@@ -81,7 +67,7 @@ class DaemonTest(harness.BpfTestCase):
         env = dict(os.environ, THREADSCOPE_SOCKET=self.sock)
         r = subprocess.run([API_CLIENT], capture_output=True, text=True, env=env, timeout=60)
         self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
-        self.assertIsNone(self.daemon.poll(), "the daemon died")
+        self.assertTrue(self.daemon.alive(), "the daemon died")
 
     def test_unprivileged_user_traces_only_their_own_processes(self):
         cli = self.nobody_cli()
@@ -132,9 +118,8 @@ class DaemonTest(harness.BpfTestCase):
 
     def test_sigterm_detaches_everything_and_removes_the_socket(self):
         with harness.sleeping_python(60) as target:
-            cli = harness.start_attach(target.pid, server="unix:" + self.sock)
-            self.daemon.send_signal(signal.SIGTERM)
-            self.assertEqual(self.daemon.wait(timeout=30), 0)
+            cli = harness.start_attach(target.pid, server=self.daemon.address)
+            self.assertEqual(self.daemon.stop(signal.SIGTERM), 0)
             self.assertFalse(os.path.exists(self.sock))
             harness.wait_for(lambda: not harness.leftover_programs(), what="probes to go away")
             # The CLI notices and says so.

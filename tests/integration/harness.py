@@ -6,6 +6,7 @@ BPF program (names start with ts_) is still loaded.
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -100,10 +101,20 @@ def wait_for(predicate, timeout=10.0, what="condition"):
     raise AssertionError("timed out waiting for " + what)
 
 
+def require_root():
+    """The root tier needs root: without it, it fails, loudly, rather than skipping green."""
+    if os.geteuid() != 0:
+        raise AssertionError(NOT_RUN % os.path.basename(sys.argv[0]))
+
+
+NOT_RUN = ("NOT RUN: %s is the root tier (real BPF, real interpreters, real daemons) and needs "
+           "root. Run it as root (./tools/test.sh), or the tiers that need nothing: "
+           "bazel test --config=unit //...")
+
+
 class BpfTestCase(unittest.TestCase):
     def setUp(self):
-        if os.geteuid() != 0:
-            self.skipTest("the BPF tier needs root")
+        require_root()
         self.assertEqual(leftover_programs(), [], "BPF programs left over from before this test")
         self.tmp = tempfile.TemporaryDirectory(prefix="ts_it_")
 
@@ -161,6 +172,10 @@ class BpfTestCase(unittest.TestCase):
 
 
 def main():
+    if os.geteuid() != 0:
+        # One line the test log and Bazel's summary show, and a failing target.
+        sys.stderr.write(NOT_RUN % os.path.basename(sys.argv[0]) + "\n")
+        sys.exit(1)
     unittest.main(verbosity=2)
 
 
@@ -175,38 +190,51 @@ def as_nobody():
 
 
 class Daemon:
-    """threadscoped on a Unix socket of its own inside `directory`, group `nogroup` (so that
-    unprivileged test users may connect); stopped with SIGTERM on exit."""
+    """threadscoped, started and waited for: the one way tests run a daemon. It serves a Unix
+    socket of its own inside `directory` (`socket` to name another), group `nogroup` so that
+    unprivileged test users may connect, and is ready once its log says it listens. Ports it is
+    asked to bind as 0 (`--metrics-addr 127.0.0.1:0`, `--listen-tcp 127.0.0.1:0`) are the
+    kernel's choice, read back from that log: no port is ever guessed. Stopped with SIGTERM on
+    exit. `prefix` runs it under another command (setpriv, prlimit); `popen` are extra Popen
+    arguments (a socket passed as systemd would)."""
 
-    def __init__(self, directory, *args, prefix=()):
+    def __init__(self, directory, *args, prefix=(), socket=None, group="nogroup",
+                 log_name="daemon.log", **popen):
         os.chmod(directory, 0o755)  # unprivileged clients reach the socket through it
-        self.sock = os.path.join(directory, "threadscope.sock")
+        self.sock = socket or os.path.join(directory, "threadscope.sock")
         self.address = "unix:" + self.sock
-        self.log_path = os.path.join(directory, "daemon.log")
-        self.args = [threadscoped(), "--socket", self.sock, "--socket-group",
-                     "nogroup"] + list(args)
+        self.log_path = os.path.join(directory, log_name)
+        self.args = [threadscoped(), "--socket", self.sock] + (
+            ["--socket-group", group] if group else []) + list(args)
         self.prefix = list(prefix)
+        self.popen = popen
         self.proc = None
 
     def __enter__(self):
         self.log = open(self.log_path, "w")
         self.proc = subprocess.Popen(self.prefix + self.args, stdout=self.log,
-                                     stderr=subprocess.STDOUT)
-        wait_for(lambda: os.path.exists(self.sock) or self.proc.poll() is not None,
-                 what="the daemon's socket")
+                                     stderr=subprocess.STDOUT, **self.popen)
+        wait_for(lambda: "threadscoped listening on unix:" in self.read_log() or
+                 self.proc.poll() is not None, what="the daemon to listen")
         if self.proc.poll() is not None:
             raise AssertionError("threadscoped exited: " + self.read_log())
         return self
 
     def __exit__(self, *exc):
+        self.stop()
+
+    def stop(self, sig=signal.SIGTERM):
+        """Stops it (SIGTERM: it detaches everything first); its exit status."""
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
+            self.proc.send_signal(sig)
             try:
                 self.proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        self.log.close()
+        if not self.log.closed:
+            self.log.close()
+        return self.proc.returncode
 
     def alive(self):
         return self.proc.poll() is None
@@ -214,6 +242,20 @@ class Daemon:
     def read_log(self):
         with open(self.log_path) as f:
             return f.read()
+
+    def _bound(self, pattern, what):
+        m = re.search(pattern, self.read_log())
+        if not m:
+            raise AssertionError("the daemon's log names no %s port: %s" % (what, self.read_log()))
+        return int(m.group(1))
+
+    def metrics_port(self):
+        """The port --metrics-addr bound (logged as "metrics on http://HOST:PORT/metrics")."""
+        return self._bound(r"metrics on http://[^ ]*:(\d+)/metrics", "metrics")
+
+    def tcp_port(self):
+        """The port --listen-tcp bound (logged as "listening on HOST:PORT (TLS, ...)")."""
+        return self._bound(r"threadscoped listening on (?!unix:)[^ ]*:(\d+) \(TLS", "TCP")
 
     def rss_kib(self):
         with open("/proc/%d/status" % self.proc.pid) as f:
@@ -229,6 +271,31 @@ class Daemon:
 
     def cli(self, *args, **kwargs):
         return run([threadscope(), "--server", self.address] + list(args), **kwargs)
+
+
+def listening_ports(pid):
+    """The TCP ports process `pid` listens on, as the kernel has them (/proc/PID/net/tcp{,6} and
+    its socket descriptors): for programs told to bind port 0 that do not say which they got."""
+    inodes = set()
+    for fd in os.listdir("/proc/%d/fd" % pid):
+        try:
+            target = os.readlink("/proc/%d/fd/%s" % (pid, fd))
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[len("socket:["):-1])
+    ports = set()
+    for table in ("tcp", "tcp6"):
+        try:
+            with open("/proc/%d/net/%s" % (pid, table)) as f:
+                next(f)
+                for line in f:
+                    fields = line.split()
+                    if fields[3] == "0A" and fields[9] in inodes:  # 0A: LISTEN
+                        ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+        except OSError:
+            pass
+    return sorted(ports)
 
 
 def copy_for_nobody(path, directory):

@@ -271,6 +271,83 @@ class LocksTest(harness.BpfTestCase):
             self.assertEqual(event["deadlock"]["wait_stacks"], d["wait_stacks"])
         self.for_each_interpreter(body, kinds=harness.CORE)
 
+    def test_one_order_never_an_inversion(self):
+        """Issue 11's "never a false deadlock": 250 distinct locks always taken in one order,
+        with Conditions, Events, a Queue and thread starts and joins around them. Both modes: 0
+        inversions, 0 deadlocks; all mode: every lock its own id, kind and exact counts."""
+        def body(interp):
+            if interp.version_info() < (3, 0):
+                return
+            for mode in ("all", "contended"):
+                name = "%s.order.%s" % (interp.label, mode)
+                truth_path, report_path = self.path(name + ".truth"), self.path(name + ".json")
+                r = harness.run([harness.threadscope(), "run", "--locks", mode, "--report",
+                                 report_path, "--"] + interp.argv +
+                                [os.path.join(harness.PROGRAMS, "one_order.py"), truth_path],
+                                timeout=120)
+                self.assertEqual(r.returncode, 0, r.stderr)
+                truth, report = harness.load_json(truth_path), harness.load_json(report_path)
+                self.assertEqual(report["stats"]["drops"], 0, mode)
+                self.assertEqual(report["order_inversions"], [], mode)
+                self.assertEqual(report["deadlocks"], [], mode)
+                self.assertEqual(report["summary"]["order_inversions"], 0, mode)
+                self.assertEqual(report["summary"]["deadlocks"], 0, mode)
+                if mode != "all":
+                    continue
+                ids = set()
+                for i, address in enumerate(truth["locks"]):
+                    where = "%s lock %d" % (mode, i)
+                    lock = lock_at(report, address)
+                    self.assertIsNotNone(lock, where)
+                    self.assertEqual(lock["kind"], truth["kinds"][i], where)
+                    ids.add(lock["id"])
+                    want = dict((tid, n[i]) for tid, n in truth["counts"].items() if n[i])
+                    self.assertEqual(lock["acquires_by_thread"], want, where)
+                self.assertEqual(len(ids), len(truth["locks"]))
+        self.for_each_interpreter(body)
+
+    def test_free_threaded_contention_by_type_and_line(self):
+        """A free-threaded build's threads contend on one list and one dict: the contention is
+        reported at the list's and the dict's lines, by type, and never as a lock, an
+        inversion or a deadlock. With a GIL the same program has none of it."""
+        def body(interp):
+            if interp.version_info() < (3, 13):
+                return
+            name = interp.label + ".ft"
+            truth_path, report_path = self.path(name + ".truth"), self.path(name + ".json")
+            r = harness.run([harness.threadscope(), "run", "--locks", "all", "--report",
+                             report_path, "--"] + interp.argv +
+                            [os.path.join(harness.PROGRAMS, "contention_ft.py"), truth_path,
+                             "2000"], timeout=120)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            truth, report = harness.load_json(truth_path), harness.load_json(report_path)
+            self.assertEqual(report["stats"]["drops"], 0)
+            self.assertEqual(report["order_inversions"], [])
+            self.assertEqual(report["deadlocks"], [])
+            cs = [c for c in report["contention"] if c["kind"] == "critical-section"]
+            if truth["gil_enabled"]:
+                self.assertEqual(cs, [])  # the GIL serializes the threads: no object contention
+                return
+            self.assertTrue(report["target"]["free_threaded"])
+            self.assertFalse(report["gil"]["traced"])
+            self.assertIn("free-threaded", report["gil"]["reason"])
+            at = lambda what: "%s:%d %s" % (truth["file"], truth["lines"][what],
+                                            truth["function"])
+            for typ in ("list", "dict"):
+                rows = [c for c in cs if c["type"] == typ and c["waits"] > 0 and
+                        c["where"] == at(typ)]
+                self.assertEqual(len(rows), 1, (typ, [(c["type"], c["where"], c["waits"])
+                                                      for c in cs]))
+                self.assertGreaterEqual(rows[0]["threads"], 2, typ)
+                self.assertGreater(rows[0]["wait_ns_total"], 0, typ)
+            # Nothing of the workers' lines is on the wrong type.
+            for c in cs:
+                if c["where"] == at("list"):
+                    self.assertEqual(c["type"], "list")
+                if c["where"] == at("dict"):
+                    self.assertEqual(c["type"], "dict")
+        self.for_each_interpreter(body, kinds=harness.CORE)
+
 
 if __name__ == "__main__":
     harness.main()

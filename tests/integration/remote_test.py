@@ -2,17 +2,9 @@
 another machine (here: over 127.0.0.1) can trace; a missing or wrong token is UNAUTHENTICATED
 (exit 5), an untrusted certificate never connects (exit 6)."""
 import os
-import signal
-import socket
 import subprocess
 
 import harness
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class RemoteTest(harness.BpfTestCase):
@@ -42,22 +34,19 @@ class RemoteTest(harness.BpfTestCase):
 
     def test_tls_and_token(self):
         pki = self.make_pki()
-        port = free_port()
         sock = self.path("threadscope.sock")
         # TCP without TLS and a token is refused at start-up.
         r = harness.run([harness.threadscoped(), "--socket", sock, "--listen-tcp",
-                         "127.0.0.1:%d" % port], timeout=30)
+                         "127.0.0.1:0"], timeout=30)
         self.assertEqual(r.returncode, 2, r.stderr)
         self.assertIn("only with TLS and a bearer token", r.stderr)
 
-        log = open(self.path("daemon.log"), "w")
-        daemon = subprocess.Popen(
-            [harness.threadscoped(), "--socket", sock, "--listen-tcp", "127.0.0.1:%d" % port,
-             "--tls-cert", os.path.join(pki, "server.crt"), "--tls-key",
-             os.path.join(pki, "server.key"), "--token-file", os.path.join(pki, "token")],
-            stdout=log, stderr=subprocess.STDOUT)
-        try:
-            harness.wait_for(lambda: os.path.exists(sock), what="the daemon")
+        # Port 0: the daemon binds a free port and says which.
+        with harness.Daemon(self.tmp.name, "--listen-tcp", "127.0.0.1:0", "--tls-cert",
+                            os.path.join(pki, "server.crt"), "--tls-key",
+                            os.path.join(pki, "server.key"), "--token-file",
+                            os.path.join(pki, "token")) as daemon:
+            port = daemon.tcp_port()
             server = ["--server", "tcp://127.0.0.1:%d" % port, "--tls-ca",
                       os.path.join(pki, "ca.crt")]
 
@@ -85,14 +74,10 @@ class RemoteTest(harness.BpfTestCase):
             self.assertIn("--token-file", r.stderr)
             # Trusting the wrong CA (the same call as the first, which succeeded, but for the
             # CA): the handshake fails, nothing is sent.
-            r = harness.run([harness.threadscope(), "--server", "tcp://127.0.0.1:%d" % port, "--tls-ca",
-                             os.path.join(pki, "other.crt"), "--token-file",
+            r = harness.run([harness.threadscope(), "--server", "tcp://127.0.0.1:%d" % port,
+                             "--tls-ca", os.path.join(pki, "other.crt"), "--token-file",
                              os.path.join(pki, "token"), "status"], timeout=60)
             self.assertEqual(r.returncode, 6, r.stdout + r.stderr)
-        finally:
-            daemon.send_signal(signal.SIGTERM)
-            daemon.wait(timeout=30)
-            log.close()
 
 
 if __name__ == "__main__":

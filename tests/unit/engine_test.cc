@@ -1,73 +1,30 @@
-// Recordings, replayed sessions and the service, without a kernel: records come from the
-// EventGenerator, the API is reached through a real (in-process) gRPC channel.
-#include <grpcpp/grpcpp.h>
+// Recordings and sessions without a kernel: records come from the EventGenerator. No libbpf,
+// no gRPC: the engine:session target alone.
 #include <gtest/gtest.h>
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <thread>
 
 #include "daemon/engine/recording.h"
 #include "daemon/engine/session.h"
-#include "daemon/engine/session_manager.h"
-#include "daemon/service/server.h"
-#include "daemon/service/threadscope_service.h"
 #include "tests/unit/event_generator.h"
+#include "tests/unit/fake_clock.h"
+#include "tests/unit/sample_recording.h"
+#include "tests/unit/test_env.h"
 
 namespace threadscope {
 namespace {
 
 using testing::Batch;
 using testing::EventGenerator;
+using testing::Recording;
+using testing::SampleBatches;
+using testing::SampleTarget;
 
-
-v1::Target SampleTarget() {
-  v1::Target t;
-  t.set_pid(1000);
-  t.set_python_version("3.11.2");
-  t.set_symbols(v1::SYMBOL_LEVEL_DYNAMIC_ONLY);
-  t.set_join_visibility(v1::JOIN_VISIBILITY_BLOCKING_ONLY);
-  t.set_body_done_visible(true);
-  auto* p = t.add_probes();
-  p->set_name("thread_start");
-  p->set_attached(true);
-  return t;
-}
-
-std::vector<v1::RecordingChunk> Recording(const std::vector<std::string>& record_batches,
-                                          bool trailer = true) {
-  std::vector<v1::RecordingChunk> chunks(1);
-  auto* h = chunks[0].mutable_header();
-  h->set_format_version(engine::kRecordingFormatVersion);
-  h->set_abi_version(TS_ABI_VERSION);
-  *h->mutable_target() = SampleTarget();
-  for (const auto& b : record_batches) {
-    v1::RecordingChunk c;
-    c.set_records(b);
-    chunks.push_back(c);
-  }
-  if (trailer) {
-    v1::RecordingChunk t;
-    t.mutable_trailer()->set_state(v1::TARGET_STATE_EXITED);
-    chunks.push_back(t);
-  }
-  return chunks;
-}
-
-std::vector<std::string> SampleBatches(EventGenerator& g) {
-  return {Batch({g.Mark(TS_MARK_ATTACHED), g.Preexisting(1000, 5, "python3")}),
-          Batch({g.StartBegin(1000, 0xb0), g.Clone(1000, 1001),
-                 g.StartEnd(1000, 0xb0, true, 0x7f01), g.Bootstrap(1001, 0xb0),
-                 g.Sentinel(1001, 0x10, 0x20), g.SemWait(TS_EV_SEM_WAIT_BEGIN, 1000, 0x20)}),
-          Batch({g.BodyDone(1001), g.Exit(1001), g.SemWait(TS_EV_SEM_WAIT_END, 1000, 0x20, 0),
-                 g.StartBegin(1000, 0xb1), g.StartEnd(1000, 0xb1, false, 0), g.Exit(1000),
-                 g.Mark(TS_MARK_TARGET_EXITED)})};
-}
-
-std::string TempPath(const char* name) {
-  return std::string("/tmp/ts_unit_") + std::to_string(getpid()) + "_" + name;
-}
+std::string TempPath(const char* name) { return testing::TestDir("engine_test") + "/" + name; }
 
 TEST(RecordingTest, FileRoundTrip) {
   EventGenerator g;
@@ -274,123 +231,85 @@ TEST(SessionTest, TruncatedHistoryIsSaidInBand) {
   EXPECT_LE(session.raw_log_bytes(), (128u << 10) + (64u << 10));
 }
 
-// The service over a real gRPC channel (in-process transport), with no kernel involved.
-class ServiceTest : public ::testing::Test {
- protected:
-  void SetUp() override {
-    auto e = service::InProcessEngine::Start();
-    ASSERT_TRUE(e.ok()) << e.status().ToString();
-    engine_ = std::move(e).value();
-    stub_ = v1::ThreadscopeService::NewStub(engine_->channel());
-  }
-  std::unique_ptr<service::InProcessEngine> engine_;
-  std::unique_ptr<v1::ThreadscopeService::Stub> stub_;
-};
+// DESIGN §7: a slow client never stalls tracing. Clients that never read hold bounded queues;
+// ingest goes on without waiting for them, and what they missed is told in-band when they read.
+TEST(SessionTest, ClientsThatNeverReadNeverStallIngest) {
+  EventGenerator g;
+  FedSession session("pid:1:1", SampleTarget());
+  auto watcher = session.Watch(v1::WatchEventsRequest(), "", engine::StreamLimits{16, 1 << 20});
+  auto recorder = session.StreamRecording("", engine::StreamLimits{4, 1 << 20});
+  ASSERT_TRUE(recorder.ok());
+  for (uint32_t t = 0; t < 500; ++t) session.Ingest(ThreadRound(g, 3000 + t));
+  EXPECT_EQ(session.target().stats().records(), 500u * 6);
 
-TEST_F(ServiceTest, MalformedRequestsGetClearStatuses) {
-  {
-    grpc::ClientContext ctx;
-    v1::AttachRequest req;
-    req.set_pid(-5);
-    v1::AttachResponse resp;
-    grpc::Status s = stub_->Attach(&ctx, req, &resp);
-    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
-    EXPECT_NE(s.error_message().find("positive"), std::string::npos);
+  v1::WatchEventsResponse r;
+  size_t items = 0;
+  uint64_t lost = 0;
+  while (watcher->Next(&r, std::chrono::milliseconds(10)) ==
+         engine::BoundedQueue<v1::WatchEventsResponse>::PopResult::kItem) {
+    ++items;
+    if (r.has_lost_events()) {
+      EXPECT_EQ(r.lost_events().source(), v1::LostEvents::SOURCE_CLIENT_QUEUE);
+      lost += r.lost_events().count();
+    }
   }
-  {
-    grpc::ClientContext ctx;
-    v1::AttachRequest req;
-    req.set_pid(0x3fffffff);
-    v1::AttachResponse resp;
-    EXPECT_EQ(stub_->Attach(&ctx, req, &resp).error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_EQ(items, 17u);  // the 16 it had room for, then how many it missed
+  EXPECT_EQ(lost, 500u * 3 - 16);  // STARTING, RUNNING, DONE per thread
+
+  // The recorder's next chunk after the ones it had room for starts with a ts_lost record.
+  v1::RecordingChunk chunk;
+  size_t chunks = 0;
+  while ((*recorder)->Next(&chunk, std::chrono::milliseconds(10)) ==
+         engine::BoundedQueue<v1::RecordingChunk>::PopResult::kItem) {
+    ++chunks;
   }
-  {
-    grpc::ClientContext ctx;
-    v1::AttachRequest req;
-    req.set_pid(getpid());  // a live process that is not CPython
-    v1::AttachResponse resp;
-    grpc::Status s = stub_->Attach(&ctx, req, &resp);
-    EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION) << s.error_message();
-    EXPECT_NE(s.error_message().find("not CPython"), std::string::npos);
-  }
-  {
-    grpc::ClientContext ctx;
-    v1::AttachRequest req;
-    req.set_pid(getpid());
-    req.mutable_options()->set_ring_buffer_bytes(12345);
-    v1::AttachResponse resp;
-    EXPECT_EQ(stub_->Attach(&ctx, req, &resp).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
-  }
-  {
-    grpc::ClientContext ctx;
-    v1::GetSnapshotResponse resp;
-    EXPECT_EQ(stub_->GetSnapshot(&ctx, v1::GetSnapshotRequest(), &resp).error_code(),
-              grpc::StatusCode::INVALID_ARGUMENT);
-  }
-  {
-    grpc::ClientContext ctx;
-    v1::GetSnapshotRequest req;
-    req.set_target_id("pid:123456789");
-    v1::GetSnapshotResponse resp;
-    EXPECT_EQ(stub_->GetSnapshot(&ctx, req, &resp).error_code(), grpc::StatusCode::NOT_FOUND);
-  }
-  {
-    grpc::ClientContext ctx;
-    v1::LoadRecordingResponse resp;
-    auto w = stub_->LoadRecording(&ctx, &resp);
-    v1::RecordingChunk junk;
-    junk.set_records("not records at all");
-    w->Write(junk);
-    w->WritesDone();
-    EXPECT_EQ(w->Finish().error_code(), grpc::StatusCode::INVALID_ARGUMENT);
-  }
-  {
-    EventGenerator g;
-    auto chunks = Recording(SampleBatches(g));
-    grpc::ClientContext ctx;
-    v1::LoadRecordingResponse loaded;
-    auto w = stub_->LoadRecording(&ctx, &loaded);
-    for (const auto& c : chunks) w->Write(c);
-    w->WritesDone();
-    ASSERT_TRUE(w->Finish().ok());
-    grpc::ClientContext ctx2;
-    v1::WatchEventsRequest bad;
-    bad.set_target_id(loaded.target().target_id());
-    bad.add_changes(static_cast<v1::ThreadChange>(77));
-    auto reader = stub_->WatchEvents(&ctx2, bad);
-    v1::WatchEventsResponse r;
-    EXPECT_FALSE(reader->Read(&r));
-    EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::INVALID_ARGUMENT);
-  }
-  // After all that, the engine still serves.
-  grpc::ClientContext ctx;
-  v1::GetStatusResponse status;
-  ASSERT_TRUE(stub_->GetStatus(&ctx, v1::GetStatusRequest(), &status).ok());
-  EXPECT_EQ(status.mode(), "in-process");
-  EXPECT_EQ(status.targets_size(), 1);
+  EXPECT_EQ(chunks, 1u + 4u);  // the header, then the 4 it had room for
+  session.Ingest(ThreadRound(g, 9000));
+  ASSERT_EQ((*recorder)->Next(&chunk, std::chrono::milliseconds(100)),
+            engine::BoundedQueue<v1::RecordingChunk>::PopResult::kItem);
+  ts_lost missed;
+  ASSERT_GE(chunk.records().size(), sizeof(missed));
+  std::memcpy(&missed, chunk.records().data(), sizeof(missed));
+  EXPECT_EQ(missed.h.type, TS_EV_LOST);
+  EXPECT_EQ(missed.source, uint32_t{TS_LOST_CONSUMER});
+  EXPECT_EQ(missed.count, (500u - 4) * 6);
+  session.Unwatch(watcher);
+  session.Unstream(*recorder);
 }
 
-TEST_F(ServiceTest, RecordingLoadedThroughTheApiGivesTheSnapshot) {
+// A batch whose framing breaks (never from the ring; a recording is validated first): what could
+// be read is applied, the rest is one decode error, and watchers still hear what happened.
+TEST(SessionTest, ABadFrameInABatchIsOneDecodeError) {
   EventGenerator g;
-  grpc::ClientContext ctx;
-  v1::LoadRecordingResponse loaded;
-  auto w = stub_->LoadRecording(&ctx, &loaded);
-  for (const auto& c : Recording(SampleBatches(g))) w->Write(c);
-  w->WritesDone();
-  ASSERT_TRUE(w->Finish().ok());
-  EXPECT_EQ(loaded.target().state(), v1::TARGET_STATE_RECORDING);
-  grpc::ClientContext ctx2;
-  v1::GetSnapshotRequest req;
-  req.set_target_id(loaded.target().target_id());
-  v1::GetSnapshotResponse snap;
-  ASSERT_TRUE(stub_->GetSnapshot(&ctx2, req, &snap).ok());
-  EXPECT_EQ(snap.snapshot().threads_size(), 3);
-  grpc::ClientContext ctx3;
-  v1::DetachRequest det;
-  det.set_target_id(loaded.target().target_id());
-  v1::DetachResponse detached;
-  ASSERT_TRUE(stub_->Detach(&ctx3, det, &detached).ok());
-  EXPECT_EQ(detached.snapshot().threads_size(), 3);
+  FedSession session("pid:1:1", SampleTarget());
+  auto sub = session.Watch(v1::WatchEventsRequest());
+  std::string good = ThreadRound(g, 2000);
+  std::string bad = g.Clone(1000, 2001);
+  ts_header h;
+  std::memcpy(&h, bad.data(), sizeof(h));
+  h.size = 1u << 20;  // claims more than the batch holds
+  std::memcpy(bad.data(), &h, sizeof(h));
+  session.Ingest(good + bad + ThreadRound(g, 2002));
+  v1::TraceStats stats = session.target().stats();
+  EXPECT_EQ(stats.records(), 6u);
+  EXPECT_EQ(stats.decode_errors(), 1u);
+  v1::WatchEventsResponse r;
+  ASSERT_EQ(sub->Next(&r, std::chrono::milliseconds(100)),
+            engine::BoundedQueue<v1::WatchEventsResponse>::PopResult::kItem);
+  EXPECT_EQ(r.thread_event().change(), v1::THREAD_CHANGE_STARTING);
+  session.Unwatch(sub);
+}
+
+// A snapshot of a running trace describes the session's clock's now.
+TEST(SessionTest, SnapshotNowIsTheClocks) {
+  testing::FakeClock clock(42'000'000'000);
+  FedSession session("pid:1:1", SampleTarget(), clock);
+  EXPECT_EQ(session.snapshot().now_ns(), 42'000'000'000u);
+  clock.Advance(5);
+  EXPECT_EQ(session.snapshot().now_ns(), 42'000'000'005u);
+  session.Finish(v1::TARGET_STATE_EXITED);
+  clock.Advance(5);
+  EXPECT_TRUE(session.snapshot().final());
 }
 
 }  // namespace

@@ -165,5 +165,58 @@ TEST(GateTest, CiOutputs) {
   EXPECT_EQ(j["figures"][1]["regressed"], true);
 }
 
+// Two profiles of the same program: the stack whose waiting grew is named, the one that stayed
+// put is not, and a stack that is new in the second is reported as new.
+TEST(GateTest, StacksWhoseWaitingGrewAreNamed) {
+  auto sample = [](std::vector<StackFrame> frames, double n, double ns) {
+    StackSample s;
+    s.frames = std::move(frames);
+    s.contentions = n;
+    s.delay_ns = ns;
+    return s;
+  };
+  std::vector<StackFrame> hot = {{"/srv/app/cache.py", "Cache.get"}, {"/srv/app/api.py", "handle"}};
+  std::vector<StackFrame> cold = {{"/srv/app/db.py", "Pool.take"}};
+  std::vector<StackFrame> fresh = {{"/srv/app/log.py", "emit"}};
+  auto before = StackFigures({sample(hot, 10, 20e6), sample(cold, 50, 100e6)});
+  auto after = StackFigures({sample(hot, 200, 900e6), sample(cold, 52, 101e6),
+                             sample(fresh, 3, 1e6)});
+  const std::string hot_name = "Cache.get (cache.py) < handle (api.py)";
+  EXPECT_EQ(before.at("lock_contentions@stack=" + hot_name), 10);
+  EXPECT_DOUBLE_EQ(before.at("lock_wait_seconds@stack=" + hot_name), 0.02);
+  EXPECT_EQ(before.at("lock_contentions"), 60);
+  EXPECT_DOUBLE_EQ(before.at("lock_wait_seconds"), 0.12);
+  EXPECT_TRUE(IsStackFigure("lock_wait_seconds@stack=" + hot_name));
+  EXPECT_FALSE(IsStackFigure("lock_contentions@app.py:12 work"));
+  EXPECT_EQ(KindOf("lock_wait_seconds@stack=" + hot_name), FigureKind::kTiming);
+
+  Baseline b = MakeBaseline({before}, nullptr, {}, json::object());
+  CheckResult r = Compare(b, {after}, {});
+  EXPECT_EQ(r.verdict, Verdict::kRegression);
+  EXPECT_TRUE(Figure(r, "lock_contentions@stack=" + hot_name).regressed);
+  EXPECT_TRUE(Figure(r, "lock_wait_seconds@stack=" + hot_name).regressed);
+  EXPECT_FALSE(Figure(r, "lock_wait_seconds@stack=Pool.take (db.py)").regressed);
+  EXPECT_FALSE(Figure(r, "lock_contentions@stack=emit (log.py)").baseline.has_value());
+  std::string text = TextReport(r);
+  EXPECT_NE(text.find("waiting grew at (innermost frame first):\n  " + hot_name), std::string::npos)
+      << text;
+  EXPECT_EQ(text.find("  Pool.take (db.py):"), std::string::npos) << text;
+
+  // A stack gone from a run that has lock data waited 0 there (an improvement, not missing).
+  CheckResult gone = Compare(b, {StackFigures({sample(cold, 50, 100e6)})}, {});
+  EXPECT_TRUE(Figure(gone, "lock_wait_seconds@stack=" + hot_name).improved ||
+              !Figure(gone, "lock_wait_seconds@stack=" + hot_name).regressed);
+  EXPECT_FALSE(Figure(gone, "lock_wait_seconds@stack=" + hot_name).missing);
+  // At most max_stacks stacks, the longest waits kept.
+  std::vector<StackSample> many;
+  for (int i = 0; i < 30; ++i) {
+    many.push_back(sample({{"f.py", "f" + std::to_string(i)}}, 1, 1e6 * (i + 1)));
+  }
+  auto capped = StackFigures(many, 5);
+  EXPECT_TRUE(capped.count("lock_wait_seconds@stack=f29 (f.py)"));
+  EXPECT_FALSE(capped.count("lock_wait_seconds@stack=f0 (f.py)"));
+  EXPECT_EQ(capped.size(), 2u + 2 * 5);
+}
+
 }  // namespace
 }  // namespace threadscope::client::gate

@@ -329,15 +329,21 @@ TEST_P(DebianUnstableTest, EveryGilSiteFoundWithoutSymbols) {
     if (p.spec().feature == Feature::kThreads) EXPECT_TRUE(p.unavailable.empty()) << p.name();
   }
   if (t->info.version.AtLeast(3, 15)) {
+    // No semaphore waits outside the parking lot: lock waits are parks, which feed them.
     for (ProbeId id : {ProbeId::kSemWait, ProbeId::kSemWaitReturn}) {
       auto p = plan.Find(id);
       ASSERT_EQ(p.size(), 1u);
       EXPECT_NE(p[0]->unavailable.find("_PySemaphore_Wait"), std::string::npos);
       EXPECT_NE(p[0]->unavailable.find("PyMutex"), std::string::npos);
-      EXPECT_EQ(p[0]->feeds, static_cast<CapabilitySet>(Capability::kLockWaits));
+      EXPECT_EQ(p[0]->feeds, 0u);
     }
-    EXPECT_FALSE(can.locks.waits);
   }
+  // 3.13+: lock waits, wakers and frees through the parking lot on every Debian build.
+  EXPECT_TRUE(can.locks.waits) << can.locks.reason;
+  EXPECT_TRUE(can.locks.wakers);
+  EXPECT_TRUE(can.locks.frees);
+  EXPECT_FALSE(plan.Find(ProbeId::kPark).empty());
+  EXPECT_FALSE(plan.Find(ProbeId::kUnpark).empty());
 }
 
 INSTANTIATE_TEST_SUITE_P(Builds, DebianUnstableTest,

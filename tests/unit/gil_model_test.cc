@@ -3,34 +3,27 @@
 #include <gtest/gtest.h>
 
 #include "daemon/model/trace_model.h"
-#include "tests/unit/event_generator.h"
+#include "tests/unit/model_harness.h"
 
 namespace threadscope::model {
 namespace {
 
 using testing::EventGenerator;
 
-constexpr uint32_t kMain = 1000;
 constexpr uint32_t kT1 = 1001;
 constexpr uint32_t kT2 = 1002;
 constexpr uint64_t kMs = 1'000'000;
 
-class GilModelTest : public ::testing::Test {
+class GilModelTest : public testing::ModelTest {
  protected:
   std::vector<GilChangeEvent> Feed(const std::string& record) {
-    std::vector<ModelEvent> out;
-    model_.ApplyRecord(reinterpret_cast<const uint8_t*>(record.data()), record.size(), &out);
-    std::vector<GilChangeEvent> gil;
-    for (const auto& e : out) {
-      if (e.kind == ModelEvent::Kind::kGil) gil.push_back(e.gil);
-    }
-    return gil;
+    return FeedRecords({record}).gil;
   }
   // take_gil entered, `wait` later it returns.
   void Take(uint32_t tid, uint64_t wait) {
-    Feed(gen_.Gil(tid, TS_GIL_TAKE_BEGIN));
-    gen_.Advance(wait);
-    Feed(gen_.Gil(tid, TS_GIL_TAKE_END));
+    Feed(g_.Gil(tid, TS_GIL_TAKE_BEGIN));
+    g_.Advance(wait);
+    Feed(g_.Gil(tid, TS_GIL_TAKE_END));
   }
   const GilModel& gil() { return model_.gil(); }
   const GilThreadStats& T(uint32_t tid) {
@@ -39,16 +32,13 @@ class GilModelTest : public ::testing::Test {
     static GilThreadStats none;
     return t ? *t : none;
   }
-
-  EventGenerator gen_;
-  TraceModel model_;
 };
 
 TEST_F(GilModelTest, WaitIsTakeEntryToReturnAndHoldIsReturnToDrop) {
   Take(kT1, 2 * kMs);
   EXPECT_EQ(gil().holder(), kT1);
-  gen_.Advance(5 * kMs);
-  auto changes = Feed(gen_.Gil(kT1, TS_GIL_DROP));
+  g_.Advance(5 * kMs);
+  auto changes = Feed(g_.Gil(kT1, TS_GIL_DROP));
   ASSERT_EQ(changes.size(), 1u);
   EXPECT_EQ(changes[0].kind, GilChangeEvent::Kind::kDropped);
   EXPECT_FALSE(changes[0].forced);
@@ -64,11 +54,11 @@ TEST_F(GilModelTest, WaitIsTakeEntryToReturnAndHoldIsReturnToDrop) {
 
 TEST_F(GilModelTest, SwitchesCountChangesOfHolderNotAcquisitions) {
   Take(kT1, 0);
-  Feed(gen_.Gil(kT1, TS_GIL_DROP));
+  Feed(g_.Gil(kT1, TS_GIL_DROP));
   Take(kT1, 0);  // the same thread again: no switch
-  Feed(gen_.Gil(kT1, TS_GIL_DROP));
+  Feed(g_.Gil(kT1, TS_GIL_DROP));
   Take(kT2, 0);
-  Feed(gen_.Gil(kT2, TS_GIL_DROP));
+  Feed(g_.Gil(kT2, TS_GIL_DROP));
   Take(kT1, 0);
   EXPECT_EQ(gil().acquisitions(), 4u);
   EXPECT_EQ(gil().switches(), 2u);
@@ -76,48 +66,48 @@ TEST_F(GilModelTest, SwitchesCountChangesOfHolderNotAcquisitions) {
 
 TEST_F(GilModelTest, ForcedMarkMakesTheNextDropForced) {
   Take(kT1, 0);
-  Feed(gen_.Gil(kT2, TS_GIL_TAKE_BEGIN));  // a waiter
+  Feed(g_.Gil(kT2, TS_GIL_TAKE_BEGIN));  // a waiter
   ASSERT_EQ(gil().Waiters().size(), 1u);
   EXPECT_EQ(gil().Waiters()[0].first, kT2);
-  Feed(gen_.Gil(kT1, TS_GIL_FORCED));
-  auto changes = Feed(gen_.Gil(kT1, TS_GIL_DROP));
+  Feed(g_.Gil(kT1, TS_GIL_FORCED));
+  auto changes = Feed(g_.Gil(kT1, TS_GIL_DROP));
   ASSERT_EQ(changes.size(), 1u);
   EXPECT_TRUE(changes[0].forced);
-  auto acquired = Feed(gen_.Gil(kT2, TS_GIL_TAKE_END));
+  auto acquired = Feed(g_.Gil(kT2, TS_GIL_TAKE_END));
   ASSERT_EQ(acquired.size(), 1u);
   EXPECT_EQ(acquired[0].previous_holder, kT1);
   EXPECT_EQ(T(kT1).forced_drops, 1u);
   EXPECT_EQ(T(kT1).voluntary_drops, 0u);
   EXPECT_EQ(gil().forced_switches(), 1u);
   // The mark is spent: the next drop is voluntary.
-  Feed(gen_.Gil(kT2, TS_GIL_DROP));
+  Feed(g_.Gil(kT2, TS_GIL_DROP));
   Take(kT1, 0);
-  Feed(gen_.Gil(kT1, TS_GIL_DROP));
+  Feed(g_.Gil(kT1, TS_GIL_DROP));
   EXPECT_EQ(T(kT1).forced_drops, 1u);
   EXPECT_EQ(T(kT1).voluntary_drops, 1u);
 }
 
 TEST_F(GilModelTest, InlinedForcedDropIsForced) {
   Take(kT1, 0);
-  Feed(gen_.Gil(kT1, TS_GIL_DROP_FORCED));
+  Feed(g_.Gil(kT1, TS_GIL_DROP_FORCED));
   EXPECT_EQ(T(kT1).forced_drops, 1u);
 }
 
 TEST_F(GilModelTest, HolderAtAttachDropsWithoutHoldTime) {
   // The first record of the main thread is a drop: it held the GIL when the probes went live.
-  Feed(gen_.Gil(kMain, TS_GIL_DROP));
+  Feed(g_.Gil(kMain, TS_GIL_DROP));
   EXPECT_TRUE(T(kMain).held_at_attach);
   EXPECT_EQ(T(kMain).hold_ns, 0u);
   EXPECT_EQ(T(kMain).voluntary_drops, 1u);
   EXPECT_EQ(gil().unmatched_drops(), 0u);
   // A second drop without a take in between is inconsistent.
-  Feed(gen_.Gil(kMain, TS_GIL_DROP));
+  Feed(g_.Gil(kMain, TS_GIL_DROP));
   EXPECT_EQ(gil().unmatched_drops(), 1u);
 }
 
 TEST_F(GilModelTest, TakeWhileAnotherHoldsIsAnOverlapAndEndsTheOldHold) {
   Take(kT1, 0);
-  gen_.Advance(3 * kMs);
+  g_.Advance(3 * kMs);
   Take(kT2, 0);  // kT1's drop went unseen
   EXPECT_EQ(gil().overlaps(), 1u);
   EXPECT_EQ(gil().holder(), kT2);
@@ -128,29 +118,29 @@ TEST_F(GilModelTest, TakeWhileAnotherHoldsIsAnOverlapAndEndsTheOldHold) {
 
 TEST_F(GilModelTest, DuplicateTakeEntriesAndReturnsCountOnce) {
   // A clone calling the original reports one take twice.
-  Feed(gen_.Gil(kT1, TS_GIL_TAKE_BEGIN));
-  uint64_t began = gen_.now();
-  Feed(gen_.Gil(kT1, TS_GIL_TAKE_BEGIN));
-  Feed(gen_.Gil(kT1, TS_GIL_TAKE_END));
-  Feed(gen_.Gil(kT1, TS_GIL_TAKE_END));
+  Feed(g_.Gil(kT1, TS_GIL_TAKE_BEGIN));
+  uint64_t began = g_.now();
+  Feed(g_.Gil(kT1, TS_GIL_TAKE_BEGIN));
+  Feed(g_.Gil(kT1, TS_GIL_TAKE_END));
+  Feed(g_.Gil(kT1, TS_GIL_TAKE_END));
   EXPECT_EQ(T(kT1).acquisitions, 1u);
   EXPECT_EQ(*T(kT1).holding_since - began, 2000u);
 }
 
 TEST_F(GilModelTest, ThreadExitEndsItsWaitAndHold) {
   Take(kT1, 0);
-  Feed(gen_.Gil(kT2, TS_GIL_TAKE_BEGIN));
-  gen_.Advance(kMs);
-  Feed(gen_.Exit(kT2));  // a daemon thread ends inside take_gil at finalization
+  Feed(g_.Gil(kT2, TS_GIL_TAKE_BEGIN));
+  g_.Advance(kMs);
+  Feed(g_.Exit(kT2));  // a daemon thread ends inside take_gil at finalization
   EXPECT_TRUE(gil().Waiters().empty());
   EXPECT_EQ(T(kT2).wait_ns, kMs + 1000);
-  Feed(gen_.Exit(kT1));
+  Feed(g_.Exit(kT1));
   EXPECT_FALSE(gil().holder().has_value());
 }
 
 TEST_F(GilModelTest, RecordsOfOtherKindsAreIgnored) {
-  Feed(gen_.Clone(kMain, kT1));
-  Feed(gen_.Exit(kT1));
+  Feed(g_.Clone(kMain, kT1));
+  Feed(g_.Exit(kT1));
   EXPECT_FALSE(gil().seen());
   EXPECT_TRUE(gil().threads().empty());
 }

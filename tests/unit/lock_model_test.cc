@@ -3,37 +3,28 @@
 #include <gtest/gtest.h>
 
 #include "daemon/model/trace_model.h"
-#include "tests/unit/event_generator.h"
+#include "tests/unit/model_harness.h"
 
 namespace threadscope::model {
 namespace {
 
 using testing::EventGenerator;
 
-constexpr uint32_t kMain = 1000;
 constexpr uint32_t kT1 = 1001;
 constexpr uint32_t kT2 = 1002;
 constexpr uint32_t kT3 = 1003;
 constexpr uint64_t kObjA = 0x7f0000001000, kSemA = 0x55000000a000;
 constexpr uint64_t kObjB = 0x7f0000002000, kSemB = 0x55000000b000;
 
-class LockModelTest : public ::testing::Test {
+class LockModelTest : public testing::ModelTest {
  protected:
   void Exact(bool exact) {
     TraceModelConfig c;
     c.locks.exact_ownership = exact;
-    model_ = TraceModel(c);
+    Configure(c);
   }
   std::vector<LockChangeEvent> Feed(const std::vector<std::string>& records) {
-    std::vector<ModelEvent> out;
-    for (const auto& r : records) {
-      model_.ApplyRecord(reinterpret_cast<const uint8_t*>(r.data()), r.size(), &out);
-    }
-    std::vector<LockChangeEvent> locks;
-    for (const auto& e : out) {
-      if (e.kind == ModelEvent::Kind::kLock) locks.push_back(e.lock);
-    }
-    return locks;
+    return FeedRecords(records).locks;
   }
   const LockModel& locks() { return model_.locks(); }
   // The live lock at a semaphore address (the newest generation).
@@ -54,9 +45,6 @@ class LockModelTest : public ::testing::Test {
     g_.Advance(ns);
     return {};
   }
-
-  EventGenerator g_{kMain};
-  TraceModel model_;
 };
 
 // Feed() skips empty strings: Wait() only moves the clock.
@@ -167,6 +155,17 @@ TEST_F(LockModelTest, WaitOnAJoinSentinelIsAJoin) {
   EXPECT_EQ(At(kSemA).contended, 0u);
   EXPECT_EQ(At(kSemA).kind, LockKind::kJoinSentinel);
   EXPECT_GE(locks().FindThread(kMain)->join_wait_ns, 1'000'000u);
+}
+
+TEST_F(LockModelTest, AJoinSentinelTakenAsALockStaysASentinel) {
+  // The main thread's _tstate_lock: a sentinel whose acquire arrives as any Lock's. Its hold is
+  // the thread's life, not a lock hold, and must not replace the sentinel with a new lock.
+  Exact(true);
+  auto ev = Feed({g_.Sentinel(kMain, kObjA, kSemA), g_.LockAcquire(kMain, kObjA, kSemA)});
+  g_.Advance(1'000'000);
+  auto released = Feed({g_.LockRelease(kMain, kObjA, kSemA)});
+  EXPECT_EQ(At(kSemA).kind, LockKind::kJoinSentinel);
+  for (const auto& e : released) EXPECT_NE(e.change, LockChange::kReleased);
 }
 
 TEST_F(LockModelTest, WaitThatBeganBeforeTheAttachIsIgnored) {

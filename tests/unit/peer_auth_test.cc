@@ -9,14 +9,14 @@
 #include <cstdlib>
 #include <fstream>
 
+#include "tests/unit/test_env.h"
+
 namespace threadscope::service {
 namespace {
 
 class FakeProc {
  public:
-  FakeProc() : root_("/tmp/ts_fakeproc_" + std::to_string(getpid())) {
-    mkdir(root_.c_str(), 0755);
-  }
+  FakeProc() : root_(testing::TestDir("fakeproc")) {}
   ~FakeProc() { std::system(("rm -rf " + root_).c_str()); }
   // A process owned by uid (status file and /proc/PID directory). False if chown failed.
   bool AddProcess(int pid, int uid, int ppid) {
@@ -34,6 +34,7 @@ class FakeProc {
     std::ofstream(dir + "/ptrace_scope") << scope << "\n";
   }
   target::ProcFs proc() const { return target::ProcFs(root_); }
+  const std::string& root() const { return root_; }
 
  private:
   std::string root_;
@@ -138,7 +139,7 @@ TEST(PeerAuthTest, NonDumpableTargetsAreRootOnly) {
   // Status says uid 1000, but the /proc directory belongs to root: that is what the kernel shows
   // for a process that is not dumpable.
   fake.AddProcess(800, 1000, 1);
-  std::string dir = "/tmp/ts_fakeproc_" + std::to_string(getpid()) + "/800";
+  std::string dir = fake.root() + "/800";
   if (chown(dir.c_str(), 0, 0) != 0) GTEST_SKIP() << "needs root to set fixture ownership";
   Status s = CheckMayTrace(User(0, 1000), 800, fake.proc());
   EXPECT_EQ(s.code(), StatusCode::kPermissionDenied);

@@ -10,6 +10,7 @@
 #include <fstream>
 #include <memory>
 
+#include "daemon/common/clock.h"
 #include "daemon/loader/capabilities.h"
 #include "daemon/loader/probe_plan.h"
 #include "daemon/target/cpython.h"
@@ -18,6 +19,7 @@
 #include "daemon/target/procfs.h"
 #include "daemon/target/python_process.h"
 #include "tests/unit/interpreters.h"
+#include "tests/unit/test_env.h"
 
 namespace threadscope::target {
 namespace {
@@ -103,8 +105,8 @@ TEST(ProcfsTest, ReadsThisProcess) {
   EXPECT_GT((*tasks)[0].start_ticks, 0u);
   // This process started a moment ago: its start converts to a recent monotonic time (a
   // conversion error shows up as 0 or as the future).
-  uint64_t start = BootTicksToMonotonicNs((*tasks)[0].start_ticks);
-  uint64_t now = MonotonicNowNs();
+  uint64_t start = threadscope::BootTicksToMonotonicNs((*tasks)[0].start_ticks, SystemClock());
+  uint64_t now = SystemClock().MonotonicNowNs();
   EXPECT_LE(start, now);
   EXPECT_GT(start, now - 600'000'000'000ull);
   EXPECT_FALSE(proc.InOtherMountNamespace(getpid()));
@@ -326,13 +328,9 @@ TEST_F(TargetTest, NotPythonIsRefusedClearly) {
 }
 
 TEST_F(TargetTest, ElfRejectsNonElf) {
-  char path[] = "/tmp/ts_not_elf_XXXXXX";
-  int fd = mkstemp(path);
-  ASSERT_GE(fd, 0);
-  ASSERT_EQ(write(fd, "#!/bin/sh\necho hello, this is not ELF\n", 39), 39);
-  close(fd);
+  std::string path = threadscope::testing::TestDir("target_test") + "/not_elf";
+  std::ofstream(path) << "#!/bin/sh\necho hello, this is not ELF\n";
   auto e = ElfFile::Open(path);
-  unlink(path);
   EXPECT_EQ(e.status().code(), StatusCode::kFailedPrecondition);
   EXPECT_EQ(ElfFile::Open("/nonexistent/x").status().code(), StatusCode::kNotFound);
 }

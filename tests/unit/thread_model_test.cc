@@ -3,29 +3,23 @@
 #include <gtest/gtest.h>
 
 #include "daemon/model/trace_model.h"
-#include "tests/unit/event_generator.h"
+#include "tests/unit/model_harness.h"
 
 namespace threadscope::model {
 namespace {
 
 using testing::EventGenerator;
 
-constexpr uint32_t kMain = 1000;
-
-class ThreadModelTest : public ::testing::Test {
+class ThreadModelTest : public testing::ModelTest {
  protected:
   void UseConfig(JoinVisibility joins, bool body = true) {
     TraceModelConfig c;
     c.threads.joins = joins;
     c.threads.body_done_visible = body;
-    model_ = TraceModel(c);
+    Configure(c);
   }
   std::vector<ModelEvent> Feed(const std::vector<std::string>& records) {
-    std::vector<ModelEvent> out;
-    for (const auto& r : records) {
-      model_.ApplyRecord(reinterpret_cast<const uint8_t*>(r.data()), r.size(), &out);
-    }
-    return out;
+    return FeedRecords(records).all;
   }
   const ThreadRecord& ByTid(pid_t tid) {
     const ThreadRecord* t = model_.threads().FindByTid(tid);
@@ -34,9 +28,6 @@ class ThreadModelTest : public ::testing::Test {
     return t ? *t : empty;
   }
   const ThreadModel& threads() { return model_.threads(); }
-
-  EventGenerator g_{kMain};
-  TraceModel model_;
 };
 
 TEST_F(ThreadModelTest, FullLifecycleInOrder) {
@@ -299,10 +290,10 @@ TEST_F(ThreadModelTest, StatsCountRecordsLossesAndGarbage) {
   Feed({g_.Lost(5), g_.Lost(2, TS_LOST_STASH), g_.Mark(TS_MARK_ATTACHED)});
   std::string garbage = g_.Lost(1);
   garbage[2] = 0;  // bad version
-  model_.ApplyRecord(reinterpret_cast<const uint8_t*>(garbage.data()), garbage.size(), nullptr);
+  ApplyBytes(garbage);
   std::string unknown = g_.Lost(1);
   unknown[0] = static_cast<char>(150);
-  model_.ApplyRecord(reinterpret_cast<const uint8_t*>(unknown.data()), unknown.size(), nullptr);
+  ApplyBytes(unknown);
   EXPECT_EQ(model_.stats().records, 3u);
   EXPECT_EQ(model_.stats().lost_ringbuf, 5u);
   EXPECT_EQ(model_.stats().lost_stash, 2u);

@@ -1,0 +1,32 @@
+// Where a live session's records come from, after Pixie's BCCWrapper: the BPF ring buffer
+// (BpfTracer) in the daemon, a fake serving generated batches or a recording in tests. The
+// engine's consumer (LiveSession) knows nothing else about BPF, so everything between the ring
+// and the model runs without a kernel.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+
+#include "daemon/common/status.h"
+
+namespace threadscope::loader {
+
+// Called with back-to-back records (probes/threadscope_events.h), as the ring holds them.
+using RecordCallback = std::function<void(const uint8_t* data, size_t size)>;
+
+class RecordSource {
+ public:
+  virtual ~RecordSource() = default;
+  // Waits up to timeout_ms for records, then delivers every record available. Returns how many
+  // records were delivered.
+  virtual StatusOr<size_t> Poll(int timeout_ms, const RecordCallback& callback) = 0;
+  // Delivers what is available, without waiting.
+  virtual StatusOr<size_t> Drain(const RecordCallback& callback) = 0;
+  // Records lost before they could be delivered, by ts_lost_source, since the start.
+  virtual uint64_t Drops(uint32_t source) const = 0;
+  // Stops producing records (removes every probe); what was produced stays readable by Drain.
+  virtual void DetachAll() = 0;
+};
+
+}  // namespace threadscope::loader

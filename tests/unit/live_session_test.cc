@@ -1,0 +1,415 @@
+// The live consumer without a kernel: a LiveSession fed by a fake record source, a fake process,
+// a /proc tree in $TEST_TMPDIR, a frame resolver answering from a table and a clock the test
+// moves. What only the root tier could check before: the attach mark and the threads /proc
+// lists, drop accounting, exit and credential-change detection, detach, stack locations defined
+// ahead of the records that use them, and watching from the start on a truncated history.
+#include "daemon/engine/live_session.h"
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <string>
+#include <vector>
+
+#include "daemon/model/event_decoder.h"
+#include "daemon/model/record_reader.h"
+#include "tests/unit/engine_fakes.h"
+#include "tests/unit/event_generator.h"
+
+namespace threadscope::engine {
+namespace {
+
+using testing::Batch;
+using testing::EventGenerator;
+using testing::FakeClock;
+using testing::FakeFrameResolver;
+using testing::FakeProcess;
+using testing::FakeRecordSource;
+using testing::ProcFixture;
+using testing::PythonFrame;
+using testing::WaitUntil;
+using Pop = BoundedQueue<v1::WatchEventsResponse>::PopResult;
+
+constexpr pid_t kPid = 4000;
+constexpr uint64_t kSecond = 1'000'000'000;
+
+std::string CurrentTestName() {
+  return ::testing::UnitTest::GetInstance()->current_test_info()->name();
+}
+
+v1::Target SampleTarget() {
+  v1::Target t;
+  t.set_pid(kPid);
+  t.set_python_version("3.12.1");
+  t.set_state(v1::TARGET_STATE_ATTACHED);
+  t.set_join_visibility(v1::JOIN_VISIBILITY_BLOCKING_ONLY);
+  t.set_body_done_visible(true);
+  t.set_lock_mode("contended");
+  return t;
+}
+
+// Every record a recording of the session holds so far, decoded.
+std::vector<model::DecodedEvent> Recorded(Session& session) {
+  auto sub = session.StreamRecording();
+  EXPECT_TRUE(sub.ok()) << sub.status().ToString();
+  std::vector<model::DecodedEvent> out;
+  if (!sub.ok()) return out;
+  v1::RecordingChunk chunk;
+  while ((*sub)->Next(&chunk, std::chrono::milliseconds(20)) ==
+         BoundedQueue<v1::RecordingChunk>::PopResult::kItem) {
+    if (!chunk.has_records()) continue;
+    model::RecordReader reader(chunk.records());
+    model::RecordView record;
+    while (reader.Next(&record)) {
+      auto e = model::DecodeEvent(record);
+      EXPECT_TRUE(e.ok()) << e.status().ToString();
+      if (e.ok()) out.push_back(*e);
+    }
+    EXPECT_TRUE(reader.status().ok()) << reader.status().ToString();
+  }
+  session.Unstream(*sub);
+  return out;
+}
+
+std::vector<uint16_t> Types(const std::vector<model::DecodedEvent>& events) {
+  std::vector<uint16_t> out;
+  for (const auto& e : events) out.push_back(e.header.type);
+  return out;
+}
+
+const v1::Thread* ThreadByTid(const v1::Snapshot& snap, int32_t tid) {
+  for (const auto& t : snap.threads()) {
+    if (t.native_tid() == tid) return &t;
+  }
+  return nullptr;
+}
+
+class LiveSessionTest : public ::testing::Test {
+ protected:
+  LiveSessionTest()
+      : proc_dir_(testing::TestDir("proc_" + CurrentTestName())),
+        fixture_(proc_dir_, kPid),
+        proc_(proc_dir_),
+        process_(std::make_shared<FakeProcess>(kPid)),
+        frames_(std::make_shared<FakeFrameResolver::Shared>()) {
+    options_.poll_interval_ms = 2;
+    options_.liveness_interval_ms = 200;
+  }
+  ~LiveSessionTest() override {
+    if (session_) {
+      EXPECT_TRUE(session_->Detach().ok());
+    }
+  }
+
+  void Start(bool stacks = false) {
+    auto source = std::make_unique<FakeRecordSource>();
+    control_ = source->control();
+    LiveSources sources;
+    sources.records = std::move(source);
+    sources.process = process_;
+    auto status = proc_.Status(kPid);
+    ASSERT_TRUE(status.ok()) << status.status().ToString();
+    sources.attached_status = *status;
+    if (stacks) sources.frames = std::make_unique<FakeFrameResolver>(frames_);
+    auto s = LiveSession::Start("pid:4000:1", SampleTarget(), std::move(sources), options_, proc_,
+                                clock_);
+    ASSERT_TRUE(s.ok()) << s.status().ToString();
+    session_ = *s;
+  }
+  // Records the probes write.
+  void Push(std::string batch) { FakeRecordSource::Push(*control_, std::move(batch)); }
+  // Everything pushed so far has been ingested.
+  void Ingested() { ASSERT_TRUE(FakeRecordSource::WaitPolls(*control_, 2)); }
+  // A liveness check falls due (on the test's clock) and runs.
+  void LivenessCheck() {
+    clock_.Advance(kSecond);
+    Ingested();
+  }
+  bool SourceDetached() { return FakeRecordSource::Detached(*control_); }
+
+  std::string proc_dir_;
+  ProcFixture fixture_;
+  target::ProcFs proc_;
+  FakeClock clock_;
+  std::shared_ptr<FakeProcess> process_;
+  std::shared_ptr<FakeFrameResolver::Shared> frames_;
+  LiveSessionOptions options_;
+  std::shared_ptr<FakeRecordSource::Control> control_;
+  std::shared_ptr<LiveSession> session_;
+  EventGenerator g_{static_cast<uint32_t>(kPid)};
+};
+
+// The order a recording starts with: the attach mark, what the probes wrote while they were being
+// attached, then the threads /proc lists (a thread is in the scan or seen starting, never lost
+// between the two). Every timestamp the engine writes comes from its clock.
+TEST_F(LiveSessionTest, StartWritesTheMarkWhatTheProbesWroteThenTheThreadsOfProc) {
+  const long ticks_per_second = sysconf(_SC_CLK_TCK);
+  fixture_.AddTask(kPid, "python3", 100);
+  fixture_.AddTask(kPid + 1, "worker", 250);
+  clock_.set_suspended_ns(kSecond / 4);  // boot time runs ahead by the time spent suspended
+  // Probes that fire while the others attach: the source has them when the session starts.
+  auto source = std::make_unique<FakeRecordSource>();
+  FakeRecordSource::Push(*source->control(), g_.Clone(kPid, kPid + 2, "late"));
+  control_ = source->control();
+  LiveSources sources;
+  sources.records = std::move(source);
+  sources.process = process_;
+  sources.attached_status = *proc_.Status(kPid);
+  const uint64_t start = clock_.MonotonicNowNs();
+  auto s = LiveSession::Start("pid:4000:1", SampleTarget(), std::move(sources), options_, proc_,
+                              clock_);
+  ASSERT_TRUE(s.ok()) << s.status().ToString();
+  session_ = *s;
+
+  auto recorded = Recorded(*session_);
+  ASSERT_EQ(Types(recorded),
+            (std::vector<uint16_t>{TS_EV_TRACE_MARK, TS_EV_THREAD_CLONE, TS_EV_PREEXISTING_THREAD,
+                                   TS_EV_PREEXISTING_THREAD}));
+  EXPECT_EQ(std::get<ts_trace_mark>(recorded[0].payload).kind, TS_MARK_ATTACHED);
+  EXPECT_EQ(recorded[0].header.ts_ns, start);
+  const auto& main = std::get<ts_preexisting_thread>(recorded[2].payload);
+  EXPECT_EQ(recorded[2].header.tid, static_cast<uint32_t>(kPid));
+  EXPECT_EQ(recorded[2].header.ts_ns, start);
+  EXPECT_EQ(main.start_ns, 100 * kSecond / ticks_per_second - kSecond / 4);
+  EXPECT_EQ(model::CommToString(std::get<ts_preexisting_thread>(recorded[3].payload).comm),
+            "worker");
+
+  v1::Snapshot snap = session_->snapshot();
+  EXPECT_EQ(snap.trace_start_ns(), start);
+  EXPECT_EQ(snap.now_ns(), start);
+  ASSERT_EQ(snap.threads_size(), 3);
+  EXPECT_EQ(ThreadByTid(snap, kPid)->origin(), v1::THREAD_ORIGIN_PREEXISTING);
+  EXPECT_EQ(ThreadByTid(snap, kPid + 1)->name(), "worker");
+  EXPECT_EQ(ThreadByTid(snap, kPid + 2)->name(), "late");
+  // A running trace's snapshot describes the clock's now.
+  clock_.Advance(7 * kSecond);
+  EXPECT_EQ(session_->snapshot().now_ns(), start + 7 * kSecond);
+  EXPECT_FALSE(session_->snapshot().final());
+}
+
+// Drops are counted where they happen (the kernel, the stash) and written once each, as they
+// grow, on the liveness check; watchers hear them in-band.
+TEST_F(LiveSessionTest, DropsAreCountedOnceAndReachWatchers) {
+  Start();
+  auto sub = session_->Watch(v1::WatchEventsRequest());
+  FakeRecordSource::SetDrops(*control_, TS_LOST_RINGBUF, 5);
+  Ingested();  // no check is due yet: nothing counted
+  EXPECT_EQ(session_->snapshot().target().stats().lost_ringbuf(), 0u);
+  LivenessCheck();
+  EXPECT_EQ(session_->snapshot().target().stats().lost_ringbuf(), 5u);
+  v1::WatchEventsResponse r;
+  ASSERT_EQ(sub->Next(&r, std::chrono::seconds(1)), Pop::kItem);
+  ASSERT_TRUE(r.has_lost_events()) << r.DebugString();
+  EXPECT_EQ(r.lost_events().count(), 5u);
+  EXPECT_EQ(r.lost_events().source(), v1::LostEvents::SOURCE_KERNEL_RING);
+
+  FakeRecordSource::SetDrops(*control_, TS_LOST_RINGBUF, 8);
+  FakeRecordSource::SetDrops(*control_, TS_LOST_STASH, 2);
+  LivenessCheck();
+  LivenessCheck();  // nothing new: nothing written again
+  v1::TraceStats stats = session_->snapshot().target().stats();
+  EXPECT_EQ(stats.lost_ringbuf(), 8u);
+  EXPECT_EQ(stats.lost_stash(), 2u);
+  std::vector<std::pair<uint64_t, v1::LostEvents::Source>> told;
+  while (sub->Next(&r, std::chrono::milliseconds(50)) == Pop::kItem) {
+    ASSERT_TRUE(r.has_lost_events()) << r.DebugString();
+    told.push_back({r.lost_events().count(), r.lost_events().source()});
+  }
+  EXPECT_EQ(told, (std::vector<std::pair<uint64_t, v1::LostEvents::Source>>{
+                      {3, v1::LostEvents::SOURCE_KERNEL_RING},
+                      {2, v1::LostEvents::SOURCE_PROBE_STASH}}));
+  session_->Unwatch(sub);
+}
+
+// The pinned process exits: the records still in the source are taken, then the trace ends as
+// exited, with its probes removed.
+TEST_F(LiveSessionTest, ExitEndsTheTraceAfterItsLastRecords) {
+  fixture_.AddTask(kPid, "python3", 100);
+  Start();
+  v1::WatchEventsRequest req;
+  auto sub = session_->Watch(req);
+  Push(Batch({g_.Clone(kPid, kPid + 1, "worker")}));
+  Ingested();
+  process_->Exit();
+  Push(Batch({g_.Exit(kPid + 1, "worker"), g_.Exit(kPid)}));  // written as it exited
+  EXPECT_FALSE(session_->finished());  // noticed on the next liveness check, not before
+  clock_.Advance(kSecond);
+  ASSERT_TRUE(WaitUntil([&] { return session_->finished(); }));
+  EXPECT_TRUE(SourceDetached());
+  v1::Snapshot snap = session_->snapshot();
+  EXPECT_TRUE(snap.final());
+  EXPECT_EQ(snap.ended_by(), v1::TRACE_END_EXITED);
+  EXPECT_EQ(snap.target().state(), v1::TARGET_STATE_EXITED);
+  ASSERT_NE(ThreadByTid(snap, kPid + 1), nullptr);
+  EXPECT_EQ(ThreadByTid(snap, kPid + 1)->state(), v1::THREAD_STATE_DONE);
+  auto types = Types(Recorded(*session_));
+  EXPECT_EQ(types.back(), TS_EV_TRACE_MARK);
+  v1::WatchEventsResponse r;
+  bool finished = false;
+  while (sub->Next(&r, std::chrono::milliseconds(200)) == Pop::kItem) {
+    if (r.has_target_finished()) {
+      EXPECT_EQ(r.target_finished().state(), v1::TARGET_STATE_EXITED);
+      finished = true;
+    }
+  }
+  EXPECT_TRUE(finished);
+  // Detaching a finished trace changes nothing.
+  EXPECT_TRUE(session_->Detach().ok());
+  EXPECT_EQ(session_->snapshot().ended_by(), v1::TRACE_END_EXITED);
+}
+
+// A setuid exec (or setuid()) makes it a process its owner may no longer trace: the trace ends.
+TEST_F(LiveSessionTest, CredentialChangeEndsTheTraceAsExeced) {
+  Start();
+  LivenessCheck();
+  EXPECT_FALSE(session_->finished());
+  fixture_.SetCredentials(0, 0);
+  clock_.Advance(kSecond);
+  ASSERT_TRUE(WaitUntil([&] { return session_->finished(); }));
+  EXPECT_TRUE(SourceDetached());
+  v1::Snapshot snap = session_->snapshot();
+  EXPECT_EQ(snap.target().state(), v1::TARGET_STATE_EXECED);
+  EXPECT_EQ(snap.ended_by(), v1::TRACE_END_DETACHED);
+}
+
+// Detach removes the probes first, then takes what they wrote, then marks the end.
+TEST_F(LiveSessionTest, DetachTakesWhatIsLeftAndMarksTheEnd) {
+  Start();
+  FakeRecordSource::SetDrops(*control_, TS_LOST_RINGBUF, 2);
+  Push(Batch({g_.Clone(kPid, kPid + 1, "worker")}));
+  clock_.Advance(3 * kSecond);
+  ASSERT_TRUE(session_->Detach().ok());
+  EXPECT_TRUE(SourceDetached());
+  v1::Snapshot snap = session_->snapshot();
+  EXPECT_TRUE(snap.final());
+  EXPECT_EQ(snap.ended_by(), v1::TRACE_END_DETACHED);
+  EXPECT_EQ(snap.trace_end_ns(), clock_.MonotonicNowNs());
+  EXPECT_NE(ThreadByTid(snap, kPid + 1), nullptr);
+  EXPECT_EQ(snap.target().stats().lost_ringbuf(), 2u);
+  EXPECT_TRUE(session_->Detach().ok());
+}
+
+// Stack frames are named the first time a batch names them, and the names go ahead of the
+// records that use them (so a recording replays them in order). A frame that cannot be read is
+// asked again at its next sighting; one that is not Python is remembered as such.
+TEST_F(LiveSessionTest, LocationsAreDefinedOnceAheadOfTheRecordsThatUseThem) {
+  fixture_.AddTask(kPid, "python3", 100);
+  frames_->frames[{0xc0de, 0x10}] = PythonFrame("/srv/app.py", "work", 12);
+  target::ResolvedFrame not_python;
+  not_python.kind = target::ResolvedFrame::Kind::kNotPython;
+  frames_->frames[{0xc0de, 0x20}] = not_python;
+  Start(/*stacks=*/true);
+  const std::vector<std::pair<uint64_t, uint64_t>> stack = {
+      {0xc0de, 0x10}, {0xc0de, 0x20}, {0xbad, 0x0}};
+  Push(EventGenerator::WithStack(g_.SemWait(TS_EV_SEM_WAIT_BEGIN, kPid, 0x5e5), stack));
+  Ingested();
+  Push(EventGenerator::WithStack(g_.SemWait(TS_EV_SEM_WAIT_END, kPid, 0x5e5), stack));
+  Ingested();
+  EXPECT_EQ(frames_->asked[std::make_pair(uint64_t{0xc0de}, uint64_t{0x10})], 1);
+  EXPECT_EQ(frames_->asked[std::make_pair(uint64_t{0xc0de}, uint64_t{0x20})], 1);
+  EXPECT_EQ(frames_->asked[std::make_pair(uint64_t{0xbad}, uint64_t{0x0})], 2);
+
+  auto recorded = Recorded(*session_);
+  std::vector<uint16_t> types = Types(recorded);  // the mark and the /proc thread first
+  std::vector<uint16_t> after_proc(types.begin() + 2, types.end());
+  EXPECT_EQ(after_proc, (std::vector<uint16_t>{TS_EV_PY_LOCATION, TS_EV_PY_LOCATION,
+                                               TS_EV_SEM_WAIT_BEGIN, TS_EV_SEM_WAIT_END}));
+  const auto& named = std::get<model::PyLocationRecord>(recorded[2].payload);
+  EXPECT_EQ(named.file, "/srv/app.py");
+  EXPECT_EQ(named.function, "work");
+  EXPECT_EQ(named.fixed.line, 12);
+  EXPECT_EQ(std::get<model::PyLocationRecord>(recorded[3].payload).fixed.flags,
+            uint32_t{TS_LOCATION_NOT_PYTHON});
+}
+
+// The waiter's stack, as the API shows it: named frames, the unreadable one as "?", the
+// non-Python one left out.
+TEST_F(LiveSessionTest, AWaitersStackShowsTheNamedFrames) {
+  fixture_.AddTask(kPid, "python3", 100);
+  frames_->frames[{0xc0de, 0x10}] = PythonFrame("/srv/app.py", "work", 12);
+  target::ResolvedFrame not_python;
+  not_python.kind = target::ResolvedFrame::Kind::kNotPython;
+  frames_->frames[{0xc0de, 0x20}] = not_python;
+  Start(/*stacks=*/true);
+  Push(EventGenerator::WithStack(g_.SemWait(TS_EV_SEM_WAIT_BEGIN, kPid, 0x5e5),
+                                 {{0xc0de, 0x10}, {0xc0de, 0x20}, {0xbad, 0x0}}));
+  Ingested();
+  v1::Snapshot snap = session_->snapshot();
+  const v1::Thread* main = ThreadByTid(snap, kPid);
+  ASSERT_NE(main, nullptr);
+  ASSERT_TRUE(main->locks().has_waiting());
+  const v1::PyStack& where = main->locks().waiting().stack();
+  ASSERT_EQ(where.frames_size(), 2);
+  EXPECT_EQ(where.frames(0).file(), "/srv/app.py");
+  EXPECT_EQ(where.frames(0).function(), "work");
+  EXPECT_EQ(where.frames(0).line(), 12);
+  EXPECT_EQ(where.frames(1).file(), "?");
+}
+
+// Code objects are read by pid: if the process is gone once they were read, the pid may name
+// another process whose memory the reads saw. Nothing read then is kept.
+TEST_F(LiveSessionTest, NamesReadAfterTheProcessExitedAreDropped) {
+  frames_->frames[{0xc0de, 0x10}] = PythonFrame("/srv/app.py", "work", 12);
+  frames_->on_resolve = [this] { process_->Exit(); };
+  Start(/*stacks=*/true);
+  Push(EventGenerator::WithStack(g_.SemWait(TS_EV_SEM_WAIT_BEGIN, kPid, 0x5e5),
+                                 {{0xc0de, 0x10}}));
+  Ingested();
+  Push(EventGenerator::WithStack(g_.SemWait(TS_EV_SEM_WAIT_END, kPid, 0x5e5), {{0xc0de, 0x10}}));
+  Ingested();
+  // Forgotten, so asked again (and dropped again).
+  EXPECT_EQ(frames_->asked[std::make_pair(uint64_t{0xc0de}, uint64_t{0x10})], 2);
+  for (uint16_t type : Types(Recorded(*session_))) EXPECT_NE(type, TS_EV_PY_LOCATION);
+}
+
+// A trace whose history outgrew its budget: a from-start watcher is told first, in-band, then
+// hears what is left and what comes next; a recording (which must be whole) is refused.
+TEST_F(LiveSessionTest, WatchFromStartOnATruncatedHistory) {
+  options_.history_bytes = 128 << 10;
+  Start();
+  auto round = [&](uint32_t tid) {
+    uint64_t boot = 0xb000 + tid;
+    return Batch({g_.StartBegin(kPid, boot), g_.Clone(kPid, tid),
+                  g_.StartEnd(kPid, boot, true, 0x7f000000 + tid), g_.Bootstrap(tid, boot),
+                  g_.BodyDone(tid), g_.Exit(tid)});
+  };
+  for (uint32_t t = 0; t < 3000; t += 100) {  // ring batches of ~27 KiB
+    std::string batch;
+    for (uint32_t k = t; k < t + 100; ++k) batch += round(5000 + k);
+    Push(batch);
+    Ingested();
+  }
+  EXPECT_LE(session_->raw_log_bytes(), (128u << 10) + (64u << 10));
+  v1::WatchEventsRequest req;
+  req.set_from_start(true);
+  auto sub = session_->Watch(req);
+  v1::WatchEventsResponse r;
+  ASSERT_EQ(sub->Next(&r, std::chrono::seconds(1)), Pop::kItem);
+  ASSERT_TRUE(r.has_lost_events()) << r.DebugString();
+  EXPECT_EQ(r.lost_events().source(), v1::LostEvents::SOURCE_HISTORY_TRUNCATED);
+  EXPECT_GT(r.lost_events().count(), 0u);
+  ASSERT_EQ(sub->Next(&r, std::chrono::seconds(1)), Pop::kItem);
+  EXPECT_TRUE(r.has_thread_event());
+  EXPECT_EQ(session_->StreamRecording().status().code(), StatusCode::kOutOfRange);
+  // Live events follow the history.
+  Push(round(9999));
+  int32_t last_running = 0;
+  while (sub->Next(&r, std::chrono::milliseconds(200)) == Pop::kItem) {
+    ASSERT_FALSE(r.has_lost_events()) << r.DebugString();
+    if (r.thread_event().change() == v1::THREAD_CHANGE_RUNNING) {
+      last_running = r.thread_event().thread().native_tid();
+    }
+  }
+  EXPECT_EQ(last_running, 9999);
+  session_->Unwatch(sub);
+}
+
+TEST_F(LiveSessionTest, StartNeedsASourceAndAProcess) {
+  LiveSources none;
+  auto s = LiveSession::Start("pid:4000:1", SampleTarget(), std::move(none), options_, proc_,
+                              clock_);
+  EXPECT_EQ(s.status().code(), StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace threadscope::engine
