@@ -48,8 +48,8 @@ int DaemonMain(int argc, char** argv) {
       ->capture_default_str();
   std::string config_file;
   app.add_option("--config", config_file,
-                 "YAML (or JSON) file: auto-attach rules with their options and labels, metrics "
-                 "settings (deploy/systemd/threadscoped.yaml); flags given too win");
+                 "config file: auto-attach rules with their trace options and labels, metrics "
+                 "settings (deploy/systemd/threadscoped.conf); flags given too win");
   std::vector<std::string> auto_attach;
   app.add_option("--auto-attach", auto_attach,
                  "trace every CPython process matching KEY=PATTERN[,KEY=PATTERN...] (keys: exe "
@@ -58,14 +58,16 @@ int DaemonMain(int argc, char** argv) {
   app.add_option("--auto-attach-limit", auto_attach_limit,
                  "auto-attached targets at once (default 32); past it, matches are refused");
   std::string retain;
-  app.add_option("--metrics-retain", retain,
-                 "how long an ended target's last values stay on /metrics (default 60s; 0: not)");
+  app.add_option("--metrics-retention", retain,
+                 "how long an exited target's last values stay on /metrics (default 60s, at least "
+                 "2 scrape intervals; 0s: not at all)");
   std::optional<size_t> retain_targets;
-  app.add_option("--metrics-retain-targets", retain_targets,
+  app.add_option("--metrics-retention-targets", retain_targets,
                  "ended targets kept on /metrics at most (default 256; the oldest go first)");
   bool check_config = false;
   app.add_flag("--check-config", check_config,
-               "check the flags and --config, print the rules, and exit (0: fine, 2: not)");
+               "check the flags and --config, print the rules (or every problem), and exit "
+               "(0: fine, 2: a flag, 4: the config file)");
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}))
       ->capture_default_str();
@@ -80,14 +82,26 @@ int DaemonMain(int argc, char** argv) {
   autoattach::Config config;
   if (!config_file.empty()) {
     auto loaded = autoattach::LoadConfigFile(config_file);
-    errors = loaded.errors;
+    if (!loaded.errors.empty()) {
+      // One line, the first problem; --check-config lists them all. A config file that does not
+      // parse has an exit code of its own (4), so a unit or a pod says which input is wrong.
+      if (check_config) {
+        for (const auto& e : loaded.errors) {
+          std::fprintf(stderr, "threadscoped: %s\n", Printable(e).c_str());
+        }
+      } else {
+        std::string more = loaded.errors.size() > 1
+                               ? " (and " + std::to_string(loaded.errors.size() - 1) +
+                                     " more: threadscoped --config FILE --check-config lists them)"
+                               : "";
+        std::fprintf(stderr, "threadscoped: %s%s\n", Printable(loaded.errors[0]).c_str(),
+                     more.c_str());
+      }
+      return 4;
+    }
     config = std::move(loaded.config);
   }
   options.auto_attach = config.auto_attach;
-  if (config.metrics.addr && options.metrics_addr.empty()) options.metrics_addr = *config.metrics.addr;
-  if (config.metrics.top_locks && app.count("--metrics-top-locks") == 0) {
-    options.metrics.top_locks = *config.metrics.top_locks;
-  }
   if (config.metrics.retain_seconds) options.metrics.retain_seconds = *config.metrics.retain_seconds;
   if (config.metrics.retain_max_targets) {
     options.metrics.retain_max_targets = *config.metrics.retain_max_targets;
@@ -96,7 +110,7 @@ int DaemonMain(int argc, char** argv) {
   if (!retain.empty()) {
     auto ns = autoattach::ParseDuration(retain);
     if (!ns || *ns > 86400'000'000'000ull) {
-      errors.push_back("--metrics-retain: '" + retain.substr(0, 32) +
+      errors.push_back("--metrics-retention: '" + retain.substr(0, 32) +
                        "' is not a duration of at most 24h (60s, 2m, 0)");
     } else {
       options.metrics.retain_seconds = static_cast<int>(*ns / 1'000'000'000ull);

@@ -17,9 +17,6 @@ packages=(
   protobuf-compiler protobuf-compiler-grpc libprotobuf-dev libgrpc++-dev grpc-proto
   libspdlog-dev libfmt-dev libgtest-dev libgmock-dev libcapstone-dev libcli11-dev
   nlohmann-json3-dev prometheus-cpp-dev
-  # threadscoped's config file (YAML, and JSON as YAML) and auto-attach's --cmdline patterns
-  # (RE2: linear time whatever the command line, no recursion)
-  libyaml-cpp-dev libre2-dev
   # run and test: Debian's own stripped CPython is always a test target; debootstrap builds the
   # Debian unstable root with 3.13-3.15 (tools/debian-unstable-root.sh)
   python3.11 procps util-linux debootstrap

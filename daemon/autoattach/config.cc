@@ -1,15 +1,12 @@
 #include "daemon/autoattach/config.h"
 
-#include <yaml-cpp/yaml.h>
-
 #include <algorithm>
 #include <cerrno>
 #include <cmath>
-#include <cstring>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <set>
-#include <sstream>
 
 #include "daemon/common/labels.h"
 #include "probes/threadscope_events.h"
@@ -18,194 +15,46 @@ namespace threadscope::autoattach {
 
 namespace {
 
-// A config file is a few kilobytes; a larger one is a mistake (or not a config file).
-constexpr size_t kMaxConfigBytes = 1 << 20;
-constexpr size_t kMaxRules = 256;
-
-std::string Shown(const std::string& s) {
-  std::string out = s.substr(0, 64);
+// What an error line may quote of the input: short and printable.
+std::string Shown(std::string_view s) {
+  std::string out(s.substr(0, 64));
   for (char& c : out) {
     if (static_cast<unsigned char>(c) < 0x20 || static_cast<unsigned char>(c) >= 0x7f) c = '?';
   }
   return s.size() > 64 ? out + "..." : out;
 }
 
-class Checker {
- public:
-  explicit Checker(std::string name) : name_(std::move(name)) {}
-
-  void Error(const YAML::Node& at, const std::string& where, const std::string& what) {
-    std::string line;
-    if (at.IsDefined() && at.Mark().line >= 0) line = ":" + std::to_string(at.Mark().line + 1);
-    errors_.push_back(name_ + line + ": " + where + ": " + what);
+std::string_view Trim(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t' || s.back() == '\r')) {
+    s.remove_suffix(1);
   }
-  std::vector<std::string> Take() { return std::move(errors_); }
-
-  // The keys of a map node, each once; unknown ones are errors.
-  bool Map(const YAML::Node& node, const std::string& where,
-           std::initializer_list<const char*> known) {
-    if (!node.IsMap()) {
-      Error(node, where, "must be a mapping (KEY: VALUE lines)");
-      return false;
-    }
-    std::set<std::string> seen;
-    for (const auto& kv : node) {
-      std::string key = kv.first.IsScalar() ? kv.first.Scalar() : "?";
-      if (!seen.insert(key).second) Error(kv.first, where, "'" + Shown(key) + "' is given twice");
-      bool ok = false;
-      for (const char* k : known) ok |= key == k;
-      if (!ok) {
-        std::string list;
-        for (const char* k : known) list += std::string(list.empty() ? "" : ", ") + k;
-        Error(kv.first, where, "unknown key '" + Shown(key) + "' (known: " + list + ")");
-      }
-    }
-    return true;
-  }
-
-  std::optional<std::string> String(const YAML::Node& n, const std::string& where) {
-    if (!n.IsScalar()) {
-      Error(n, where, "must be a single value");
-      return std::nullopt;
-    }
-    return n.Scalar();
-  }
-
-  std::optional<uint64_t> Unsigned(const YAML::Node& n, const std::string& where, uint64_t max) {
-    auto s = String(n, where);
-    if (!s) return std::nullopt;
-    if (s->empty() || s->size() > 19 || s->find_first_not_of("0123456789") != std::string::npos ||
-        std::strtoull(s->c_str(), nullptr, 10) > max) {
-      Error(n, where, "must be a whole number from 0 to " + std::to_string(max) + ", got '" +
-                          Shown(*s) + "'");
-      return std::nullopt;
-    }
-    return std::strtoull(s->c_str(), nullptr, 10);
-  }
-
-  std::optional<bool> Bool(const YAML::Node& n, const std::string& where) {
-    auto s = String(n, where);
-    if (!s) return std::nullopt;
-    if (*s == "true" || *s == "yes" || *s == "on") return true;
-    if (*s == "false" || *s == "no" || *s == "off") return false;
-    Error(n, where, "must be true or false, got '" + Shown(*s) + "'");
-    return std::nullopt;
-  }
-
-  std::optional<uint64_t> Duration(const YAML::Node& n, const std::string& where) {
-    auto s = String(n, where);
-    if (!s) return std::nullopt;
-    auto ns = ParseDuration(*s);
-    if (!ns) Error(n, where, "must be a duration (60s, 500ms, 2m), got '" + Shown(*s) + "'");
-    return ns;
-  }
-
-  std::map<std::string, std::string> Labels(const YAML::Node& n, const std::string& where,
-                                            size_t max) {
-    std::map<std::string, std::string> out;
-    if (!n.IsMap()) {
-      Error(n, where, "must be a mapping of label names to values");
-      return out;
-    }
-    for (const auto& kv : n) {
-      auto k = String(kv.first, where);
-      auto v = String(kv.second, where + "." + (k ? Shown(*k) : "?"));
-      if (!k || !v) continue;
-      if (out.count(*k)) Error(kv.first, where, "label '" + Shown(*k) + "' is given twice");
-      out[*k] = *v;
-    }
-    LabelLimits limits;
-    limits.max_labels = max;
-    if (Status s = ValidateLabels(out, limits); !s.ok()) Error(n, where, s.message());
-    return out;
-  }
-
- private:
-  std::string name_;
-  std::vector<std::string> errors_;
-};
-
-void ParseOptions(Checker& c, const YAML::Node& n, const std::string& where,
-                  v1::AttachOptions* out) {
-  if (!c.Map(n, where,
-             {"locks", "lock_threshold", "lock_stacks", "acquire_stacks", "gil", "ring_buffer"})) {
-    return;
-  }
-  if (n["locks"]) {
-    if (auto v = c.String(n["locks"], where + ".locks")) out->set_locks(*v);
-  }
-  if (n["lock_threshold"]) {
-    if (auto v = c.Duration(n["lock_threshold"], where + ".lock_threshold")) {
-      out->set_lock_threshold_ns(*v);
-    }
-  }
-  if (n["lock_stacks"]) {
-    if (auto v = c.Unsigned(n["lock_stacks"], where + ".lock_stacks", TS_PY_MAX_FRAMES)) {
-      out->set_lock_stack_frames(static_cast<uint32_t>(*v));
-    }
-  }
-  if (n["acquire_stacks"]) {
-    if (auto v = c.Unsigned(n["acquire_stacks"], where + ".acquire_stacks", TS_PY_MAX_FRAMES)) {
-      out->set_acquire_stack_frames(static_cast<uint32_t>(*v));
-    }
-  }
-  if (n["gil"]) {
-    if (auto v = c.Bool(n["gil"], where + ".gil")) out->set_gil(*v);
-  }
-  if (n["ring_buffer"]) {
-    if (auto s = c.String(n["ring_buffer"], where + ".ring_buffer")) {
-      auto bytes = ParseBytes(*s);
-      if (!bytes) {
-        c.Error(n["ring_buffer"], where + ".ring_buffer",
-                "must be a size (16MiB, 65536), got '" + Shown(*s) + "'");
-      } else {
-        out->set_ring_buffer_bytes(static_cast<uint32_t>(std::min<uint64_t>(*bytes, 1ull << 31)));
-      }
-    }
-  }
-  for (const auto& e : CheckRuleOptions(*out)) c.Error(n, where, e);
+  return s;
 }
 
-void ParseRule(Checker& c, const YAML::Node& n, size_t index, std::set<std::string>* names,
-               Config* config) {
-  std::string where = "auto_attach.rules[" + std::to_string(index) + "]";
-  if (!c.Map(n, where, {"name", "match", "options", "labels"})) return;
-  Rule rule;
-  rule.name = "rule-" + std::to_string(index + 1);
-  if (n["name"]) {
-    if (auto v = c.String(n["name"], where + ".name")) {
-      if (!IsRuleName(*v)) {
-        c.Error(n["name"], where + ".name",
-                "'" + Shown(*v) + "' is not a rule name ([a-zA-Z0-9_.-], 1-64 bytes)");
-      }
-      rule.name = *v;
+std::optional<uint64_t> Unsigned(std::string_view s, uint64_t max) {
+  if (s.empty() || s.size() > 19 || s.find_first_not_of("0123456789") != std::string::npos) {
+    return std::nullopt;
+  }
+  uint64_t v = std::strtoull(std::string(s).c_str(), nullptr, 10);
+  if (v > max) return std::nullopt;
+  return v;
+}
+
+std::optional<bool> Bool(std::string_view s) {
+  if (s == "true" || s == "yes" || s == "on") return true;
+  if (s == "false" || s == "no" || s == "off") return false;
+  return std::nullopt;
+}
+
+// A comment starts at a '#' at the start of a line or after a space (a pattern may hold '#').
+std::string_view StripComment(std::string_view line) {
+  for (size_t i = 0; i < line.size(); ++i) {
+    if (line[i] == '#' && (i == 0 || line[i - 1] == ' ' || line[i - 1] == '\t')) {
+      return line.substr(0, i);
     }
   }
-  if (!names->insert(rule.name).second) {
-    c.Error(n["name"] ? n["name"] : n, where + ".name", "'" + Shown(rule.name) +
-                                                           "' names another rule too");
-  }
-  if (!n["match"]) {
-    c.Error(n, where, "has no match (exe, cmdline, cgroup, user)");
-  } else if (c.Map(n["match"], where + ".match", {"exe", "cmdline", "cgroup", "user"})) {
-    for (const auto& kv : n["match"]) {
-      if (!kv.first.IsScalar()) continue;
-      std::string key = kv.first.Scalar();
-      if (key != "exe" && key != "cmdline" && key != "cgroup" && key != "user") continue;
-      auto v = c.String(kv.second, where + ".match." + key);
-      if (!v) continue;
-      if (Status s = rule.match.Add(key, *v); !s.ok()) {
-        c.Error(kv.second, where + ".match", s.message());
-      }
-    }
-    if (rule.match.empty()) c.Error(n["match"], where + ".match", "matches nothing: give a key");
-  }
-  if (n["options"]) ParseOptions(c, n["options"], where + ".options", &rule.options);
-  if (n["labels"]) {
-    auto labels = c.Labels(n["labels"], where + ".labels", kMaxRuleLabels);
-    for (const auto& [k, v] : labels) (*rule.options.mutable_labels())[k] = v;
-  }
-  config->auto_attach.rules.push_back(std::move(rule));
+  return line;
 }
 
 }  // namespace
@@ -275,87 +124,205 @@ std::vector<std::string> CheckRuleOptions(const v1::AttachOptions& o) {
   return errors;
 }
 
-LoadedConfig ParseConfig(const std::string& text, const std::string& name) {
+Status ApplyRuleOption(std::string_view key, std::string_view value, v1::AttachOptions* out) {
+  auto bad = [&](const std::string& what) {
+    return InvalidArgumentError(std::string(key) + " must be " + what + ", got '" + Shown(value) +
+                                "'");
+  };
+  if (key == "locks") {
+    if (value != "off" && value != "contended" && value != "all") {
+      return bad("off, contended or all");
+    }
+    out->set_locks(std::string(value));
+  } else if (key == "lock-threshold") {
+    auto ns = ParseDuration(value);
+    if (!ns) return bad("a duration (1ms, 500us)");
+    out->set_lock_threshold_ns(*ns);
+  } else if (key == "lock-stacks" || key == "acquire-stacks" || key == "gil-stacks") {
+    auto v = Unsigned(value, TS_PY_MAX_FRAMES);
+    if (!v) return bad("a whole number from 0 to " + std::to_string(TS_PY_MAX_FRAMES));
+    if (key == "lock-stacks") out->set_lock_stack_frames(static_cast<uint32_t>(*v));
+    if (key == "acquire-stacks") out->set_acquire_stack_frames(static_cast<uint32_t>(*v));
+    if (key == "gil-stacks") out->set_gil_stack_frames(static_cast<uint32_t>(*v));
+  } else if (key == "gil-stack-threshold") {
+    auto ns = ParseDuration(value);
+    if (!ns) return bad("a duration (1ms, 500us)");
+    out->set_gil_stack_threshold_ns(*ns);
+  } else if (key == "gil") {
+    auto v = Bool(value);
+    if (!v) return bad("true or false");
+    out->set_gil(*v);
+  } else if (key == "ring-buffer") {
+    auto bytes = ParseBytes(value);
+    if (!bytes || *bytes > (1ull << 30)) return bad("a size up to 1GiB (16MiB, 65536)");
+    out->set_ring_buffer_bytes(static_cast<uint32_t>(*bytes));
+  } else {
+    return InvalidArgumentError(
+        "unknown key '" + Shown(key) +
+        "' (a rule knows: match, locks, lock-threshold, lock-stacks, acquire-stacks, gil, "
+        "gil-stacks, gil-stack-threshold, ring-buffer, label.NAME)");
+  }
+  return OkStatus();
+}
+
+LoadedConfig ParseConfig(std::string_view text, const std::string& name) {
   LoadedConfig out;
-  Checker c(name);
-  YAML::Node loaded;
-  try {
-    loaded = YAML::Load(text);
-  } catch (const YAML::Exception& e) {
-    std::string line = e.mark.line >= 0 ? ":" + std::to_string(e.mark.line + 1) : "";
-    out.errors.push_back(name + line + ": not YAML or JSON: " + e.msg);
+  auto error = [&](size_t line, const std::string& what) {
+    out.errors.push_back(name + ":" + std::to_string(line) + ": " + what);
+  };
+  if (text.size() > kMaxConfigBytes) {
+    out.errors.push_back(name + ": larger than " + std::to_string(kMaxConfigBytes >> 10) +
+                         " KiB: not a threadscoped config file");
     return out;
   }
-  // Read through a const node: yaml-cpp's non-const operator[] may add the key it looks up.
-  const YAML::Node& root = loaded;
-  try {
-    if (root.IsNull()) return out;  // an empty file configures nothing
-    if (!c.Map(root, "(top level)", {"auto_attach", "metrics"})) {
-      out.errors = c.Take();
-      return out;
+  Rule* rule = nullptr;     // the section being read
+  size_t rule_line = 0;
+  std::set<std::string> names, keys;  // keys: given in the current section
+  std::map<std::string, std::string> rule_labels;
+  auto finish_rule = [&] {
+    if (!rule) return;
+    if (rule->match.empty()) error(rule_line, "rule " + rule->name + " has no match line");
+    for (const auto& e : CheckRuleOptions(rule->options)) {
+      error(rule_line, "rule " + rule->name + ": " + e);
     }
-    if (const YAML::Node aa = root["auto_attach"]) {
-      if (c.Map(aa, "auto_attach", {"max_targets", "cpython_wait", "rules"})) {
-        if (aa["max_targets"]) {
-          if (auto v = c.Unsigned(aa["max_targets"], "auto_attach.max_targets", 4096)) {
-            out.config.auto_attach.max_targets = *v;
-          }
-        }
-        if (aa["cpython_wait"]) {
-          if (auto v = c.Duration(aa["cpython_wait"], "auto_attach.cpython_wait")) {
-            if (*v < 10'000'000ull || *v > 60'000'000'000ull) {
-              c.Error(aa["cpython_wait"], "auto_attach.cpython_wait",
-                      "must be from 10ms to 60s");
-            } else {
-              out.config.auto_attach.cpython_wait_ms = static_cast<int>(*v / 1'000'000);
-            }
-          }
-        }
-        if (const YAML::Node rules = aa["rules"]) {
-          if (!rules.IsSequence()) {
-            c.Error(rules, "auto_attach.rules", "must be a list (lines starting with '- ')");
-          } else if (rules.size() > kMaxRules) {
-            c.Error(rules, "auto_attach.rules", "at most " + std::to_string(kMaxRules) +
-                                                    " rules");
-          } else {
-            std::set<std::string> names;
-            for (size_t i = 0; i < rules.size(); ++i) {
-              ParseRule(c, rules[i], i, &names, &out.config);
-            }
-          }
-        }
+  };
+  size_t line_no = 0;
+  size_t pos = 0;
+  while (pos < text.size() && out.errors.size() < 100) {
+    size_t end = text.find('\n', pos);
+    if (end == std::string_view::npos) end = text.size();
+    std::string_view raw = text.substr(pos, end - pos);
+    pos = end + 1;
+    ++line_no;
+    if (raw.size() > kMaxConfigLineBytes) {
+      error(line_no, "longer than " + std::to_string(kMaxConfigLineBytes) + " bytes");
+      continue;
+    }
+    bool control = false;
+    for (char ch : raw) {
+      unsigned char u = static_cast<unsigned char>(ch);
+      control |= (u < 0x20 && ch != '\t' && ch != '\r') || u == 0x7f;
+    }
+    if (control) {
+      error(line_no, "holds a NUL or control character: not a text config file");
+      continue;
+    }
+    std::string_view line = Trim(StripComment(raw));
+    if (line.empty()) continue;
+    if (line.front() == '[') {
+      finish_rule();
+      rule = nullptr;
+      if (line.back() != ']' || line.substr(0, 6) != "[rule ") {
+        error(line_no, "a section is [rule NAME], got '" + Shown(line) + "'");
+        continue;
       }
-    }
-    if (const YAML::Node m = root["metrics"]) {
-      if (c.Map(m, "metrics", {"addr", "retain", "retain_max_targets", "top_locks", "labels"})) {
-        if (m["addr"]) out.config.metrics.addr = c.String(m["addr"], "metrics.addr");
-        if (m["retain"]) {
-          if (auto v = c.Duration(m["retain"], "metrics.retain")) {
-            if (*v > 86400'000'000'000ull) {
-              c.Error(m["retain"], "metrics.retain", "must be at most 24h");
-            } else {
-              out.config.metrics.retain_seconds = static_cast<int>(*v / 1'000'000'000ull);
-            }
-          }
-        }
-        if (m["retain_max_targets"]) {
-          if (auto v = c.Unsigned(m["retain_max_targets"], "metrics.retain_max_targets", 65536)) {
-            out.config.metrics.retain_max_targets = *v;
-          }
-        }
-        if (m["top_locks"]) {
-          if (auto v = c.Unsigned(m["top_locks"], "metrics.top_locks", 1000)) {
-            out.config.metrics.top_locks = *v;
-          }
-        }
-        if (m["labels"]) out.config.metrics.labels = c.Labels(m["labels"], "metrics.labels", 16);
+      std::string rname(Trim(line.substr(6, line.size() - 7)));
+      if (!IsRuleName(rname)) {
+        error(line_no, "'" + Shown(rname) + "' is not a rule name ([a-zA-Z0-9_.-], 1-64 bytes)");
+        continue;
       }
+      if (!names.insert(rname).second) {
+        error(line_no, "rule " + rname + " is given twice");
+        continue;
+      }
+      if (out.config.auto_attach.rules.size() >= kMaxRules) {
+        error(line_no, "at most " + std::to_string(kMaxRules) + " rules");
+        break;
+      }
+      out.config.auto_attach.rules.emplace_back();
+      rule = &out.config.auto_attach.rules.back();
+      rule->name = rname;
+      rule_line = line_no;
+      keys.clear();
+      continue;
     }
-  } catch (const YAML::Exception& e) {
-    // yaml-cpp throws on a node used as the wrong kind; whatever it is, it is one more error.
-    c.Error(YAML::Node(), "(file)", e.what());
+    size_t eq = line.find('=');
+    if (eq == std::string_view::npos) {
+      error(line_no, "not KEY = VALUE or [rule NAME]: '" + Shown(line) + "'");
+      continue;
+    }
+    std::string key(Trim(line.substr(0, eq)));
+    std::string_view value = Trim(line.substr(eq + 1));
+    if (key.empty()) {
+      error(line_no, "no key before '='");
+      continue;
+    }
+    // A match line may repeat (its keys add up); everything else is said once per section.
+    if (key != "match" && !keys.insert(key).second) {
+      error(line_no, "'" + Shown(key) + "' is given twice" + (rule ? " in rule " + rule->name : ""));
+      continue;
+    }
+    if (key.rfind("label.", 0) == 0) {
+      std::string lname = key.substr(6);
+      if (rule) {
+        if (static_cast<size_t>(rule->options.labels_size()) >= kMaxRuleLabels) {
+          error(line_no, "rule " + rule->name + " has more than " +
+                             std::to_string(kMaxRuleLabels) + " labels");
+          continue;
+        }
+        (*rule->options.mutable_labels())[lname] = std::string(value);
+      } else {
+        out.config.metrics.labels[lname] = std::string(value);
+      }
+      std::map<std::string, std::string> one{{lname, std::string(value)}};
+      if (Status s = ValidateLabels(one); !s.ok()) error(line_no, s.message());
+      continue;
+    }
+    if (rule) {
+      if (key == "match") {
+        auto m = Matcher::Parse(value);
+        if (!m.ok()) {
+          error(line_no, "rule " + rule->name + ": " + m.status().message());
+          continue;
+        }
+        if (Status s = rule->match.Merge(*m); !s.ok()) {
+          error(line_no, "rule " + rule->name + ": " + s.message());
+        }
+        continue;
+      }
+      if (Status s = ApplyRuleOption(key, value, &rule->options); !s.ok()) {
+        error(line_no, "rule " + rule->name + ": " + s.message());
+      }
+      continue;
+    }
+    if (key == "max-targets") {
+      auto v = Unsigned(value, 4096);
+      if (!v) {
+        error(line_no, "max-targets must be a whole number from 0 to 4096, got '" +
+                           Shown(value) + "'");
+      } else {
+        out.config.auto_attach.max_targets = *v;
+      }
+    } else if (key == "cpython-wait") {
+      auto ns = ParseDuration(value);
+      if (!ns || *ns < 10'000'000ull || *ns > 60'000'000'000ull) {
+        error(line_no, "cpython-wait must be a duration from 10ms to 60s, got '" + Shown(value) +
+                           "'");
+      } else {
+        out.config.auto_attach.cpython_wait_ms = static_cast<int>(*ns / 1'000'000);
+      }
+    } else if (key == "metrics-retention") {
+      auto ns = ParseDuration(value);
+      if (!ns || *ns > 86400'000'000'000ull) {
+        error(line_no, "metrics-retention must be a duration of at most 24h (60s, 2m, 0s), got '" +
+                           Shown(value) + "'");
+      } else {
+        out.config.metrics.retain_seconds = static_cast<int>(*ns / 1'000'000'000ull);
+      }
+    } else if (key == "metrics-retention-targets") {
+      auto v = Unsigned(value, 65536);
+      if (!v) {
+        error(line_no, "metrics-retention-targets must be a whole number from 0 to 65536");
+      } else {
+        out.config.metrics.retain_max_targets = *v;
+      }
+    } else {
+      error(line_no, "unknown key '" + Shown(key) +
+                         "' (before any [rule NAME]: max-targets, cpython-wait, "
+                         "metrics-retention, metrics-retention-targets, label.NAME)");
+    }
   }
-  out.errors = c.Take();
+  finish_rule();
   return out;
 }
 

@@ -1,31 +1,32 @@
 // threadscoped's configuration file (--config FILE): auto-attach rules with their trace
-// options and labels, and the metrics settings. YAML (a Kubernetes ConfigMap mounts one), and
-// JSON, which is YAML too. deploy/systemd/threadscoped.yaml is the annotated example.
+// options and labels, and the metrics settings. A line format with no dependency (a Kubernetes
+// ConfigMap mounts it as a file); deploy/systemd/threadscoped.conf is the annotated example.
 //
-//   auto_attach:
-//     max_targets: 32          # auto-attached targets at once; past it, matches are refused
-//     cpython_wait: 2s         # how long after exec a match may take to map its interpreter
-//     rules:
-//       - name: web            # [a-zA-Z0-9_.-]{1,64}; the `rule` label of the counters
-//         match: {exe: "*/python3*", cmdline: "gunicorn", cgroup: "*kubepods*", user: app}
-//         options: {locks: contended, lock_threshold: 1ms, lock_stacks: 8, acquire_stacks: 0,
-//                   gil: true, ring_buffer: 16MiB}
-//         labels: {service: web}
-//   metrics:
-//     addr: 127.0.0.1:9464
-//     retain: 60s              # an ended target's last values stay this long
-//     retain_max_targets: 256
-//     top_locks: 10
-//     labels: {team: payments}
+//   # comments and blank lines are ignored; every other line is KEY = VALUE or [rule NAME]
+//   max-targets = 32            # auto-attached targets at once; past it, matches are refused
+//   cpython-wait = 2s           # how long after exec a match may take to map its interpreter
+//   metrics-retention = 60s     # an ended target's last values stay on /metrics this long
+//   metrics-retention-targets = 256
+//   label.cluster = prod        # on every series (as --label)
 //
-// The whole file is checked at start: every problem is reported, one line each with its line
-// number, and the daemon does not start (exit 2).
+//   [rule web]                  # NAME: [a-zA-Z0-9_.-]{1,64}, the `rule` label of the counters
+//   match = exe=*/python3*,cmdline=gunicorn   # as --auto-attach (several match lines: all apply)
+//   locks = contended           # trace options: locks, lock-threshold, lock-stacks,
+//   lock-threshold = 1ms        #   acquire-stacks, gil, gil-stacks, gil-stack-threshold,
+//   gil = true                  #   ring-buffer: the AttachOptions of an attach
+//   label.service = web         # this rule's targets' labels
+//
+// The whole file is checked at start, every problem "FILE:LINE: what", and the daemon does not
+// start (exit 4). The file is hostile input as much as a flag: bounded in size, line length
+// and rule count; NUL bytes and control characters are errors, never passed on.
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <map>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "daemon/autoattach/rules.h"
@@ -39,10 +40,8 @@ struct AutoAttachConfig {
 };
 
 struct MetricsConfig {
-  std::optional<std::string> addr;
   std::optional<int> retain_seconds;
   std::optional<size_t> retain_max_targets;
-  std::optional<size_t> top_locks;
   std::map<std::string, std::string> labels;
 };
 
@@ -53,18 +52,26 @@ struct Config {
 
 struct LoadedConfig {
   Config config;
-  std::vector<std::string> errors;  // "FILE:LINE: where: what", one per problem; empty = ok
+  std::vector<std::string> errors;  // "FILE:LINE: what", one per problem; empty = ok
 };
+
+inline constexpr size_t kMaxConfigBytes = 1 << 20;
+inline constexpr size_t kMaxConfigLineBytes = 4096;
+inline constexpr size_t kMaxRules = 256;
 
 // Reads and checks `path`.
 LoadedConfig LoadConfigFile(const std::string& path);
 // The same for text already read; `name` prefixes the errors.
-LoadedConfig ParseConfig(const std::string& text, const std::string& name);
+LoadedConfig ParseConfig(std::string_view text, const std::string& name);
 
 // "60s", "1.5s", "500ms", "250us", "100ns", "2m" -> nanoseconds; nullopt when malformed.
 std::optional<uint64_t> ParseDuration(std::string_view text);
 // "16MiB", "65536", "64KiB", "1GiB" -> bytes; nullopt when malformed or over 4 GiB.
 std::optional<uint64_t> ParseBytes(std::string_view text);
+
+// One trace option of a rule ("locks", "contended") into the AttachOptions an attach takes:
+// the one place rule text becomes attach settings. An error says what is wrong with the value.
+Status ApplyRuleOption(std::string_view key, std::string_view value, v1::AttachOptions* out);
 
 // Checks the AttachOptions a rule asks for as the daemon will at attach time for an operator
 // (lock mode, stack depths, ring size, labels): every problem, as "what: why".

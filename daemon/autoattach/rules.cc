@@ -1,11 +1,11 @@
 #include "daemon/autoattach/rules.h"
 
 #include <pwd.h>
-#include <re2/re2.h>
 #include <unistd.h>
 
 #include <array>
 #include <cstdlib>
+#include <regex>
 
 namespace threadscope::autoattach {
 
@@ -15,6 +15,11 @@ constexpr std::array<std::string_view, 4> kKeys = {"exe", "cmdline", "cgroup", "
 
 // Operators write patterns; a pattern too long to be one is a mistake (or a pasted file).
 constexpr size_t kMaxPatternBytes = 4096;
+// A regular expression is matched against at most this much of a command line, and may be at
+// most kMaxRegexBytes: with libstdc++'s polynomial (Thompson) executor the cost is at most
+// text x automaton states, both bounded here.
+constexpr size_t kMaxRegexBytes = 512;
+constexpr size_t kMaxRegexText = 4096;
 
 std::string Quoted(std::string_view s) {
   std::string out(s.substr(0, 64));
@@ -164,16 +169,22 @@ Status Matcher::Add(std::string_view key, std::string_view pattern) {
   if (key == "cmdline") {
     if (cmdline_) return dup();
     if (pattern.empty()) return InvalidArgumentError("cmdline: empty pattern");
-    RE2::Options opts;
-    opts.set_log_errors(false);
-    opts.set_never_capture(true);
-    // RE2 bounds the memory its automata may use; a pattern that needs more is refused here,
-    // at start, rather than matched slowly later.
-    opts.set_max_mem(8 << 20);
-    auto re = std::make_shared<const RE2>(re2::StringPiece(pattern.data(), pattern.size()), opts);
-    if (!re->ok()) {
+    if (pattern.size() > kMaxRegexBytes) {
+      return InvalidArgumentError("cmdline: the pattern is longer than " +
+                                  std::to_string(kMaxRegexBytes) + " bytes");
+    }
+    std::shared_ptr<const std::regex> re;
+    try {
+      // __polynomial: libstdc++'s breadth-first executor, linear in the text and without the
+      // per-character recursion of its default one (a long command line would overflow the
+      // stack); it refuses back-references, which we do not need.
+      re = std::make_shared<const std::regex>(
+          std::string(pattern), std::regex_constants::ECMAScript | std::regex_constants::nosubs |
+                                    std::regex_constants::__polynomial);
+    } catch (const std::regex_error& e) {
       return InvalidArgumentError("cmdline: " + Quoted(pattern) +
-                                  " is not a regular expression: " + re->error());
+                                  " is not a regular expression (ECMAScript, no back-references): " +
+                                  e.what());
     }
     cmdline_ = std::move(re);
     cmdline_text_ = std::string(pattern);
@@ -226,10 +237,37 @@ bool Matcher::Matches(const ProcessFacts& f) const {
   if (cgroup_ && !cgroup_->Matches(f.cgroup)) return false;
   if (cmdline_) {
     std::string_view cmd(f.cmdline);
-    cmd = cmd.substr(0, kMaxMatchedBytes);
-    if (!RE2::PartialMatch(re2::StringPiece(cmd.data(), cmd.size()), *cmdline_)) return false;
+    cmd = cmd.substr(0, kMaxRegexText);
+    try {
+      if (!std::regex_search(cmd.begin(), cmd.end(), *cmdline_)) return false;
+    } catch (const std::regex_error&) {
+      return false;  // the executor gave up (complexity): no match, never a crash
+    }
   }
   return true;
+}
+
+Status Matcher::Merge(const Matcher& other) {
+  auto dup = [](const char* key) { return InvalidArgumentError(std::string(key) + " is given twice"); };
+  if (other.exe_) {
+    if (exe_) return dup("exe");
+    exe_ = other.exe_;
+  }
+  if (other.cmdline_) {
+    if (cmdline_) return dup("cmdline");
+    cmdline_ = other.cmdline_;
+    cmdline_text_ = other.cmdline_text_;
+  }
+  if (other.cgroup_) {
+    if (cgroup_) return dup("cgroup");
+    cgroup_ = other.cgroup_;
+  }
+  if (other.user_) {
+    if (user_) return dup("user");
+    user_ = other.user_;
+    user_text_ = other.user_text_;
+  }
+  return OkStatus();
 }
 
 std::string Matcher::ToString() const {

@@ -2,15 +2,17 @@
 //
 // A rule is `KEY=PATTERN[,KEY=PATTERN...]`; every key given must match:
 //   exe      glob over the executable's path as the process sees it (/proc/PID/exe)
-//   cmdline  regular expression (RE2 syntax) searched in the command line, argv joined by spaces
+//   cmdline  regular expression (ECMAScript, no back-references) searched in the command line,
+//            argv joined by spaces (its first 4 KiB)
 //   cgroup   glob over the process's cgroup path (a container, a Kubernetes pod, a unit)
 //   user     the effective user: a name (resolved when the rule is parsed) or a uid
 //
 // Everything a rule is matched against comes from the process, which may be hostile: the inputs
 // are capped (kMaxMatchedBytes) and neither matcher can be made to run long or recurse. Globs
-// run in O(pattern x text) with one backtracking point; regular expressions go through RE2,
-// which is linear in the text and bounded in memory, never through std::regex (libstdc++'s
-// recurses once per character: a long command line would overflow the daemon's stack).
+// run in O(pattern x text) with one backtracking point; regular expressions run on libstdc++'s
+// polynomial executor (breadth-first: linear in the text, no per-character recursion, which its
+// default executor has and a long command line would turn into a stack overflow), on at most
+// 4 KiB of the command line, with patterns of at most 512 bytes.
 #pragma once
 
 #include <sys/types.h>
@@ -25,9 +27,7 @@
 #include "daemon/common/status.h"
 #include "threadscope/v1/threadscope.pb.h"
 
-namespace re2 {
-class RE2;
-}
+#include <regex>
 
 namespace threadscope::autoattach {
 
@@ -70,6 +70,8 @@ class Matcher {
   static StatusOr<Matcher> Parse(std::string_view text);
   // One key at a time (the config file gives them as a map).
   Status Add(std::string_view key, std::string_view pattern);
+  // Adds another matcher's keys (a config rule's several match lines); a key twice is an error.
+  Status Merge(const Matcher& other);
   bool empty() const { return !exe_ && !cmdline_ && !cgroup_ && !user_; }
   bool Matches(const ProcessFacts& facts) const;
   // Canonical text: keys in a fixed order, as Parse accepts.
@@ -79,7 +81,7 @@ class Matcher {
 
  private:
   std::optional<Glob> exe_;
-  std::shared_ptr<const re2::RE2> cmdline_;
+  std::shared_ptr<const std::regex> cmdline_;
   std::string cmdline_text_;
   std::optional<Glob> cgroup_;
   std::optional<uid_t> user_;
