@@ -623,6 +623,55 @@ int ReportCommand(Connection& conn, const std::string& file, OutputFormat output
   return kExitOk;
 }
 
+namespace {
+
+nlohmann::json AutoAttachJson(const v1::AutoAttachStatus& a) {
+  nlohmann::json rules = nlohmann::json::array();
+  for (const auto& r : a.rules()) {
+    rules.push_back(
+        {{"name", r.name()},
+         {"match", r.match()},
+         {"matches", r.matches()},
+         {"attaches", r.attaches()},
+         {"refusals", r.refusals()},
+         {"failures", r.failures()},
+         {"refusals_by_reason", std::map<std::string, uint64_t>(r.refusals_by_reason().begin(),
+                                                                r.refusals_by_reason().end())},
+         {"failures_by_reason", std::map<std::string, uint64_t>(r.failures_by_reason().begin(),
+                                                                r.failures_by_reason().end())},
+         {"target_ids", std::vector<std::string>(r.target_ids().begin(), r.target_ids().end())}});
+  }
+  return {{"exec_source", a.exec_source()}, {"targets", a.targets()},
+          {"max_targets", a.max_targets()}, {"execs_seen", a.execs_seen()},
+          {"execs_lost", a.execs_lost()},   {"processes_scanned", a.processes_scanned()},
+          {"rules", rules}};
+}
+
+std::string AutoAttachText(const v1::AutoAttachStatus& a) {
+  std::string out = "auto-attach: " + std::to_string(a.targets()) + "/" +
+                    std::to_string(a.max_targets()) + " targets, execs from " +
+                    Printable(a.exec_source()) + " (" + std::to_string(a.execs_seen()) +
+                    " seen, " + std::to_string(a.execs_lost()) + " lost)\n";
+  for (const auto& r : a.rules()) {
+    out += "  rule " + Printable(r.name()) + " (" + Printable(r.match()) + "): " +
+           std::to_string(r.matches()) + " matched, " + std::to_string(r.attaches()) +
+           " attached, " + std::to_string(r.refusals()) + " refused, " +
+           std::to_string(r.failures()) + " failed";
+    std::string why;
+    for (const auto& [k, v] : r.refusals_by_reason()) {
+      why += (why.empty() ? "" : ", ") + Printable(k) + " " + std::to_string(v);
+    }
+    for (const auto& [k, v] : r.failures_by_reason()) {
+      why += (why.empty() ? "" : ", ") + Printable(k) + " " + std::to_string(v);
+    }
+    if (!why.empty()) out += " (" + why + ")";
+    out += "\n";
+  }
+  return out;
+}
+
+}  // namespace
+
 int StatusCommand(Connection& conn, OutputFormat output) {
   v1::GetStatusResponse resp;
   auto ctx = Unary();
@@ -639,13 +688,16 @@ int StatusCommand(Connection& conn, OutputFormat output) {
                          {"probes_attached", attached},
                          {"probes", t.probes_size()},
                          {"records", t.stats().records()},
-                         {"drops", t.stats().drops()}});
+                         {"drops", t.stats().drops()},
+                         {"labels", std::map<std::string, std::string>(t.labels().begin(),
+                                                                       t.labels().end())}});
     }
     nlohmann::json out = {{"version", resp.version()},
                           {"mode", resp.mode()},
                           {"uptime_ns", resp.uptime_ns()},
                           {"kernel_release", resp.kernel_release()},
                           {"targets", targets}};
+    if (resp.auto_attach().enabled()) out["auto_attach"] = AutoAttachJson(resp.auto_attach());
     std::fprintf(stdout, "%s\n", out.dump(2).c_str());
     return kExitOk;
   }
@@ -661,6 +713,7 @@ int StatusCommand(Connection& conn, OutputFormat output) {
                  t.probes_size(), static_cast<unsigned long long>(t.stats().records()),
                  static_cast<unsigned long long>(t.stats().drops()));
   }
+  if (resp.auto_attach().enabled()) std::fprintf(stdout, "%s", AutoAttachText(resp.auto_attach()).c_str());
   return kExitOk;
 }
 
