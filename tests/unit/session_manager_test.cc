@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -168,6 +169,58 @@ TEST_F(SessionManagerTest, ReleaseClientEndsItsLeases) {
   EXPECT_TRUE(a->session->finished());
   EXPECT_TRUE(Detached(0));
   EXPECT_TRUE(manager_->List().empty());
+}
+
+// Auto-attach's lease (Client::until_exit) never idles out: it ends when the trace does (the
+// process exited), and the manager then tells its ended listeners (metrics keep the target's
+// last values from there; auto-attach takes it off its count).
+TEST_F(SessionManagerTest, TheDaemonsOwnLeaseEndsWithTheProcess) {
+  Create();
+  std::mutex mu;
+  std::vector<std::string> ended;
+  int listener = manager_->AddEndedListener([&](const std::shared_ptr<Session>& s) {
+    std::lock_guard<std::mutex> lock(mu);
+    ended.push_back(s->id());
+  });
+  const Client daemon{"daemon:auto-attach", 0, true, true};
+  auto a = Attach(daemon);
+  ASSERT_TRUE(a.ok()) << a.status().ToString();
+  auto session = a->session;
+  clock_.Advance(86400'000'000'000ull);  // a day without a client: still traced
+  manager_->ExpireIdleLeases();
+  EXPECT_FALSE(session->finished());
+  EXPECT_EQ(manager_->List().size(), 1u);
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    EXPECT_TRUE(ended.empty());
+  }
+  process_->Exit();
+  clock_.Advance(10'000'000'000ull);  // the consumer's next liveness check is due
+  ASSERT_TRUE(testing::WaitUntil([&] { return session->finished(); }));
+  manager_->ExpireIdleLeases();
+  EXPECT_TRUE(manager_->List().empty());
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    EXPECT_EQ(ended, std::vector<std::string>{session->id()});
+  }
+  manager_->RemoveEndedListener(listener);
+}
+
+// An ended listener hears of traces ended by Detach and by shutdown too, never of recordings.
+TEST_F(SessionManagerTest, EndedListenersHearDetachAndShutdown) {
+  Create();
+  std::vector<std::string> ended;
+  manager_->AddEndedListener(
+      [&](const std::shared_ptr<Session>& s) { ended.push_back(s->id()); });
+  auto a = Attach(alice_);
+  ASSERT_TRUE(a.ok());
+  ASSERT_TRUE(manager_->Detach(a->session->id(), alice_, "", false).ok());
+  EXPECT_EQ(ended, std::vector<std::string>{a->session->id()});
+  auto b = Attach(bob_, {}, std::make_shared<FakeProcess>(kPid + 1));
+  ASSERT_TRUE(b.ok()) << b.status().ToString();
+  manager_->DetachAll();
+  EXPECT_EQ(ended.size(), 2u);
+  EXPECT_EQ(ended.back(), b->session->id());
 }
 
 // A lease ends after its time without use; using the target renews it. Time is the test's.
