@@ -7,6 +7,7 @@
 
 #include "daemon/autoattach/cgroup.h"
 #include "daemon/autoattach/config.h"
+#include "daemon/autoattach/cpython_ready.h"
 #include "daemon/autoattach/rules.h"
 #include "daemon/metrics/retained.h"
 #include "daemon/metrics/snapshot_metrics.h"
@@ -325,6 +326,50 @@ TEST(CgroupTest, SelectsTheUnifiedPathUnlessAV1OneNamesAContainer) {
   const std::string id(64, 'c');
   EXPECT_EQ(SelectCgroupPath("4:memory:/docker/" + id + "\n0::/\n"), "/docker/" + id);
   EXPECT_EQ(SelectCgroupPath("1:name=systemd:/user.slice\n"), "/user.slice");
+}
+
+std::vector<target::Mapping> Maps(std::initializer_list<const char*> paths) {
+  std::vector<target::Mapping> out;
+  for (const char* p : paths) {
+    target::Mapping m;
+    m.path = p;
+    m.perms = "r-xp";
+    out.push_back(m);
+  }
+  return out;
+}
+
+// At sched_process_exec only the executable and ld.so are mapped: a process is attached once
+// what the probes need (the interpreter's binary and libc) is there.
+TEST(CPythonReadyTest, ByWhatIsMapped) {
+  ExeKind embedded;  // needs libpython (pyenv's --enable-shared builds)
+  embedded.needs_libpython = true;
+  EXPECT_EQ(CheckCPython(embedded, Maps({"/usr/bin/python3", "/lib64/ld-linux-x86-64.so.2"})),
+            Readiness::kWait);
+  EXPECT_EQ(CheckCPython(embedded, Maps({"/usr/bin/python3", "/lib64/ld-linux-x86-64.so.2",
+                                         "/usr/lib/libpython3.11.so.1.0"})),
+            Readiness::kWait);
+  EXPECT_EQ(CheckCPython(embedded, Maps({"/usr/bin/python3", "/lib64/ld-linux-x86-64.so.2",
+                                         "/usr/lib/libpython3.11.so.1.0",
+                                         "/lib/x86_64-linux-gnu/libc.so.6"})),
+            Readiness::kReady);
+  ExeKind runtime;  // Debian's python3.x: the runtime in the executable
+  runtime.defines_runtime = true;
+  EXPECT_EQ(CheckCPython(runtime, Maps({"/usr/bin/python3.11", "/lib64/ld-linux-x86-64.so.2"})),
+            Readiness::kWait);
+  EXPECT_EQ(CheckCPython(runtime, Maps({"/usr/bin/python3.11", "/lib64/ld-linux-x86-64.so.2",
+                                        "/lib/x86_64-linux-gnu/libc.so.6"})),
+            Readiness::kReady);
+  EXPECT_EQ(CheckCPython(runtime, Maps({"/opt/python-static"})), Readiness::kReady);  // static
+  ExeKind other;  // neither: CPython only if it loaded libpython already (dlopen)
+  EXPECT_EQ(CheckCPython(other, Maps({"/usr/bin/bash", "/lib/x86_64-linux-gnu/libc.so.6"})),
+            Readiness::kNotCPython);
+  EXPECT_EQ(CheckCPython(other, Maps({"/usr/bin/app", "/lib/x86_64-linux-gnu/libc.so.6",
+                                      "/usr/lib/libpython3.12.so.1.0"})),
+            Readiness::kReady);
+  // Names a process chose: a fake "libpython" that is not one, anonymous and special mappings.
+  EXPECT_EQ(CheckCPython(other, Maps({"/tmp/libpython-evil", "[heap]", "", "libpython3.11.so"})),
+            Readiness::kNotCPython);
 }
 
 }  // namespace
