@@ -387,14 +387,13 @@ void SessionManager::RemoveEndedListener(int id) {
 
 void SessionManager::NotifyEnded(const std::vector<std::shared_ptr<Session>>& ended) {
   if (ended.empty()) return;
-  std::vector<EndedListener> listeners;
-  {
-    std::lock_guard<std::mutex> lock(listeners_mu_);
-    for (const auto& [id, l] : listeners_) listeners.push_back(l);
-  }
+  // Held while the listeners run, so RemoveEndedListener returns only once no call into that
+  // listener is in flight (its owner may be destroyed right after). Listeners take only locks
+  // of their own and never call back into the manager's listener registry.
+  std::lock_guard<std::mutex> lock(listeners_mu_);
   // Runs on the reaper, the acceptor and RPC threads: nothing may escape.
   for (const auto& s : ended) {
-    for (const auto& l : listeners) {
+    for (const auto& [id, l] : listeners_) {
       try {
         l(s);
       } catch (const std::exception& e) {

@@ -109,7 +109,8 @@ class SessionManager {
   // Called with each live session once it has left the manager, finished (its last lease
   // ended, it was detached, or its daemon-owned lease ended with the process), from the thread
   // that removed it, outside the manager's lock. Metrics keep an ended target's last values from
-  // here; auto-attach counts its targets. Returns an id for RemoveEndedListener.
+  // here; auto-attach counts its targets. Returns an id for RemoveEndedListener, which returns
+  // once no call into the listener is in flight. A listener must not add or remove listeners.
   using EndedListener = std::function<void(const std::shared_ptr<Session>&)>;
   int AddEndedListener(EndedListener listener);
   void RemoveEndedListener(int id);
