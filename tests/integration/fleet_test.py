@@ -1,6 +1,6 @@
 """Fleet end to end (issue 15, part A): a daemon started with an auto-attach rule (from a config
-file), scraped by a real Prometheus, traces the matching CPython processes started after it
-without being asked: one on the host, one in a container (its own pid and mount namespaces,
+file), scraped by a real Prometheus, traces the matching CPython process running when it starts
+and those started after it, without being asked: one on the host, one in a container (its own pid and mount namespaces,
 pivot_root-ed into the Debian unstable root, in a Kubernetes-style cgroup made for it), each
 with the rule's labels and the container's pod and container ids from its cgroup path. A
 2-second job's final counters reach Prometheus after it exited (retention); a python that
@@ -65,7 +65,7 @@ class FleetTest(harness.BpfTestCase):
         config = self.path("threadscoped.conf")
         with open(config, "w") as f:
             f.write("# fleet_test\n"
-                    "max-targets = 2\n"
+                    "max-targets = 3\n"
                     "metrics-retention = %ds\n"
                     "label.node = fleet-ci\n"
                     "\n"
@@ -91,19 +91,23 @@ class FleetTest(harness.BpfTestCase):
 
         procs = []
         cgroup_dirs = []
+        # 0. A matching job already running when the daemon starts: found by the start-up scan.
+        early = subprocess.Popen([harness.DEBIAN_PYTHON, JOB, "120", self.path("early.json"),
+                                  self.path("early.go")])
+        procs.append(early)
         daemon = harness.Daemon(self.tmp.name, "--metrics-addr", "127.0.0.1:0", "--config",
                                 config).__enter__()
         try:
-            self.assertIn("auto-attach: 1 rule(s), at most 2 targets", daemon.read_log())
+            self.assertIn("auto-attach: 1 rule(s), at most 3 targets", daemon.read_log())
             url = "http://127.0.0.1:%d/metrics" % daemon.metrics_port()
             harness.wait_for(lambda: http_text(url), what="the metrics endpoint")
-            # Daemon-level series with nothing attached.
+            # Daemon-level series (with at most the early job attached).
             exposition = http_get(url)
             for name in ("threadscope_build_info", "threadscope_daemon_cpu_seconds_total",
                          "threadscope_daemon_resident_memory_bytes",
                          "threadscope_autoattach_targets", "threadscope_autoattach_max_targets"):
                 self.assertIsNotNone(series_value(exposition, name), name)
-            self.assertEqual(series_value(exposition, "threadscope_autoattach_max_targets"), 2)
+            self.assertEqual(series_value(exposition, "threadscope_autoattach_max_targets"), 3)
 
             prom, api = self.start_prometheus(daemon.metrics_port())
             procs.append(prom)
@@ -124,6 +128,10 @@ class FleetTest(harness.BpfTestCase):
             bystander = subprocess.Popen([harness.DEBIAN_PYTHON, "-c",
                                           "import time; time.sleep(120)"])
             procs.append(bystander)
+
+            harness.wait_for(lambda: traced(early.pid), timeout=30,
+                             what="the job running before the daemon attached")
+            open(self.path("early.go"), "w").close()
 
             # 1. A matching job on the host, started after the daemon.
             host = subprocess.Popen([harness.DEBIAN_PYTHON, JOB, "120", self.path("host.json"),
@@ -201,7 +209,7 @@ class FleetTest(harness.BpfTestCase):
                 % (cpid, pod_uid, container_id)),
                 timeout=30, what="the container job's series with its labels in Prometheus")
 
-            # 4. The limit: two targets now; a third match is refused, and counted.
+            # 4. The limit: three targets now; one more match is refused, and counted.
             third = subprocess.Popen([harness.DEBIAN_PYTHON, JOB, "60", self.path("third.json")])
             procs.append(third)
             harness.wait_for(lambda: (series_value(http_get(url),
@@ -211,15 +219,15 @@ class FleetTest(harness.BpfTestCase):
             time.sleep(1)
             s = status()
             self.assertFalse(traced(third.pid))
-            self.assertEqual(s["auto_attach"]["targets"], 2, s["auto_attach"])
+            self.assertEqual(s["auto_attach"]["targets"], 3, s["auto_attach"])
             rule = s["auto_attach"]["rules"][0]
             self.assertEqual(rule["name"], "jobs")
-            self.assertEqual(rule["attaches"], 3, rule)
+            self.assertEqual(rule["attaches"], 4, rule)
             self.assertEqual(rule["refusals_by_reason"].get("limit"), 1, rule)
             self.assertEqual(rule["failures"], 0, rule)
             text = daemon.cli("status", timeout=30)
             self.assertIn("rule jobs (", text.stdout)
-            self.assertIn("3 attached, 1 refused", text.stdout)
+            self.assertIn("4 attached, 1 refused", text.stdout)
 
             # The bystander was never attached and has no series.
             self.assertFalse(traced(bystander.pid))
