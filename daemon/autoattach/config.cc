@@ -61,6 +61,7 @@ std::string_view StripComment(std::string_view line) {
 
 std::optional<uint64_t> ParseDuration(std::string_view text) {
   if (text.empty() || text.size() > 32) return std::nullopt;
+  if (text == "0") return 0;  // no time needs no unit
   size_t i = 0;
   while (i < text.size() && ((text[i] >= '0' && text[i] <= '9') || text[i] == '.')) ++i;
   std::string number(text.substr(0, i));

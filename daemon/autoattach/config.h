@@ -64,7 +64,7 @@ LoadedConfig LoadConfigFile(const std::string& path);
 // The same for text already read; `name` prefixes the errors.
 LoadedConfig ParseConfig(std::string_view text, const std::string& name);
 
-// "60s", "1.5s", "500ms", "250us", "100ns", "2m" -> nanoseconds; nullopt when malformed.
+// "60s", "1.5s", "500ms", "250us", "100ns", "2m", "0" -> nanoseconds; nullopt when malformed.
 std::optional<uint64_t> ParseDuration(std::string_view text);
 // "16MiB", "65536", "64KiB", "1GiB" -> bytes; nullopt when malformed or over 4 GiB.
 std::optional<uint64_t> ParseBytes(std::string_view text);

@@ -232,7 +232,7 @@ class FleetTest(harness.BpfTestCase):
             # The bystander was never attached and has no series.
             self.assertFalse(traced(bystander.pid))
             self.assertNotIn('pid="%d"' % bystander.pid, http_get(url))
-            self.assertNotIn("pid %d" % bystander.pid, daemon.read_log())
+            self.assertNotRegex(daemon.read_log(), r"pid %d\b" % bystander.pid)
 
             # The exposition passes promtool, and every fleet dashboard query has data (the
             # budget panel's series is the overhead budget's, issue 15 part B: allowed empty).

@@ -258,6 +258,7 @@ TEST(ConfigTest, Durations) {
   EXPECT_EQ(ParseDuration("500ms"), 500000000ull);
   EXPECT_EQ(ParseDuration("2m"), 120000000000ull);
   EXPECT_EQ(ParseDuration("0s"), 0ull);
+  EXPECT_EQ(ParseDuration("0"), 0ull);
   EXPECT_FALSE(ParseDuration("5").has_value());
   EXPECT_FALSE(ParseDuration("s").has_value());
   EXPECT_FALSE(ParseDuration("1..2s").has_value());
