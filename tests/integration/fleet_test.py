@@ -71,7 +71,7 @@ class FleetTest(harness.BpfTestCase):
                     "\n"
                     "[rule jobs]\n"
                     "match = exe=*/python3*,cmdline=fleet_job\\.py\n"
-                    "locks = contended\n"
+                    "locks = all\n"
                     "lock-stacks = 4\n"
                     "label.service = fleet-svc\n" % RETENTION_S)
         # The config is checked without starting anything, and a bad one stops the daemon with
@@ -144,6 +144,10 @@ class FleetTest(harness.BpfTestCase):
             harness.wait_for(lambda: query('threadscope_thread_starts_total{pid="%d",'
                                            'service="fleet-svc",node="fleet-ci"} == 3' % host.pid),
                              timeout=30, what="the host job's series in Prometheus")
+            # The rule's trace options reached the attach (locks = all: every acquisition).
+            self.assertTrue(query('threadscope_target_info{pid="%d",lock_mode="all"}' % host.pid))
+            self.assertTrue(query('sum(threadscope_lock_acquisitions_total{pid="%d"}) >= 60'
+                                  % host.pid))
 
             # 2. A 2-second job: attached, exits, and its final counters are in Prometheus.
             short = subprocess.Popen([harness.DEBIAN_PYTHON, JOB, "2", self.path("short.json"),
