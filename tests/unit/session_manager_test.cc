@@ -186,7 +186,9 @@ TEST_F(SessionManagerTest, TheDaemonsOwnLeaseEndsWithTheProcess) {
   auto a = Attach(daemon);
   ASSERT_TRUE(a.ok()) << a.status().ToString();
   auto session = a->session;
-  clock_.Advance(86400'000'000'000ull);  // a day without a client: still traced
+  // The consumer reads the clock when it starts: let it start before the clock moves.
+  ASSERT_TRUE(FakeRecordSource::WaitPolls(*sources_.at(0), 2));
+  clock_.Advance(120'000'000'000ull);  // 4 default leases without a client: still traced
   manager_->ExpireIdleLeases();
   EXPECT_FALSE(session->finished());
   EXPECT_EQ(manager_->List().size(), 1u);
@@ -194,6 +196,7 @@ TEST_F(SessionManagerTest, TheDaemonsOwnLeaseEndsWithTheProcess) {
     std::lock_guard<std::mutex> lock(mu);
     EXPECT_TRUE(ended.empty());
   }
+  ASSERT_TRUE(FakeRecordSource::WaitPolls(*sources_.at(0), 2));  // it saw the clock move
   process_->Exit();
   clock_.Advance(10'000'000'000ull);  // the consumer's next liveness check is due
   ASSERT_TRUE(testing::WaitUntil([&] { return session->finished(); }));
