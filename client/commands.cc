@@ -385,16 +385,7 @@ StatusOr<v1::AttachResponse> DoAttach(Connection& conn, pid_t pid,
                                       const TraceOptions& options) {
   v1::AttachRequest req;
   req.set_pid(pid);
-  req.mutable_options()->set_ring_buffer_bytes(options.ring_buffer_bytes);
-  req.mutable_options()->set_lease_seconds(options.lease_seconds);
-  req.mutable_options()->set_locks(options.locks);
-  req.mutable_options()->set_lock_threshold_ns(options.lock_threshold_ns);
-  req.mutable_options()->set_lock_stack_frames(options.lock_stack_frames);
-  req.mutable_options()->set_acquire_stack_frames(options.acquire_stack_frames);
-  req.mutable_options()->set_gil(options.gil);
-  req.mutable_options()->set_gil_stack_frames(options.gil_stack_frames);
-  req.mutable_options()->set_gil_stack_threshold_ns(options.gil_stack_threshold_ns);
-  for (const auto& [k, v] : options.labels) (*req.mutable_options()->mutable_labels())[k] = v;
+  *req.mutable_options() = options.attach;
   v1::AttachResponse resp;
   auto ctx = Unary(60);
   grpc::Status s = conn.stub().Attach(ctx.get(), req, &resp);
@@ -408,26 +399,6 @@ int ExitFor(const Status& s) {
 }
 
 }  // namespace
-
-std::optional<double> ParseDuration(const std::string& text) {
-  if (text.empty()) return std::nullopt;
-  size_t pos = 0;
-  double value;
-  try {
-    value = std::stod(text, &pos);
-  } catch (...) {
-    return std::nullopt;
-  }
-  std::string unit = text.substr(pos);
-  double scale = 0;
-  if (unit.empty() || unit == "s") scale = 1;
-  if (unit == "ms") scale = 1e-3;
-  if (unit == "us") scale = 1e-6;
-  if (unit == "m") scale = 60;
-  if (unit == "h") scale = 3600;
-  if (scale == 0 || value < 0 || !std::isfinite(value)) return std::nullopt;
-  return value * scale;
-}
 
 int AttachCommand(Connection& conn, SignalWatch& signals, pid_t pid,
                   const TraceOptions& options) {

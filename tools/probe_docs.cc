@@ -135,8 +135,8 @@ std::string InterpreterMarkdown(const DocInterpreter& in, const target::Disassem
   std::string out = "\n" + SectionHeading(in.label) + "\n\n";
   auto t = target::InspectPythonBinary(dis, in.binary);
   if (!t.ok()) return out + "Not readable: " + t.status().message() + "\n";
-  loader::PlanOptions options;
-  options.locks = loader::LockMode::kAll;
+  settings::TraceSettings options;
+  options.locks = settings::LockMode::kAll;
   loader::ProbePlan plan = loader::PlanProbes(*t, dis, options);
   loader::ModelCapabilities can = loader::PlannedCapabilities(plan);
   out += "CPython " + t->info.version.ToString() + ", " +

@@ -4,14 +4,11 @@
 
 #include <algorithm>
 
-#include "daemon/common/labels.h"
-#include "probes/threadscope_events.h"
+#include "settings/trace_settings.h"
 
 namespace threadscope::engine {
 
 namespace {
-
-bool IsPowerOfTwo(uint32_t v) { return v && !(v & (v - 1)); }
 
 std::string MiB(uint64_t bytes) { return std::to_string(bytes >> 20) + " MiB"; }
 
@@ -42,64 +39,30 @@ StatusOr<LiveSessionOptions> SessionManager::ValidateOptions(const v1::AttachOpt
                                                              const Client& client) const {
   const SessionLimits& lim = options_.limits;
   LiveSessionOptions live = options_.live;
+  settings::SettingsLimits limits;
+  limits.labels = {lim.max_labels, lim.max_label_name_bytes, lim.max_label_value_bytes};
+  TS_ASSIGN_OR_RETURN(live.trace, settings::ValidateAttachOptions(options, limits));
+  // Who may ask for how much is the daemon's policy, not the settings' validity.
   uint32_t ring = options.ring_buffer_bytes();
   uint32_t max_ring = client.may_trace_anything ? lim.max_ring_bytes
                                                 : lim.max_ring_bytes_unprivileged;
-  if (ring != 0 && (ring < (64u << 10) || !IsPowerOfTwo(ring))) {
-    return InvalidArgumentError("ring_buffer_bytes must be 0 or a power of two >= 65536, got " +
-                                std::to_string(ring));
-  }
   if (ring > max_ring) {
     return InvalidArgumentError("ring_buffer_bytes may be at most " + MiB(max_ring) +
                                 (client.may_trace_anything ? "" : " for callers other than root") +
                                 ", got " + MiB(ring));
   }
-  if (ring) live.ring_buffer_bytes = ring;
-  if (!options.locks().empty()) {
-    auto mode = loader::ParseLockMode(options.locks());
-    if (!mode) {
-      return InvalidArgumentError("locks must be off, contended or all, got '" +
-                                  options.locks().substr(0, 32) + "'");
-    }
-    live.locks = *mode;
-  }
-  if (options.has_lock_stack_frames() && options.lock_stack_frames() > TS_PY_MAX_FRAMES) {
-    return InvalidArgumentError("lock_stack_frames must be 0-" +
-                                std::to_string(TS_PY_MAX_FRAMES) + ", got " +
-                                std::to_string(options.lock_stack_frames()));
-  }
-  if (options.acquire_stack_frames() > TS_PY_MAX_FRAMES) {
-    return InvalidArgumentError("acquire_stack_frames must be 0-" +
-                                std::to_string(TS_PY_MAX_FRAMES) + ", got " +
-                                std::to_string(options.acquire_stack_frames()));
-  }
-  if (options.gil_stack_frames() > TS_PY_MAX_FRAMES) {
-    return InvalidArgumentError("gil_stack_frames must be 0-" + std::to_string(TS_PY_MAX_FRAMES) +
-                                ", got " + std::to_string(options.gil_stack_frames()));
-  }
-  std::map<std::string, std::string> labels(options.labels().begin(), options.labels().end());
-  LabelLimits label_limits{lim.max_labels, lim.max_label_name_bytes, lim.max_label_value_bytes};
-  TS_RETURN_IF_ERROR(ValidateLabels(labels, label_limits));
-  live.lock_threshold_ns = options.lock_threshold_ns();
-  if (options.has_lock_stack_frames()) {
-    live.stack_frames = static_cast<uint8_t>(options.lock_stack_frames());
-  }
-  live.acquire_stack_frames = static_cast<uint8_t>(options.acquire_stack_frames());
-  live.gil_stack_frames = static_cast<uint8_t>(options.gil_stack_frames());
-  if (options.gil_stack_threshold_ns()) live.gil_stack_threshold_ns = options.gil_stack_threshold_ns();
-  live.gil = !options.has_gil() || options.gil();
-  live.labels = std::move(labels);
   return live;
 }
 
 namespace {
 
 // What a second client asked for that the shared trace does not do.
-std::string OptionsNotice(const v1::Target& t, const LiveSessionOptions& asked,
+std::string OptionsNotice(const v1::Target& t, const settings::TraceSettings& asked,
                           const v1::AttachOptions& raw) {
   std::vector<std::string> differ;
-  if (!raw.locks().empty() && t.lock_mode() != loader::LockModeName(asked.locks)) {
-    differ.push_back("--locks " + std::string(loader::LockModeName(asked.locks)) +
+  if (raw.locks() != v1::LOCK_TRACING_UNSPECIFIED &&
+      t.lock_mode() != settings::LockModeName(asked.locks)) {
+    differ.push_back("--locks " + std::string(settings::LockModeName(asked.locks)) +
                      " (traced with " + t.lock_mode() + ")");
   }
   if (t.lock_threshold_ns() != asked.lock_threshold_ns) differ.push_back("--lock-threshold");
@@ -189,7 +152,7 @@ StatusOr<SessionManager::AttachResult> SessionManager::Attach(
       spdlog::debug("{}: lease {} for client {} (shared)", id, lease.id, client.id);
       result.session = e.session;
       result.lease_id = lease.id;
-      result.notice = OptionsNotice(e.session->target(), live, options);
+      result.notice = OptionsNotice(e.session->target(), live.trace, options);
       break;
     }
     if (!result.session && refused.ok()) {

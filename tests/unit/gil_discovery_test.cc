@@ -94,8 +94,8 @@ class GilDiscoveryTest : public ::testing::Test {
     dis_ = std::move(d).value();
   }
   ProbePlan Plan(const target::InspectedProcess& t) {
-    PlanOptions all;
-    all.locks = LockMode::kAll;
+    settings::TraceSettings all;
+    all.locks = settings::LockMode::kAll;
     return PlanProbes(t, *dis_, all);
   }
   std::unique_ptr<target::Disassembler> dis_;

@@ -57,8 +57,8 @@ class SessionManagerTest : public ::testing::Test {
           TS_ASSIGN_OR_RETURN(sources.attached_status, proc.Status(process->pid()));
           v1::Target t;
           t.set_pid(process->pid());
-          t.set_lock_mode(loader::LockModeName(options.locks));
-          t.mutable_gil()->set_enabled(options.gil);
+          t.set_lock_mode(settings::LockModeName(options.trace.locks));
+          t.mutable_gil()->set_enabled(options.trace.gil);
           return LiveSession::Start(std::move(id), std::move(t), std::move(sources), options, proc,
                                     clock);
         },
@@ -95,7 +95,7 @@ TEST_F(SessionManagerTest, ClientsShareOneTraceEachWithItsOwnLease) {
   EXPECT_TRUE(a->newly_attached);
   EXPECT_TRUE(a->notice.empty());
   v1::AttachOptions all;
-  all.set_locks("all");
+  all.set_locks(v1::LOCK_TRACING_ALL);
   auto b = Attach(bob_, all);
   ASSERT_TRUE(b.ok()) << b.status().ToString();
   EXPECT_FALSE(b->newly_attached);
@@ -326,20 +326,20 @@ TEST_F(SessionManagerTest, OptionsAreValidatedBeforeAttaching) {
   bad.set_ring_buffer_bytes(128u << 20);  // over the unprivileged limit
   EXPECT_EQ(Attach(alice_, bad).status().code(), StatusCode::kInvalidArgument);
   bad = {};
-  bad.set_locks("some");
+  bad.set_locks(static_cast<v1::LockTracing>(7));  // open enum: any number can arrive
   EXPECT_EQ(Attach(alice_, bad).status().code(), StatusCode::kInvalidArgument);
   EXPECT_EQ(attaches_, 0);
   v1::AttachOptions good;
-  good.set_locks("all");
+  good.set_locks(v1::LOCK_TRACING_ALL);
   good.set_acquire_stack_frames(4);
   good.set_gil(false);
   (*good.mutable_labels())["service"] = "api";
   ASSERT_TRUE(Attach(alice_, good).ok());
   ASSERT_EQ(attached_options_.size(), 1u);
-  EXPECT_EQ(attached_options_[0].locks, loader::LockMode::kAll);
-  EXPECT_EQ(attached_options_[0].acquire_stack_frames, 4);
-  EXPECT_FALSE(attached_options_[0].gil);
-  EXPECT_EQ(attached_options_[0].labels.at("service"), "api");
+  EXPECT_EQ(attached_options_[0].trace.locks, settings::LockMode::kAll);
+  EXPECT_EQ(attached_options_[0].trace.acquire_stack_frames, 4);
+  EXPECT_FALSE(attached_options_[0].trace.gil);
+  EXPECT_EQ(attached_options_[0].trace.labels.at("service"), "api");
 }
 
 TEST_F(SessionManagerTest, WithoutAnAttacherLiveTargetsAreUnimplemented) {

@@ -291,8 +291,8 @@ TEST_P(MatrixTest, VersionSymbolsAndPlan) {
   }
   if (t->info.version.major == 3) {
     // Tracing every acquire finds all its probes too, and more of them.
-    loader::PlanOptions all;
-    all.locks = loader::LockMode::kAll;
+    settings::TraceSettings all;
+    all.locks = settings::LockMode::kAll;
     auto all_plan = loader::PlanProbes(*t, *dis_, all);
     for (const auto& p : all_plan.probes) {
       if (ByDesign(p, *t)) continue;
