@@ -9,6 +9,7 @@
 #include <set>
 
 #include "daemon/common/labels.h"
+#include "settings/trace_settings.h"
 #include "probes/threadscope_events.h"
 
 namespace threadscope::autoattach {
@@ -100,28 +101,18 @@ std::optional<uint64_t> ParseBytes(std::string_view text) {
 }
 
 std::vector<std::string> CheckRuleOptions(const v1::AttachOptions& o) {
-  // The same checks SessionManager::ValidateOptions makes at attach time, for an operator (the
-  // daemon's own sessions are privileged): made here so a bad rule stops the daemon at start
-  // instead of failing every attach later.
+  // The one check of trace settings (settings::ValidateAttachOptions), the one every attach
+  // makes, and the operator's ring buffer ceiling (the daemon's own sessions are privileged):
+  // made here so a bad rule stops the daemon at start instead of failing every attach later.
   std::vector<std::string> errors;
-  if (!o.locks().empty() && o.locks() != "off" && o.locks() != "contended" && o.locks() != "all") {
-    errors.push_back("locks must be off, contended or all, got '" + Shown(o.locks()) + "'");
+  settings::SettingsLimits limits;
+  limits.labels.max_labels = kMaxRuleLabels;
+  auto validated = settings::ValidateAttachOptions(o, limits);
+  if (!validated.ok()) errors.push_back(validated.status().message());
+  if (o.ring_buffer_bytes() > (1u << 30)) {
+    errors.push_back("ring_buffer must be at most 1GiB, got " +
+                     std::to_string(o.ring_buffer_bytes()) + " bytes");
   }
-  uint32_t ring = o.ring_buffer_bytes();
-  if (ring != 0 && (ring < (64u << 10) || (ring & (ring - 1)) || ring > (1u << 30))) {
-    errors.push_back("ring_buffer must be a power of two from 64KiB to 1GiB, got " +
-                     std::to_string(ring) + " bytes");
-  }
-  if (o.lock_stack_frames() > TS_PY_MAX_FRAMES) {
-    errors.push_back("lock_stacks must be 0-" + std::to_string(TS_PY_MAX_FRAMES));
-  }
-  if (o.acquire_stack_frames() > TS_PY_MAX_FRAMES) {
-    errors.push_back("acquire_stacks must be 0-" + std::to_string(TS_PY_MAX_FRAMES));
-  }
-  std::map<std::string, std::string> labels(o.labels().begin(), o.labels().end());
-  LabelLimits limits;
-  limits.max_labels = kMaxRuleLabels;
-  if (Status s = ValidateLabels(labels, limits); !s.ok()) errors.push_back(s.message());
   return errors;
 }
 
@@ -131,10 +122,9 @@ Status ApplyRuleOption(std::string_view key, std::string_view value, v1::AttachO
                                 "'");
   };
   if (key == "locks") {
-    if (value != "off" && value != "contended" && value != "all") {
-      return bad("off, contended or all");
-    }
-    out->set_locks(std::string(value));
+    auto mode = settings::ParseLockMode(value);
+    if (!mode) return bad("off, contended or all");
+    out->set_locks(settings::ToProto(*mode));
   } else if (key == "lock-threshold") {
     auto ns = ParseDuration(value);
     if (!ns) return bad("a duration (1ms, 500us)");

@@ -155,7 +155,7 @@ match = cgroup=*batch*#not-a-comment
   const Rule& web = c.auto_attach.rules[0];
   EXPECT_EQ(web.name, "web");
   EXPECT_EQ(web.match.ToString(), "exe=*/python3*,cmdline=gunicorn,user=0");
-  EXPECT_EQ(web.options.locks(), "all");
+  EXPECT_EQ(web.options.locks(), v1::LOCK_TRACING_ALL);
   EXPECT_EQ(web.options.lock_threshold_ns(), 2000000u);
   EXPECT_EQ(web.options.lock_stack_frames(), 4u);
   EXPECT_EQ(web.options.acquire_stack_frames(), 2u);
