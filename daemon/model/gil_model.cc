@@ -128,23 +128,25 @@ void GilModel::Apply(const DecodedEvent& e, const PyStack* stack,
   switch (g->op) {
     case TS_GIL_ENABLE_TRANSIENT:
       if (!config_.free_threaded) break;
-      // Called for every extension import; a no-op (returns 0) when the GIL is on for good.
+      // Called for every extension import, at its entry: it returns at once (nothing enabled)
+      // when PYTHON_GIL / -X gil forced the GIL either way, or it is on for good. So the
+      // transient enable is the first take that follows (the importer re-attaches), and nested
+      // ones count for the disables that end them.
       if (runtime_ == GilRuntime::kOff) {
-        ++transient_enables_;
-        transient_depth_ = 1;
-        SetRuntime(GilRuntime::kTransient, ts, tid, out);
+        transient_pending_ = true;
       } else if (runtime_ == GilRuntime::kTransient) {
         ++transient_depth_;
       }
       break;
     case TS_GIL_ENABLE_PERMANENT:
-      // Reached for a module not marked free-threading safe; a no-op when the GIL was forced on
-      // (or off) at start-up.
+      // _PyEval_EnableGILPermanent returned 1: it turned the GIL on for good (a module not
+      // marked free-threading safe).
       if (runtime_ == GilRuntime::kOff || runtime_ == GilRuntime::kTransient) {
         SetRuntime(GilRuntime::kPermanent, ts, tid, out);
       }
       break;
     case TS_GIL_DISABLE:
+      transient_pending_ = false;
       if (runtime_ == GilRuntime::kTransient && --transient_depth_ == 0) {
         SetRuntime(GilRuntime::kOff, ts, tid, out);
       }
@@ -153,7 +155,14 @@ void GilModel::Apply(const DecodedEvent& e, const PyStack* stack,
       // Free-threaded builds report takes only past take_gil's test of gil->enabled: one with
       // no enable seen means the GIL was on from start-up or since before the attach.
       if (config_.free_threaded && runtime_ == GilRuntime::kOff) {
-        SetRuntime(GilRuntime::kUnannounced, ts, tid, out);
+        if (transient_pending_) {
+          transient_pending_ = false;
+          transient_depth_ = 1;
+          ++transient_enables_;
+          SetRuntime(GilRuntime::kTransient, ts, tid, out);
+        } else {
+          SetRuntime(GilRuntime::kUnannounced, ts, tid, out);
+        }
       }
       // A compiler clone calling the original (or a nested probe) reports the same take twice:
       // the first entry is when the wait began.

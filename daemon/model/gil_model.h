@@ -121,6 +121,7 @@ class GilModel {
   GilRuntime runtime_ = GilRuntime::kOff;
   std::optional<uint64_t> enabled_since_;
   uint64_t transient_depth_ = 0;
+  bool transient_pending_ = false;  // an enable entered, its take not seen yet
   uint64_t transient_enables_ = 0;
 
   void SetRuntime(GilRuntime r, uint64_t ts, pid_t tid, std::vector<GilChangeEvent>* out);

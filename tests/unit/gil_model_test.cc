@@ -157,11 +157,12 @@ class FreeThreadedGilTest : public GilModelTest {
 
 TEST_F(FreeThreadedGilTest, TransientEnableOfAnImportEndsOff) {
   EXPECT_EQ(gil().runtime(), GilRuntime::kOff);
-  auto on = Feed(g_.Gil(kT1, TS_GIL_ENABLE_TRANSIENT));
-  ASSERT_EQ(on.size(), 1u);
+  EXPECT_TRUE(Feed(g_.Gil(kT1, TS_GIL_ENABLE_TRANSIENT)).empty());
+  auto on = Feed(g_.Gil(kT1, TS_GIL_TAKE_BEGIN));  // the importer re-attaches: it is on
+  ASSERT_EQ(on.size(), 2u);
   EXPECT_EQ(on[0].kind, GilChangeEvent::Kind::kEnabled);
   EXPECT_EQ(on[0].runtime, GilRuntime::kTransient);
-  Take(kT1, 0);
+  Feed(g_.Gil(kT1, TS_GIL_TAKE_END));
   Feed(g_.Gil(kT2, TS_GIL_TAKE_BEGIN));  // another thread attaches during the init
   auto off = Feed(g_.Gil(kT1, TS_GIL_DISABLE));
   ASSERT_EQ(off.size(), 1u);
@@ -176,6 +177,7 @@ TEST_F(FreeThreadedGilTest, TransientEnableOfAnImportEndsOff) {
 
 TEST_F(FreeThreadedGilTest, NestedTransientEnablesEndWithTheLastDisable) {
   Feed(g_.Gil(kT1, TS_GIL_ENABLE_TRANSIENT));
+  Take(kT1, 0);
   Feed(g_.Gil(kT2, TS_GIL_ENABLE_TRANSIENT));
   Feed(g_.Gil(kT2, TS_GIL_DISABLE));
   EXPECT_EQ(gil().runtime(), GilRuntime::kTransient);
@@ -186,6 +188,7 @@ TEST_F(FreeThreadedGilTest, NestedTransientEnablesEndWithTheLastDisable) {
 TEST_F(FreeThreadedGilTest, ImportOfAModuleNotFreeThreadingSafeEnablesItForGood) {
   Feed(g_.Gil(kT1, TS_GIL_ENABLE_TRANSIENT));
   Take(kT1, 0);
+  EXPECT_EQ(gil().runtime(), GilRuntime::kTransient);
   g_.Advance(kMs);
   const uint64_t at = g_.now();
   auto on = Feed(g_.Gil(kT1, TS_GIL_ENABLE_PERMANENT));
@@ -198,6 +201,15 @@ TEST_F(FreeThreadedGilTest, ImportOfAModuleNotFreeThreadingSafeEnablesItForGood)
   Feed(g_.Gil(kT1, TS_GIL_ENABLE_TRANSIENT));
   EXPECT_EQ(gil().runtime(), GilRuntime::kPermanent);
   EXPECT_EQ(gil().transient_enables(), 1u);
+}
+
+TEST_F(FreeThreadedGilTest, ForcedOffAtStartUpStaysOff) {
+  // PYTHON_GIL=0: every enable returns at once; a module needing the GIL calls no disable.
+  Feed(g_.Gil(kT1, TS_GIL_ENABLE_TRANSIENT));
+  Feed(g_.Gil(kT1, TS_GIL_DISABLE));
+  Feed(g_.Gil(kT1, TS_GIL_ENABLE_TRANSIENT));
+  EXPECT_EQ(gil().runtime(), GilRuntime::kOff);
+  EXPECT_EQ(gil().transient_enables(), 0u);
 }
 
 TEST_F(FreeThreadedGilTest, TakesWithNoEnableMeanOnFromStartUp) {
