@@ -258,6 +258,15 @@ std::string Where(const v1::PyStack& st, bool short_file = false) {
   if (st.frames().empty()) return "";
   const v1::CodeLocation& f =
       st.frames(std::min<int>(static_cast<int>(st.primary()), st.frames_size() - 1));
+  // The model's location 0 (file "?", no line): the frame's (code, instruction) was never
+  // resolved. The engine resolves it when it drains the record, reading the code object from
+  // the target; that read fails when the code object was freed by then, or the process exited
+  // within that drain interval (a short program's last waits), and every such wait of one type
+  // then shares this row. Say so rather than print "?:? ?".
+  if (f.file() == "?" && !f.has_line()) {
+    return "unknown (its code object could not be read: freed, or the process exited, before "
+           "the frame was resolved)";
+  }
   return fmt::format("{}:{} {}", short_file ? ShortFile(f.file()) : f.file(),
                      f.has_line() ? std::to_string(f.line()) : "?", f.function());
 }
