@@ -62,6 +62,65 @@ def bpftrace_script(report, binary=None):
     return "\n".join(lines)
 
 
+# One run of a workload, any mode, takes seconds; a run still going after this is stuck.
+RUN_TIMEOUT = 300
+
+
+class RunStuck(Exception):
+    pass
+
+
+def descendants(pid):
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        try:
+            with open("/proc/%d/task/%d/children" % (p, p)) as f:
+                todo.extend(int(c) for c in f.read().split())
+        except OSError:
+            pass
+    return out
+
+
+def where_stuck(pid):
+    """Each process under `pid` and each of its threads: name, state and kernel wait channel,
+    for a run that did not finish (what a hang was waiting on, without py-spy)."""
+    lines = []
+    for p in descendants(pid):
+        try:
+            cmd = open("/proc/%d/cmdline" % p, "rb").read().replace(b"\0", b" ").decode()[:120]
+            lines.append("pid %d: %s" % (p, cmd))
+            for t in sorted(os.listdir("/proc/%d/task" % p), key=int):
+                d = "/proc/%d/task/%s/" % (p, t)
+                stat = open(d + "stat").read()
+                state = stat[stat.rindex(")") + 2]
+                wchan = open(d + "wchan").read()
+                comm = open(d + "comm").read().strip()
+                lines.append("  tid %s %-15s %s %s" % (t, comm, state, wchan))
+        except OSError:
+            continue
+    return "\n".join(lines)
+
+
+def run_bounded(cmd, what, check=False):
+    """subprocess.run(cmd), bounded by RUN_TIMEOUT: a stuck run raises RunStuck with where each
+    thread of the process tree waits, after killing the tree (no run may hang the bench)."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=RUN_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        stuck = where_stuck(proc.pid)
+        os.killpg(proc.pid, 9)
+        proc.communicate()
+        raise RunStuck("%s: no result after %d s; where it waited:\n%s" %
+                       (what, RUN_TIMEOUT, stuck))
+    if check and proc.returncode:
+        raise subprocess.CalledProcessError(proc.returncode, cmd, stdout, stderr)
+    return subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)
+
+
 def bpftrace_hits(stdout):
     return sum(int(n) for n in re.findall(r"^@\[.*\]: (\d+)$", stdout, re.M))
 
@@ -189,24 +248,23 @@ class Bench:
             for name, mode in self.modes.items():
                 if name in failed:
                     continue
+                what = "%s %s" % (workload, name)
                 if mode == "untraced":
-                    r = subprocess.run(cmd, capture_output=True, text=True, check=True)
+                    r = run_bounded(cmd, what, check=True)
                 elif isinstance(mode, tuple) and not self.bpftrace:
                     failed[name] = "skipped (--bpftrace none)"
                     continue
                 elif isinstance(mode, tuple):
-                    r = subprocess.run(self.bpftrace + ["--unsafe", "-q", self.scripts[name],
-                                                        "-c", " ".join(bpftrace_cmd)],
-                                       capture_output=True, text=True)
+                    r = run_bounded(self.bpftrace + ["--unsafe", "-q", self.scripts[name],
+                                                      "-c", " ".join(bpftrace_cmd)], what)
                     if "RESULT" not in r.stdout:
                         failed[name] = (r.stderr.strip().splitlines() or ["failed"])[-1]
                         continue
                     out[name]["records"].append(bpftrace_hits(r.stdout))
                 else:
                     rep = os.path.join(self.tmp, "r.json")
-                    r = subprocess.run([self.threadscope, "run", "--no-live", "--report", rep] +
-                                       mode + ["--"] + cmd, capture_output=True, text=True,
-                                       check=True)
+                    r = run_bounded([self.threadscope, "run", "--no-live", "--report", rep] +
+                                    mode + ["--"] + cmd, what, check=True)
                     report = json.load(open(rep))
                     out[name]["records"].append(report["stats"]["events"])
                     out[name]["reports"].append(report)

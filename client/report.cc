@@ -183,7 +183,50 @@ const char* GilChangeName(v1::GilChange c) {
     case v1::GIL_CHANGE_WAIT_BEGIN: return "wait_begin";
     case v1::GIL_CHANGE_ACQUIRED: return "acquired";
     case v1::GIL_CHANGE_DROPPED: return "dropped";
+    case v1::GIL_CHANGE_ENABLED: return "enabled";
+    case v1::GIL_CHANGE_DISABLED: return "disabled";
     default: return "unknown";
+  }
+}
+
+const char* GilRuntimeName(v1::GilRuntime r) {
+  switch (r) {
+    case v1::GIL_RUNTIME_OFF: return "off";
+    case v1::GIL_RUNTIME_TRANSIENT: return "transient";
+    case v1::GIL_RUNTIME_PERMANENT: return "permanent";
+    case v1::GIL_RUNTIME_UNANNOUNCED: return "unannounced";
+    default: return "";
+  }
+}
+
+// Free-threaded builds: what the GIL did at run time, e.g. "enabled at run time at +1.204s, by
+// an import of a module not marked free-threading safe". Empty on GIL builds.
+std::string GilRuntimeText(const v1::Snapshot& s) {
+  const v1::Gil& g = s.gil();
+  if (!s.target().free_threaded() || g.runtime() == v1::GIL_RUNTIME_UNSPECIFIED) return "";
+  std::string at;
+  if (g.has_enabled_since_ns()) {
+    at = fmt::format(" at {:+.3f}s", (static_cast<double>(g.enabled_since_ns()) -
+                                      static_cast<double>(s.trace_start_ns())) /
+                                         1e9);
+  }
+  std::string imports =
+      g.transient_enables()
+          ? fmt::format("; {} extension import{} turned it on for their init",
+                        g.transient_enables(), g.transient_enables() == 1 ? "" : "s")
+          : "";
+  switch (g.runtime()) {
+    case v1::GIL_RUNTIME_PERMANENT:
+      return "enabled at run time" + at +
+             ", by an import of a module not marked free-threading safe" + imports;
+    case v1::GIL_RUNTIME_UNANNOUNCED:
+      return "enabled" + at +
+             " (first seen), by PYTHON_GIL=1 or -X gil=1 at start-up or before the attach" +
+             imports;
+    case v1::GIL_RUNTIME_TRANSIENT:
+      return "enabled" + at + " for an extension import's init (transient)" + imports;
+    default:
+      return "off (free-threaded build, not enabled at run time)" + imports;
   }
 }
 
@@ -215,6 +258,15 @@ std::string Where(const v1::PyStack& st, bool short_file = false) {
   if (st.frames().empty()) return "";
   const v1::CodeLocation& f =
       st.frames(std::min<int>(static_cast<int>(st.primary()), st.frames_size() - 1));
+  // The model's location 0 (file "?", no line): the frame's (code, instruction) was never
+  // resolved. The engine resolves it when it drains the record, reading the code object from
+  // the target; that read fails when the code object was freed by then, or the process exited
+  // within that drain interval (a short program's last waits), and every such wait of one type
+  // then shares this row. Say so rather than print "?:? ?".
+  if (f.file() == "?" && !f.has_line()) {
+    return "unknown (its code object could not be read: freed, or the process exited, before "
+           "the frame was resolved)";
+  }
   return fmt::format("{}:{} {}", short_file ? ShortFile(f.file()) : f.file(),
                      f.has_line() ? std::to_string(f.line()) : "?", f.function());
 }
@@ -436,7 +488,11 @@ json GilJson(const v1::Snapshot& s) {
       {"unmatched_drops", g.unmatched_drops()},
       {"wait_histogram", HistogramJson(g.wait())},
       {"hold_histogram", HistogramJson(g.hold())},
-      {"per_thread", per_thread}};
+      {"per_thread", per_thread},
+      {"runtime", GilRuntimeName(g.runtime())},
+      {"enabled_since_ns", Opt(g.has_enabled_since_ns(), g.enabled_since_ns())},
+      {"transient_enables", g.transient_enables()},
+      {"runtime_text", GilRuntimeText(s)}};
 }
 
 json ReportJson(const v1::Snapshot& s) {
@@ -590,6 +646,9 @@ json EventJson(const v1::WatchEventsResponse& e) {
       out["hold_ns"] = ge.hold_ns();
       out["forced"] = ge.forced();
     }
+    if (ge.change() == v1::GIL_CHANGE_ENABLED || ge.change() == v1::GIL_CHANGE_DISABLED) {
+      out["runtime"] = GilRuntimeName(ge.runtime());
+    }
     return out;
   }
   if (e.has_lost_events()) {
@@ -669,6 +728,9 @@ std::string GilLine(const v1::Snapshot& s, const TextStyle& style) {
                            Duration(s.now_ns() > w.since_ns() ? s.now_ns() - w.since_ns() : 0));
   }
   if (g.waiters_size() > 4) waiters += fmt::format(" +{}", g.waiters_size() - 4);
+  std::string runtime = GilRuntimeText(s);
+  if (g.runtime() == v1::GIL_RUNTIME_OFF) return Paint("GIL:", "1", style) + " " + runtime;
+  if (!runtime.empty()) holder = runtime + " · " + holder;
   return Paint("GIL:", "1", style) +
          fmt::format(" {} · waiting:{} · {} switches ({:.0f}/s), {} forced", holder,
                      waiters.empty() ? " none" : waiters, g.switches(), g.switches_per_second(),
@@ -863,8 +925,11 @@ std::string SummaryText(const v1::Snapshot& s, const TextStyle& style) {
                    "33", style);
     }
   }
-  if (s.gil().traced()) {
+  if (s.gil().traced() && s.gil().runtime() == v1::GIL_RUNTIME_OFF) {
+    out += fmt::format("  GIL: {}\n", GilRuntimeText(s));
+  } else if (s.gil().traced()) {
     const v1::Gil& g = s.gil();
+    if (std::string rt = GilRuntimeText(s); !rt.empty()) out += fmt::format("  GIL: {}\n", rt);
     out += fmt::format("  GIL: {} acquisitions, {} switches ({:.0f}/s), {} forced; wait {} total, "
                        "max {}\n",
                        g.acquisitions(), g.switches(), g.switches_per_second(),
@@ -906,6 +971,9 @@ std::string EventLine(const v1::WatchEventsResponse& e, uint64_t base_ns) {
     if (ge.change() == v1::GIL_CHANGE_ACQUIRED) extra = " waited=" + Duration(ge.wait_ns());
     if (ge.change() == v1::GIL_CHANGE_DROPPED) {
       extra = " held=" + Duration(ge.hold_ns()) + (ge.forced() ? " forced" : " voluntary");
+    }
+    if (ge.change() == v1::GIL_CHANGE_ENABLED || ge.change() == v1::GIL_CHANGE_DISABLED) {
+      extra = std::string(" runtime=") + GilRuntimeName(ge.runtime());
     }
     return fmt::format("{:+9.3f}s gil_{:<12} tid={}{}", since, GilChangeName(ge.change()),
                        ge.native_tid(), extra);

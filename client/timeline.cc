@@ -259,6 +259,20 @@ class Builder {
           gil_holder_.reset();
         }
         break;
+      case v1::GIL_CHANGE_ENABLED:
+      case v1::GIL_CHANGE_DISABLED: {
+        // Free-threaded builds: the GIL turned on (or a transient enable ended) at run time.
+        const char* how = e.runtime() == v1::GIL_RUNTIME_PERMANENT
+                              ? "GIL enabled (a module not marked free-threading safe)"
+                          : e.runtime() == v1::GIL_RUNTIME_TRANSIENT
+                              ? "GIL enabled for an extension import"
+                          : e.runtime() == v1::GIL_RUNTIME_UNANNOUNCED
+                              ? "GIL on (PYTHON_GIL=1 / -X gil=1, or before the attach)"
+                              : "GIL disabled";
+        AddSlice("gil", how, "gil", e.ts_ns(), e.ts_ns(), {{"by_thread", std::to_string(tid)}},
+                 {}, {});
+        break;
+      }
       default:
         break;
     }

@@ -1245,7 +1245,7 @@ static __always_inline void gil_op(__u32 op)
 static __always_inline int gil_record(struct pt_regs *ctx)
 {
 	if (is_target())
-		gil_op((__u32)bpf_get_attach_cookie(ctx));
+		gil_op((__u32)bpf_get_attach_cookie(ctx) & TS_GIL_OP_MASK);
 	return 0;
 }
 
@@ -1263,12 +1263,13 @@ struct {
 SEC("uprobe")
 int ts_gil(struct pt_regs *ctx)
 {
-	__u32 op = (__u32)bpf_get_attach_cookie(ctx);
+	__u32 cookie = (__u32)bpf_get_attach_cookie(ctx);
+	__u32 op = cookie & TS_GIL_OP_MASK;
 	__u64 *start;
 
 	if (!is_target())
 		return 0;
-	if (op == TS_GIL_TAKE_BEGIN && with_stack(gil_stack_frames)) {
+	if (op == TS_GIL_TAKE_BEGIN && ((cookie & TS_GIL_GATED) || with_stack(gil_stack_frames))) {
 		start = bpf_task_storage_get(&gil_wait_start, bpf_get_current_task_btf(), 0,
 					     BPF_LOCAL_STORAGE_GET_F_CREATE);
 		/* A clone calling the original enters twice: the first entry began the wait. */
@@ -1284,27 +1285,42 @@ int ts_gil(struct pt_regs *ctx)
 SEC("uretprobe")
 int ts_gil_ret(struct pt_regs *ctx)
 {
+	__u32 cookie = (__u32)bpf_get_attach_cookie(ctx);
 	struct ts_gil_event *e;
 	__u64 *start, began = 0;
 
 	if (!is_target())
 		return 0;
-	if (!with_stack(gil_stack_frames))
+	if (!(cookie & TS_GIL_GATED) && !with_stack(gil_stack_frames))
 		return gil_record(ctx);
 	start = bpf_task_storage_get(&gil_wait_start, bpf_get_current_task_btf(), 0, 0);
 	if (start) {
 		began = *start;
 		*start = 0;
 	}
-	if (!began || bpf_ktime_get_ns() - began < gil_stack_threshold_ns)
+	/* Free-threaded, GIL off: take_gil returned without taking it. */
+	if ((cookie & TS_GIL_GATED) && !began)
+		return 0;
+	if (!with_stack(gil_stack_frames) || !began ||
+	    bpf_ktime_get_ns() - began < gil_stack_threshold_ns)
 		return gil_record(ctx);
 	e = ts_reserve(sizeof(*e) + sizeof(struct ts_py_stack), TS_EV_GIL);
 	if (!e)
 		return 0;
-	e->op = (__u32)bpf_get_attach_cookie(ctx);
+	e->op = cookie & TS_GIL_OP_MASK;
 	e->_pad = 0;
 	fill_stack(&e->h, TS_STACK_OF(e), current_tid(), gil_stack_frames);
 	ts_submit(e);
+	return 0;
+}
+
+/* Free-threaded builds: _PyEval_EnableGILPermanent returned 1, it turned the GIL on for good (0:
+ * it was already, or forced on or off at start-up: nothing changed). Cookie: enum ts_gil_op. */
+SEC("uretprobe")
+int ts_gil_switch_ret(struct pt_regs *ctx)
+{
+	if (is_target() && (int)PT_REGS_RC(ctx) == 1)
+		gil_op((__u32)bpf_get_attach_cookie(ctx) & TS_GIL_OP_MASK);
 	return 0;
 }
 

@@ -339,7 +339,17 @@ enum ts_gil_op {
 	TS_GIL_FORCED = 4,     /* the eval loop is about to drop on request: the thread's next DROP
 				* is a forced switch (a waiter asked), not a blocking call */
 	TS_GIL_DROP_FORCED = 5, /* an inlined drop_gil copy inside the eval loop's switch code */
+	/* Free-threaded builds (3.13t+): the GIL enabled or disabled at run time (entries of
+	 * _PyEval_EnableGILTransient, _PyEval_EnableGILPermanent, _PyEval_DisableGIL). */
+	TS_GIL_ENABLE_TRANSIENT = 6, /* an extension import turns it on for its init */
+	TS_GIL_ENABLE_PERMANENT = 7, /* the module imported is not marked free-threading safe */
+	TS_GIL_DISABLE = 8,          /* the import's module is safe: the transient enable ends */
 };
+/* Cookie flag, never in a record: on a free-threaded build take_gil returns at once while the
+ * GIL is off, so its return reports a take only when the take-begin site (past the `enabled`
+ * test) ran first on this task. */
+#define TS_GIL_GATED 0x100u
+#define TS_GIL_OP_MASK 0xffu
 
 struct ts_gil_event {
 	struct ts_header h; /* h.tid = the thread taking / dropping */

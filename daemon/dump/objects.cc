@@ -13,39 +13,6 @@ namespace {
 constexpr uint64_t kTpflagsManagedDict = 1ull << 4;  // 3.11+
 constexpr uint64_t kTpflagsInlineValues = 1ull << 2;  // 3.13+
 
-// Bytes that are not valid UTF-8 (2.7 str, C strings) become U+FFFD.
-std::string SanitizeUtf8(std::string_view s) {
-  std::string out;
-  size_t i = 0;
-  while (i < s.size()) {
-    unsigned char c = static_cast<unsigned char>(s[i]);
-    if (c < 0x80) {
-      out.push_back(static_cast<char>(c));
-      ++i;
-      continue;
-    }
-    size_t n = (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xe ? 3 : (c >> 3) == 0x1e ? 4 : 0;
-    bool ok = n > 0 && i + n <= s.size();
-    uint32_t cp = n == 2 ? c & 0x1f : n == 3 ? c & 0x0f : c & 0x07;
-    for (size_t k = 1; ok && k < n; ++k) {
-      unsigned char cc = static_cast<unsigned char>(s[i + k]);
-      ok = (cc & 0xc0) == 0x80;
-      cp = (cp << 6) | (cc & 0x3f);
-    }
-    if (ok && ((n == 2 && cp < 0x80) || (n == 3 && cp < 0x800) || (n == 4 && cp < 0x10000))) {
-      ok = false;  // overlong
-    }
-    if (!ok) {
-      AppendUtf8(&out, 0xfffd);
-      ++i;
-      continue;
-    }
-    AppendUtf8(&out, cp);
-    i += n;
-  }
-  return out;
-}
-
 }  // namespace
 
 uint64_t ObjectReader::TypeOf(uint64_t obj) const {
@@ -65,11 +32,11 @@ std::optional<std::string> ObjectReader::CString(uint64_t addr, size_t max) cons
       want = 1;
     }
     for (size_t i = 0; i < want; ++i) {
-      if (buf[i] == '\0') return SanitizeUtf8(out);
+      if (buf[i] == '\0') return ToValidUtf8(out);
       out.push_back(buf[i]);
     }
   }
-  return SanitizeUtf8(out);
+  return ToValidUtf8(out);
 }
 
 std::string ObjectReader::TypeName(uint64_t type) const {
@@ -103,7 +70,7 @@ std::optional<std::string> ObjectReader::Str(uint64_t obj, size_t max_chars) con
   if (l_.py2_strings) {
     std::string raw(n, '\0');
     if (!m_.Read(obj + l_.str_ascii_data, raw.data(), n)) return std::nullopt;
-    return SanitizeUtf8(raw) + (truncated ? "..." : "");
+    return ToValidUtf8(raw) + (truncated ? "..." : "");
   }
   uint32_t state = 0;
   if (!m_.Read(obj + l_.str_state, &state, 4)) return std::nullopt;

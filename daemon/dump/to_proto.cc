@@ -1,39 +1,10 @@
 #include "daemon/dump/to_proto.h"
 
+#include "daemon/common/text.h"
+
 namespace threadscope::dump {
 
 namespace {
-
-// proto3 strings must be UTF-8, and some of these come from the target untouched (/proc comm,
-// paths, command lines): invalid sequences become U+FFFD.
-std::string Utf8(std::string_view s) {
-  std::string out;
-  out.reserve(s.size());
-  size_t i = 0;
-  while (i < s.size()) {
-    unsigned char c = static_cast<unsigned char>(s[i]);
-    size_t n = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xe ? 3 : (c >> 3) == 0x1e ? 4 : 0;
-    bool ok = n > 0 && i + n <= s.size();
-    uint32_t cp = n == 1 ? c : n == 2 ? c & 0x1f : n == 3 ? c & 0x0f : c & 0x07;
-    for (size_t k = 1; ok && k < n; ++k) {
-      unsigned char cc = static_cast<unsigned char>(s[i + k]);
-      ok = (cc & 0xc0) == 0x80;
-      cp = (cp << 6) | (cc & 0x3f);
-    }
-    if (ok && ((n == 2 && cp < 0x80) || (n == 3 && cp < 0x800) || (n == 4 && cp < 0x10000) ||
-               (cp >= 0xd800 && cp <= 0xdfff) || cp > 0x10ffff)) {
-      ok = false;
-    }
-    if (!ok) {
-      out += "\xef\xbf\xbd";
-      ++i;
-      continue;
-    }
-    out.append(s.substr(i, n));
-    i += n;
-  }
-  return out;
-}
 
 v1::DumpThreadState StateOf(ThreadState s) {
   switch (s) {
@@ -81,8 +52,8 @@ v1::DumpOwnerSource SourceOf(OwnerSource s) {
 }
 
 void SetLocation(const Frame& f, v1::CodeLocation* out) {
-  out->set_file(Utf8(f.file));
-  out->set_function(Utf8(f.function));
+  out->set_file(ToValidUtf8(f.file));
+  out->set_function(ToValidUtf8(f.function));
   if (f.line) out->set_line(*f.line);
 }
 
@@ -91,12 +62,12 @@ void SetLocation(const Frame& f, v1::CodeLocation* out) {
 v1::ProcessDump ToProto(const DumpReport& r) {
   v1::ProcessDump out;
   out.set_pid(r.pid);
-  out.set_python_version(Utf8(r.python_version));
-  out.set_executable(Utf8(r.executable));
+  out.set_python_version(ToValidUtf8(r.python_version));
+  out.set_executable(ToValidUtf8(r.executable));
   out.set_source(r.source);
-  out.set_core_file(Utf8(r.core_file));
+  out.set_core_file(ToValidUtf8(r.core_file));
   out.set_free_threaded(r.free_threaded);
-  out.set_layout_source(Utf8(r.layout_source));
+  out.set_layout_source(ToValidUtf8(r.layout_source));
   if (r.pause_ns) out.set_pause_ns(*r.pause_ns);
   for (const auto& [name, ns] : r.pause_phases) {
     auto* p = out.add_pause_phases();
@@ -108,8 +79,8 @@ v1::ProcessDump ToProto(const DumpReport& r) {
     auto* o = out.add_threads();
     o->set_native_tid(t.tid);
     if (t.ident) o->set_ident(*t.ident);
-    o->set_name(Utf8(t.name));
-    o->set_os_name(Utf8(t.os_name));
+    o->set_name(ToValidUtf8(t.name));
+    o->set_os_name(ToValidUtf8(t.os_name));
     o->set_main(t.is_main);
     o->set_state(StateOf(t.state));
     if (t.holds_gil) o->set_holds_gil(*t.holds_gil);
@@ -120,38 +91,38 @@ v1::ProcessDump ToProto(const DumpReport& r) {
       const Wait& w = *t.waiting_for;
       auto* ow = o->mutable_waiting_for();
       ow->set_kind(KindOf(w.kind));
-      ow->set_lock_id(Utf8(w.lock_id));
-      ow->set_object_id(Utf8(w.object_id));
-      ow->set_object_type(Utf8(w.object_type));
+      ow->set_lock_id(ToValidUtf8(w.lock_id));
+      ow->set_object_id(ToValidUtf8(w.object_id));
+      ow->set_object_type(ToValidUtf8(w.object_type));
       if (w.owner) ow->set_owner_native_tid(*w.owner);
       ow->set_owner_source(SourceOf(w.owner_source));
-      ow->set_detail(Utf8(w.detail));
+      ow->set_detail(ToValidUtf8(w.detail));
     }
     for (const auto& h : t.holds) {
       auto* oh = o->add_holds();
-      oh->set_lock_id(Utf8(h.lock_id));
+      oh->set_lock_id(ToValidUtf8(h.lock_id));
       oh->set_source(SourceOf(h.source));
       if (h.taken_at) SetLocation(*h.taken_at, oh->mutable_taken_at());
     }
-    o->set_syscall(Utf8(t.syscall));
+    o->set_syscall(ToValidUtf8(t.syscall));
     for (const auto& n : t.native) {
       auto* on = o->add_native();
       on->set_pc(n.pc);
-      on->set_symbol(Utf8(n.symbol));
-      on->set_binary(Utf8(n.binary));
+      on->set_symbol(ToValidUtf8(n.symbol));
+      on->set_binary(ToValidUtf8(n.binary));
     }
     for (const auto& l : t.locals) {
       auto* ol = o->add_locals();
-      ol->set_name(Utf8(l.name));
-      ol->set_type(Utf8(l.type));
-      ol->set_value(Utf8(l.value));
+      ol->set_name(ToValidUtf8(l.name));
+      ol->set_type(ToValidUtf8(l.type));
+      ol->set_value(ToValidUtf8(l.value));
       ol->set_address(l.address);
     }
   }
   for (const auto& d : r.deadlocks) {
     auto* od = out.add_deadlocks();
     for (pid_t tid : d.threads) od->add_native_tids(tid);
-    for (const auto& l : d.locks) od->add_lock_ids(Utf8(l));
+    for (const auto& l : d.locks) od->add_lock_ids(ToValidUtf8(l));
     for (const auto& f : d.wait_at) {
       auto* loc = od->add_wait_at();
       if (f) SetLocation(*f, loc);
@@ -161,8 +132,8 @@ v1::ProcessDump ToProto(const DumpReport& r) {
       if (f) SetLocation(*f, loc);
     }
   }
-  for (const auto& n : r.notes) out.add_notes(Utf8(n));
-  out.set_command_line(Utf8(r.command_line));
+  for (const auto& n : r.notes) out.add_notes(ToValidUtf8(n));
+  out.set_command_line(ToValidUtf8(r.command_line));
   return out;
 }
 

@@ -304,6 +304,16 @@ v1::Thread ToProto(const model::ThreadModel& threads, const model::ThreadRecord&
   return out;
 }
 
+static v1::GilRuntime ToProto(model::GilRuntime r) {
+  switch (r) {
+    case model::GilRuntime::kOff: return v1::GIL_RUNTIME_OFF;
+    case model::GilRuntime::kTransient: return v1::GIL_RUNTIME_TRANSIENT;
+    case model::GilRuntime::kPermanent: return v1::GIL_RUNTIME_PERMANENT;
+    case model::GilRuntime::kUnannounced: return v1::GIL_RUNTIME_UNANNOUNCED;
+  }
+  return v1::GIL_RUNTIME_UNSPECIFIED;
+}
+
 v1::GilEvent ToProto(const model::LocationTable& where, const model::GilChangeEvent& e) {
   v1::GilEvent out;
   out.set_ts_ns(e.ts_ns);
@@ -312,6 +322,12 @@ v1::GilEvent ToProto(const model::LocationTable& where, const model::GilChangeEv
     case model::GilChangeEvent::Kind::kWaitBegin: out.set_change(v1::GIL_CHANGE_WAIT_BEGIN); break;
     case model::GilChangeEvent::Kind::kAcquired: out.set_change(v1::GIL_CHANGE_ACQUIRED); break;
     case model::GilChangeEvent::Kind::kDropped: out.set_change(v1::GIL_CHANGE_DROPPED); break;
+    case model::GilChangeEvent::Kind::kEnabled: out.set_change(v1::GIL_CHANGE_ENABLED); break;
+    case model::GilChangeEvent::Kind::kDisabled: out.set_change(v1::GIL_CHANGE_DISABLED); break;
+  }
+  if (e.kind == model::GilChangeEvent::Kind::kEnabled ||
+      e.kind == model::GilChangeEvent::Kind::kDisabled) {
+    out.set_runtime(ToProto(e.runtime));
   }
   out.set_wait_ns(e.wait_ns);
   out.set_hold_ns(e.hold_ns);
@@ -339,6 +355,11 @@ v1::Gil BuildGil(const model::TraceModel& model, bool traced, uint64_t now_ns) {
   FillHistogram(gil.hold_histogram(), out.mutable_hold());
   out.set_overlaps(gil.overlaps());
   out.set_unmatched_drops(gil.unmatched_drops());
+  if (model.config().gil.free_threaded) {
+    out.set_runtime(ToProto(gil.runtime()));
+    if (auto since = gil.enabled_since()) out.set_enabled_since_ns(*since);
+    out.set_transient_enables(gil.transient_enables());
+  }
   uint64_t start = model.attached_ns().value_or(0);
   if (now_ns > start && start) {
     out.set_switches_per_second(static_cast<double>(gil.switches()) * 1e9 /
@@ -489,6 +510,7 @@ model::TraceModelConfig ModelConfigFromTarget(const v1::Target& target) {
   config.locks.exact_ownership = target.lock_mode() == "all";
   config.threads.joins = FromProto(target.join_visibility());
   config.threads.body_done_visible = target.body_done_visible();
+  config.gil.free_threaded = target.free_threaded();
   return config;
 }
 

@@ -1,5 +1,6 @@
 #include "daemon/engine/target_message.h"
 
+#include "daemon/common/text.h"
 #include "daemon/engine/snapshot_builder.h"
 #include "daemon/loader/capabilities.h"
 #include "daemon/model/event_decoder.h"
@@ -8,7 +9,6 @@ namespace threadscope::engine {
 
 v1::Probe ProbeToProto(const loader::PlannedProbe& planned,
                        const loader::ProbeAttachResult& result) {
-  using model::ToValidUtf8;
   v1::Probe p;
   p.set_name(std::string(planned.name()));
   p.set_attached(result.attached);
@@ -36,9 +36,9 @@ v1::Target BuildTarget(const target::PythonProcess& info, const loader::ProbePla
   v1::Target t;
   t.set_pid(facts.pid);
   t.set_ns_pid(info.ns_pid);
-  t.set_executable(model::ToValidUtf8(info.executable));
-  t.set_command_line(model::ToValidUtf8(info.command_line));
-  t.set_interpreter(model::ToValidUtf8(info.interpreter.path));
+  t.set_executable(ToValidUtf8(info.executable));
+  t.set_command_line(ToValidUtf8(info.command_line));
+  t.set_interpreter(ToValidUtf8(info.interpreter.path));
   t.set_python_version(info.version.ToString());
   t.set_symbols(info.full_symbols ? v1::SYMBOL_LEVEL_FULL : v1::SYMBOL_LEVEL_DYNAMIC_ONLY);
   t.set_free_threaded(info.free_threaded);
@@ -61,7 +61,7 @@ v1::Target BuildTarget(const target::PythonProcess& info, const loader::ProbePla
       stacks->set_gil_threshold_ns(facts.gil_stack_threshold_ns);
     }
   } else {
-    stacks->set_reason(model::ToValidUtf8(plan.stacks_unavailable));
+    stacks->set_reason(ToValidUtf8(plan.stacks_unavailable));
   }
   for (const auto& [k, v] : facts.labels) (*t.mutable_labels())[k] = v;
   for (size_t i = 0; i < plan.probes.size(); ++i) {
@@ -74,13 +74,13 @@ v1::Target BuildTarget(const target::PythonProcess& info, const loader::ProbePla
   const loader::ModelCapabilities can = loader::DeriveCapabilities(plan, results);
   v1::GilTracing* gil = t.mutable_gil();
   gil->set_enabled(can.gil.traced);
-  gil->set_reason(model::ToValidUtf8(can.gil.unavailable));
+  gil->set_reason(ToValidUtf8(can.gil.unavailable));
   gil->set_take_functions(static_cast<uint32_t>(can.gil.take_functions));
   gil->set_drop_functions(static_cast<uint32_t>(can.gil.drop_functions));
   gil->set_inlined_drops(static_cast<uint32_t>(can.gil.inlined_drops));
   gil->set_drops_complete(can.gil.drops_complete);
   gil->set_forced_known(can.gil.forced_known);
-  gil->set_notes(model::ToValidUtf8(can.gil.notes));
+  gil->set_notes(ToValidUtf8(can.gil.notes));
   t.set_join_visibility(ToProto(can.threads.joins));
   t.set_body_done_visible(can.threads.body_done_visible);
   return t;

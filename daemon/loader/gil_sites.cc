@@ -53,8 +53,10 @@ constexpr ForcedRule kForcedRules[] = {
 // 3.13+: _PyThreadState_Detach by symbol, else what PyEval_ReleaseThread jumps to.
 constexpr const char* kDetachSymbol = "_PyThreadState_Detach";
 
-// struct _gil_runtime_state.cond (3.7-3.15): a copy's release signals gil + 32.
-constexpr int64_t kGilCondOffset = 32;
+// struct _gil_runtime_state {[int enabled (free-threaded builds)], interval, last_holder,
+// locked, switch_number, cond, ...} (3.7-3.15): `cond` is 16 bytes past `locked` (+32 on GIL
+// builds, +40 on free-threaded ones), so a copy's release signals gil + locked + 16.
+constexpr int64_t kGilCondAfterLocked = 16;
 
 // (call, owner) of every call the interpreter makes to an imported function.
 // A search cut short (a binary built to make it long) leaves the list partial: the GIL is then
@@ -353,7 +355,7 @@ void CrossCheckDebugOffsets(const PlanContext& p, GilSites* f) {
       break;
     }
     if (!cond) continue;
-    int64_t gil = cond->disp - kGilCondOffset;
+    int64_t gil = cond->disp - static_cast<int64_t>(dbg->LockedInGil()) - kGilCondAfterLocked;
     // Its store of 0 to a 4-byte field of that GIL, or through a register pointing into it.
     for (size_t j = k; j-- > from;) {
       const auto& in = code[j];

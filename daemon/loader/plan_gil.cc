@@ -126,9 +126,9 @@ void PlanGilProbes(const PlanContext& p, bool enabled, ProbePlan* plan) {
     PlanGil27(p, plan);
     return;
   }
-  if (p.target().info.free_threaded) {
-    none("free-threaded build: there is no GIL (one enabled at run time by an import is not "
-         "followed yet)");
+  const bool free_threaded = p.target().info.free_threaded;
+  if (free_threaded && !p.version().AtLeast(3, 13)) {
+    none("free-threaded build before 3.13: not supported");
     return;
   }
 
@@ -143,10 +143,35 @@ void PlanGilProbes(const PlanContext& p, bool enabled, ProbePlan* plan) {
     return;
   }
 
-  std::vector<ProbeSite> takes, drops, inlined, inlined_forced, forced;
+  std::vector<ProbeSite> takes, take_begins, drops, inlined, inlined_forced, forced;
   for (uint64_t t : f.takes) {
     std::string name = p.py().NameAt(t).value_or("take_gil");
     if (auto s = p.EntrySite(t, name, f.take_how)) takes.push_back(*s);
+    if (!free_threaded) continue;
+    // Free-threaded (3.13t+): take_gil returns at once while gil->enabled is 0, which is on
+    // every thread attach (each blocking call's end). Its first lock of gil->mutex comes right
+    // after that test, so a take begins there: nothing runs at the entry while the GIL is off
+    // but the return probe's trap, and that return reports only takes that began (the cookie's
+    // TS_GIL_GATED).
+    std::optional<uint64_t> first;
+    for (const auto& c : p.code().CallsOf(t)) {
+      auto stub = p.py().PltStubName(c.target);
+      if (!c.is_jump && stub && *stub == "pthread_mutex_lock" && (!first || c.address < *first)) {
+        first = c.address;
+      }
+    }
+    if (!first) continue;
+    if (auto s = p.PySite(*first,
+                          p.Where(t, name, *first) +
+                              " (past the test of gil->enabled: call pthread_mutex_lock)",
+                          f.take_how + " + its first call to pthread_mutex_lock")) {
+      take_begins.push_back(*s);
+    }
+  }
+  if (free_threaded && take_begins.empty()) {
+    none("free-threaded build: take_gil's lock of gil->mutex (past its test of gil->enabled) "
+         "was not found");
+    return;
   }
   size_t out_of_line_sites = 0;
   std::set<uint64_t> inlined_in;
@@ -186,9 +211,12 @@ void PlanGilProbes(const PlanContext& p, bool enabled, ProbePlan* plan) {
     }
   }
 
-  AddGilProbe(plan, ProbeId::kGilTake, TS_GIL_TAKE_BEGIN, takes, "take_gil has no probe site");
+  // Free-threaded: the begin remembers the take (TS_GIL_GATED) for the return to report it.
+  AddGilProbe(plan, ProbeId::kGilTake, TS_GIL_TAKE_BEGIN | (free_threaded ? TS_GIL_GATED : 0u),
+              free_threaded ? take_begins : takes, "take_gil has no probe site");
   // Its own program (the catalogue's): the return is where a long wait's stack is taken.
-  AddGilProbe(plan, ProbeId::kGilTakeReturn, TS_GIL_TAKE_END, takes,
+  AddGilProbe(plan, ProbeId::kGilTakeReturn,
+              TS_GIL_TAKE_END | (free_threaded ? TS_GIL_GATED : 0u), takes,
               "take_gil has no probe site", BpfProgram::kGilRet);
   PlannedProbe& drop =
       AddGilProbe(plan, ProbeId::kGilDrop, TS_GIL_DROP, drops,
@@ -202,6 +230,36 @@ void PlanGilProbes(const PlanContext& p, bool enabled, ProbePlan* plan) {
   AddGilProbe(plan, ProbeId::kGilForced, TS_GIL_FORCED, forced,
               f.forced_missing.empty() ? "no forced-switch site" : f.forced_missing);
 
+  if (free_threaded) {
+    // The GIL turning on and off at run time (3.13t+ Python/ceval_gil.c): static functions,
+    // found by symbol only (no free-threaded build ships stripped yet).
+    struct Switch {
+      ProbeId id;
+      uint32_t op;
+      const char* fn;
+      BpfProgram program;
+    };
+    for (const Switch& sw :
+         {Switch{ProbeId::kGilEnableTransient, TS_GIL_ENABLE_TRANSIENT,
+                 "_PyEval_EnableGILTransient", BpfProgram::kGil},
+          Switch{ProbeId::kGilEnablePermanent, TS_GIL_ENABLE_PERMANENT,
+                 "_PyEval_EnableGILPermanent", BpfProgram::kGilSwitchRet},
+          Switch{ProbeId::kGilDisable, TS_GIL_DISABLE, "_PyEval_DisableGIL", BpfProgram::kGil}}) {
+      std::vector<ProbeSite> sites;
+      if (auto e = FunctionEntry(p, sw.fn)) {
+        if (auto s = p.EntrySite(*e, sw.fn, p.py().has_symtab() ? ".symtab" : ".dynsym")) {
+          sites.push_back(*s);
+        }
+      }
+      PlannedProbe& probe =
+          AddGilProbe(plan, sw.id, sw.op, sites,
+                      std::string(sw.fn) + " is static and needs .symtab: the GIL's being "
+                                           "enabled is then seen at its first take, with no "
+                                           "reason",
+                      sw.program);
+      if (sites.empty()) probe.feeds = 0;  // not a gap in the takes themselves
+    }
+  }
   g.traced = !takes.empty();
   if (!g.traced) g.unavailable = "take_gil has no probe site";
   g.take_functions = f.takes.size();
@@ -212,6 +270,11 @@ void PlanGilProbes(const PlanContext& p, bool enabled, ProbePlan* plan) {
   g.debug_offsets_agree = f.debug_agree;
   g.debug_offsets_disagree = f.debug_disagree;
   std::vector<std::string> notes;
+  if (free_threaded) {
+    notes.push_back("free-threaded build: the GIL is off unless enabled at run time "
+                    "(PYTHON_GIL=1, -X gil=1, an import of a module not marked free-threading "
+                    "safe); takes are seen past take_gil's test of gil->enabled");
+  }
   notes.push_back("take_gil: " + std::to_string(f.takes.size()) + " (" + f.take_how + ")");
   notes.push_back("drop_gil: " + std::to_string(out_of_line_sites) + " out-of-line release" +
                   (out_of_line_sites == 1 ? "" : "s") +

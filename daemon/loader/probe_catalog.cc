@@ -275,9 +275,25 @@ constexpr ProbeSpec kProbes[] = {
      "`_PyThreadState_Detach` (the function `PyEval_ReleaseThread` jumps to) under its test of "
      "the GIL-drop-request bit. 2.7: `PyEval_EvalFrameEx`'s periodic `call "
      "PyThread_release_lock`"},
+    // Free-threaded builds only. Without them the GIL's being enabled is still seen, at its
+    // first take: a plan where they are unavailable narrows their feeds to nothing.
+    {ProbeId::kGilEnableTransient, "gil_enable_transient", F::kGil, K::kUprobe, P::kGil, P::kGil,
+     "", Only(C::kGilTake), false,
+     "free-threaded: an extension import turns the GIL on for its module's init",
+     "`_PyEval_EnableGILTransient`'s entry, by symbol (static)"},
+    {ProbeId::kGilEnablePermanent, "gil_enable_permanent", F::kGil, K::kUretprobe,
+     P::kGilSwitchRet, P::kGilSwitchRet, "", Only(C::kGilTake), false,
+     "free-threaded: the GIL turned on for good (a module not marked free-threading safe)",
+     "`_PyEval_EnableGILPermanent`'s return when it returns 1 (it changed the GIL; 0 when "
+     "PYTHON_GIL or -X gil forced it either way), by symbol (static; only "
+     "`_PyImport_CheckGILForModule` calls it)"},
+    {ProbeId::kGilDisable, "gil_disable", F::kGil, K::kUprobe, P::kGil, P::kGil, "",
+     Only(C::kGilTake), false,
+     "free-threaded: a transient enable ends (the module was free-threading safe)",
+     "`_PyEval_DisableGIL`'s entry, by symbol (static)"},
 };
 
-static_assert(std::size(kProbes) == static_cast<size_t>(ProbeId::kGilForced) + 1,
+static_assert(std::size(kProbes) == static_cast<size_t>(ProbeId::kGilDisable) + 1,
               "one catalogue row per ProbeId");
 
 }  // namespace

@@ -50,7 +50,8 @@ const char* ProbeKindName(ProbeKind kind);
   X(kGilRet, ts_gil_ret)                            \
   X(kGilLockAcquire, ts_gil_lock_acquire)           \
   X(kGilLockAcquireRet, ts_gil_lock_acquire_ret)    \
-  X(kGilLockRelease, ts_gil_lock_release)
+  X(kGilLockRelease, ts_gil_lock_release)           \
+  X(kGilSwitchRet, ts_gil_switch_ret)
 
 enum class BpfProgram : uint8_t {
 #define TS_BPF_PROGRAM_ENUM(id, name) id,
@@ -157,6 +158,9 @@ enum class ProbeId : uint8_t {
   kGilDropInlined,
   kGilDropInlinedForced,
   kGilForced,
+  kGilEnableTransient,
+  kGilEnablePermanent,
+  kGilDisable,
 };
 
 struct ProbeSpec {

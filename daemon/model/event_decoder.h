@@ -15,6 +15,7 @@
 #include <variant>
 
 #include "daemon/common/status.h"
+#include "daemon/common/text.h"
 #include "daemon/model/record_reader.h"
 #include "probes/threadscope_events.h"
 
@@ -65,10 +66,8 @@ inline StatusOr<DecodedEvent> DecodeEvent(const RecordView& record) {
 std::string EventTypeName(uint16_t type);
 std::string DescribeEvent(const DecodedEvent& event);
 
-// Bytes as valid UTF-8 (protobuf strings must be): invalid sequences, overlong forms and
-// surrogates become U+FFFD. Applied to everything the target controls (names, paths), so live
-// and replayed reports agree and no message fails to serialize.
-std::string ToValidUtf8(std::string_view bytes);
+// The model's callers keep their spelling; the sanitizer is daemon/common/text's.
+using ::threadscope::ToValidUtf8;
 
 // Copies a fixed-size C string field (comm) into valid UTF-8.
 std::string CommToString(const char (&comm)[TS_COMM_LEN]);

@@ -62,6 +62,30 @@ void GilModel::EndHold(pid_t tid, GilThreadStats& t, uint64_t ts, bool forced, b
   }
 }
 
+void GilModel::SetRuntime(GilRuntime r, uint64_t ts, pid_t tid,
+                          std::vector<GilChangeEvent>* out) {
+  if (r == runtime_) return;
+  const bool was_on = runtime_ != GilRuntime::kOff;
+  runtime_ = r;
+  if (r == GilRuntime::kOff) {
+    enabled_since_.reset();
+    transient_depth_ = 0;
+    // _PyEval_DisableGIL wakes the waiters in take_gil, which return without the GIL.
+    for (auto& [other, t] : threads_) t.waiting_since.reset();
+  } else if (!was_on || r == GilRuntime::kPermanent) {
+    enabled_since_ = ts;
+  }
+  if (out) {
+    GilChangeEvent c;
+    c.kind = r == GilRuntime::kOff ? GilChangeEvent::Kind::kDisabled
+                                   : GilChangeEvent::Kind::kEnabled;
+    c.ts_ns = ts;
+    c.tid = tid;
+    c.runtime = r;
+    out->push_back(c);
+  }
+}
+
 void GilModel::Apply(const DecodedEvent& e, const PyStack* stack,
                      std::vector<GilChangeEvent>* out) {
   const uint64_t ts = e.header.ts_ns;
@@ -102,7 +126,44 @@ void GilModel::Apply(const DecodedEvent& e, const PyStack* stack,
   ++records_;
   GilThreadStats& t = Thread(tid, ts);
   switch (g->op) {
+    case TS_GIL_ENABLE_TRANSIENT:
+      if (!config_.free_threaded) break;
+      // Called for every extension import, at its entry: it returns at once (nothing enabled)
+      // when PYTHON_GIL / -X gil forced the GIL either way, or it is on for good. So the
+      // transient enable is the first take that follows (the importer re-attaches), and nested
+      // ones count for the disables that end them.
+      if (runtime_ == GilRuntime::kOff) {
+        transient_pending_ = true;
+      } else if (runtime_ == GilRuntime::kTransient) {
+        ++transient_depth_;
+      }
+      break;
+    case TS_GIL_ENABLE_PERMANENT:
+      // _PyEval_EnableGILPermanent returned 1: it turned the GIL on for good (a module not
+      // marked free-threading safe).
+      if (runtime_ == GilRuntime::kOff || runtime_ == GilRuntime::kTransient) {
+        SetRuntime(GilRuntime::kPermanent, ts, tid, out);
+      }
+      break;
+    case TS_GIL_DISABLE:
+      transient_pending_ = false;
+      if (runtime_ == GilRuntime::kTransient && --transient_depth_ == 0) {
+        SetRuntime(GilRuntime::kOff, ts, tid, out);
+      }
+      break;
     case TS_GIL_TAKE_BEGIN:
+      // Free-threaded builds report takes only past take_gil's test of gil->enabled: one with
+      // no enable seen means the GIL was on from start-up or since before the attach.
+      if (config_.free_threaded && runtime_ == GilRuntime::kOff) {
+        if (transient_pending_) {
+          transient_pending_ = false;
+          transient_depth_ = 1;
+          ++transient_enables_;
+          SetRuntime(GilRuntime::kTransient, ts, tid, out);
+        } else {
+          SetRuntime(GilRuntime::kUnannounced, ts, tid, out);
+        }
+      }
       // A compiler clone calling the original (or a nested probe) reports the same take twice:
       // the first entry is when the wait began.
       if (t.waiting_since || t.holding_since) break;

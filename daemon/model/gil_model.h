@@ -40,8 +40,20 @@ struct GilThreadStats {
   bool held_at_attach = false;            // dropped it before any take was seen
 };
 
+// Free-threaded builds: is the GIL on, and since when. CPython 3.13t+ keeps a counter,
+// gil->enabled: 0 off, >0 on (transient enables by extension imports nest), INT_MAX on for good
+// (PYTHON_GIL=1, -X gil=1, or an imported module not marked free-threading safe).
+enum class GilRuntime {
+  kOff,          // no record says otherwise (the build's default; GIL builds stay here too)
+  kTransient,    // an extension import turned it on for its init (_PyEval_EnableGILTransient)
+  kPermanent,    // an import of a module not marked free-threading safe turned it on for good
+  kUnannounced,  // takes seen with no enable: on from start-up (PYTHON_GIL=1, -X gil=1) or
+                 // enabled before the attach
+};
+
 struct GilChangeEvent {
-  enum class Kind { kWaitBegin, kAcquired, kDropped } kind = Kind::kAcquired;
+  // kEnabled / kDisabled: free-threaded builds only (GilRuntime changes).
+  enum class Kind { kWaitBegin, kAcquired, kDropped, kEnabled, kDisabled } kind = Kind::kAcquired;
   uint64_t ts_ns = 0;
   pid_t tid = 0;
   uint64_t wait_ns = 0;  // kAcquired: how long the take waited
@@ -49,10 +61,18 @@ struct GilChangeEvent {
   bool forced = false;   // kDropped: a forced switch
   std::optional<pid_t> previous_holder;  // kAcquired: who held it before (a switch when != tid)
   PyStack stack;  // kAcquired: the record's stack (GIL stacks on, the wait long enough)
+  GilRuntime runtime = GilRuntime::kOff;  // kEnabled: how
+};
+
+struct GilModelConfig {
+  // A free-threaded build: GIL records mean it was enabled at run time (GilRuntime).
+  bool free_threaded = false;
 };
 
 class GilModel {
  public:
+  explicit GilModel(GilModelConfig config = {}) : config_(config) {}
+
   // Applies GIL records and thread exits; appends what changed to `out` (may be null).
   void Apply(const DecodedEvent& e, std::vector<GilChangeEvent>* out) { Apply(e, nullptr, out); }
   // `stack`: the record's resolved Python stack, when it carried one.
@@ -70,6 +90,11 @@ class GilModel {
   const Log2Histogram& wait_histogram() const { return wait_; }
   const Log2Histogram& hold_histogram() const { return hold_; }
   const std::map<pid_t, GilThreadStats>& threads() const { return threads_; }
+  // Free-threaded builds: the GIL's run-time state, when it last became enabled (kPermanent,
+  // kUnannounced: first seen), and how many transient enables (extension imports) were seen.
+  GilRuntime runtime() const { return runtime_; }
+  std::optional<uint64_t> enabled_since() const { return enabled_since_; }
+  uint64_t transient_enables() const { return transient_enables_; }
   // Threads waiting for the GIL now, longest first: (tid, since).
   std::vector<std::pair<pid_t, uint64_t>> Waiters() const;
   const GilThreadStats* FindThread(pid_t tid) const;
@@ -79,6 +104,7 @@ class GilModel {
   void EndHold(pid_t tid, GilThreadStats& t, uint64_t ts, bool forced, bool count_drop,
                std::vector<GilChangeEvent>* out);
 
+  GilModelConfig config_;
   uint64_t records_ = 0;
   std::optional<pid_t> holder_;
   std::optional<pid_t> last_holder_;
@@ -92,6 +118,13 @@ class GilModel {
   std::map<pid_t, GilThreadStats> threads_;
   static constexpr size_t kMaxThreads = 16384;
   std::deque<pid_t> exited_;  // oldest first: whose rows go first past kMaxThreads
+  GilRuntime runtime_ = GilRuntime::kOff;
+  std::optional<uint64_t> enabled_since_;
+  uint64_t transient_depth_ = 0;
+  bool transient_pending_ = false;  // an enable entered, its take not seen yet
+  uint64_t transient_enables_ = 0;
+
+  void SetRuntime(GilRuntime r, uint64_t ts, pid_t tid, std::vector<GilChangeEvent>* out);
 };
 
 }  // namespace threadscope::model

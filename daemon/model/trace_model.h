@@ -20,6 +20,7 @@ namespace threadscope::model {
 struct TraceModelConfig {
   ThreadModelConfig threads;
   LockModelConfig locks;
+  GilModelConfig gil;
 };
 
 struct TraceStats {
@@ -43,7 +44,7 @@ struct ModelEvent {
 class TraceModel {
  public:
   explicit TraceModel(TraceModelConfig config = {})
-      : config_(config), threads_(config.threads), locks_(config.locks) {}
+      : config_(config), threads_(config.threads), locks_(config.locks), gil_(config.gil) {}
 
   // Applies one record; appends what changed to `out` (may be null).
   void ApplyRecord(const uint8_t* data, size_t size, std::vector<ModelEvent>* out);

@@ -2,7 +2,7 @@
 
 #include <regex>
 
-#include "daemon/model/event_decoder.h"
+#include "daemon/common/text.h"
 
 namespace threadscope::target {
 
@@ -123,7 +123,7 @@ StatusOr<InspectedProcess> InspectPythonProcess(const ProcFs& proc, const Disass
   bool is_library = false;
   if (interp_map) {
     // Everything read from here on is the file the process maps, whatever its path names now.
-    std::string shown = model::ToValidUtf8(WithoutDeleted(interp_map->path));
+    std::string shown = ToValidUtf8(WithoutDeleted(interp_map->path));
     TS_ASSIGN_OR_RETURN(FileRef file, OpenMappedFile(proc, pid, *interp_map, options.files));
     TS_ASSIGN_OR_RETURN(auto elf, ElfFile::FromFile(file, shown, elf_options));
     interp = OpenedBinary{BinaryRef{shown, file->ProcPath(), 0, file}, std::move(elf)};
@@ -132,7 +132,7 @@ StatusOr<InspectedProcess> InspectPythonProcess(const ProcFs& proc, const Disass
   } else if (exe_link.ok()) {
     // A statically linked interpreter: the executable itself defines the runtime. Read through
     // /proc/PID/exe: the inode exec'd, even if its path was deleted or replaced (by a FIFO...).
-    std::string shown = model::ToValidUtf8(exe_path);
+    std::string shown = ToValidUtf8(exe_path);
     TS_ASSIGN_OR_RETURN(FileRef file, OpenProcessExe(proc, pid, options.files.limits));
     TS_ASSIGN_OR_RETURN(auto elf, ElfFile::FromFile(file, shown, elf_options));
     if (DefinesCPythonRuntime(*elf)) {
@@ -142,9 +142,9 @@ StatusOr<InspectedProcess> InspectPythonProcess(const ProcFs& proc, const Disass
   }
   if (!interp) {
     return FailedPreconditionError(
-        "process " + std::to_string(pid) + " (" + model::ToValidUtf8(status->name) +
+        "process " + std::to_string(pid) + " (" + ToValidUtf8(status->name) +
         ") is not CPython: no libpython*.so is mapped and " +
-        (exe_path.empty() ? std::string("its executable") : model::ToValidUtf8(exe_path)) +
+        (exe_path.empty() ? std::string("its executable") : ToValidUtf8(exe_path)) +
         " does not define the CPython runtime");
   }
   std::optional<OpenedBinary> libc;
@@ -152,7 +152,7 @@ StatusOr<InspectedProcess> InspectPythonProcess(const ProcFs& proc, const Disass
   if (libc_map) {
     // libc is optional (lock and GIL probes say so when it is missing); a libc that cannot be
     // read safely is left out, with the reason.
-    std::string shown = model::ToValidUtf8(WithoutDeleted(libc_map->path));
+    std::string shown = ToValidUtf8(WithoutDeleted(libc_map->path));
     auto file = OpenMappedFile(proc, pid, *libc_map, options.files);
     if (file.ok()) {
       auto elf = ElfFile::FromFile(*file, shown, elf_options);

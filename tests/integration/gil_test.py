@@ -33,9 +33,13 @@ class GilTest(harness.BpfTestCase):
         self.assertEqual(report["stats"]["drops"], 0)
         gil = report["gil"]
         if report["target"]["free_threaded"]:
-            # A free-threaded build (an extra) has no GIL, and says so.
-            self.assertFalse(gil["traced"])
-            self.assertIn("free-threaded", gil["reason"])
+            # A free-threaded build (an extra): the GIL is off and stays off (gil.py imports no
+            # module that needs it), and the report says so. Extension imports turn it on for
+            # their init only (transient), which is all it may have seen.
+            self.assertTrue(gil["traced"], gil["reason"])
+            self.assertEqual(gil["runtime"], "off", gil)
+            self.assertIn("off (free-threaded build", gil["runtime_text"])
+            self.assertLessEqual(gil["acquisitions"], gil["transient_enables"] * 8, gil)
             return
         self.assertTrue(gil["traced"], gil["reason"])
         for probe in report["probes"]:
@@ -116,7 +120,9 @@ class GilTest(harness.BpfTestCase):
                 events = [json.loads(line) for line in f if line.strip()]
             gil = [e for e in events if e["type"] == "gil"]
             if interp.free_threaded():
-                self.assertEqual(gil, [])  # no GIL, no GIL events
+                # The GIL stays off: at most the transient enables of extension imports.
+                self.assertFalse([e for e in gil if e["change"] == "enabled" and
+                                  e["runtime"] != "transient"], gil)
                 return
             sleepers = set(harness.load_json(truth_path)["phases"]["sleepers"]["tids"])
             acquired = [e for e in gil
@@ -125,6 +131,83 @@ class GilTest(harness.BpfTestCase):
             forced = [e for e in gil if e["change"] == "dropped" and e["forced"]]
             self.assertTrue(forced)
         self.for_each_interpreter(body, kinds=harness.CORE)
+
+    def test_free_threaded_gil_enabled_at_run_time(self):
+        """A free-threaded build whose GIL comes back: by an import of a module not marked
+        free-threading safe (at a time the program writes down), or from start-up (PYTHON_GIL=1,
+        -X gil=1); PYTHON_GIL=0 keeps it off through that import. From the enable on, the GIL
+        is traced as on a GIL build."""
+        cases = [("import", [], {}), ("xgil", ["-X", "gil=1"], {}),
+                 ("envgil", [], {"PYTHON_GIL": "1"}), ("forcedoff", [], {"PYTHON_GIL": "0"})]
+
+        def body(interp):
+            for name, flags, env in cases:
+                with self.subTest(case=name):
+                    self.check_enabled_at_run_time(interp, name, flags, env)
+        present = [i for i in harness.interpreters() if i.present and i.free_threaded()]
+        if not present:
+            sys.stderr.write("SKIP test_free_threaded_gil_enabled_at_run_time: no free-threaded "
+                             "interpreter (THREADSCOPE_EXTRA_PYTHONS)\n")
+            return
+        self.for_each_interpreter(body, only=[i.label for i in present])
+
+    def check_enabled_at_run_time(self, interp, name, flags, env):
+        stem = "%s.ft-%s" % (interp.label, name)
+        truth_path, report_path = self.path(stem + ".truth"), self.path(stem + ".json")
+        events_path = self.path(stem + ".jsonl")
+        r = harness.run([harness.threadscope(), "run", "--gil-events", "--events", events_path,
+                         "--report", report_path, "--"] + interp.argv + flags +
+                        [os.path.join(harness.PROGRAMS, "gil_ft.py"), truth_path],
+                        timeout=120, env=dict(os.environ, **env))
+        self.assertEqual(r.returncode, 0, r.stderr)
+        truth, report = harness.load_json(truth_path), harness.load_json(report_path)
+        with open(events_path) as f:
+            events = [json.loads(line) for line in f if line.strip()]
+        gil = report["gil"]
+        sys.stderr.write("%s %s: runtime %s, %s; %d acquisitions, %d transient enables\n" % (
+            interp.label, name, gil["runtime"], gil["runtime_text"], gil["acquisitions"],
+            gil["transient_enables"]))
+        self.assertEqual(report["stats"]["drops"], 0)
+        self.assertTrue(gil["traced"], gil["reason"])
+        self.assertEqual(gil["overlaps"], 0)
+        per = {t["native_tid"]: t for t in gil["per_thread"]}
+        enabled = [e for e in events if e["type"] == "gil" and e["change"] == "enabled" and
+                   e["runtime"] != "transient"]
+        if name == "forcedoff":
+            self.assertFalse(truth["gil_after_import"])
+            self.assertEqual(gil["runtime"], "off")
+            self.assertEqual(enabled, [])
+            for tid in truth["before"] + truth["after"]:
+                self.assertNotIn(tid, per)
+            return
+        # From the enable on, the GIL is traced: the spinning threads after it share it.
+        for tid in truth["after"]:
+            self.assertIn(tid, per, "thread %d after the enable has no GIL record" % tid)
+            self.assertGreater(per[tid]["acquisitions"], 0)
+            self.assertGreater(per[tid]["hold_ns"], 0)
+        self.assertGreater(sum(per[t]["forced_drops"] for t in truth["after"]), 0)
+        self.assertEqual(len(enabled), 1, enabled)
+        if name == "import":
+            self.assertFalse(truth["gil_at_start"])
+            self.assertTrue(truth["gil_after_import"])
+            self.assertEqual(gil["runtime"], "permanent")
+            self.assertIn("enabled at run time", gil["runtime_text"])
+            self.assertIn("not marked free-threading safe", gil["runtime_text"])
+            # Enabled by the importing thread, when it did; nothing before it had the GIL.
+            self.assertEqual(enabled[0]["native_tid"], truth["import_tid"])
+            self.assertEqual(enabled[0]["ts_ns"], gil["enabled_since_ns"])
+            self.assertEqual(enabled[0]["runtime"], "permanent")
+            for tid in truth["before"]:
+                self.assertNotIn(tid, per, "thread %d ran before the enable" % tid)
+        else:
+            self.assertTrue(truth["gil_at_start"])
+            self.assertEqual(gil["runtime"], "unannounced")
+            self.assertIn("PYTHON_GIL=1 or -X gil=1", gil["runtime_text"])
+            self.assertEqual(enabled[0]["runtime"], "unannounced")
+            self.assertEqual(enabled[0]["ts_ns"], gil["enabled_since_ns"])
+            for tid in truth["before"]:
+                self.assertIn(tid, per)
+                self.assertGreater(per[tid]["acquisitions"], 0)
 
 
 if __name__ == "__main__":

@@ -145,5 +145,93 @@ TEST_F(GilModelTest, RecordsOfOtherKindsAreIgnored) {
   EXPECT_TRUE(gil().threads().empty());
 }
 
+// Free-threaded builds: the GIL's run-time state from the enable/disable probes and the takes.
+class FreeThreadedGilTest : public GilModelTest {
+ protected:
+  void SetUp() override {
+    TraceModelConfig config;
+    config.gil.free_threaded = true;
+    Configure(config);
+  }
+};
+
+TEST_F(FreeThreadedGilTest, TransientEnableOfAnImportEndsOff) {
+  EXPECT_EQ(gil().runtime(), GilRuntime::kOff);
+  EXPECT_TRUE(Feed(g_.Gil(kT1, TS_GIL_ENABLE_TRANSIENT)).empty());
+  auto on = Feed(g_.Gil(kT1, TS_GIL_TAKE_BEGIN));  // the importer re-attaches: it is on
+  ASSERT_EQ(on.size(), 2u);
+  EXPECT_EQ(on[0].kind, GilChangeEvent::Kind::kEnabled);
+  EXPECT_EQ(on[0].runtime, GilRuntime::kTransient);
+  Feed(g_.Gil(kT1, TS_GIL_TAKE_END));
+  Feed(g_.Gil(kT2, TS_GIL_TAKE_BEGIN));  // another thread attaches during the init
+  auto off = Feed(g_.Gil(kT1, TS_GIL_DISABLE));
+  ASSERT_EQ(off.size(), 1u);
+  EXPECT_EQ(off[0].kind, GilChangeEvent::Kind::kDisabled);
+  Feed(g_.Gil(kT1, TS_GIL_DROP));  // _PyEval_DisableGIL's inlined drop
+  EXPECT_EQ(gil().runtime(), GilRuntime::kOff);
+  EXPECT_FALSE(gil().enabled_since());
+  EXPECT_EQ(gil().transient_enables(), 1u);
+  EXPECT_TRUE(gil().Waiters().empty());  // woken, they return without it
+  EXPECT_EQ(gil().unmatched_drops(), 0u);
+}
+
+TEST_F(FreeThreadedGilTest, NestedTransientEnablesEndWithTheLastDisable) {
+  Feed(g_.Gil(kT1, TS_GIL_ENABLE_TRANSIENT));
+  Take(kT1, 0);
+  Feed(g_.Gil(kT2, TS_GIL_ENABLE_TRANSIENT));
+  Feed(g_.Gil(kT2, TS_GIL_DISABLE));
+  EXPECT_EQ(gil().runtime(), GilRuntime::kTransient);
+  Feed(g_.Gil(kT1, TS_GIL_DISABLE));
+  EXPECT_EQ(gil().runtime(), GilRuntime::kOff);
+}
+
+TEST_F(FreeThreadedGilTest, ImportOfAModuleNotFreeThreadingSafeEnablesItForGood) {
+  Feed(g_.Gil(kT1, TS_GIL_ENABLE_TRANSIENT));
+  Take(kT1, 0);
+  EXPECT_EQ(gil().runtime(), GilRuntime::kTransient);
+  g_.Advance(kMs);
+  const uint64_t at = g_.now();
+  auto on = Feed(g_.Gil(kT1, TS_GIL_ENABLE_PERMANENT));
+  ASSERT_EQ(on.size(), 1u);
+  EXPECT_EQ(on[0].runtime, GilRuntime::kPermanent);
+  ASSERT_TRUE(gil().enabled_since());
+  EXPECT_GT(*gil().enabled_since(), at);  // the permanent enable's, not the transient one's
+  EXPECT_EQ(*gil().enabled_since(), on[0].ts_ns);
+  Feed(g_.Gil(kT1, TS_GIL_DISABLE));  // a later import's: the GIL stays on
+  Feed(g_.Gil(kT1, TS_GIL_ENABLE_TRANSIENT));
+  EXPECT_EQ(gil().runtime(), GilRuntime::kPermanent);
+  EXPECT_EQ(gil().transient_enables(), 1u);
+}
+
+TEST_F(FreeThreadedGilTest, ForcedOffAtStartUpStaysOff) {
+  // PYTHON_GIL=0: every enable returns at once; a module needing the GIL calls no disable.
+  Feed(g_.Gil(kT1, TS_GIL_ENABLE_TRANSIENT));
+  Feed(g_.Gil(kT1, TS_GIL_DISABLE));
+  Feed(g_.Gil(kT1, TS_GIL_ENABLE_TRANSIENT));
+  EXPECT_EQ(gil().runtime(), GilRuntime::kOff);
+  EXPECT_EQ(gil().transient_enables(), 0u);
+}
+
+TEST_F(FreeThreadedGilTest, TakesWithNoEnableMeanOnFromStartUp) {
+  Feed(g_.Gil(kT1, TS_GIL_DROP));  // held at attach
+  EXPECT_EQ(gil().runtime(), GilRuntime::kOff);
+  const uint64_t at = g_.now();
+  Take(kT2, kMs);
+  EXPECT_EQ(gil().runtime(), GilRuntime::kUnannounced);
+  ASSERT_TRUE(gil().enabled_since());
+  EXPECT_GT(*gil().enabled_since(), at);  // the first take's
+  EXPECT_LT(*gil().enabled_since(), g_.now() - kMs);
+  Feed(g_.Gil(kT1, TS_GIL_ENABLE_TRANSIENT));  // -X gil=1: returns 0 at once
+  Feed(g_.Gil(kT1, TS_GIL_DISABLE));
+  EXPECT_EQ(gil().runtime(), GilRuntime::kUnannounced);
+}
+
+TEST_F(GilModelTest, GilBuildsHaveNoRunTimeState) {
+  Take(kT1, kMs);
+  Feed(g_.Gil(kT1, TS_GIL_DROP));
+  EXPECT_EQ(gil().runtime(), GilRuntime::kOff);
+  EXPECT_FALSE(gil().enabled_since());
+}
+
 }  // namespace
 }  // namespace threadscope::model
