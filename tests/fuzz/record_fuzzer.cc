@@ -24,7 +24,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   --size;
   TraceModel model(config);
   std::vector<ModelEvent> events;
-  // Framed as every ingest frames records (model/record_reader.h).
+  // Framed as every ingest frames records (recording/record_reader.h).
   RecordReader reader(data, size);
   RecordView record;
   while (reader.Next(&record)) {
