@@ -26,8 +26,8 @@ void BM_ThreadLifecycleRecords(benchmark::State& state) {
     model::TraceModelConfig config;
     config.threads.joins = model::JoinVisibility::kBlockingOnly;
     model::TraceModel m(config);
-    model::RecordReader reader(batch);
-    model::RecordView record;
+    recording::RecordReader reader(batch);
+    recording::RecordView record;
     while (reader.Next(&record)) {
       m.ApplyRecord(record, nullptr);
       ++records;

@@ -27,7 +27,7 @@ bool UseColor(const std::string& color) {
 
 }  // namespace
 
-int CliMain(int argc, char** argv, LocalEngineFactory local_engine) {
+int CliMain(int argc, char** argv, EngineAdapter adapter) {
   ParsedCommandLine parsed = ParseCommandLine(std::vector<std::string>(argv, argv + argc));
   if (!parsed.out.empty()) std::fputs(parsed.out.c_str(), stdout);
   if (!parsed.error.empty()) std::fprintf(stderr, "threadscope: %s\n", parsed.error.c_str());
@@ -40,7 +40,7 @@ int CliMain(int argc, char** argv, LocalEngineFactory local_engine) {
   inv.trace.style.color = UseColor(inv.color);
 
   SignalWatch signals;  // before Connection::Open starts gRPC's threads
-  inv.connect.local_engine = std::move(local_engine);
+  inv.connect.local_engine = std::move(adapter.local_engine);
   auto conn = Connection::Open(inv.connect);
   if (!conn.ok()) {
     std::fprintf(stderr, "threadscope: %s\n", conn.status().message().c_str());
@@ -54,10 +54,11 @@ int CliMain(int argc, char** argv, LocalEngineFactory local_engine) {
     case Subcommand::kExport:
       return ExportCommand(**conn, inv.input, inv.export_out, inv.export_format);
     case Subcommand::kAttach: return AttachCommand(**conn, signals, inv.pid, inv.trace);
-    case Subcommand::kRun: return RunCommand(**conn, signals, inv.argv, inv.trace);
+    case Subcommand::kRun:
+      return RunCommand(**conn, signals, inv.argv, inv.trace, adapter.executes_cpython);
     case Subcommand::kRecord:
       if (inv.pid > 0) return AttachCommand(**conn, signals, inv.pid, inv.trace);
-      return RunCommand(**conn, signals, inv.argv, inv.trace);
+      return RunCommand(**conn, signals, inv.argv, inv.trace, adapter.executes_cpython);
     case Subcommand::kReport:
       return ReportCommand(**conn, inv.input, inv.trace.output, inv.trace.report_file,
                            inv.trace.style);

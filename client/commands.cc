@@ -18,9 +18,11 @@
 #include "client/exit_codes.h"
 #include "client/launcher.h"
 #include "client/profile.h"
+#include "client/stream_reader.h"
+#include "client/report_json.h"
 #include "client/timeline.h"
 #include "daemon/common/text.h"
-#include "daemon/engine/recording.h"
+#include "recording/recording.h"
 
 namespace threadscope::client {
 
@@ -78,125 +80,87 @@ Status WriteTextFile(const std::string& path, const std::string& content) {
   return OkStatus();
 }
 
+// A target's events from its start until it finishes, as a stream to read: GIL events as asked,
+// and hold events for timelines and profiles.
+StreamOpener<v1::WatchEventsResponse> WatchFromStart(v1::ThreadscopeService::Stub& stub,
+                                                      const std::string& target_id,
+                                                      bool gil_events, bool hold_events) {
+  return [&stub, target_id, gil_events, hold_events](grpc::ClientContext* ctx) {
+    v1::WatchEventsRequest req;
+    req.set_target_id(target_id);
+    req.set_from_start(true);
+    req.set_gil_events(gil_events);
+    req.set_hold_events(hold_events);
+    return stub.WatchEvents(ctx, req);
+  };
+}
+
+// The stream ends with the target: nothing after "finished" is read.
+bool NotFinished(const v1::WatchEventsResponse& r) { return !r.has_target_finished(); }
+
 // Streams one target's recording into a file, on its own thread.
 class Recorder {
  public:
-  Recorder(v1::ThreadscopeService::Stub& stub, std::string target_id, std::string path)
-      : path_(std::move(path)) {
-    thread_ = std::thread([this, &stub, target_id] { Run(stub, target_id); });
-  }
-  ~Recorder() { Stop(); }
-  Status Finish() {
-    if (thread_.joinable()) thread_.join();
-    return status_;
-  }
-  void Stop() {
-    ctx_.TryCancel();
-    if (thread_.joinable()) thread_.join();
-  }
-
- private:
-  void Run(v1::ThreadscopeService::Stub& stub, const std::string& target_id) {
-    auto writer = engine::RecordingWriter::Create(path_);
+  Recorder(v1::ThreadscopeService::Stub& stub, const std::string& target_id,
+           const std::string& path) {
+    auto writer = recording::RecordingWriter::Create(path);
     if (!writer.ok()) {
       status_ = writer.status();
       return;
     }
-    v1::StreamRecordingRequest req;
-    req.set_target_id(target_id);
-    auto reader = stub.StreamRecording(&ctx_, req);
-    v1::RecordingChunk chunk;
-    bool saw_trailer = false;
-    while (reader->Read(&chunk)) {
-      if (Status s = (*writer)->Write(chunk); !s.ok()) {
-        status_ = s;
-        ctx_.TryCancel();
-        break;
-      }
-      saw_trailer |= chunk.has_trailer();
-    }
-    grpc::Status rs = reader->Finish();
-    if (status_.ok() && !rs.ok() && rs.error_code() != grpc::StatusCode::CANCELLED) {
-      status_ = Status(static_cast<StatusCode>(rs.error_code()), rs.error_message());
-    }
-    Status closed = (*writer)->Close();
+    writer_ = std::move(*writer);
+    stream_ = std::make_unique<BackgroundStream<v1::RecordingChunk>>(
+        [&stub, target_id](grpc::ClientContext* ctx) {
+          v1::StreamRecordingRequest req;
+          req.set_target_id(target_id);
+          return stub.StreamRecording(ctx, req);
+        },
+        [this](const v1::RecordingChunk& chunk) {
+          status_ = writer_->Write(chunk);
+          saw_trailer_ |= chunk.has_trailer();
+          return status_.ok();
+        });
+  }
+  Status Finish() {
+    if (!stream_) return status_;
+    Status streamed = stream_->Finish();
+    if (status_.ok()) status_ = streamed;
+    Status closed = writer_->Close();
     if (status_.ok()) status_ = closed;
-    if (status_.ok() && !saw_trailer) {
+    if (status_.ok() && !saw_trailer_) {
       status_ = DataLossError("the recording stream ended without a trailer");
     }
+    return status_;
+  }
+  void Stop() {
+    if (stream_) stream_->Stop();
   }
 
-  std::string path_;
-  grpc::ClientContext ctx_;
-  std::thread thread_;
-  Status status_;
+ private:
+  std::unique_ptr<recording::RecordingWriter> writer_;
+  Status status_;  // written by the stream's thread until Finish() or Stop() joined it
+  bool saw_trailer_ = false;
+  std::unique_ptr<BackgroundStream<v1::RecordingChunk>> stream_;  // last: stops first
 };
 
 // Prints model events (JSON Lines or text lines), on its own thread.
 class EventPrinter {
  public:
-  EventPrinter(v1::ThreadscopeService::Stub& stub, std::string target_id, bool json,
+  EventPrinter(v1::ThreadscopeService::Stub& stub, const std::string& target_id, bool json,
                std::FILE* out, uint64_t base_ns, bool gil_events)
-      : json_(json), out_(out), base_ns_(base_ns), gil_events_(gil_events) {
-    thread_ = std::thread([this, &stub, target_id] { Run(stub, target_id); });
-  }
-  ~EventPrinter() { Stop(); }
-  void Finish() {
-    if (thread_.joinable()) thread_.join();
-  }
-  void Stop() {
-    ctx_.TryCancel();
-    if (thread_.joinable()) thread_.join();
-  }
+      : stream_(WatchFromStart(stub, target_id, gil_events, /*hold_events=*/false),
+                [json, out, base_ns](const v1::WatchEventsResponse& r) {
+                  std::string line = json ? EventJson(r).dump() : EventLine(r, base_ns);
+                  std::fprintf(out, "%s\n", line.c_str());
+                  std::fflush(out);
+                  return NotFinished(r);
+                }) {}
+  void Finish() { (void)stream_.Finish(); }  // what arrived was shown; the end is the snapshot's
+  void Stop() { stream_.Stop(); }
 
  private:
-  void Run(v1::ThreadscopeService::Stub& stub, const std::string& target_id) {
-    v1::WatchEventsRequest req;
-    req.set_target_id(target_id);
-    req.set_from_start(true);
-    req.set_gil_events(gil_events_);
-    auto reader = stub.WatchEvents(&ctx_, req);
-    v1::WatchEventsResponse r;
-    while (reader->Read(&r)) {
-      std::string line = json_ ? EventJson(r).dump() : EventLine(r, base_ns_);
-      std::fprintf(out_, "%s\n", line.c_str());
-      std::fflush(out_);
-      if (r.has_target_finished()) break;
-    }
-    reader->Finish();
-  }
-
-  bool json_;
-  std::FILE* out_;
-  uint64_t base_ns_;
-  bool gil_events_;
-  grpc::ClientContext ctx_;
-  std::thread thread_;
+  BackgroundStream<v1::WatchEventsResponse> stream_;
 };
-
-// Every event of a target from its start, GIL and hold events included, until it finishes (or
-// the context is cancelled), handed to `sink` as it arrives: what timelines and profiles are
-// built from.
-template <typename Sink>
-size_t StreamEvents(v1::ThreadscopeService::Stub& stub, const std::string& target_id,
-                    grpc::ClientContext* ctx, Sink&& sink) {
-  v1::WatchEventsRequest req;
-  req.set_target_id(target_id);
-  req.set_from_start(true);
-  req.set_gil_events(true);
-  req.set_hold_events(true);
-  auto reader = stub.WatchEvents(ctx, req);
-  size_t n = 0;
-  v1::WatchEventsResponse r;
-  while (reader->Read(&r)) {
-    bool done = r.has_target_finished();
-    sink(r);
-    ++n;
-    if (done) break;
-  }
-  reader->Finish();
-  return n;
-}
 
 Status WriteTimeline(const std::string& path, const std::string& format,
                      const v1::Snapshot& final, const std::vector<v1::WatchEventsResponse>& events) {
@@ -219,33 +183,23 @@ Status WriteProfile(const std::string& path, const std::string& format,
 // --collapsed-out: keeps them for a timeline, aggregates them for a profile.
 class EventCollector {
  public:
-  EventCollector(v1::ThreadscopeService::Stub& stub, std::string target_id, bool keep,
+  EventCollector(v1::ThreadscopeService::Stub& stub, const std::string& target_id, bool keep,
                  bool profile)
-      : keep_(keep), profile_(profile) {
-    thread_ = std::thread([this, &stub, target_id] {
-      StreamEvents(stub, target_id, &ctx_, [this](const v1::WatchEventsResponse& r) {
-        if (profile_) builder_.Apply(r);
-        if (keep_) events_.push_back(r);
-      });
-    });
-  }
-  ~EventCollector() {
-    ctx_.TryCancel();
-    if (thread_.joinable()) thread_.join();
-  }
+      : stream_(WatchFromStart(stub, target_id, /*gil_events=*/true, /*hold_events=*/true),
+                [this, keep, profile](const v1::WatchEventsResponse& r) {
+                  if (profile) builder_.Apply(r);
+                  if (keep) events_.push_back(r);
+                  return NotFinished(r);
+                }) {}
   // After the target finished or was detached: the stream ends with it.
-  void Finish() {
-    if (thread_.joinable()) thread_.join();
-  }
+  void Finish() { (void)stream_.Finish(); }  // what arrived was shown; the end is the snapshot's
   const std::vector<v1::WatchEventsResponse>& events() const { return events_; }
   profile::Builder& builder() { return builder_; }
 
  private:
-  bool keep_, profile_;
-  grpc::ClientContext ctx_;
-  std::thread thread_;
   std::vector<v1::WatchEventsResponse> events_;
   profile::Builder builder_;
+  BackgroundStream<v1::WatchEventsResponse> stream_;  // last: its thread uses the members above
 };
 
 // What attach and run share: everything after the probes are in.
@@ -434,8 +388,8 @@ int AttachCommand(Connection& conn, SignalWatch& signals, pid_t pid,
 }
 
 int RunCommand(Connection& conn, SignalWatch& signals, const std::vector<std::string>& argv,
-               const TraceOptions& options) {
-  auto launched = LaunchedProcess::Start(argv);
+               const TraceOptions& options, const ImageCheck& executes_cpython) {
+  auto launched = LaunchedProcess::Start(argv, executes_cpython);
   if (!launched.ok()) {
     Error(launched.status().message());
     return launched.status().code() == StatusCode::kNotFound ? kExitCommandNotFound
@@ -495,7 +449,7 @@ namespace {
 
 // Loads a recording file into the engine; the target id, or the exit code for the failure.
 std::variant<std::string, int> LoadRecording(Connection& conn, const std::string& file) {
-  auto chunks = engine::ReadRecordingFile(file);
+  auto chunks = recording::ReadRecordingFile(file);
   if (!chunks.ok()) {
     Error(chunks.status().message());
     return kExitBadRecording;
@@ -531,13 +485,19 @@ int ExportCommand(Connection& conn, const std::string& file, const std::string& 
   std::vector<v1::WatchEventsResponse> events;
   profile::Builder builder;
   grpc::ClientContext ctx;
-  size_t n = StreamEvents(conn.stub(), id, &ctx, [&](const v1::WatchEventsResponse& r) {
-    if (profile) {
-      builder.Apply(r);
-    } else {
-      events.push_back(r);
-    }
-  });
+  size_t n = 0;
+  Status streamed = ReadStream<v1::WatchEventsResponse>(
+      WatchFromStart(conn.stub(), id, /*gil_events=*/true, /*hold_events=*/true), &ctx,
+      [&](const v1::WatchEventsResponse& r) {
+        if (profile) {
+          builder.Apply(r);
+        } else {
+          events.push_back(r);
+        }
+        return NotFinished(r);
+      },
+      &n);
+  (void)streamed;  // as before: what arrived is exported; the snapshot below says what is final
   v1::GetSnapshotRequest req;
   req.set_target_id(id);
   v1::GetSnapshotResponse resp;

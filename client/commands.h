@@ -9,7 +9,8 @@
 #include <vector>
 
 #include "client/connection.h"
-#include "client/report.h"
+#include "client/launcher.h"
+#include "client/text_view.h"
 #include "threadscope/v1/threadscope.pb.h"
 
 namespace threadscope::client {
@@ -53,8 +54,9 @@ class SignalWatch {
 };
 
 int AttachCommand(Connection& conn, SignalWatch& signals, pid_t pid, const TraceOptions& options);
+// `executes_cpython` tells the exec'd image that is the interpreter (client/launcher.h).
 int RunCommand(Connection& conn, SignalWatch& signals, const std::vector<std::string>& argv,
-               const TraceOptions& options);
+               const TraceOptions& options, const ImageCheck& executes_cpython);
 int ReportCommand(Connection& conn, const std::string& file, OutputFormat output,
                   const std::string& report_file, const TextStyle& style);
 int StatusCommand(Connection& conn, OutputFormat output);

@@ -1,6 +1,9 @@
 #include "client/in_process.h"
 
+#include <string>
+
 #include "daemon/service/server.h"
+#include "daemon/target/cpython_image.h"
 
 namespace threadscope::client {
 
@@ -21,6 +24,15 @@ class InProcessAdapter : public LocalEngine {
 StatusOr<std::unique_ptr<LocalEngine>> StartInProcessEngine() {
   TS_ASSIGN_OR_RETURN(auto engine, service::InProcessEngine::Start());
   return std::unique_ptr<LocalEngine>(new InProcessAdapter(std::move(engine)));
+}
+
+EngineAdapter InProcessEngineAdapter() {
+  EngineAdapter adapter;
+  adapter.local_engine = StartInProcessEngine;
+  adapter.executes_cpython = [](pid_t pid) {
+    return target::ExecutesCPython("/proc/" + std::to_string(pid) + "/exe");
+  };
+  return adapter;
 }
 
 }  // namespace threadscope::client

@@ -10,9 +10,8 @@
 
 #include <cerrno>
 #include <cstring>
-
-#include "daemon/target/cpython_image.h"
-#include "daemon/target/procfs.h"
+#include <fstream>
+#include <sstream>
 
 namespace threadscope::client {
 
@@ -24,18 +23,17 @@ int ShellStatus(int wait_status) {
 
 namespace {
 
-// True when the exec'd image is (or links) a CPython interpreter.
-bool ExecutesCPython(pid_t pid) {
-  return target::ExecutesCPython("/proc/" + std::to_string(pid) + "/exe");
-}
-
 StatusOr<uint64_t> EntryPoint(pid_t pid) {
-  auto auxv = target::ReadFileToString("/proc/" + std::to_string(pid) + "/auxv");
-  if (!auxv.ok()) return auxv.status();
-  for (size_t off = 0; off + 16 <= auxv->size(); off += 16) {
+  std::string path = "/proc/" + std::to_string(pid) + "/auxv";
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return ErrnoToStatus(errno, path);
+  std::ostringstream read;
+  read << in.rdbuf();
+  const std::string auxv = read.str();
+  for (size_t off = 0; off + 16 <= auxv.size(); off += 16) {
     uint64_t type, value;
-    std::memcpy(&type, auxv->data() + off, 8);
-    std::memcpy(&value, auxv->data() + off + 8, 8);
+    std::memcpy(&type, auxv.data() + off, 8);
+    std::memcpy(&value, auxv.data() + off + 8, 8);
     if (type == AT_ENTRY) return value;
   }
   return InternalError("no AT_ENTRY in the auxiliary vector of " + std::to_string(pid));
@@ -43,7 +41,8 @@ StatusOr<uint64_t> EntryPoint(pid_t pid) {
 
 }  // namespace
 
-StatusOr<LaunchedProcess> LaunchedProcess::Start(const std::vector<std::string>& argv) {
+StatusOr<LaunchedProcess> LaunchedProcess::Start(const std::vector<std::string>& argv,
+                                                 const ImageCheck& executes_cpython) {
   if (argv.empty()) return InvalidArgumentError("no command to run");
   int errpipe[2];
   if (pipe2(errpipe, O_CLOEXEC) != 0) return ErrnoToStatus(errno, "pipe");
@@ -103,7 +102,7 @@ StatusOr<LaunchedProcess> LaunchedProcess::Start(const std::vector<std::string>&
     int sig = WSTOPSIG(status);
     if (sig == SIGTRAP && (status >> 16) == PTRACE_EVENT_EXEC) {
       // A new program image. Stop at its entry point if it is CPython, else follow further execs.
-      if (ExecutesCPython(pid)) {
+      if (!executes_cpython || executes_cpython(pid)) {
         auto e = EntryPoint(pid);
         if (!e.ok()) {
           close(errpipe[0]);

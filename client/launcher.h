@@ -8,6 +8,7 @@
 
 #include <sys/types.h>
 
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -15,11 +16,17 @@
 
 namespace threadscope::client {
 
+// Whether the image a process just exec'd is (or links) CPython. Reading ELF files is the
+// engine's (daemon/target), so the binary hands this in from its engine adapter
+// (client/in_process.h); without one, the first image exec'd counts.
+using ImageCheck = std::function<bool(pid_t)>;
+
 class LaunchedProcess {
  public:
   // Errors: NotFound (cannot execute argv[0]), FailedPrecondition (it exited without ever
   // running CPython; exit_status() tells how it ended).
-  static StatusOr<LaunchedProcess> Start(const std::vector<std::string>& argv);
+  static StatusOr<LaunchedProcess> Start(const std::vector<std::string>& argv,
+                                         const ImageCheck& executes_cpython);
 
   pid_t pid() const { return pid_; }
   // Lets the stopped child run, without ptrace.

@@ -4,5 +4,5 @@
 #include "client/in_process.h"
 
 int main(int argc, char** argv) {
-  return threadscope::client::CliMain(argc, argv, threadscope::client::StartInProcessEngine);
+  return threadscope::client::CliMain(argc, argv, threadscope::client::InProcessEngineAdapter());
 }

@@ -2,7 +2,7 @@
 // probes actually said.   bazel run //tools:dump_recording -- FILE
 #include <cstdio>
 
-#include "daemon/engine/recording.h"
+#include "recording/recording.h"
 #include "daemon/model/event_decoder.h"
 
 using namespace threadscope;
@@ -12,15 +12,15 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "usage: dump_recording FILE\n");
     return 2;
   }
-  auto chunks = engine::ReadRecordingFile(argv[1]);
+  auto chunks = recording::ReadRecordingFile(argv[1]);
   if (!chunks.ok()) {
     std::fprintf(stderr, "%s\n", chunks.status().ToString().c_str());
     return 1;
   }
   for (const auto& chunk : *chunks) {
     if (!chunk.has_records()) continue;
-    model::RecordReader reader(chunk.records());
-    model::RecordView record;
+    recording::RecordReader reader(chunk.records());
+    recording::RecordView record;
     while (reader.Next(&record)) {
       auto e = model::DecodeEvent(record);
       std::printf("%s\n", e.ok() ? model::DescribeEvent(*e).c_str() : e.status().ToString().c_str());

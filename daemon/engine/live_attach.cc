@@ -99,10 +99,7 @@ StatusOr<std::shared_ptr<LiveSession>> AttachLive(std::string id,
   facts.attached_ns = clock.MonotonicNowNs();
   facts.realtime_offset_ns = RealtimeMinusMonotonicNs(clock);
   facts.kernel_release = KernelRelease();
-  facts.lock_threshold_ns = asked.lock_threshold_ns;
-  facts.labels = asked.labels;
-  facts.gil_stack_frames = bpf_options.gil_stack_frames;
-  facts.gil_stack_threshold_ns = bpf_options.gil_stack_threshold_ns;
+  facts.settings = asked;
   v1::Target t = BuildTarget(inspected.info, plan, *attached, facts);
 
   // Still the process that was checked: its pid was not reused while we attached.

@@ -7,7 +7,7 @@
 
 #include "daemon/model/event_decoder.h"
 #include "daemon/model/record_builder.h"
-#include "daemon/model/record_reader.h"
+#include "recording/record_reader.h"
 #include "probes/threadscope_events.h"
 
 namespace threadscope::engine {
@@ -71,8 +71,8 @@ void LiveSession::IngestBatch() {
   if (type_type_ && memory_) {
     // Name the type objects 3.13+ records point at (what a park waited on: a Lock, an RLock,
     // a list's critical section...), ahead of the records, like locations.
-    model::RecordReader reader(batch_);
-    model::RecordView record;
+    recording::RecordReader reader(batch_);
+    recording::RecordView record;
     while (reader.Next(&record)) {
       const ts_header& h = record.header;
       if (h.type == TS_EV_PARK_BEGIN && record.size >= sizeof(ts_park)) {
@@ -91,8 +91,8 @@ void LiveSession::IngestBatch() {
   if (resolver_) {
     // Resolve every (code, instr) pair seen for the first time, now, while the code objects
     // are most likely alive; the definitions go ahead of the records that use them.
-    model::RecordReader reader(batch_);
-    model::RecordView record;
+    recording::RecordReader reader(batch_);
+    recording::RecordView record;
     while (reader.Next(&record)) {
       if (!(record.header.flags & TS_HDR_PY_STACK)) continue;
       auto decoded = model::DecodeEvent(record);

@@ -4,11 +4,11 @@
 #include <variant>
 
 #include "daemon/common/version.h"
-#include "daemon/engine/recording.h"
+#include "recording/recording.h"
 #include "daemon/engine/snapshot_builder.h"
 #include "daemon/model/event_decoder.h"
 #include "daemon/model/record_builder.h"
-#include "daemon/model/record_reader.h"
+#include "recording/record_reader.h"
 #include "probes/threadscope_events.h"
 
 namespace threadscope::engine {
@@ -98,8 +98,8 @@ void ApplyAndDescribe(model::TraceModel& model, const uint8_t* data, size_t size
                       std::vector<v1::WatchEventsResponse>* out, uint64_t* records,
                       uint64_t lock_threshold_ns, bool gil_events, bool hold_events) {
   std::vector<model::ModelEvent> changes;
-  model::RecordReader reader(data, size);
-  model::RecordView record;
+  recording::RecordReader reader(data, size);
+  recording::RecordView record;
   while (reader.Next(&record)) {
     changes.clear();
     model.ApplyRecord(record, out ? &changes : nullptr);
@@ -281,7 +281,7 @@ std::vector<RecordChunk> Session::HistoryChunks() const {
 v1::RecordingChunk Session::HeaderChunk() const {
   v1::RecordingChunk chunk;
   auto* h = chunk.mutable_header();
-  h->set_format_version(kRecordingFormatVersion);
+  h->set_format_version(recording::kRecordingFormatVersion);
   h->set_abi_version(TS_ABI_VERSION);
   *h->mutable_target() = target_;
   h->mutable_target()->clear_stats();
@@ -451,7 +451,7 @@ void Session::Finish(v1::TargetState state) {
 
 StatusOr<std::shared_ptr<ReplaySession>> ReplaySession::Create(
     std::string id, const std::vector<v1::RecordingChunk>& chunks) {
-  TS_RETURN_IF_ERROR(ValidateRecording(chunks));
+  TS_RETURN_IF_ERROR(recording::ValidateRecording(chunks));
   v1::Target target = chunks.front().header().target();
   target.set_state(v1::TARGET_STATE_RECORDING);
   std::shared_ptr<ReplaySession> s(new ReplaySession(std::move(id), std::move(target)));

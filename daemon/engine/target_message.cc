@@ -49,21 +49,22 @@ v1::Target BuildTarget(const target::PythonProcess& info, const loader::ProbePla
   t.set_kernel_release(facts.kernel_release);
   // 2.7 has no lock tracing (the plan says why): its target reports "off".
   t.set_lock_mode(plan.trace_all_sems ? loader::LockModeName(plan.locks) : "off");
-  t.set_lock_threshold_ns(facts.lock_threshold_ns);
+  t.set_lock_threshold_ns(facts.settings.lock_threshold_ns);
   v1::PythonStacks* stacks = t.mutable_python_stacks();
   stacks->set_enabled(plan.stacks.has_value());
   if (plan.stacks) {
     stacks->set_layout_source(plan.stacks->layout.source);
     stacks->set_frames(plan.stack_frames);
     stacks->set_frames_acquire(plan.stack_frames_acquire);
-    if (facts.gil_stack_frames) {
-      stacks->set_frames_gil(facts.gil_stack_frames);
-      stacks->set_gil_threshold_ns(facts.gil_stack_threshold_ns);
+    // GIL waits by stack, as loaded (0 frames: off, or not possible on this target).
+    if (plan.gil_stack_frames) {
+      stacks->set_frames_gil(plan.gil_stack_frames);
+      stacks->set_gil_threshold_ns(plan.gil_stack_threshold_ns);
     }
   } else {
     stacks->set_reason(ToValidUtf8(plan.stacks_unavailable));
   }
-  for (const auto& [k, v] : facts.labels) (*t.mutable_labels())[k] = v;
+  for (const auto& [k, v] : facts.settings.labels) (*t.mutable_labels())[k] = v;
   for (size_t i = 0; i < plan.probes.size(); ++i) {
     loader::ProbeAttachResult missing;  // a result short of the plan: shown, never dropped
     missing.id = plan.probes[i].id;

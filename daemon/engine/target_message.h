@@ -13,6 +13,7 @@
 
 #include "daemon/loader/probe_plan.h"
 #include "daemon/target/python_process.h"
+#include "settings/trace_settings.h"
 #include "threadscope/v1/threadscope.pb.h"
 
 namespace threadscope::engine {
@@ -23,11 +24,9 @@ struct TargetFacts {
   uint64_t attached_ns = 0;         // CLOCK_MONOTONIC when the probes were live
   int64_t realtime_offset_ns = 0;   // CLOCK_REALTIME - CLOCK_MONOTONIC then
   std::string kernel_release;
-  uint64_t lock_threshold_ns = 0;
-  std::map<std::string, std::string> labels;
-  // GIL waits by stack, as loaded (0 frames: off, or not possible on this target).
-  uint8_t gil_stack_frames = 0;
-  uint64_t gil_stack_threshold_ns = 0;
+  // What the client asked for (the threshold and labels are shown as asked; what the probes
+  // do with the rest is the plan's).
+  settings::TraceSettings settings;
 };
 
 // `results`: one per planned probe, in plan order (BpfTracer::Attach). Every string that comes

@@ -57,7 +57,6 @@ struct PlannedProbe {
 // How much of the lock machinery to trace: the settings' (settings/trace_settings.h).
 using settings::LockMode;
 using settings::LockModeName;
-using settings::ParseLockMode;
 static_assert(settings::kMaxStackFrames == TS_PY_MAX_FRAMES,
               "settings' stack depth and the record ABI's must agree");
 

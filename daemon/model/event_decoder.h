@@ -16,10 +16,14 @@
 
 #include "daemon/common/status.h"
 #include "daemon/common/text.h"
-#include "daemon/model/record_reader.h"
 #include "probes/threadscope_events.h"
+#include "recording/record_reader.h"
 
 namespace threadscope::model {
+
+// Records as framed (recording/record_reader.h: the framing is the recording format's, shared
+// with the CLI); the model interprets them.
+using recording::RecordView;
 
 // TS_EV_PY_LOCATION: the fixed part and its strings.
 struct PyLocationRecord {

@@ -284,6 +284,10 @@ class LockModel {
   uint64_t event_parks() const { return event_parks_; }
 
  private:
+  // The model's three files (lock_model.cc, lock_order.cc, lock_parks.cc) report changes so.
+  static void Emit(std::vector<LockChangeEvent>* out, LockChangeEvent e) {
+    if (out) out->push_back(e);
+  }
   // Null when the model is at its bound (see LockModelConfig).
   LockRecord* NewLock(uint64_t obj, uint64_t sem, LockKind kind, uint64_t ts, bool interesting);
   LockRecord* BySem(uint64_t sem);

@@ -6,11 +6,12 @@
 #include <vector>
 
 #include "daemon/model/event_decoder.h"
-#include "daemon/model/record_reader.h"
+#include "recording/record_reader.h"
 #include "daemon/model/trace_model.h"
 #include "probes/threadscope_events.h"
 
 using namespace threadscope::model;
+using threadscope::recording::RecordReader;
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size < 1) return 0;
@@ -23,7 +24,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   --size;
   TraceModel model(config);
   std::vector<ModelEvent> events;
-  // Framed as every ingest frames records (model/record_reader.h).
+  // Framed as every ingest frames records (recording/record_reader.h).
   RecordReader reader(data, size);
   RecordView record;
   while (reader.Next(&record)) {

@@ -7,7 +7,7 @@
 
 #include <google/protobuf/stubs/logging.h>
 
-#include "daemon/engine/recording.h"
+#include "recording/recording.h"
 #include "daemon/engine/session.h"
 
 using namespace threadscope;
@@ -19,7 +19,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     return true;
   }();
   (void)quiet;
-  auto chunks = engine::ParseRecording(
+  auto chunks = recording::ParseRecording(
       std::string_view(reinterpret_cast<const char*>(data), size), "fuzz.tsrec");
   if (!chunks.ok()) return 0;
   auto replay = engine::ReplaySession::Create("rec:fuzz", *chunks);

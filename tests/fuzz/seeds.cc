@@ -5,7 +5,7 @@
 #include <cstring>
 #include <sstream>
 
-#include "daemon/engine/recording.h"
+#include "recording/recording.h"
 #include "daemon/model/event_decoder.h"
 #include "daemon/target/py_layout.h"
 #include "probes/threadscope_events.h"
@@ -86,10 +86,10 @@ std::vector<std::string> RecordSeeds() {
 std::vector<std::string> RecordingSeeds() {
   EventGenerator g;
   std::ostringstream file;
-  file << engine::kRecordingMagic;
+  file << recording::kRecordingMagic;
   v1::RecordingChunk header;
   auto* h = header.mutable_header();
-  h->set_format_version(engine::kRecordingFormatVersion);
+  h->set_format_version(recording::kRecordingFormatVersion);
   h->set_abi_version(TS_ABI_VERSION);
   v1::Target* t = h->mutable_target();
   t->set_pid(1000);

@@ -8,7 +8,7 @@
 #include <fstream>
 #include <thread>
 
-#include "daemon/engine/recording.h"
+#include "recording/recording.h"
 #include "daemon/engine/session.h"
 #include "tests/unit/event_generator.h"
 #include "tests/unit/fake_clock.h"
@@ -30,11 +30,11 @@ TEST(RecordingTest, FileRoundTrip) {
   EventGenerator g;
   auto chunks = Recording(SampleBatches(g));
   std::string path = TempPath("roundtrip.tsrec");
-  auto w = engine::RecordingWriter::Create(path);
+  auto w = recording::RecordingWriter::Create(path);
   ASSERT_TRUE(w.ok());
   for (const auto& c : chunks) ASSERT_TRUE((*w)->Write(c).ok());
   ASSERT_TRUE((*w)->Close().ok());
-  auto read = engine::ReadRecordingFile(path);
+  auto read = recording::ReadRecordingFile(path);
   ASSERT_TRUE(read.ok()) << read.status().ToString();
   ASSERT_EQ(read->size(), chunks.size());
   for (size_t i = 0; i < chunks.size(); ++i) {
@@ -44,15 +44,15 @@ TEST(RecordingTest, FileRoundTrip) {
 }
 
 TEST(RecordingTest, BadFilesAreRejectedWithReasons) {
-  EXPECT_EQ(engine::ReadRecordingFile("/nonexistent.tsrec").status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(recording::ReadRecordingFile("/nonexistent.tsrec").status().code(), StatusCode::kNotFound);
   std::string path = TempPath("bad.tsrec");
   {
     std::ofstream(path) << "#!/bin/sh\n";
   }
-  EXPECT_EQ(engine::ReadRecordingFile(path).status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(recording::ReadRecordingFile(path).status().code(), StatusCode::kInvalidArgument);
   // Truncated in the middle of a chunk.
   EventGenerator g;
-  auto w = engine::RecordingWriter::Create(path);
+  auto w = recording::RecordingWriter::Create(path);
   for (const auto& c : Recording(SampleBatches(g))) ASSERT_TRUE((*w)->Write(c).ok());
   ASSERT_TRUE((*w)->Close().ok());
   std::string whole;
@@ -63,19 +63,19 @@ TEST(RecordingTest, BadFilesAreRejectedWithReasons) {
   {
     std::ofstream(path, std::ios::binary | std::ios::trunc) << whole.substr(0, whole.size() - 7);
   }
-  EXPECT_EQ(engine::ReadRecordingFile(path).status().code(), StatusCode::kDataLoss);
+  EXPECT_EQ(recording::ReadRecordingFile(path).status().code(), StatusCode::kDataLoss);
   unlink(path.c_str());
 
   // A newer format, a missing header, a record cut in half.
   auto chunks = Recording(SampleBatches(g));
   chunks[0].mutable_header()->set_format_version(99);
-  EXPECT_EQ(engine::ValidateRecording(chunks).code(), StatusCode::kFailedPrecondition);
+  EXPECT_EQ(recording::ValidateRecording(chunks).code(), StatusCode::kFailedPrecondition);
   chunks = Recording(SampleBatches(g));
   chunks.erase(chunks.begin());
-  EXPECT_EQ(engine::ValidateRecording(chunks).code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(recording::ValidateRecording(chunks).code(), StatusCode::kInvalidArgument);
   chunks = Recording(SampleBatches(g));
   chunks[1].set_records(chunks[1].records().substr(0, 30));
-  EXPECT_EQ(engine::ValidateRecording(chunks).code(), StatusCode::kDataLoss);
+  EXPECT_EQ(recording::ValidateRecording(chunks).code(), StatusCode::kDataLoss);
 }
 
 TEST(ReplaySessionTest, RebuildsTheModelAndReplaysEvents) {

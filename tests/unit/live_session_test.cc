@@ -12,7 +12,7 @@
 #include <vector>
 
 #include "daemon/model/event_decoder.h"
-#include "daemon/model/record_reader.h"
+#include "recording/record_reader.h"
 #include "tests/unit/engine_fakes.h"
 #include "tests/unit/event_generator.h"
 
@@ -58,8 +58,8 @@ std::vector<model::DecodedEvent> Recorded(Session& session) {
   while ((*sub)->Next(&chunk, std::chrono::milliseconds(20)) ==
          BoundedQueue<v1::RecordingChunk>::PopResult::kItem) {
     if (!chunk.has_records()) continue;
-    model::RecordReader reader(chunk.records());
-    model::RecordView record;
+    recording::RecordReader reader(chunk.records());
+    recording::RecordView record;
     while (reader.Next(&record)) {
       auto e = model::DecodeEvent(record);
       EXPECT_TRUE(e.ok()) << e.status().ToString();

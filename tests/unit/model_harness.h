@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-#include "daemon/model/record_reader.h"
+#include "recording/record_reader.h"
 #include "daemon/model/trace_model.h"
 #include "tests/unit/event_generator.h"
 
@@ -28,8 +28,8 @@ class ModelTest : public ::testing::Test {
   Changes FeedRecords(const std::vector<std::string>& batches) {
     Changes out;
     for (const auto& batch : batches) {
-      model::RecordReader reader(batch);
-      model::RecordView record;
+      recording::RecordReader reader(batch);
+      recording::RecordView record;
       while (reader.Next(&record)) model_.ApplyRecord(record, &out.all);
       EXPECT_TRUE(reader.status().ok()) << reader.status().ToString();
     }

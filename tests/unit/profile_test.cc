@@ -8,7 +8,7 @@
 #include <map>
 #include <set>
 
-#include "daemon/engine/recording.h"
+#include "recording/recording.h"
 #include "daemon/engine/session.h"
 #include "pprof/profile.pb.h"
 #include "tests/unit/event_generator.h"
@@ -51,7 +51,7 @@ Trace Replay(const v1::Target& target, const std::vector<std::string>& batches,
              bool hold_events = true) {
   std::vector<v1::RecordingChunk> chunks(1);
   auto* h = chunks[0].mutable_header();
-  h->set_format_version(engine::kRecordingFormatVersion);
+  h->set_format_version(recording::kRecordingFormatVersion);
   h->set_abi_version(TS_ABI_VERSION);
   *h->mutable_target() = target;
   for (const auto& b : batches) {

@@ -1,17 +1,19 @@
 // The one framing of back-to-back records, and its one policy for sizes that cannot be right.
-#include "daemon/model/record_reader.h"
+#include "recording/record_reader.h"
 
 #include <gtest/gtest.h>
 
 #include <cstring>
 #include <vector>
 
-#include "daemon/engine/recording.h"
+#include "recording/recording.h"
 #include "tests/unit/event_generator.h"
 
 namespace threadscope::model {
 namespace {
 
+using recording::RecordReader;
+using recording::RecordView;
 using testing::Batch;
 using testing::EventGenerator;
 
@@ -74,11 +76,11 @@ TEST(RecordReaderTest, ABadSizeStopsTheReadingThere) {
 TEST(RecordReaderTest, ARecordingWithABadFrameIsRefused) {
   EventGenerator g;
   std::vector<v1::RecordingChunk> chunks(2);
-  chunks[0].mutable_header()->set_format_version(engine::kRecordingFormatVersion);
+  chunks[0].mutable_header()->set_format_version(recording::kRecordingFormatVersion);
   std::string bytes = Batch({g.Clone(1, 2), g.Exit(2)});
   SetSize(bytes, 0, 4096);
   chunks[1].set_records(bytes);
-  Status s = engine::ValidateRecording(chunks);
+  Status s = recording::ValidateRecording(chunks);
   EXPECT_EQ(s.code(), StatusCode::kDataLoss);
   EXPECT_NE(s.message().find("chunk 1"), std::string::npos) << s.message();
 }

@@ -5,7 +5,7 @@
 #include <string>
 #include <vector>
 
-#include "daemon/engine/recording.h"
+#include "recording/recording.h"
 #include "tests/unit/event_generator.h"
 #include "threadscope/v1/threadscope.pb.h"
 
@@ -28,7 +28,7 @@ inline std::vector<v1::RecordingChunk> Recording(const std::vector<std::string>&
                                                  bool trailer = true) {
   std::vector<v1::RecordingChunk> chunks(1);
   auto* h = chunks[0].mutable_header();
-  h->set_format_version(engine::kRecordingFormatVersion);
+  h->set_format_version(recording::kRecordingFormatVersion);
   h->set_abi_version(TS_ABI_VERSION);
   *h->mutable_target() = SampleTarget();
   for (const auto& b : record_batches) {

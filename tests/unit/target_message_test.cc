@@ -27,8 +27,8 @@ class TargetMessageTest : public ::testing::Test {
     facts_.attached_ns = 123456789;
     facts_.realtime_offset_ns = -42;
     facts_.kernel_release = "6.1.0-test";
-    facts_.lock_threshold_ns = 1000;
-    facts_.labels = {{"service", "api"}};
+    facts_.settings.lock_threshold_ns = 1000;
+    facts_.settings.labels = {{"service", "api"}};
   }
   // Plans `id` at one site (or unavailable) and says whether the kernel took it.
   void Add(ProbeId id, bool placed, bool attached) {
@@ -177,6 +177,12 @@ TEST_F(TargetMessageTest, StacksSayWhereFramesComeFromOrWhyNot) {
   EXPECT_EQ(t.python_stacks().layout_source(), "_PyRuntime.debug_offsets");
   EXPECT_EQ(t.python_stacks().frames(), 8u);
   EXPECT_EQ(t.python_stacks().frames_acquire(), 2u);
+  EXPECT_EQ(t.python_stacks().frames_gil(), 0u);  // the plan did not load GIL stacks
+  plan_.gil_stack_frames = 4;
+  plan_.gil_stack_threshold_ns = 500000;
+  t = Build();
+  EXPECT_EQ(t.python_stacks().frames_gil(), 4u);
+  EXPECT_EQ(t.python_stacks().gil_threshold_ns(), 500000u);
 }
 
 // Paths and names come from files the target chose: the message must still serialize.

@@ -1,19 +1,14 @@
-// Rendering snapshots and events for people (text) and programs (JSON). The JSON report is
-// the documented contract (README, "JSON report"); live and replayed traces render identically
-// because everything here derives from the snapshot alone.
+// The text views, for people: the attach banner, the refreshing live view, the final summary,
+// one line per event. Terminal-safe (every string a target chose goes through Printable) and
+// derived from API messages alone.
 #pragma once
 
-#include <nlohmann/json.hpp>
-
+#include <cstdint>
 #include <string>
 
 #include "threadscope/v1/threadscope.pb.h"
 
 namespace threadscope::client {
-
-nlohmann::json ThreadJson(const v1::Thread& t);
-nlohmann::json ReportJson(const v1::Snapshot& snapshot);
-nlohmann::json EventJson(const v1::WatchEventsResponse& event);
 
 struct TextStyle {
   bool color = false;
@@ -28,7 +23,5 @@ std::string LiveView(const v1::Snapshot& snapshot, int max_rows, const TextStyle
 std::string SummaryText(const v1::Snapshot& snapshot, const TextStyle& style);
 // One line per event, for non-TTY text output; times are shown relative to base_ns (the attach).
 std::string EventLine(const v1::WatchEventsResponse& event, uint64_t base_ns);
-
-const char* StateName(v1::ThreadState state);
 
 }  // namespace threadscope::client

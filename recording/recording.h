@@ -12,7 +12,7 @@
 #include "daemon/common/status.h"
 #include "threadscope/v1/threadscope.pb.h"
 
-namespace threadscope::engine {
+namespace threadscope::recording {
 
 inline constexpr char kRecordingMagic[] = "THREADSCOPE-RECORDING\n";
 inline constexpr uint32_t kRecordingFormatVersion = 1;
@@ -40,4 +40,4 @@ StatusOr<std::vector<v1::RecordingChunk>> ParseRecording(std::string_view bytes,
 // Checks a chunk sequence (from a file or a LoadRecording stream).
 Status ValidateRecording(const std::vector<v1::RecordingChunk>& chunks);
 
-}  // namespace threadscope::engine
+}  // namespace threadscope::recording

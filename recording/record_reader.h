@@ -18,7 +18,7 @@
 #include "daemon/common/status.h"
 #include "probes/threadscope_events.h"
 
-namespace threadscope::model {
+namespace threadscope::recording {
 
 // One record, as framed: its header (copied: records are only 8-byte aligned, and may come from
 // a file) and its bytes, header included.
@@ -73,4 +73,4 @@ class RecordReader {
   Status status_;
 };
 
-}  // namespace threadscope::model
+}  // namespace threadscope::recording

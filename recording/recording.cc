@@ -1,4 +1,4 @@
-#include "daemon/engine/recording.h"
+#include "recording/recording.h"
 
 #include <google/protobuf/io/zero_copy_stream_impl.h>
 #include <google/protobuf/io/zero_copy_stream_impl_lite.h>
@@ -7,9 +7,9 @@
 #include <cerrno>
 #include <cstdint>
 
-#include "daemon/model/record_reader.h"
+#include "recording/record_reader.h"
 
-namespace threadscope::engine {
+namespace threadscope::recording {
 
 StatusOr<std::unique_ptr<RecordingWriter>> RecordingWriter::Create(const std::string& path) {
   auto w = std::make_unique<RecordingWriter>();
@@ -48,8 +48,8 @@ Status ValidateRecording(const std::vector<v1::RecordingChunk>& chunks) {
   for (size_t i = 1; i < chunks.size(); ++i) {
     if (chunks[i].has_header()) return InvalidArgumentError("a recording has one header");
     if (!chunks[i].has_records()) continue;
-    model::RecordReader reader(chunks[i].records());
-    model::RecordView record;
+    recording::RecordReader reader(chunks[i].records());
+    recording::RecordView record;
     while (reader.Next(&record)) {
     }
     if (!reader.status().ok()) {
@@ -109,4 +109,4 @@ StatusOr<std::vector<v1::RecordingChunk>> ParseRecording(std::string_view bytes,
   return ParseChunks(&stream, name);
 }
 
-}  // namespace threadscope::engine
+}  // namespace threadscope::recording
