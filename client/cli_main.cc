@@ -38,7 +38,7 @@ struct Flags {
   std::string lock_threshold = "0";
   int lock_stacks = TS_PY_MAX_FRAMES;
   int acquire_stacks = 0;
-  std::string gil = "on";
+  std::string gil = "waits";
   bool gil_events = false;
   int gil_stacks = 0;
   std::string gil_stack_threshold = "1ms";
@@ -76,8 +76,10 @@ void AddTraceOptions(CLI::App* cmd, Flags& f, bool with_output) {
                   "with --locks=all: Python frames recorded at every acquire, so owners show where "
                   "they took their locks (0-8, default 0; costs about as much as --locks=all)");
   cmd->add_option("--gil", f.gil,
-                  "GIL tracing: on (default: holder, waiters, per-thread wait and hold, forced "
-                  "switches), off");
+                  "GIL tracing: waits (default; `on` says the same: exact per-thread waits for "
+                  "the GIL, no probe on uncontended takes and drops), full (every take and "
+                  "drop: also the holder, holds, switches and forced switches, ~0.8 us per "
+                  "take and drop), off");
   cmd->add_option("--gil-stacks", f.gil_stacks,
                   "Python frames recorded when a GIL wait of at least --gil-stack-threshold ends "
                   "(0-8, default 0: off), so profiles show GIL waits by stack");
@@ -225,8 +227,9 @@ int CliMain(int argc, char** argv, LocalEngineFactory local_engine) {
   check->add_option("--locks", check_locks,
                     "lock tracing of each run: contended (default), all, off")
       ->check(CLI::IsMember({"contended", "all", "off"}));
-  check->add_option("--gil", check_gil, "GIL tracing of each run: on (default), off")
-      ->check(CLI::IsMember({"on", "off"}));
+  check->add_option("--gil", check_gil,
+                    "GIL tracing of each run: waits (default; = on), full (GIL holds too), off")
+      ->check(CLI::IsMember({"on", "waits", "full", "off"}));
   check->footer("Usage: threadscope check --baseline FILE [--runs N] [--stacks] -- CMD [ARGS...]\n"
                 "       threadscope check --compare OLD.pb.gz NEW.pb.gz\n"
                 "Exit: 0 ok, 1 regression, 2 usage or bad baseline, 3 internal error, 4 no data");
@@ -336,10 +339,11 @@ int CliMain(int argc, char** argv, LocalEngineFactory local_engine) {
                       std::to_string(TS_PY_MAX_FRAMES));
   }
   trace.acquire_stack_frames = static_cast<uint32_t>(f.acquire_stacks);
-  if (f.gil != "on" && f.gil != "off") {
-    return UsageError("--gil: '" + f.gil + "' is not one of on, off");
+  if (f.gil != "on" && f.gil != "off" && f.gil != "waits" && f.gil != "full") {
+    return UsageError("--gil: '" + f.gil + "' is not one of waits, full, on, off");
   }
-  trace.gil = f.gil == "on";
+  trace.gil = f.gil != "off";
+  trace.gil_full = f.gil == "full";
   if (f.gil_stacks < 0 || f.gil_stacks > TS_PY_MAX_FRAMES) {
     return UsageError("--gil-stacks: " + std::to_string(f.gil_stacks) + " is not in 0-" +
                       std::to_string(TS_PY_MAX_FRAMES));

@@ -417,6 +417,8 @@ json GilJson(const v1::Snapshot& s) {
   }
   return json{
       {"traced", g.traced()},
+      // "waits" (default): only takes that waited; holds, drops, switches not traced.
+      {"mode", g.mode() == v1::GIL_MODE_WAITS ? "waits" : "full"},
       {"reason", cov.reason()},
       {"coverage",
        {{"take_functions", cov.take_functions()},
@@ -663,12 +665,18 @@ std::string GilLine(const v1::Snapshot& s, const TextStyle& style) {
     }
   }
   std::string waiters;
+  if (g.mode() == v1::GIL_MODE_WAITS) holder = "holder not traced (--gil full)";
   for (int i = 0; i < std::min(4, g.waiters_size()); ++i) {
     const auto& w = g.waiters(i);
     waiters += fmt::format(" {}({})", w.native_tid(),
                            Duration(s.now_ns() > w.since_ns() ? s.now_ns() - w.since_ns() : 0));
   }
   if (g.waiters_size() > 4) waiters += fmt::format(" +{}", g.waiters_size() - 4);
+  if (g.mode() == v1::GIL_MODE_WAITS) {
+    return Paint("GIL:", "1", style) +
+           fmt::format(" {} · waiting:{} · {} takes waited", holder,
+                       waiters.empty() ? " none" : waiters, g.acquisitions());
+  }
   return Paint("GIL:", "1", style) +
          fmt::format(" {} · waiting:{} · {} switches ({:.0f}/s), {} forced", holder,
                      waiters.empty() ? " none" : waiters, g.switches(), g.switches_per_second(),
@@ -863,7 +871,18 @@ std::string SummaryText(const v1::Snapshot& s, const TextStyle& style) {
                    "33", style);
     }
   }
-  if (s.gil().traced()) {
+  if (s.gil().traced() && s.gil().mode() == v1::GIL_MODE_WAITS) {
+    // --gil waits: only the takes that waited were seen.
+    const v1::Gil& g = s.gil();
+    out += fmt::format("  GIL (waits only; --gil full for holds and switches): {} takes waited; "
+                       "wait {} total, max {}\n",
+                       g.acquisitions(), Duration(g.wait().sum_ns()), Duration(g.wait().max_ns()));
+    for (int i = 0; i < std::min(5, g.per_thread_size()); ++i) {
+      const auto& pt = g.per_thread(i);
+      out += fmt::format("    tid {:>8}: waited {:>9} ({:>3.0f}%), {} waits\n", pt.native_tid(),
+                         Duration(pt.wait_ns()), 100 * pt.wait_share(), pt.acquisitions());
+    }
+  } else if (s.gil().traced()) {
     const v1::Gil& g = s.gil();
     out += fmt::format("  GIL: {} acquisitions, {} switches ({:.0f}/s), {} forced; wait {} total, "
                        "max {}\n",

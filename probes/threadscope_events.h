@@ -339,6 +339,8 @@ enum ts_gil_op {
 	TS_GIL_FORCED = 4,     /* the eval loop is about to drop on request: the thread's next DROP
 				* is a forced switch (a waiter asked), not a blocking call */
 	TS_GIL_DROP_FORCED = 5, /* an inlined drop_gil copy inside the eval loop's switch code */
+	TS_GIL_WAITED = 6,     /* --gil waits: a take that waited got the GIL (its wait began
+				* with TAKE_BEGIN at take_gil's first condition wait; holds untraced) */
 };
 
 struct ts_gil_event {

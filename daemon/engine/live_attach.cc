@@ -62,6 +62,7 @@ StatusOr<std::shared_ptr<LiveSession>> AttachLive(std::string id,
   plan_options.stack_frames = options.stack_frames;
   plan_options.acquire_stack_frames = options.acquire_stack_frames;
   plan_options.gil = options.gil;
+  plan_options.gil_mode = options.gil_mode;
   loader::ProbePlan plan = loader::PlanProbes(inspected, *dis, plan_options);
   // Planning charged the same budget (through the ELF files): a plan made from a search cut
   // short is not one to trust.
@@ -75,6 +76,7 @@ StatusOr<std::shared_ptr<LiveSession>> AttachLive(std::string id,
   bpf_options.py_true = plan.py_true;
   bpf_options.py_false = plan.py_false;
   bpf_options.gil_lock_addr = plan.gil_lock_addr;
+  bpf_options.gil_locked_addr = plan.gil_locked_addr;
   bpf_options.sem_kinds = plan.sem_kinds;
   bpf_options.lock_mutex_off = plan.lock_mutex_off;
   bpf_options.ob_type_off = plan.ob_type_off;

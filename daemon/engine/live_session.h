@@ -43,6 +43,7 @@ struct LiveSessionOptions {
   uint8_t gil_stack_frames = 0;               // at take_gil returns that waited long enough
   uint64_t gil_stack_threshold_ns = 1000000;  // ... this long
   bool gil = true;
+  loader::GilMode gil_mode = loader::GilMode::kWaits;  // --gil waits|full
   std::map<std::string, std::string> labels;  // user labels for metrics
   int poll_interval_ms = 50;
   int liveness_interval_ms = 200;

@@ -88,6 +88,12 @@ StatusOr<LiveSessionOptions> SessionManager::ValidateOptions(const v1::AttachOpt
   live.gil_stack_frames = static_cast<uint8_t>(options.gil_stack_frames());
   if (options.gil_stack_threshold_ns()) live.gil_stack_threshold_ns = options.gil_stack_threshold_ns();
   live.gil = !options.has_gil() || options.gil();
+  switch (options.gil_mode()) {
+    case v1::GIL_MODE_UNSPECIFIED:
+    case v1::GIL_MODE_WAITS: live.gil_mode = loader::GilMode::kWaits; break;
+    case v1::GIL_MODE_FULL: live.gil_mode = loader::GilMode::kFull; break;
+    default: return InvalidArgumentError("gil_mode must be waits or full");
+  }
   live.labels = std::move(labels);
   return live;
 }
@@ -105,6 +111,10 @@ std::string OptionsNotice(const v1::Target& t, const LiveSessionOptions& asked,
   if (t.lock_threshold_ns() != asked.lock_threshold_ns) differ.push_back("--lock-threshold");
   if (raw.has_gil() && raw.gil() != t.gil().enabled() && t.gil().reason().empty()) {
     differ.push_back(std::string("--gil ") + (raw.gil() ? "on" : "off"));
+  }
+  if (t.gil().enabled() && raw.gil_mode() == v1::GIL_MODE_FULL &&
+      t.gil().mode() == v1::GIL_MODE_WAITS) {
+    differ.push_back("--gil full (traced with waits)");
   }
   if (raw.has_lock_stack_frames() && t.python_stacks().enabled() &&
       raw.lock_stack_frames() != t.python_stacks().frames()) {

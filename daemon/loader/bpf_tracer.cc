@@ -156,6 +156,7 @@ StatusOr<std::unique_ptr<BpfTracer>> BpfTracer::Load(const BpfTracerOptions& opt
   t->skel_->rodata->py_true = options.py_true;
   t->skel_->rodata->py_false = options.py_false;
   t->skel_->rodata->gil_lock_addr = options.gil_lock_addr;
+  t->skel_->rodata->gil_locked_addr = options.gil_locked_addr;
   t->skel_->rodata->sem_kinds = options.sem_kinds;
   t->skel_->rodata->lock_mutex_off = options.lock_mutex_off;
   t->skel_->rodata->ob_type_off = options.ob_type_off;

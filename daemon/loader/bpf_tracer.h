@@ -31,6 +31,7 @@ struct BpfTracerOptions {
   uint64_t py_true = 0;
   uint64_t py_false = 0;
   uint64_t gil_lock_addr = 0;  // 2.7: where `interpreter_lock` lives in the target
+  uint64_t gil_locked_addr = 0;  // --gil waits, 3.6: where the static `gil_locked` lives
   // Lock objects (ProbePlan's fields of the same names).
   uint8_t sem_kinds = (1 << TS_LOCK_LOCK) | (1 << TS_LOCK_RLOCK);
   uint32_t lock_mutex_off = 16;

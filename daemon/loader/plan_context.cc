@@ -39,6 +39,20 @@ std::optional<LockMode> ParseLockMode(std::string_view name) {
   return std::nullopt;
 }
 
+const char* GilModeName(GilMode mode) {
+  switch (mode) {
+    case GilMode::kWaits: return "waits";
+    case GilMode::kFull: return "full";
+  }
+  return "waits";
+}
+
+std::optional<GilMode> ParseGilMode(std::string_view name) {
+  if (name == "waits") return GilMode::kWaits;
+  if (name == "full") return GilMode::kFull;
+  return std::nullopt;
+}
+
 PlannedProbe::PlannedProbe(ProbeId probe_id)
     : id(probe_id),
       program(Spec(probe_id).program),

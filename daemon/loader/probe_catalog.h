@@ -50,7 +50,9 @@ const char* ProbeKindName(ProbeKind kind);
   X(kGilRet, ts_gil_ret)                            \
   X(kGilLockAcquire, ts_gil_lock_acquire)           \
   X(kGilLockAcquireRet, ts_gil_lock_acquire_ret)    \
-  X(kGilLockRelease, ts_gil_lock_release)
+  X(kGilLockRelease, ts_gil_lock_release)          \
+  X(kGilWait, ts_gil_wait)                          \
+  X(kGilWaitRet, ts_gil_wait_ret)
 
 enum class BpfProgram : uint8_t {
 #define TS_BPF_PROGRAM_ENUM(id, name) id,
@@ -157,6 +159,8 @@ enum class ProbeId : uint8_t {
   kGilDropInlined,
   kGilDropInlinedForced,
   kGilForced,
+  kGilWait,
+  kGilWaitReturn,
 };
 
 struct ProbeSpec {

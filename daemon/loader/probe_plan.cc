@@ -39,7 +39,7 @@ ProbePlan PlanProbes(const target::InspectedProcess& t, const target::Disassembl
   PlanSemaphoreProbes(p, options.locks, &plan);
   PlanJoinProbes(p, &plan);
   PlanLockProbes(p, options.locks, &plan);
-  PlanGilProbes(p, options.gil, &plan);
+  PlanGilProbes(p, options.gil, options.gil_mode, &plan);
   return plan;
 }
 

@@ -62,9 +62,22 @@ enum class LockMode {
 const char* LockModeName(LockMode mode);
 std::optional<LockMode> ParseLockMode(std::string_view name);
 
+// How much of the GIL to trace (--gil).
+enum class GilMode {
+  // Only takes that wait (the default): take_gil's condition wait and its return, so an
+  // uncontended take or drop runs no probe. Exact per-thread waits; no holds, no drops.
+  kWaits,
+  // Every take and drop (take_gil entry/return, every drop_gil copy, forced switches): exact
+  // holds and switches, at ~0.8 us of uprobe traps per take and drop (docs/PERFORMANCE.md).
+  kFull,
+};
+const char* GilModeName(GilMode mode);
+std::optional<GilMode> ParseGilMode(std::string_view name);
+
 struct PlanOptions {
   LockMode locks = LockMode::kContended;
-  bool gil = true;  // --gil on|off
+  bool gil = true;  // --gil off turns it off
+  GilMode gil_mode = GilMode::kWaits;
   // Python frames recorded where locks are waited for and created, and (--locks=all) acquired.
   // 0 turns stacks off.
   uint8_t stack_frames = TS_PY_MAX_FRAMES;
@@ -77,6 +90,7 @@ struct PlanOptions {
 struct GilCoverage {
   bool traced = false;
   std::string unavailable;  // why not traced, when not
+  GilMode mode = GilMode::kFull;  // what the probes placed trace (waits: no holds, no drops)
   size_t take_functions = 0;
   size_t drop_functions = 0;     // out-of-line drop_gil copies (and the final-release clone)
   size_t inlined_drops = 0;      // release sites of drop_gil copies inlined into other functions
@@ -100,6 +114,9 @@ struct ProbePlan {
   uint64_t py_false = 0;
   // 2.7: runtime address of `interpreter_lock` (the GIL is a plain lock), 0 otherwise.
   uint64_t gil_lock_addr = 0;
+  // --gil waits on 3.6: runtime address of the static `gil_locked` (3.7+: 0, the probes find
+  // gil->locked from the `cond` their wait is passed).
+  uint64_t gil_locked_addr = 0;
   // How lock objects look on this build (what the lock probes read):
   // which kinds hold a semaphore (bit 1 << enum ts_lock_kind; the others are PyMutexes),
   uint8_t sem_kinds = (1 << TS_LOCK_LOCK) | (1 << TS_LOCK_RLOCK);

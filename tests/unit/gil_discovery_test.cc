@@ -96,6 +96,7 @@ class GilDiscoveryTest : public ::testing::Test {
   ProbePlan Plan(const target::InspectedProcess& t) {
     PlanOptions all;
     all.locks = LockMode::kAll;
+    all.gil_mode = GilMode::kFull;
     return PlanProbes(t, *dis_, all);
   }
   std::unique_ptr<target::Disassembler> dis_;
