@@ -176,7 +176,8 @@ std::map<std::string, double> ExtractFigures(const json& report) {
       wait += num(t.value("wait_ns", json()));
       observed += num(t.value("observed_ns", json()));
     }
-    if (observed > 0) out["gil_wait_share"] = wait / observed;
+    // Traced and nobody waited (--gil waits sees only takes that wait): a share of 0.
+    out["gil_wait_share"] = observed > 0 ? wait / observed : 0.0;
   }
   return out;
 }
