@@ -77,9 +77,11 @@ def main():
         for mode in modes:
             got = results[mode]["counted"]
             if mode != "untraced" and base and got and statistics.median(base):
-                print("  %-18s blocking acquisitions %+.1f%% vs untraced (%d vs %d)" % (
-                    mode, 100 * (statistics.median(got) / statistics.median(base) - 1),
-                    statistics.median(got), statistics.median(base)))
+                print("  %-18s blocking acquisitions %+.1f%% vs untraced (%d vs %d; runs "
+                      "%d-%d vs %d-%d)" % (
+                          mode, 100 * (statistics.median(got) / statistics.median(base) - 1),
+                          statistics.median(got), statistics.median(base), min(got), max(got),
+                          min(base), max(base)))
         reports = results.get("contended", {}).get("reports")
         if reports:
             seen = [sum(l["contended"] for l in r["locks"]) +
