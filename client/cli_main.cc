@@ -39,6 +39,7 @@ struct Flags {
   int lock_stacks = TS_PY_MAX_FRAMES;
   int acquire_stacks = 0;
   std::string gil = "waits";
+  std::string overhead_budget;
   bool gil_events = false;
   int gil_stacks = 0;
   std::string gil_stack_threshold = "1ms";
@@ -80,6 +81,10 @@ void AddTraceOptions(CLI::App* cmd, Flags& f, bool with_output) {
                   "the GIL, no probe on uncontended takes and drops), full (every take and "
                   "drop: also the holder, holds, switches and forced switches, ~0.8 us per "
                   "take and drop), off");
+  cmd->add_option("--overhead-budget", f.overhead_budget,
+                  "estimate this target's tracing cost and the stage that keeps it under this "
+                  "share of one core (1%, 0.5%): shown in status, reports and metrics as an "
+                  "estimate; advisory in this version (docs/PERFORMANCE.md)");
   cmd->add_option("--gil-stacks", f.gil_stacks,
                   "Python frames recorded when a GIL wait of at least --gil-stack-threshold ends "
                   "(0-8, default 0: off), so profiles show GIL waits by stack");
@@ -344,6 +349,7 @@ int CliMain(int argc, char** argv, LocalEngineFactory local_engine) {
   }
   trace.gil = f.gil != "off";
   trace.gil_full = f.gil == "full";
+  trace.overhead_budget = f.overhead_budget;
   if (f.gil_stacks < 0 || f.gil_stacks > TS_PY_MAX_FRAMES) {
     return UsageError("--gil-stacks: " + std::to_string(f.gil_stacks) + " is not in 0-" +
                       std::to_string(TS_PY_MAX_FRAMES));

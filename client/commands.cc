@@ -392,6 +392,7 @@ StatusOr<v1::AttachResponse> DoAttach(Connection& conn, pid_t pid,
   req.mutable_options()->set_lock_stack_frames(options.lock_stack_frames);
   req.mutable_options()->set_acquire_stack_frames(options.acquire_stack_frames);
   req.mutable_options()->set_gil(options.gil);
+  req.mutable_options()->set_overhead_budget(options.overhead_budget);
   req.mutable_options()->set_gil_mode(options.gil_full ? v1::GIL_MODE_FULL : v1::GIL_MODE_WAITS);
   req.mutable_options()->set_gil_stack_frames(options.gil_stack_frames);
   req.mutable_options()->set_gil_stack_threshold_ns(options.gil_stack_threshold_ns);

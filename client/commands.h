@@ -30,7 +30,8 @@ struct TraceOptions {
   uint32_t lock_stack_frames = 8;  // 0: no stacks
   uint32_t acquire_stack_frames = 0;
   bool gil = true;
-  bool gil_full = false;    // --gil full: every take and drop (default: waits only)
+  bool gil_full = false;
+  std::string overhead_budget;  // --overhead-budget: "1%"; empty = none    // --gil full: every take and drop (default: waits only)
   bool gil_events = false;  // stream GIL events too
   uint32_t gil_stack_frames = 0;            // stacks at GIL waits of at least ...
   uint64_t gil_stack_threshold_ns = 1000000;

@@ -510,6 +510,19 @@ json ReportJson(const v1::Snapshot& s) {
       {"order_inversions", inversions},
       {"contention", contention},
       {"gil", GilJson(s)},
+      // --overhead-budget: estimates, and said so ("estimated": true); null without a budget.
+      {"budget", s.target().budget().enabled()
+                     ? json{{"budget", s.target().budget().budget()},
+                            {"stage", s.target().budget().stage()},
+                            {"applied", s.target().budget().applied()},
+                            {"estimated", true},
+                            {"estimated_cost", s.target().budget().estimated_cost()},
+                            {"estimated_probes_cost", s.target().budget().estimated_probes_cost()},
+                            {"estimated_daemon_cost", s.target().budget().estimated_daemon_cost()},
+                            {"calibration", s.target().budget().calibration()},
+                            {"stage_changes", s.target().budget().stage_changes()},
+                            {"last_change", s.target().budget().last_change()}}
+                     : json()},
       {"summary",
        {{"threads_seen", c.seen},
         {"started", c.started},
@@ -904,6 +917,15 @@ std::string SummaryText(const v1::Snapshot& s, const TextStyle& style) {
     }
   } else if (!t.gil().reason().empty()) {
     out += fmt::format("  GIL: not traced ({})\n", Printable(t.gil().reason()));
+  }
+  if (t.budget().enabled()) {
+    const v1::OverheadBudget& b = t.budget();
+    out += fmt::format("  overhead budget {:.2f}% of a core: stage {}{}; estimated cost {:.3f}% "
+                       "(an estimate: {}; probes {:.3f}%, daemon {:.3f}%), {} stage changes\n",
+                       100 * b.budget(), b.stage(), b.applied() ? "" : " (advisory)",
+                       100 * b.estimated_cost(), Printable(b.calibration()),
+                       100 * b.estimated_probes_cost(), 100 * b.estimated_daemon_cost(),
+                       b.stage_changes());
   }
   int attached = 0;
   for (const auto& p : t.probes()) attached += p.attached();

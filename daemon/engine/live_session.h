@@ -24,6 +24,7 @@
 #include <utility>
 #include <vector>
 
+#include "daemon/budget/budget_controller.h"
 #include "daemon/common/clock.h"
 #include "daemon/engine/session.h"
 #include "daemon/loader/probe_plan.h"
@@ -44,6 +45,7 @@ struct LiveSessionOptions {
   uint64_t gil_stack_threshold_ns = 1000000;  // ... this long
   bool gil = true;
   loader::GilMode gil_mode = loader::GilMode::kWaits;  // --gil waits|full
+  double overhead_budget = 0;  // share of one core; 0 = no budget
   std::map<std::string, std::string> labels;  // user labels for metrics
   int poll_interval_ms = 50;
   int liveness_interval_ms = 200;
@@ -102,6 +104,8 @@ class LiveSession : public Session {
   void DefineLocation(uint64_t code, uint64_t instr, uint64_t ts_ns);
   // Names a type object a record points at (3.13+ parks and lock records), once.
   void DefineType(uint64_t type, uint64_t ts_ns);
+  // --overhead-budget: feeds the controller what the trace cost since the last update.
+  void UpdateBudget(uint64_t now_ns);
 
   const target::ProcFs& proc_;
   LiveSessionOptions options_;
@@ -126,6 +130,9 @@ class LiveSession : public Session {
   uint32_t tp_name_off_ = 24;
   std::set<uint64_t> typed_;
   std::vector<uint64_t> typed_now_;
+  std::unique_ptr<budget::BudgetController> budget_;
+  uint64_t budget_last_ns_ = 0;
+  std::string last_budget_change_;
 };
 
 }  // namespace threadscope::engine

@@ -1,3 +1,4 @@
+#include "daemon/budget/budget_controller.h"
 #include "daemon/engine/session_manager.h"
 
 #include <spdlog/spdlog.h>
@@ -88,6 +89,9 @@ StatusOr<LiveSessionOptions> SessionManager::ValidateOptions(const v1::AttachOpt
   live.gil_stack_frames = static_cast<uint8_t>(options.gil_stack_frames());
   if (options.gil_stack_threshold_ns()) live.gil_stack_threshold_ns = options.gil_stack_threshold_ns();
   live.gil = !options.has_gil() || options.gil();
+  if (!options.overhead_budget().empty()) {
+    TS_ASSIGN_OR_RETURN(live.overhead_budget, budget::ParseBudget(options.overhead_budget()));
+  }
   switch (options.gil_mode()) {
     case v1::GIL_MODE_UNSPECIFIED:
     case v1::GIL_MODE_WAITS: live.gil_mode = loader::GilMode::kWaits; break;

@@ -221,6 +221,30 @@ TEST_F(LiveSessionTest, DropsAreCountedOnceAndReachWatchers) {
   session_->Unwatch(sub);
 }
 
+// --overhead-budget: the target carries the estimate (flagged as one) and the stage; 100,000
+// records a second (x 0.8 us, the default per-hit cost) is 8% of a core, over a 1% budget, so
+// after 2 s over it the stage steps down (advisory in this version).
+TEST_F(LiveSessionTest, OverheadBudgetEstimatesAndStepsDown) {
+  options_.overhead_budget = 0.01;
+  Start();
+  EXPECT_TRUE(session_->target().budget().enabled());
+  EXPECT_TRUE(session_->target().budget().estimated());
+  EXPECT_EQ(session_->target().budget().stage(), "as_asked");
+  for (int second = 0; second < 4; ++second) {
+    std::vector<std::string> records;
+    for (int i = 0; i < 100000; ++i) records.push_back(g_.Gil(kPid + 1, TS_GIL_TAKE_BEGIN));
+    Push(testing::Batch(records));
+    LivenessCheck();
+  }
+  v1::OverheadBudget b = session_->target().budget();
+  EXPECT_GT(b.estimated_cost(), 0.01) << b.DebugString();
+  EXPECT_TRUE(b.estimated());
+  EXPECT_FALSE(b.applied());
+  EXPECT_EQ(b.stage(), "gil_waits") << b.DebugString();
+  EXPECT_EQ(b.stage_index(), 1u);
+  EXPECT_EQ(b.stage_changes(), 1u);
+}
+
 // The pinned process exits: the records still in the source are taken, then the trace ends as
 // exited, with its probes removed.
 TEST_F(LiveSessionTest, ExitEndsTheTraceAfterItsLastRecords) {
