@@ -385,18 +385,7 @@ StatusOr<v1::AttachResponse> DoAttach(Connection& conn, pid_t pid,
                                       const TraceOptions& options) {
   v1::AttachRequest req;
   req.set_pid(pid);
-  req.mutable_options()->set_ring_buffer_bytes(options.ring_buffer_bytes);
-  req.mutable_options()->set_lease_seconds(options.lease_seconds);
-  req.mutable_options()->set_locks(options.locks);
-  req.mutable_options()->set_lock_threshold_ns(options.lock_threshold_ns);
-  req.mutable_options()->set_lock_stack_frames(options.lock_stack_frames);
-  req.mutable_options()->set_acquire_stack_frames(options.acquire_stack_frames);
-  req.mutable_options()->set_gil(options.gil);
-  req.mutable_options()->set_overhead_budget(options.overhead_budget);
-  req.mutable_options()->set_gil_mode(options.gil_full ? v1::GIL_MODE_FULL : v1::GIL_MODE_WAITS);
-  req.mutable_options()->set_gil_stack_frames(options.gil_stack_frames);
-  req.mutable_options()->set_gil_stack_threshold_ns(options.gil_stack_threshold_ns);
-  for (const auto& [k, v] : options.labels) (*req.mutable_options()->mutable_labels())[k] = v;
+  *req.mutable_options() = options.attach;
   v1::AttachResponse resp;
   auto ctx = Unary(60);
   grpc::Status s = conn.stub().Attach(ctx.get(), req, &resp);
@@ -410,26 +399,6 @@ int ExitFor(const Status& s) {
 }
 
 }  // namespace
-
-std::optional<double> ParseDuration(const std::string& text) {
-  if (text.empty()) return std::nullopt;
-  size_t pos = 0;
-  double value;
-  try {
-    value = std::stod(text, &pos);
-  } catch (...) {
-    return std::nullopt;
-  }
-  std::string unit = text.substr(pos);
-  double scale = 0;
-  if (unit.empty() || unit == "s") scale = 1;
-  if (unit == "ms") scale = 1e-3;
-  if (unit == "us") scale = 1e-6;
-  if (unit == "m") scale = 60;
-  if (unit == "h") scale = 3600;
-  if (scale == 0 || value < 0 || !std::isfinite(value)) return std::nullopt;
-  return value * scale;
-}
 
 int AttachCommand(Connection& conn, SignalWatch& signals, pid_t pid,
                   const TraceOptions& options) {
@@ -625,6 +594,55 @@ int ReportCommand(Connection& conn, const std::string& file, OutputFormat output
   return kExitOk;
 }
 
+namespace {
+
+nlohmann::json AutoAttachJson(const v1::AutoAttachStatus& a) {
+  nlohmann::json rules = nlohmann::json::array();
+  for (const auto& r : a.rules()) {
+    rules.push_back(
+        {{"name", r.name()},
+         {"match", r.match()},
+         {"matches", r.matches()},
+         {"attaches", r.attaches()},
+         {"refusals", r.refusals()},
+         {"failures", r.failures()},
+         {"refusals_by_reason", std::map<std::string, uint64_t>(r.refusals_by_reason().begin(),
+                                                                r.refusals_by_reason().end())},
+         {"failures_by_reason", std::map<std::string, uint64_t>(r.failures_by_reason().begin(),
+                                                                r.failures_by_reason().end())},
+         {"target_ids", std::vector<std::string>(r.target_ids().begin(), r.target_ids().end())}});
+  }
+  return {{"exec_source", a.exec_source()}, {"targets", a.targets()},
+          {"max_targets", a.max_targets()}, {"execs_seen", a.execs_seen()},
+          {"execs_lost", a.execs_lost()},   {"processes_scanned", a.processes_scanned()},
+          {"rules", rules}};
+}
+
+std::string AutoAttachText(const v1::AutoAttachStatus& a) {
+  std::string out = "auto-attach: " + std::to_string(a.targets()) + "/" +
+                    std::to_string(a.max_targets()) + " targets, execs from " +
+                    Printable(a.exec_source()) + " (" + std::to_string(a.execs_seen()) +
+                    " seen, " + std::to_string(a.execs_lost()) + " lost)\n";
+  for (const auto& r : a.rules()) {
+    out += "  rule " + Printable(r.name()) + " (" + Printable(r.match()) + "): " +
+           std::to_string(r.matches()) + " matched, " + std::to_string(r.attaches()) +
+           " attached, " + std::to_string(r.refusals()) + " refused, " +
+           std::to_string(r.failures()) + " failed";
+    std::string why;
+    for (const auto& [k, v] : r.refusals_by_reason()) {
+      why += (why.empty() ? "" : ", ") + Printable(k) + " " + std::to_string(v);
+    }
+    for (const auto& [k, v] : r.failures_by_reason()) {
+      why += (why.empty() ? "" : ", ") + Printable(k) + " " + std::to_string(v);
+    }
+    if (!why.empty()) out += " (" + why + ")";
+    out += "\n";
+  }
+  return out;
+}
+
+}  // namespace
+
 int StatusCommand(Connection& conn, OutputFormat output) {
   v1::GetStatusResponse resp;
   auto ctx = Unary();
@@ -641,13 +659,16 @@ int StatusCommand(Connection& conn, OutputFormat output) {
                          {"probes_attached", attached},
                          {"probes", t.probes_size()},
                          {"records", t.stats().records()},
-                         {"drops", t.stats().drops()}});
+                         {"drops", t.stats().drops()},
+                         {"labels", std::map<std::string, std::string>(t.labels().begin(),
+                                                                       t.labels().end())}});
     }
     nlohmann::json out = {{"version", resp.version()},
                           {"mode", resp.mode()},
                           {"uptime_ns", resp.uptime_ns()},
                           {"kernel_release", resp.kernel_release()},
                           {"targets", targets}};
+    if (resp.auto_attach().enabled()) out["auto_attach"] = AutoAttachJson(resp.auto_attach());
     std::fprintf(stdout, "%s\n", out.dump(2).c_str());
     return kExitOk;
   }
@@ -663,6 +684,7 @@ int StatusCommand(Connection& conn, OutputFormat output) {
                  t.probes_size(), static_cast<unsigned long long>(t.stats().records()),
                  static_cast<unsigned long long>(t.stats().drops()));
   }
+  if (resp.auto_attach().enabled()) std::fprintf(stdout, "%s", AutoAttachText(resp.auto_attach()).c_str());
   return kExitOk;
 }
 

@@ -10,6 +10,7 @@
 
 #include "client/connection.h"
 #include "client/report.h"
+#include "threadscope/v1/threadscope.pb.h"
 
 namespace threadscope::client {
 
@@ -23,19 +24,10 @@ struct TraceOptions {
   std::string record_file; // raw recording
   std::string events_file; // JSON Lines events to a file instead of stdout
   bool live_view = true;   // refreshing table when stdout is a terminal and output is text
-  uint32_t ring_buffer_bytes = 0;
-  uint32_t lease_seconds = 15;
-  std::string locks = "contended";  // off, contended, all
-  uint64_t lock_threshold_ns = 0;
-  uint32_t lock_stack_frames = 8;  // 0: no stacks
-  uint32_t acquire_stack_frames = 0;
-  bool gil = true;
-  bool gil_full = false;
-  std::string overhead_budget;  // --overhead-budget: "1%"; empty = none    // --gil full: every take and drop (default: waits only)
+  // What the trace is asked to do, in its wire form, checked by settings::ValidateAttachOptions
+  // (client/cli_options.cc) before it is sent.
+  v1::AttachOptions attach;
   bool gil_events = false;  // stream GIL events too
-  uint32_t gil_stack_frames = 0;            // stacks at GIL waits of at least ...
-  uint64_t gil_stack_threshold_ns = 1000000;
-  std::map<std::string, std::string> labels;  // metric labels for the target
   std::string timeline_file;                  // --perfetto-out / --chrome-out
   std::string timeline_format = "perfetto";
   std::string pprof_file;      // --pprof-out: contention profile (gzipped pprof)
@@ -70,8 +62,5 @@ int StatusCommand(Connection& conn, OutputFormat output);
 // a contention profile: "pprof" (gzipped profile.proto) or "collapsed" (folded stacks).
 int ExportCommand(Connection& conn, const std::string& recording, const std::string& out,
                   const std::string& format);
-
-// "5", "5s", "250ms", "2m", "1h" -> seconds; nullopt when it does not parse.
-std::optional<double> ParseDuration(const std::string& text);
 
 }  // namespace threadscope::client

@@ -5,11 +5,15 @@
 #include <spdlog/spdlog.h>
 
 #include <cstdio>
+#include <optional>
+#include <set>
 #include <string>
 #include <vector>
 #include <thread>
 
+#include "daemon/autoattach/config.h"
 #include "daemon/common/labels.h"
+#include "daemon/common/text.h"
 #include "daemon/common/version.h"
 #include "daemon/service/server.h"
 
@@ -42,6 +46,28 @@ int DaemonMain(int argc, char** argv) {
   app.add_option("--metrics-top-locks", options.metrics.top_locks,
                  "locks per target with series of their own; the rest fold into lock=\"other\"")
       ->capture_default_str();
+  std::string config_file;
+  app.add_option("--config", config_file,
+                 "config file: auto-attach rules with their trace options and labels, metrics "
+                 "settings (deploy/systemd/threadscoped.conf); flags given too win");
+  std::vector<std::string> auto_attach;
+  app.add_option("--auto-attach", auto_attach,
+                 "trace every CPython process matching KEY=PATTERN[,KEY=PATTERN...] (keys: exe "
+                 "glob, cmdline regex, cgroup glob, user), running or started later (repeatable)");
+  std::optional<size_t> auto_attach_limit;
+  app.add_option("--auto-attach-limit", auto_attach_limit,
+                 "auto-attached targets at once (default 32); past it, matches are refused");
+  std::string retain;
+  app.add_option("--metrics-retention", retain,
+                 "how long an exited target's last values stay on /metrics (default 60s, at least "
+                 "2 scrape intervals; 0s: not at all)");
+  std::optional<size_t> retain_targets;
+  app.add_option("--metrics-retention-targets", retain_targets,
+                 "ended targets kept on /metrics at most (default 256; the oldest go first)");
+  bool check_config = false;
+  app.add_flag("--check-config", check_config,
+               "check the flags and --config, print the rules (or every problem), and exit "
+               "(0: fine, 2: a flag, 4: the config file)");
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}))
       ->capture_default_str();
@@ -51,17 +77,87 @@ int DaemonMain(int argc, char** argv) {
     return app.exit(e) == 0 ? 0 : 2;
   }
   spdlog::set_level(spdlog::level::from_str(log_level));
+  // Every problem with the configuration, one line each, before anything starts.
+  std::vector<std::string> errors;
+  autoattach::Config config;
+  if (!config_file.empty()) {
+    auto loaded = autoattach::LoadConfigFile(config_file);
+    if (!loaded.errors.empty()) {
+      // One line, the first problem; --check-config lists them all. A config file that does not
+      // parse has an exit code of its own (4), so a unit or a pod says which input is wrong.
+      if (check_config) {
+        for (const auto& e : loaded.errors) {
+          std::fprintf(stderr, "threadscoped: %s\n", Printable(e).c_str());
+        }
+      } else {
+        std::string more = loaded.errors.size() > 1
+                               ? " (and " + std::to_string(loaded.errors.size() - 1) +
+                                     " more: threadscoped --config FILE --check-config lists them)"
+                               : "";
+        std::fprintf(stderr, "threadscoped: %s%s\n", Printable(loaded.errors[0]).c_str(),
+                     more.c_str());
+      }
+      return 4;
+    }
+    config = std::move(loaded.config);
+  }
+  options.auto_attach = config.auto_attach;
+  if (config.metrics.retain_seconds) options.metrics.retain_seconds = *config.metrics.retain_seconds;
+  if (config.metrics.retain_max_targets) {
+    options.metrics.retain_max_targets = *config.metrics.retain_max_targets;
+  }
+  options.metrics.labels = config.metrics.labels;
+  if (!retain.empty()) {
+    auto ns = autoattach::ParseDuration(retain);
+    if (!ns || *ns > 86400'000'000'000ull) {
+      errors.push_back("--metrics-retention: '" + retain.substr(0, 32) +
+                       "' is not a duration of at most 24h (60s, 2m, 0)");
+    } else {
+      options.metrics.retain_seconds = static_cast<int>(*ns / 1'000'000'000ull);
+    }
+  }
+  if (retain_targets) options.metrics.retain_max_targets = *retain_targets;
+  if (auto_attach_limit) options.auto_attach.max_targets = *auto_attach_limit;
+  std::set<std::string> rule_names;
+  for (const auto& r : options.auto_attach.rules) rule_names.insert(r.name);
+  for (size_t i = 0; i < auto_attach.size(); ++i) {
+    auto m = autoattach::Matcher::Parse(auto_attach[i]);
+    if (!m.ok()) {
+      errors.push_back("--auto-attach '" + Printable(auto_attach[i].substr(0, 64)) +
+                       "': " + m.status().message());
+      continue;
+    }
+    autoattach::Rule rule;
+    rule.name = "flag-" + std::to_string(i + 1);
+    rule.match = std::move(*m);
+    if (!rule_names.insert(rule.name).second) {
+      errors.push_back("--auto-attach: rule name " + rule.name + " is taken by --config's rules");
+    }
+    options.auto_attach.rules.push_back(std::move(rule));
+  }
   for (const auto& l : labels) {
     auto label = ParseLabel(l);
     if (!label.ok()) {
-      std::fprintf(stderr, "threadscoped: --label: %s\n", label.status().message().c_str());
-      return 2;
+      errors.push_back("--label: " + label.status().message());
+      continue;
     }
     options.metrics.labels[label->first] = label->second;
   }
   if (Status s = ValidateLabels(options.metrics.labels); !s.ok()) {
-    std::fprintf(stderr, "threadscoped: --label: %s\n", s.message().c_str());
+    errors.push_back("--label: " + s.message());
+  }
+  if (!errors.empty()) {
+    for (const auto& e : errors) std::fprintf(stderr, "threadscoped: %s\n", Printable(e).c_str());
     return 2;
+  }
+  if (check_config) {
+    std::printf("threadscoped: the configuration is valid: %zu auto-attach rule(s), at most %zu "
+                "targets\n",
+                options.auto_attach.rules.size(), options.auto_attach.max_targets);
+    for (const auto& r : options.auto_attach.rules) {
+      std::printf("  %s: %s\n", r.name.c_str(), Printable(r.match.ToString()).c_str());
+    }
+    return 0;
   }
 
   // A root service: no terminal may stop it (SIGTSTP/SIGTTIN/SIGTTOU) or hang it up, and a

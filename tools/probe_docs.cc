@@ -135,10 +135,10 @@ std::string InterpreterMarkdown(const DocInterpreter& in, const target::Disassem
   std::string out = "\n" + SectionHeading(in.label) + "\n\n";
   auto t = target::InspectPythonBinary(dis, in.binary);
   if (!t.ok()) return out + "Not readable: " + t.status().message() + "\n";
-  loader::PlanOptions options;
-  options.locks = loader::LockMode::kAll;
+  settings::TraceSettings options;
+  options.locks = settings::LockMode::kAll;
   // Every GIL site (--gil full); the catalogue lists --gil waits' two probes.
-  options.gil_mode = loader::GilMode::kFull;
+  options.gil_mode = settings::GilMode::kFull;
   loader::ProbePlan plan = loader::PlanProbes(*t, dis, options);
   loader::ModelCapabilities can = loader::PlannedCapabilities(plan);
   out += "CPython " + t->info.version.ToString() + ", " +

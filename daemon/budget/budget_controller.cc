@@ -24,11 +24,11 @@ StatusOr<double> ParseBudget(const std::string& text) {
   char* end = nullptr;
   double v = s.empty() ? 0 : std::strtod(s.c_str(), &end);
   if (s.empty() || !end || *end != '\0') {
-    return InvalidArgumentError("overhead budget '" + text + "' is not a number (1%, 0.5%, 0.01)");
+    return InvalidArgumentError("overhead budget '" + text.substr(0, 32) + "' is not a number (1%, 0.5%, 0.01)");
   }
   if (percent) v /= 100;
   if (!(v > 0) || v > 1) {
-    return InvalidArgumentError("overhead budget '" + text + "' is not above 0 and at most 100%");
+    return InvalidArgumentError("overhead budget '" + text.substr(0, 32) + "' is not above 0 and at most 100%");
   }
   return v;
 }

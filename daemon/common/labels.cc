@@ -7,10 +7,10 @@ namespace threadscope {
 namespace {
 
 // Names threadscope's own series carry, and Prometheus' own.
-constexpr std::array<std::string_view, 17> kReserved = {
+constexpr std::array<std::string_view, 20> kReserved = {
     "pid",  "executable", "python_version", "target", "state", "lock",     "kind",
     "site", "probe",      "reason",         "symbols", "lock_mode", "gil", "le",
-    "quantile", "job", "instance"};
+    "quantile", "job", "instance", "rule", "stage", "version"};
 
 bool IsPrintableUtf8(std::string_view s) {
   size_t i = 0;

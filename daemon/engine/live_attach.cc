@@ -57,20 +57,15 @@ StatusOr<std::shared_ptr<LiveSession>> AttachLive(std::string id,
   TS_ASSIGN_OR_RETURN(target::InspectedProcess inspected,
                       target::InspectPythonProcess(proc, *dis, pid, inspect));
   if (!process->Alive()) return exited();
-  loader::PlanOptions plan_options;
-  plan_options.locks = options.locks;
-  plan_options.stack_frames = options.stack_frames;
-  plan_options.acquire_stack_frames = options.acquire_stack_frames;
-  plan_options.gil = options.gil;
-  plan_options.gil_mode = options.gil_mode;
-  loader::ProbePlan plan = loader::PlanProbes(inspected, *dis, plan_options);
+  const settings::TraceSettings& asked = options.trace;
+  loader::ProbePlan plan = loader::PlanProbes(inspected, *dis, asked);
   // Planning charged the same budget (through the ELF files): a plan made from a search cut
   // short is not one to trust.
   TS_RETURN_IF_ERROR(inspect.budget->status());
 
   loader::BpfTracerOptions bpf_options;
   bpf_options.tgid = pid;
-  bpf_options.ring_buffer_bytes = options.ring_buffer_bytes;
+  bpf_options.ring_buffer_bytes = asked.ring_buffer_bytes;
   bpf_options.lockobject_lock_offset = plan.lockobject_lock_offset;
   bpf_options.trace_all_sems = plan.trace_all_sems;
   bpf_options.py_true = plan.py_true;
@@ -89,11 +84,8 @@ StatusOr<std::shared_ptr<LiveSession>> AttachLive(std::string id,
     bpf_options.py_layout = plan.stacks->bpf;
     bpf_options.stack_frames = plan.stack_frames;
     bpf_options.stack_frames_acquire = plan.stack_frames_acquire;
-    // 2.7's GIL probes are its lock functions' (no stacks there: no frame layout either).
-    if (options.gil && plan.gil_lock_addr == 0) {
-      bpf_options.gil_stack_frames = std::min<uint8_t>(options.gil_stack_frames, TS_PY_MAX_FRAMES);
-      bpf_options.gil_stack_threshold_ns = options.gil_stack_threshold_ns;
-    }
+    bpf_options.gil_stack_frames = plan.gil_stack_frames;
+    bpf_options.gil_stack_threshold_ns = plan.gil_stack_threshold_ns;
   }
 
   TS_ASSIGN_OR_RETURN(auto tracer, loader::BpfTracer::Load(bpf_options));
@@ -108,8 +100,8 @@ StatusOr<std::shared_ptr<LiveSession>> AttachLive(std::string id,
   facts.attached_ns = clock.MonotonicNowNs();
   facts.realtime_offset_ns = RealtimeMinusMonotonicNs(clock);
   facts.kernel_release = KernelRelease();
-  facts.lock_threshold_ns = options.lock_threshold_ns;
-  facts.labels = options.labels;
+  facts.lock_threshold_ns = asked.lock_threshold_ns;
+  facts.labels = asked.labels;
   facts.gil_stack_frames = bpf_options.gil_stack_frames;
   facts.gil_stack_threshold_ns = bpf_options.gil_stack_threshold_ns;
   v1::Target t = BuildTarget(inspected.info, plan, *attached, facts);

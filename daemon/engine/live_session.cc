@@ -28,9 +28,9 @@ LiveSession::LiveSession(std::string id, v1::Target target, const target::ProcFs
       ob_type_off_(sources.ob_type_off),
       tp_name_off_(sources.tp_name_off) {
   set_raw_log_budget(options_.history_bytes);
-  if (options_.overhead_budget > 0) {
+  if (options_.trace.overhead_budget > 0) {
     budget::BudgetConfig config;
-    config.budget = options_.overhead_budget;
+    config.budget = options_.trace.overhead_budget;
     budget_ = std::make_unique<budget::BudgetController>(config, budget::Calibration{});
     v1::OverheadBudget b;
     b.set_enabled(true);

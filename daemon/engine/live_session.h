@@ -32,21 +32,14 @@
 #include "daemon/target/process_handle.h"
 #include "daemon/target/procfs.h"
 #include "daemon/target/py_code.h"
+#include "settings/trace_settings.h"
 
 namespace threadscope::engine {
 
 struct LiveSessionOptions {
-  uint32_t ring_buffer_bytes = 16u << 20;
-  loader::LockMode locks = loader::LockMode::kContended;
-  uint64_t lock_threshold_ns = 0;
-  uint8_t stack_frames = TS_PY_MAX_FRAMES;
-  uint8_t acquire_stack_frames = 0;
-  uint8_t gil_stack_frames = 0;               // at take_gil returns that waited long enough
-  uint64_t gil_stack_threshold_ns = 1000000;  // ... this long
-  bool gil = true;
-  loader::GilMode gil_mode = loader::GilMode::kWaits;  // --gil waits|full
-  double overhead_budget = 0;  // share of one core; 0 = no budget
-  std::map<std::string, std::string> labels;  // user labels for metrics
+  // What the client asked for, validated (settings::ValidateAttachOptions).
+  settings::TraceSettings trace;
+  // The engine's own: how it runs a session, not what a client asks of it.
   int poll_interval_ms = 50;
   int liveness_interval_ms = 200;
   size_t history_bytes = 64u << 20;  // raw records kept since attach (DESIGN §7.4)

@@ -5,14 +5,11 @@
 
 #include <algorithm>
 
-#include "daemon/common/labels.h"
-#include "probes/threadscope_events.h"
+#include "settings/trace_settings.h"
 
 namespace threadscope::engine {
 
 namespace {
-
-bool IsPowerOfTwo(uint32_t v) { return v && !(v & (v - 1)); }
 
 std::string MiB(uint64_t bytes) { return std::to_string(bytes >> 20) + " MiB"; }
 
@@ -43,73 +40,30 @@ StatusOr<LiveSessionOptions> SessionManager::ValidateOptions(const v1::AttachOpt
                                                              const Client& client) const {
   const SessionLimits& lim = options_.limits;
   LiveSessionOptions live = options_.live;
+  settings::SettingsLimits limits;
+  limits.labels = {lim.max_labels, lim.max_label_name_bytes, lim.max_label_value_bytes};
+  TS_ASSIGN_OR_RETURN(live.trace, settings::ValidateAttachOptions(options, limits));
+  // Who may ask for how much is the daemon's policy, not the settings' validity.
   uint32_t ring = options.ring_buffer_bytes();
   uint32_t max_ring = client.may_trace_anything ? lim.max_ring_bytes
                                                 : lim.max_ring_bytes_unprivileged;
-  if (ring != 0 && (ring < (64u << 10) || !IsPowerOfTwo(ring))) {
-    return InvalidArgumentError("ring_buffer_bytes must be 0 or a power of two >= 65536, got " +
-                                std::to_string(ring));
-  }
   if (ring > max_ring) {
     return InvalidArgumentError("ring_buffer_bytes may be at most " + MiB(max_ring) +
                                 (client.may_trace_anything ? "" : " for callers other than root") +
                                 ", got " + MiB(ring));
   }
-  if (ring) live.ring_buffer_bytes = ring;
-  if (!options.locks().empty()) {
-    auto mode = loader::ParseLockMode(options.locks());
-    if (!mode) {
-      return InvalidArgumentError("locks must be off, contended or all, got '" +
-                                  options.locks().substr(0, 32) + "'");
-    }
-    live.locks = *mode;
-  }
-  if (options.has_lock_stack_frames() && options.lock_stack_frames() > TS_PY_MAX_FRAMES) {
-    return InvalidArgumentError("lock_stack_frames must be 0-" +
-                                std::to_string(TS_PY_MAX_FRAMES) + ", got " +
-                                std::to_string(options.lock_stack_frames()));
-  }
-  if (options.acquire_stack_frames() > TS_PY_MAX_FRAMES) {
-    return InvalidArgumentError("acquire_stack_frames must be 0-" +
-                                std::to_string(TS_PY_MAX_FRAMES) + ", got " +
-                                std::to_string(options.acquire_stack_frames()));
-  }
-  if (options.gil_stack_frames() > TS_PY_MAX_FRAMES) {
-    return InvalidArgumentError("gil_stack_frames must be 0-" + std::to_string(TS_PY_MAX_FRAMES) +
-                                ", got " + std::to_string(options.gil_stack_frames()));
-  }
-  std::map<std::string, std::string> labels(options.labels().begin(), options.labels().end());
-  LabelLimits label_limits{lim.max_labels, lim.max_label_name_bytes, lim.max_label_value_bytes};
-  TS_RETURN_IF_ERROR(ValidateLabels(labels, label_limits));
-  live.lock_threshold_ns = options.lock_threshold_ns();
-  if (options.has_lock_stack_frames()) {
-    live.stack_frames = static_cast<uint8_t>(options.lock_stack_frames());
-  }
-  live.acquire_stack_frames = static_cast<uint8_t>(options.acquire_stack_frames());
-  live.gil_stack_frames = static_cast<uint8_t>(options.gil_stack_frames());
-  if (options.gil_stack_threshold_ns()) live.gil_stack_threshold_ns = options.gil_stack_threshold_ns();
-  live.gil = !options.has_gil() || options.gil();
-  if (!options.overhead_budget().empty()) {
-    TS_ASSIGN_OR_RETURN(live.overhead_budget, budget::ParseBudget(options.overhead_budget()));
-  }
-  switch (options.gil_mode()) {
-    case v1::GIL_MODE_UNSPECIFIED:
-    case v1::GIL_MODE_WAITS: live.gil_mode = loader::GilMode::kWaits; break;
-    case v1::GIL_MODE_FULL: live.gil_mode = loader::GilMode::kFull; break;
-    default: return InvalidArgumentError("gil_mode must be waits or full");
-  }
-  live.labels = std::move(labels);
   return live;
 }
 
 namespace {
 
 // What a second client asked for that the shared trace does not do.
-std::string OptionsNotice(const v1::Target& t, const LiveSessionOptions& asked,
+std::string OptionsNotice(const v1::Target& t, const settings::TraceSettings& asked,
                           const v1::AttachOptions& raw) {
   std::vector<std::string> differ;
-  if (!raw.locks().empty() && t.lock_mode() != loader::LockModeName(asked.locks)) {
-    differ.push_back("--locks " + std::string(loader::LockModeName(asked.locks)) +
+  if (raw.locks() != v1::LOCK_TRACING_UNSPECIFIED &&
+      t.lock_mode() != settings::LockModeName(asked.locks)) {
+    differ.push_back("--locks " + std::string(settings::LockModeName(asked.locks)) +
                      " (traced with " + t.lock_mode() + ")");
   }
   if (t.lock_threshold_ns() != asked.lock_threshold_ns) differ.push_back("--lock-threshold");
@@ -154,6 +108,7 @@ StatusOr<SessionManager::AttachResult> SessionManager::Attach(
     // Only the operator may hold a trace open long without using it.
     seconds = std::min(seconds, lim.max_lease_seconds_unprivileged);
   }
+  if (client.until_exit && client.may_trace_anything) seconds = 0;  // never idles out
   pid_t pid = process->pid();
 
   // One attach per process at a time; different processes attach concurrently (nothing a
@@ -197,12 +152,12 @@ StatusOr<SessionManager::AttachResult> SessionManager::Attach(
         break;
       }
       Lease lease{"L" + std::to_string(next_lease_++), client.id, client.uid, seconds,
-                  clock_.MonotonicNowNs()};
+                  clock_.MonotonicNowNs(), client.until_exit && seconds == 0};
       e.leases.push_back(lease);
       spdlog::debug("{}: lease {} for client {} (shared)", id, lease.id, client.id);
       result.session = e.session;
       result.lease_id = lease.id;
-      result.notice = OptionsNotice(e.session->target(), live, options);
+      result.notice = OptionsNotice(e.session->target(), live.trace, options);
       break;
     }
     if (!result.session && refused.ok()) {
@@ -238,7 +193,7 @@ StatusOr<SessionManager::AttachResult> SessionManager::Attach(
   e.session = *session;
   e.leases.push_back(
       Lease{"L" + std::to_string(next_lease_++), client.id, client.uid, seconds,
-            clock_.MonotonicNowNs()});
+            clock_.MonotonicNowNs(), client.until_exit && seconds == 0});
   result.session = e.session;
   result.newly_attached = true;
   result.lease_id = e.leases.back().id;
@@ -354,7 +309,9 @@ StatusOr<SessionManager::DetachResult> SessionManager::Detach(const std::string&
   }
   DetachResult r;
   if (ended) {
-    TS_RETURN_IF_ERROR(session->Detach());
+    Status detached = session->Detach();
+    NotifyEnded({session});
+    TS_RETURN_IF_ERROR(detached);
   } else if (!still_held_by_client) {
     // Others still trace it; for this client the trace ends here: its streams end as if
     // detached, and its snapshot is final for it.
@@ -380,6 +337,37 @@ void SessionManager::ReleaseClient(const std::string& client_id) {
   for (auto& s : ended) {
     spdlog::info("{}: its last client ({}) disconnected; detaching", s->id(), client_id);
     DetachQuietly(s);
+  }
+  NotifyEnded(ended);
+}
+
+int SessionManager::AddEndedListener(EndedListener listener) {
+  std::lock_guard<std::mutex> lock(listeners_mu_);
+  int id = next_listener_++;
+  listeners_[id] = std::move(listener);
+  return id;
+}
+
+void SessionManager::RemoveEndedListener(int id) {
+  std::lock_guard<std::mutex> lock(listeners_mu_);
+  listeners_.erase(id);
+}
+
+void SessionManager::NotifyEnded(const std::vector<std::shared_ptr<Session>>& ended) {
+  if (ended.empty()) return;
+  // Held while the listeners run, so RemoveEndedListener returns only once no call into that
+  // listener is in flight (its owner may be destroyed right after). Listeners take only locks
+  // of their own and never call back into the manager's listener registry.
+  std::lock_guard<std::mutex> lock(listeners_mu_);
+  // Runs on the reaper, the acceptor and RPC threads: nothing may escape.
+  for (const auto& s : ended) {
+    for (const auto& [id, l] : listeners_) {
+      try {
+        l(s);
+      } catch (const std::exception& e) {
+        spdlog::error("{}: ended listener: {}", s->id(), e.what());
+      }
+    }
   }
 }
 
@@ -446,7 +434,12 @@ void SessionManager::DetachAll() {
     std::lock_guard<std::mutex> lock(mu_);
     all.swap(sessions_);
   }
-  for (auto& [id, e] : all) DetachQuietly(e.session);
+  std::vector<std::shared_ptr<Session>> ended;
+  for (auto& [id, e] : all) {
+    DetachQuietly(e.session);
+    if (!e.recording) ended.push_back(e.session);
+  }
+  NotifyEnded(ended);
 }
 
 void SessionManager::ExpireIdleLeases() {
@@ -454,14 +447,22 @@ void SessionManager::ExpireIdleLeases() {
   {
     std::lock_guard<std::mutex> lock(mu_);
     uint64_t now = clock_.MonotonicNowNs();
-    ended = DropLeases([&](const std::string&, const Lease& l) {
+    ended = DropLeases([&](const std::string& id, const Lease& l) {
+      if (l.until_exit) {
+        // The daemon's own lease (auto-attach) lasts as long as the trace: the process exited
+        // or exec'd.
+        auto it = sessions_.find(id);
+        return it != sessions_.end() && it->second.session->finished();
+      }
       return l.seconds > 0 && now - l.last_use_ns > uint64_t{l.seconds} * 1000000000ull;
     });
   }
   for (auto& s : ended) {
-    spdlog::info("{}: its last lease expired (no client used it); detaching", s->id());
+    spdlog::info("{}: its last lease ended (the process is gone, or no client used it); "
+                 "detaching", s->id());
     DetachQuietly(s);
   }
+  NotifyEnded(ended);
 }
 
 void SessionManager::ReapLoop() {

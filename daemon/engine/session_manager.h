@@ -57,6 +57,9 @@ struct Client {
   std::string id;  // the connection ("fd:7#123", "ipv4:...", "in-process")
   uid_t uid = 0;
   bool may_trace_anything = false;
+  // The daemon itself (auto-attach): its leases never idle out and end when the trace does
+  // (the process exits or execs), so its targets are let go exactly when they are gone.
+  bool until_exit = false;
 };
 
 class SessionManager {
@@ -103,6 +106,14 @@ class SessionManager {
   void ExpireIdleLeases();
   // Detaches every live target (daemon shutdown).
   void DetachAll();
+  // Called with each live session once it has left the manager, finished (its last lease
+  // ended, it was detached, or its daemon-owned lease ended with the process), from the thread
+  // that removed it, outside the manager's lock. Metrics keep an ended target's last values from
+  // here; auto-attach counts its targets. Returns an id for RemoveEndedListener, which returns
+  // once no call into the listener is in flight. A listener must not add or remove listeners.
+  using EndedListener = std::function<void(const std::shared_ptr<Session>&)>;
+  int AddEndedListener(EndedListener listener);
+  void RemoveEndedListener(int id);
   const target::ProcFs& proc() const { return proc_; }
   const SessionLimits& limits() const { return options_.limits; }
   const Clock& clock() const { return clock_; }
@@ -119,6 +130,7 @@ class SessionManager {
     uid_t uid = 0;
     uint32_t seconds = 0;  // idle time after which the lease ends
     uint64_t last_use_ns = 0;
+    bool until_exit = false;  // Client::until_exit: ends when the trace finishes
   };
   struct Entry {
     std::shared_ptr<Session> session;
@@ -135,6 +147,7 @@ class SessionManager {
   template <typename Pred>
   std::vector<std::shared_ptr<Session>> DropLeases(Pred pred);
   static void DetachQuietly(const std::shared_ptr<Session>& s);
+  void NotifyEnded(const std::vector<std::shared_ptr<Session>>& ended);
 
   SessionManagerOptions options_;
   Attacher attacher_;
@@ -145,6 +158,9 @@ class SessionManager {
   std::map<pid_t, std::shared_ptr<std::mutex>> attaching_;  // per-pid attach serialization
   uint64_t next_seq_ = 1;
   uint64_t next_lease_ = 1;
+  std::mutex listeners_mu_;
+  std::map<int, EndedListener> listeners_;
+  int next_listener_ = 1;
   std::condition_variable reap_cv_;
   bool stopping_ = false;
   std::thread reaper_;

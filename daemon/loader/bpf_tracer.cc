@@ -39,6 +39,8 @@ int LibbpfPrint(enum libbpf_print_level level, const char* format, va_list args)
   return 0;
 }
 
+}  // namespace
+
 void RouteLibbpfLogs() {
   static std::once_flag once;
   std::call_once(once, [] { libbpf_set_print(LibbpfPrint); });
@@ -60,6 +62,8 @@ Status BpfError(int err, const std::string& what) {
   }
   return ErrnoToStatus(err, what);
 }
+
+namespace {
 
 bool IsPowerOfTwo(uint32_t v) { return v && !(v & (v - 1)); }
 

@@ -49,6 +49,11 @@ struct BpfTracerOptions {
   uint64_t gil_stack_threshold_ns = 1000000;
 };
 
+// libbpf's messages go to spdlog (its print callback is process-wide: set once, here).
+void RouteLibbpfLogs();
+// A libbpf error as a Status that says what to do (EPERM without root: the capabilities).
+Status BpfError(int err, const std::string& what);
+
 // The ring buffer is this tracer's RecordSource.
 class BpfTracer final : public RecordSource {
  public:

@@ -23,36 +23,6 @@ std::string Hex(uint64_t v) {
   return buf;
 }
 
-const char* LockModeName(LockMode mode) {
-  switch (mode) {
-    case LockMode::kOff: return "off";
-    case LockMode::kContended: return "contended";
-    case LockMode::kAll: return "all";
-  }
-  return "contended";
-}
-
-std::optional<LockMode> ParseLockMode(std::string_view name) {
-  if (name == "off") return LockMode::kOff;
-  if (name == "contended") return LockMode::kContended;
-  if (name == "all") return LockMode::kAll;
-  return std::nullopt;
-}
-
-const char* GilModeName(GilMode mode) {
-  switch (mode) {
-    case GilMode::kWaits: return "waits";
-    case GilMode::kFull: return "full";
-  }
-  return "waits";
-}
-
-std::optional<GilMode> ParseGilMode(std::string_view name) {
-  if (name == "waits") return GilMode::kWaits;
-  if (name == "full") return GilMode::kFull;
-  return std::nullopt;
-}
-
 PlannedProbe::PlannedProbe(ProbeId probe_id)
     : id(probe_id),
       program(Spec(probe_id).program),

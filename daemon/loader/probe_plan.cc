@@ -8,7 +8,7 @@
 namespace threadscope::loader {
 
 ProbePlan PlanProbes(const target::InspectedProcess& t, const target::Disassembler& dis,
-                     const PlanOptions& options) {
+                     const settings::TraceSettings& options) {
   PlanContext p(t, dis);
   ProbePlan plan;
   plan.locks = options.locks;
@@ -16,11 +16,11 @@ ProbePlan PlanProbes(const target::InspectedProcess& t, const target::Disassembl
   // Stacks say where locks are waited for, created and taken: only useful with lock tracing.
   if (!plan.trace_all_sems) {
     plan.stacks_unavailable = "lock tracing is off";
-  } else if (options.stack_frames == 0) {
+  } else if (options.lock_stack_frames == 0) {
     plan.stacks_unavailable = "turned off (--lock-stacks 0)";
   } else if (auto support = target::ResolvePyStackSupport(t); support.ok()) {
     plan.stacks = std::move(*support);
-    plan.stack_frames = std::min<uint8_t>(options.stack_frames, TS_PY_MAX_FRAMES);
+    plan.stack_frames = std::min<uint8_t>(options.lock_stack_frames, TS_PY_MAX_FRAMES);
     if (options.locks == LockMode::kAll) {
       plan.stack_frames_acquire = std::min<uint8_t>(options.acquire_stack_frames, TS_PY_MAX_FRAMES);
     }
@@ -40,6 +40,11 @@ ProbePlan PlanProbes(const target::InspectedProcess& t, const target::Disassembl
   PlanJoinProbes(p, &plan);
   PlanLockProbes(p, options.locks, &plan);
   PlanGilProbes(p, options.gil, options.gil_mode, &plan);
+  // 2.7's GIL probes are its lock functions' (no stacks there: no frame layout either).
+  if (plan.stacks && options.gil && plan.gil_lock_addr == 0) {
+    plan.gil_stack_frames = std::min<uint8_t>(options.gil_stack_frames, TS_PY_MAX_FRAMES);
+    plan.gil_stack_threshold_ns = options.gil_stack_threshold_ns;
+  }
   return plan;
 }
 

@@ -19,6 +19,7 @@
 #include "daemon/target/py_layout.h"
 #include "daemon/target/python_process.h"
 #include "probes/threadscope_events.h"
+#include "settings/trace_settings.h"
 
 namespace threadscope::loader {
 
@@ -53,38 +54,15 @@ struct PlannedProbe {
   std::string_view tracepoint() const { return spec().tracepoint; }
 };
 
-// How much of the lock machinery to trace (--locks).
-enum class LockMode {
-  kOff,        // thread lifecycle only
-  kContended,  // waits, wakers, lock creation: only what happens under contention (default)
-  kAll,        // every acquire and release as well
-};
-const char* LockModeName(LockMode mode);
-std::optional<LockMode> ParseLockMode(std::string_view name);
-
-// How much of the GIL to trace (--gil).
-enum class GilMode {
-  // Only takes that wait (the default): take_gil's condition wait and its return, so an
-  // uncontended take or drop runs no probe. Exact per-thread waits; no holds, no drops.
-  kWaits,
-  // Every take and drop (take_gil entry/return, every drop_gil copy, forced switches): exact
-  // holds and switches, at ~0.8 us of uprobe traps per take and drop (docs/PERFORMANCE.md).
-  kFull,
-};
-const char* GilModeName(GilMode mode);
-std::optional<GilMode> ParseGilMode(std::string_view name);
-
-struct PlanOptions {
-  LockMode locks = LockMode::kContended;
-  bool gil = true;  // --gil off turns it off
-  GilMode gil_mode = GilMode::kWaits;
-  // Python frames recorded where locks are waited for and created, and (--locks=all) acquired.
-  // 0 turns stacks off.
-  uint8_t stack_frames = TS_PY_MAX_FRAMES;
-  // --locks=all: frames recorded at every successful acquire (where owners took their locks).
-  // Off by default: ~0.9 us per acquire for 8 frames, on top of the ~1.2 us the probes cost.
-  uint8_t acquire_stack_frames = 0;
-};
+// How much of the lock machinery to trace: the settings' (settings/trace_settings.h).
+using settings::LockMode;
+using settings::LockModeName;
+using settings::ParseLockMode;
+static_assert(settings::kMaxStackFrames == TS_PY_MAX_FRAMES,
+              "settings' stack depth and the record ABI's must agree");
+using settings::GilMode;
+using settings::GilModeName;
+using settings::ParseGilMode;
 
 // What the GIL probes on this build can see (shown on the target, saved in recordings).
 struct GilCoverage {
@@ -139,16 +117,23 @@ struct ProbePlan {
   // Python stacks: where frames live in this interpreter, or why stacks are off.
   std::optional<target::PyStackSupport> stacks;
   std::string stacks_unavailable;
+  // Frames the BPF side records, derived from the settings and what this build allows: at lock
+  // waits and creation, at every acquire (--locks=all), and at take_gil returns that waited at
+  // least gil_stack_threshold_ns (not on 2.7, whose GIL probes are its lock functions').
   uint8_t stack_frames = 0;
   uint8_t stack_frames_acquire = 0;
+  uint8_t gil_stack_frames = 0;
+  uint64_t gil_stack_threshold_ns = settings::kDefaultGilStackThresholdNs;
   GilCoverage gil;
 
   // The planned probes with this id (most ids appear once; none when not planned).
   std::vector<const PlannedProbe*> Find(ProbeId id) const;
 };
 
+// Plans for what `settings` ask (locks, gil, the stack depths; the rest of the settings is not
+// the plan's business).
 ProbePlan PlanProbes(const target::InspectedProcess& target, const target::Disassembler& dis,
-                     const PlanOptions& options = {});
+                     const settings::TraceSettings& settings = {});
 
 // What attaching one planned probe gave; BpfTracer::Attach returns one per planned probe, in
 // plan order.

@@ -20,6 +20,11 @@ constexpr int kLastBound = 36;   // 68.7 s
 
 class Families {
  public:
+  // Appends a family built elsewhere (a retained target's), merged with its namesake.
+  void Add(const MetricFamily& family) {
+    MetricFamily& into = Get(family.name, family.help, family.type);
+    into.metric.insert(into.metric.end(), family.metric.begin(), family.metric.end());
+  }
   MetricFamily& Get(const std::string& name, const std::string& help, MetricType type) {
     auto it = index_.find(name);
     if (it != index_.end()) return families_[it->second];
@@ -112,6 +117,11 @@ void TargetMetrics(const v1::Snapshot& s, const MetricsOptions& options, Familie
                     {"lock_mode", t.lock_mode()},
                     {"gil", t.gil().enabled() ? "traced" : "off"}}),
         1);
+
+  // Hook for the overhead budget (issue 15 item 2, not here): its per-target series is
+  // threadscope_budget_stage{target,...,stage} (value 1), emitted here from the target message
+  // with the `base` labels, so retained targets keep their last stage too. The fleet
+  // dashboard's budget panel already queries it.
 
   // Threads.
   std::map<std::string, double> by_state = {
@@ -308,6 +318,57 @@ void TargetMetrics(const v1::Snapshot& s, const MetricsOptions& options, Familie
           static_cast<double>(t.stats().drops()));
 }
 
+// Series the daemon exports with nothing attached: what it is, what it traces, what
+// auto-attach did, and what it costs itself.
+void DaemonMetrics(const DaemonState& d, const MetricsOptions& options, Families& f) {
+  Labels base;
+  for (const auto& [k, v] : options.labels) base.push_back({k, v});
+  base = With(base, {});
+  Gauge(f, "threadscope_build_info", "The daemon's version (value 1)",
+        With(base, {{"version", d.version}}), 1);
+  for (const char* state : {"attached", "exited", "detached", "execed", "retained"}) {
+    auto it = d.targets_by_state.find(state);
+    Gauge(f, "threadscope_targets",
+          "Targets by state: attached (traced now), exited/detached/execed (ended, still held by "
+          "a client), retained (ended, last values kept on /metrics)",
+          With(base, {{"state", state}}), it == d.targets_by_state.end() ? 0 : it->second);
+  }
+  Counter(f, "threadscope_daemon_cpu_seconds_total",
+          "CPU time the daemon used (user and system), all its threads", base, d.cpu_seconds);
+  Gauge(f, "threadscope_daemon_resident_memory_bytes", "The daemon's resident memory", base,
+        d.resident_bytes);
+  Gauge(f, "threadscope_daemon_start_time_seconds", "When the daemon started (Unix time)", base,
+        d.start_time_seconds);
+  if (!d.auto_attach) return;
+  const AutoAttachMetrics& a = *d.auto_attach;
+  Gauge(f, "threadscope_autoattach_targets", "Targets auto-attach traces now", base, a.targets);
+  Gauge(f, "threadscope_autoattach_max_targets",
+        "Auto-attached targets at once; past it, matches are refused", base, a.max_targets);
+  Counter(f, "threadscope_autoattach_execs_total",
+          "Exec events auto-attach read from the kernel", base, a.execs_seen);
+  Counter(f, "threadscope_autoattach_execs_lost_total",
+          "Execs auto-attach never saw (the kernel's ring was full)", base, a.execs_lost);
+  for (const auto& r : a.rules) {
+    Labels rule = With(base, {{"rule", r.name}});
+    Counter(f, "threadscope_autoattach_matches_total",
+            "Processes whose new image matched the rule", rule, r.matches);
+    Counter(f, "threadscope_autoattach_attaches_total", "Matched processes attached", rule,
+            r.attaches);
+    for (const auto& [reason, n] : r.refusals) {
+      Counter(f, "threadscope_autoattach_refusals_total",
+              "Matched, not attached because of a limit (limit: auto-attach's; daemon_limit: "
+              "the daemon's traces; busy: too many waiting for their interpreter)",
+              With(base, {{"rule", r.name}, {"reason", reason}}), n);
+    }
+    for (const auto& [reason, n] : r.failures) {
+      Counter(f, "threadscope_autoattach_failures_total",
+              "Matched, not attached: not_cpython, cpython_timeout (no interpreter mapped in "
+              "time), exited, execed, unsupported, error",
+              With(base, {{"rule", r.name}, {"reason", reason}}), n);
+    }
+  }
+}
+
 }  // namespace
 
 const std::vector<double>& HistogramBounds() {
@@ -334,12 +395,26 @@ prometheus::ClientMetric::Histogram ToPrometheus(const v1::Histogram& h) {
   return out;
 }
 
+std::vector<prometheus::MetricFamily> TargetFamilies(const v1::Snapshot& snapshot,
+                                                     const MetricsOptions& options,
+                                                     std::set<std::string>* own_series) {
+  Families f;
+  TargetMetrics(snapshot, options, f, own_series);
+  return f.Take();
+}
+
 std::vector<prometheus::MetricFamily> BuildMetrics(const std::vector<v1::Snapshot>& snapshots,
                                                    const MetricsOptions& options,
-                                                   LockSeries* lock_series) {
+                                                   LockSeries* lock_series,
+                                                   const DaemonState* daemon,
+                                                   const std::vector<MetricFamily>* retained) {
   Families f;
+  if (daemon) DaemonMetrics(*daemon, options, f);
   for (const auto& s : snapshots) {
     TargetMetrics(s, options, f, &(*lock_series)[s.target().target_id()]);
+  }
+  if (retained) {
+    for (const auto& family : *retained) f.Add(family);
   }
   // Forget the series of targets that are gone.
   for (auto it = lock_series->begin(); it != lock_series->end();) {

@@ -23,6 +23,8 @@
 #include <cerrno>
 #include <cstring>
 
+#include "daemon/loader/exec_watch.h"
+#include "daemon/common/text.h"
 #include "grpc/health/v1/health.pb.h"
 
 namespace threadscope::service {
@@ -180,6 +182,32 @@ std::unique_ptr<grpc::ServerBuilder> NewBuilder() {
   return builder;
 }
 
+// Auto-attach's view of the kernel's exec events: the daemon's own BPF watcher.
+class BpfExecSource : public autoattach::ExecSource {
+ public:
+  explicit BpfExecSource(std::unique_ptr<loader::ExecWatch> watch) : watch_(std::move(watch)) {}
+  StatusOr<size_t> Poll(int timeout_ms, const std::function<void(pid_t)>& callback) override {
+    return watch_->Poll(timeout_ms, [&](pid_t pid, uint64_t) { callback(pid); });
+  }
+  uint64_t Lost() const override { return watch_->Lost(); }
+  std::string Name() const override { return "raw_tp/sched_process_exec"; }
+
+ private:
+  std::unique_ptr<loader::ExecWatch> watch_;
+};
+
+metrics::AutoAttachMetrics ToMetrics(const autoattach::AutoAttacher::Counters& c) {
+  metrics::AutoAttachMetrics m;
+  m.targets = c.targets;
+  m.max_targets = c.max_targets;
+  m.execs_seen = c.execs_seen;
+  m.execs_lost = c.execs_lost;
+  for (const auto& r : c.rules) {
+    m.rules.push_back({r.name, r.matches, r.attaches, r.refusals, r.failures});
+  }
+  return m;
+}
+
 }  // namespace
 
 StatusOr<std::unique_ptr<DaemonServer>> DaemonServer::Start(const DaemonOptions& options) {
@@ -231,6 +259,34 @@ StatusOr<std::unique_ptr<DaemonServer>> DaemonServer::Start(const DaemonOptions&
   }
   d->wake_fd_ = eventfd(0, EFD_CLOEXEC);
   d->acceptor_ = std::thread([raw = d.get()] { raw->AcceptLoop(); });
+  if (!options.auto_attach.rules.empty()) {
+    // One exec watcher for the whole host, loaded once: new processes are seen as they exec,
+    // not by polling /proc. Without it auto-attach would miss every process started later, so
+    // the daemon does not start.
+    auto watch = loader::ExecWatch::Start();
+    if (!watch.ok()) {
+      return Status(watch.status().code(),
+                    "auto-attach: cannot watch execs: " + watch.status().message());
+    }
+    autoattach::AutoAttacherOptions aa;
+    aa.config = options.auto_attach;
+    d->auto_attach_ = autoattach::AutoAttacher::Start(
+        std::move(aa), *d->manager_, std::make_unique<BpfExecSource>(std::move(*watch)));
+    d->service_->SetAutoAttach(d->auto_attach_.get());
+    if (d->metrics_) {
+      d->metrics_->SetAutoAttachSource([raw = d->auto_attach_.get()] {
+        return std::optional<metrics::AutoAttachMetrics>(ToMetrics(raw->GetCounters()));
+      });
+    }
+    std::string rules;
+    for (const auto& r : options.auto_attach.rules) {
+      rules += (rules.empty() ? "" : "; ") + r.name + ": " + r.match.ToString();
+    }
+    spdlog::info("auto-attach: {} rule(s), at most {} targets, execs from "
+                 "raw_tp/sched_process_exec: {}",
+                 options.auto_attach.rules.size(), options.auto_attach.max_targets,
+                 Printable(rules));
+  }
   spdlog::info("threadscoped listening on unix:{}{}", d->options_.socket_path,
                d->socket_activated_ ? " (socket from systemd)" : "");
   return d;
@@ -304,6 +360,8 @@ DaemonServer::~DaemonServer() {
   Shutdown();
   if (acceptor_.joinable()) acceptor_.join();
   metrics_.reset();  // stop scraping before the sessions go
+  if (service_) service_->SetAutoAttach(nullptr);
+  auto_attach_.reset();  // no new attaches while everything is detached
   if (manager_) manager_->DetachAll();
   if (listen_fd_ >= 0) {
     close(listen_fd_);

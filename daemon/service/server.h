@@ -12,6 +12,8 @@
 #include <string>
 #include <thread>
 
+#include "daemon/autoattach/auto_attacher.h"
+#include "daemon/autoattach/config.h"
 #include "daemon/common/paths.h"
 #include "daemon/common/status.h"
 #include "daemon/engine/live_attach.h"
@@ -34,6 +36,8 @@ struct DaemonOptions {
   std::string metrics_addr;  // empty: no metrics endpoint
   TcpOptions tcp;            // tcp.address empty: Unix socket only
   metrics::MetricsOptions metrics;
+  // Rules empty: no auto-attach (and no exec watcher loaded).
+  autoattach::AutoAttachConfig auto_attach;
 };
 
 class DaemonServer {
@@ -55,6 +59,7 @@ class DaemonServer {
   std::unique_ptr<ThreadscopeServiceImpl> service_;
   std::unique_ptr<grpc::Server> server_;
   std::unique_ptr<metrics::MetricsServer> metrics_;
+  std::unique_ptr<autoattach::AutoAttacher> auto_attach_;
   int listen_fd_ = -1;
   bool socket_activated_ = false;  // the socket came from systemd: not ours to remove
   int wake_fd_ = -1;  // eventfd that stops the accept loop

@@ -211,6 +211,11 @@ grpc::Status ThreadscopeServiceImpl::GetStatus(grpc::ServerContext* ctx,
   for (const auto& s : manager_.List()) {
     if (MayView(*caller, *s)) *resp->add_targets() = s->target();
   }
+  // Rules and counters for everyone who may use the daemon; which targets they attached only
+  // for callers who may see every target.
+  if (const autoattach::AutoAttacher* aa = auto_attach_.load()) {
+    *resp->mutable_auto_attach() = aa->Status(caller->MayTraceAnything());
+  }
   return grpc::Status::OK;
 }
 

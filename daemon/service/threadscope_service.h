@@ -12,6 +12,7 @@
 #include <mutex>
 #include <string>
 
+#include "daemon/autoattach/auto_attacher.h"
 #include "daemon/engine/session_manager.h"
 #include "daemon/service/peer_auth.h"
 #include "threadscope/v1/threadscope.grpc.pb.h"
@@ -38,6 +39,10 @@ class ThreadscopeServiceImpl final : public v1::ThreadscopeService::Service {
   // `peers` null = every caller is this process (in-process engine).
   ThreadscopeServiceImpl(engine::SessionManager& manager, const PeerRegistry* peers,
                          ServiceInfo info);
+
+  // The daemon's auto-attacher, for GetStatus (null: none). Set before it starts attaching and
+  // cleared before it goes.
+  void SetAutoAttach(const autoattach::AutoAttacher* auto_attach) { auto_attach_ = auto_attach; }
 
   grpc::Status Attach(grpc::ServerContext* ctx, const v1::AttachRequest* req,
                       v1::AttachResponse* resp) override;
@@ -80,6 +85,7 @@ class ThreadscopeServiceImpl final : public v1::ThreadscopeService::Service {
   std::mutex streams_mu_;
   std::map<uid_t, size_t> streams_by_uid_;
   std::atomic<size_t> loads_in_flight_{0};
+  std::atomic<const autoattach::AutoAttacher*> auto_attach_{nullptr};
 };
 
 }  // namespace threadscope::service

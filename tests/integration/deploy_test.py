@@ -1,9 +1,11 @@
 """Deployment files hold what they promise: the systemd unit's capability set (not full root)
 is enough for threadscoped to trace a real program, and its socket unit's activation works. (The
 files' own consistency, the DaemonSet's included, is checked without root: tests/static.)"""
+import json
 import os
 import re
 import socket
+import subprocess
 
 import harness
 
@@ -42,6 +44,33 @@ class DeployTest(harness.BpfTestCase):
             self.assertTrue(all(p["attached"] for p in rep["probes"]))
             self.assertGreater(sum(l["contended"] for l in rep["locks"]), 0)
             self.assertTrue(rep["gil"]["traced"])
+
+    def test_auto_attach_with_the_units_capabilities_and_config(self):
+        """As the unit runs it, with the shipped config file (its one rule: every python3*):
+        the exec watcher loads with the bounded set, and a python started afterwards is traced
+        without anyone asking, then let go when it exits."""
+        _, bounding, _ = unit_capabilities()
+        caps = ",".join("+" + c[len("CAP_"):].lower() for c in bounding)
+        config = os.path.join(DEPLOY, "systemd", "threadscoped.conf")
+        with harness.Daemon(self.tmp.name, "--config", config, "--metrics-addr", "127.0.0.1:0",
+                            prefix=["setpriv", "--bounding-set", "-all," + caps,
+                                    "--inh-caps", "-all", "--"]) as daemon:
+            self.assertIn("execs from raw_tp/sched_process_exec", daemon.read_log())
+            job = subprocess.Popen([harness.DEBIAN_PYTHON, "-c",
+                                    "import time; time.sleep(60)"])
+            try:
+                def traced():
+                    r = daemon.cli("status", "-o", "json", timeout=30)
+                    return any(t["pid"] == job.pid for t in json.loads(r.stdout)["targets"])
+                harness.wait_for(traced, timeout=30, what="the python auto-attached")
+                r = daemon.cli("status", "-o", "json", timeout=30)
+                target = [t for t in json.loads(r.stdout)["targets"] if t["pid"] == job.pid][0]
+                self.assertEqual(target["labels"].get("service"), "python")
+                self.assertEqual(target["probes_attached"], target["probes"])
+            finally:
+                job.kill()
+                job.wait()
+            harness.wait_for(lambda: not traced(), timeout=30, what="the python let go")
 
     def test_socket_activation(self):
         """As threadscoped.socket does it: systemd binds the socket with the unit's mode and

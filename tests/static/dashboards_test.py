@@ -31,6 +31,42 @@ class DashboardsTest(unittest.TestCase):
                 self.assertEqual(t["datasource"]["uid"], "${DS_PROMETHEUS}", p["title"])
                 self.assertRegex(t["expr"], r"threadscope_[a-z_]+", p["title"])
 
+    def test_fleet_dashboard_structure(self):
+        with open(os.path.join(DASHBOARDS, "threadscope-fleet.json")) as f:
+            dash = json.load(f)
+        self.assertEqual(dash["__inputs"][0]["name"], "DS_PROMETHEUS")
+        self.assertNotEqual(dash["uid"], "threadscope")
+        names = [v["name"] for v in dash["templating"]["list"]]
+        self.assertEqual(names, ["DS_PROMETHEUS", "node", "service"])
+        rows = [p["title"] for p in dash["panels"] if p["type"] == "row"]
+        self.assertEqual(rows, ["Fleet", "Contention across the fleet",
+                                "Auto-attach and the daemons"])
+        ids = [p["id"] for p in dash["panels"]]
+        self.assertEqual(len(ids), len(set(ids)))
+        panels = [p for p in dash["panels"] if p["type"] != "row"]
+        exprs = {}
+        for p in panels:
+            self.assertEqual(p["datasource"]["uid"], "${DS_PROMETHEUS}", p["title"])
+            self.assertTrue(p["fieldConfig"]["defaults"].get("unit"), p["title"])
+            self.assertTrue(p["targets"], p["title"])
+            for t in p["targets"]:
+                self.assertEqual(t["datasource"]["uid"], "${DS_PROMETHEUS}", p["title"])
+                self.assertRegex(t["expr"], r"threadscope_[a-z_]+", p["title"])
+                exprs.setdefault(p["title"], []).append(t["expr"])
+        joined = "\n".join(e for es in exprs.values() for e in es)
+        # By node, pod and service; the fleet's top contended sites; budget stages by target.
+        self.assertIn("count by (node)", joined)
+        self.assertIn("pod_uid", joined)
+        self.assertIn("count by (service)", joined)
+        self.assertRegex(joined, r"topk\(\d+, sum by \(site")
+        budget = [e for e in joined.splitlines() if "threadscope_budget_stage" in e]
+        self.assertTrue(budget)
+        self.assertIn("target", budget[0])
+        # Every query filters by the dashboard's node variable.
+        for title, es in exprs.items():
+            for e in es:
+                self.assertIn('node=~"$node"', e, title)
+
     def test_alert_rules(self):
         alerts = os.path.join(DASHBOARDS, "alerts")
         r = subprocess.run(["promtool", "check", "rules",

@@ -5,6 +5,8 @@ sees host pids and exposes the metrics Prometheus scrapes. (That the capabilitie
 trace is the root tier's deploy_test.)"""
 import os
 import re
+import subprocess
+import tempfile
 import unittest
 
 import yaml
@@ -55,6 +57,55 @@ class DeployFilesTest(unittest.TestCase):
         self.assertEqual(sc["capabilities"]["drop"], ["ALL"])
         self.assertEqual(sorted(sc["capabilities"]["add"]),
                          sorted(c[len("CAP_"):] for c in bounding))
+
+
+    def check_config(self, text):
+        """threadscoped --check-config on a config file's text: (exit status, output)."""
+        with tempfile.NamedTemporaryFile("w", suffix=".conf") as f:
+            f.write(text)
+            f.flush()
+            r = subprocess.run([os.environ["THREADSCOPED"], "--config", f.name, "--check-config"],
+                               capture_output=True, text=True, timeout=60)
+        return r.returncode, r.stdout + r.stderr
+
+    def test_systemd_unit_auto_attaches_with_the_example_config(self):
+        text, _, _ = unit_capabilities()
+        exec_start = re.search(r"^ExecStart=(.*)$", text, re.M).group(1).split()
+        self.assertIn("--config", exec_start)
+        self.assertEqual(exec_start[exec_start.index("--config") + 1],
+                         "/etc/threadscope/threadscoped.conf")
+        self.assertIn("threadscoped.conf /etc/threadscope/threadscoped.conf", text)
+        code, out = self.check_config(read("systemd", "threadscoped.conf"))
+        self.assertEqual(code, 0, out)
+        self.assertRegex(out, r"1 auto-attach rule\(s\)")
+
+    def test_kubernetes_daemonset_auto_attaches_from_its_configmap(self):
+        docs = [d for d in yaml.safe_load_all(read("kubernetes", "threadscoped.yaml")) if d]
+        ds = [d for d in docs if d["kind"] == "DaemonSet"][0]
+        cm = [d for d in docs if d["kind"] == "ConfigMap"][0]
+        pod = ds["spec"]["template"]["spec"]
+        container = pod["containers"][0]
+        config_arg = [a for a in container["args"] if a.startswith("--config=")]
+        self.assertEqual(len(config_arg), 1)
+        path = config_arg[0][len("--config="):]
+        mount = [m for m in container["volumeMounts"] if path.startswith(m["mountPath"] + "/")]
+        self.assertEqual(len(mount), 1, container["volumeMounts"])
+        self.assertTrue(mount[0].get("readOnly"))
+        volume = [v for v in pod["volumes"] if v["name"] == mount[0]["name"]][0]
+        self.assertEqual(volume["configMap"]["name"], cm["metadata"]["name"])
+        self.assertEqual(cm["metadata"]["namespace"], ds["metadata"]["namespace"])
+        key = os.path.basename(path)
+        self.assertIn(key, cm["data"])
+        code, out = self.check_config(cm["data"][key])
+        self.assertEqual(code, 0, out)
+        self.assertIn("cgroup=*kubepods*", out)
+        # The node label the fleet dashboard groups by.
+        self.assertIn("--label=node=$(NODE_NAME)", container["args"])
+
+    def test_bad_config_is_one_line_and_exit_4(self):
+        code, out = self.check_config("[rule x]\nmatch = exe=*\nlocks = sometimes\n")
+        self.assertEqual(code, 4, out)
+        self.assertIn(":3: rule x: locks must be", out)
 
 
 if __name__ == "__main__":

@@ -94,9 +94,9 @@ class GilDiscoveryTest : public ::testing::Test {
     dis_ = std::move(d).value();
   }
   ProbePlan Plan(const target::InspectedProcess& t) {
-    PlanOptions all;
-    all.locks = LockMode::kAll;
-    all.gil_mode = GilMode::kFull;
+    settings::TraceSettings all;
+    all.locks = settings::LockMode::kAll;
+    all.gil_mode = settings::GilMode::kFull;
     return PlanProbes(t, *dis_, all);
   }
   std::unique_ptr<target::Disassembler> dis_;

@@ -225,7 +225,7 @@ TEST_F(LiveSessionTest, DropsAreCountedOnceAndReachWatchers) {
 // records a second (x 0.8 us, the default per-hit cost) is 8% of a core, over a 1% budget, so
 // after 2 s over it the stage steps down (advisory in this version).
 TEST_F(LiveSessionTest, OverheadBudgetEstimatesAndStepsDown) {
-  options_.overhead_budget = 0.01;
+  options_.trace.overhead_budget = 0.01;
   Start();
   EXPECT_TRUE(session_->target().budget().enabled());
   EXPECT_TRUE(session_->target().budget().estimated());

@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -56,8 +57,8 @@ class SessionManagerTest : public ::testing::Test {
           TS_ASSIGN_OR_RETURN(sources.attached_status, proc.Status(process->pid()));
           v1::Target t;
           t.set_pid(process->pid());
-          t.set_lock_mode(loader::LockModeName(options.locks));
-          t.mutable_gil()->set_enabled(options.gil);
+          t.set_lock_mode(settings::LockModeName(options.trace.locks));
+          t.mutable_gil()->set_enabled(options.trace.gil);
           return LiveSession::Start(std::move(id), std::move(t), std::move(sources), options, proc,
                                     clock);
         },
@@ -94,7 +95,7 @@ TEST_F(SessionManagerTest, ClientsShareOneTraceEachWithItsOwnLease) {
   EXPECT_TRUE(a->newly_attached);
   EXPECT_TRUE(a->notice.empty());
   v1::AttachOptions all;
-  all.set_locks("all");
+  all.set_locks(v1::LOCK_TRACING_ALL);
   auto b = Attach(bob_, all);
   ASSERT_TRUE(b.ok()) << b.status().ToString();
   EXPECT_FALSE(b->newly_attached);
@@ -168,6 +169,61 @@ TEST_F(SessionManagerTest, ReleaseClientEndsItsLeases) {
   EXPECT_TRUE(a->session->finished());
   EXPECT_TRUE(Detached(0));
   EXPECT_TRUE(manager_->List().empty());
+}
+
+// Auto-attach's lease (Client::until_exit) never idles out: it ends when the trace does (the
+// process exited), and the manager then tells its ended listeners (metrics keep the target's
+// last values from there; auto-attach takes it off its count).
+TEST_F(SessionManagerTest, TheDaemonsOwnLeaseEndsWithTheProcess) {
+  Create();
+  std::mutex mu;
+  std::vector<std::string> ended;
+  int listener = manager_->AddEndedListener([&](const std::shared_ptr<Session>& s) {
+    std::lock_guard<std::mutex> lock(mu);
+    ended.push_back(s->id());
+  });
+  const Client daemon{"daemon:auto-attach", 0, true, true};
+  auto a = Attach(daemon);
+  ASSERT_TRUE(a.ok()) << a.status().ToString();
+  auto session = a->session;
+  // The consumer reads the clock when it starts: let it start before the clock moves.
+  ASSERT_TRUE(FakeRecordSource::WaitPolls(*sources_.at(0), 2));
+  clock_.Advance(120'000'000'000ull);  // 4 default leases without a client: still traced
+  manager_->ExpireIdleLeases();
+  EXPECT_FALSE(session->finished());
+  EXPECT_EQ(manager_->List().size(), 1u);
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    EXPECT_TRUE(ended.empty());
+  }
+  ASSERT_TRUE(FakeRecordSource::WaitPolls(*sources_.at(0), 2));  // it saw the clock move
+  process_->Exit();
+  clock_.Advance(10'000'000'000ull);  // the consumer's next liveness check is due
+  ASSERT_TRUE(testing::WaitUntil([&] { return session->finished(); }));
+  manager_->ExpireIdleLeases();
+  EXPECT_TRUE(manager_->List().empty());
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    EXPECT_EQ(ended, std::vector<std::string>{session->id()});
+  }
+  manager_->RemoveEndedListener(listener);
+}
+
+// An ended listener hears of traces ended by Detach and by shutdown too, never of recordings.
+TEST_F(SessionManagerTest, EndedListenersHearDetachAndShutdown) {
+  Create();
+  std::vector<std::string> ended;
+  manager_->AddEndedListener(
+      [&](const std::shared_ptr<Session>& s) { ended.push_back(s->id()); });
+  auto a = Attach(alice_);
+  ASSERT_TRUE(a.ok());
+  ASSERT_TRUE(manager_->Detach(a->session->id(), alice_, "", false).ok());
+  EXPECT_EQ(ended, std::vector<std::string>{a->session->id()});
+  auto b = Attach(bob_, {}, std::make_shared<FakeProcess>(kPid + 1));
+  ASSERT_TRUE(b.ok()) << b.status().ToString();
+  manager_->DetachAll();
+  EXPECT_EQ(ended.size(), 2u);
+  EXPECT_EQ(ended.back(), b->session->id());
 }
 
 // A lease ends after its time without use; using the target renews it. Time is the test's.
@@ -270,20 +326,20 @@ TEST_F(SessionManagerTest, OptionsAreValidatedBeforeAttaching) {
   bad.set_ring_buffer_bytes(128u << 20);  // over the unprivileged limit
   EXPECT_EQ(Attach(alice_, bad).status().code(), StatusCode::kInvalidArgument);
   bad = {};
-  bad.set_locks("some");
+  bad.set_locks(static_cast<v1::LockTracing>(7));  // open enum: any number can arrive
   EXPECT_EQ(Attach(alice_, bad).status().code(), StatusCode::kInvalidArgument);
   EXPECT_EQ(attaches_, 0);
   v1::AttachOptions good;
-  good.set_locks("all");
+  good.set_locks(v1::LOCK_TRACING_ALL);
   good.set_acquire_stack_frames(4);
   good.set_gil(false);
   (*good.mutable_labels())["service"] = "api";
   ASSERT_TRUE(Attach(alice_, good).ok());
   ASSERT_EQ(attached_options_.size(), 1u);
-  EXPECT_EQ(attached_options_[0].locks, loader::LockMode::kAll);
-  EXPECT_EQ(attached_options_[0].acquire_stack_frames, 4);
-  EXPECT_FALSE(attached_options_[0].gil);
-  EXPECT_EQ(attached_options_[0].labels.at("service"), "api");
+  EXPECT_EQ(attached_options_[0].trace.locks, settings::LockMode::kAll);
+  EXPECT_EQ(attached_options_[0].trace.acquire_stack_frames, 4);
+  EXPECT_FALSE(attached_options_[0].trace.gil);
+  EXPECT_EQ(attached_options_[0].trace.labels.at("service"), "api");
 }
 
 TEST_F(SessionManagerTest, WithoutAnAttacherLiveTargetsAreUnimplemented) {

@@ -157,8 +157,8 @@ TEST_F(TargetTest, DebianStrippedPythonIsFullyResolved) {
   ASSERT_TRUE(t.ok()) << t.status().ToString();
   EXPECT_FALSE(t->info.full_symbols);
   EXPECT_EQ(t->info.version.ToString(), ::threadscope::interpreters::SelfReportedVersion(debian));
-  loader::PlanOptions full;
-  full.gil_mode = loader::GilMode::kFull;
+  settings::TraceSettings full;
+  full.gil_mode = settings::GilMode::kFull;
   auto plan = loader::PlanProbes(*t, *dis_, full);
   for (const auto& p : plan.probes) {
     EXPECT_TRUE(p.unavailable.empty()) << p.name() << ": " << p.unavailable;
@@ -251,8 +251,8 @@ TEST_P(MatrixTest, VersionSymbolsAndPlan) {
   const bool py2 = t->info.version.major == 2;
   // Free-threaded builds (3.13t+, from THREADSCOPE_EXTRA_PYTHONS) have no GIL to trace.
   const bool no_gil = t->info.free_threaded;
-  loader::PlanOptions full;
-  full.gil_mode = loader::GilMode::kFull;
+  settings::TraceSettings full;
+  full.gil_mode = settings::GilMode::kFull;
   auto plan = loader::PlanProbes(*t, *dis_, full);
   size_t unavailable = 0;
   for (const auto& p : plan.probes) {
@@ -326,8 +326,8 @@ TEST_P(MatrixTest, VersionSymbolsAndPlan) {
   }
   if (t->info.version.major == 3) {
     // Tracing every acquire finds all its probes too, and more of them.
-    loader::PlanOptions all;
-    all.locks = loader::LockMode::kAll;
+    settings::TraceSettings all;
+    all.locks = settings::LockMode::kAll;
     auto all_plan = loader::PlanProbes(*t, *dis_, all);
     for (const auto& p : all_plan.probes) {
       if (ByDesign(p, *t)) continue;
