@@ -238,6 +238,9 @@ const volatile struct ts_py_layout py_layout = {};
 /* Frames recorded at a lock wait and at a lock's creation, and at every acquire (--locks=all). */
 const volatile __u8 stack_frames = 0;
 const volatile __u8 stack_frames_acquire = 0;
+/* The overhead budget's no_acquire_stacks stage: 1 skips the stack at acquires. Written by the
+ * daemon while attached (BpfTracer::SetAcquireStacks), so in .bss, not .rodata. */
+volatile __u8 budget_skip_acquire_stacks = 0;
 /* Frames recorded when a take_gil that waited at least gil_stack_threshold_ns returns (0: off). */
 const volatile __u8 gil_stack_frames = 0;
 const volatile __u64 gil_stack_threshold_ns = 1000000;
@@ -946,7 +949,7 @@ int ts_lock_acquire_ret(struct pt_regs *ctx)
 		result = TS_ACQUIRE_ACQUIRED;
 	/* Where the owner took it: a stack on successful acquires when asked for. */
 	if (result == TS_ACQUIRE_ACQUIRED && s->op == TS_LOCK_OP_ACQUIRE &&
-	    with_stack(stack_frames_acquire)) {
+	    with_stack(stack_frames_acquire) && !budget_skip_acquire_stacks) {
 		e = ts_reserve(sizeof(*e) + sizeof(struct ts_py_stack), TS_EV_LOCK_ACQUIRE);
 		if (e)
 			fill_stack(&e->h, TS_STACK_OF(e), tid, stack_frames_acquire);

@@ -36,6 +36,7 @@ LiveSession::LiveSession(std::string id, v1::Target target, const target::ProcFs
     b.set_enabled(true);
     b.set_budget(config.budget);
     b.set_stage(budget::StageName(budget::Stage::kAsAsked));
+    b.set_applied(true);  // tracing as asked is what runs
     b.set_estimated(true);
     b.set_calibration(budget_->calibration().source);
     SetBudget(b);
@@ -71,8 +72,35 @@ void LiveSession::UpdateBudget(uint64_t now_ns) {
   b.set_stage_changes(budget_->stage_changes());
   if (d.changed) last_budget_change_ = d.why;
   b.set_last_change(last_budget_change_);
-  b.set_applied(false);
+  b.set_applied(ApplyBudgetStage(d.stage));
   SetBudget(b);
+}
+
+// Puts what the stage asks into effect where this version can while attached, and says whether
+// the stage as a whole is in effect. A step that changes nothing for this trace (gil_waits on a
+// trace that is already --gil waits) is in effect; applied: false means some step down to the
+// stage is only recommended: gil_waits on a --gil full trace (switching the GIL probes while
+// attached is not done yet), lock_threshold and duty_cycle (recommend-only).
+bool LiveSession::ApplyBudgetStage(budget::Stage stage) {
+  const settings::TraceSettings& t = options_.trace;
+  // no_acquire_stacks: a flag the acquire program reads (BpfTracer::SetAcquireStacks).
+  const bool acquire_asked = t.locks == settings::LockMode::kAll && t.acquire_stack_frames > 0;
+  const bool skip = stage >= budget::Stage::kNoAcquireStacks;
+  if (acquire_asked && skip != acquire_stacks_skipped_) {
+    if (Status s = source_->SetAcquireStacks(!skip); s.ok()) {
+      acquire_stacks_skipped_ = skip;
+      spdlog::info("{}: overhead budget: acquire stacks {}", id(), skip ? "off" : "back on");
+    } else {
+      spdlog::warn("{}: overhead budget: acquire stacks: {}", id(), s.ToString());
+    }
+  }
+  bool applied = true;
+  if (stage >= budget::Stage::kGilWaits && t.gil && t.gil_mode == settings::GilMode::kFull) {
+    applied = false;
+  }
+  if (skip && acquire_asked && !acquire_stacks_skipped_) applied = false;
+  if (stage >= budget::Stage::kLockThreshold) applied = false;
+  return applied;
 }
 
 LiveSession::~LiveSession() {

@@ -99,6 +99,7 @@ class LiveSession : public Session {
   void DefineType(uint64_t type, uint64_t ts_ns);
   // --overhead-budget: feeds the controller what the trace cost since the last update.
   void UpdateBudget(uint64_t now_ns);
+  bool ApplyBudgetStage(budget::Stage stage);
 
   const target::ProcFs& proc_;
   LiveSessionOptions options_;
@@ -126,6 +127,7 @@ class LiveSession : public Session {
   std::unique_ptr<budget::BudgetController> budget_;
   uint64_t budget_last_ns_ = 0;
   std::string last_budget_change_;
+  bool acquire_stacks_skipped_ = false;  // the no_acquire_stacks stage is in effect in BPF
 };
 
 }  // namespace threadscope::engine

@@ -264,6 +264,12 @@ Status BpfTracer::CheckProgramNames() {
   return s;
 }
 
+Status BpfTracer::SetAcquireStacks(bool on) {
+  if (!skel_ || !skel_->bss) return FailedPreconditionError("not loaded");
+  skel_->bss->budget_skip_acquire_stacks = on ? 0 : 1;
+  return OkStatus();
+}
+
 StatusOr<BpfTracer::Link> BpfTracer::AttachSite(const PlannedProbe& probe,
                                                 const ProbeSite* site) {
   bpf_program* prog = Program(skel_, probe.program);

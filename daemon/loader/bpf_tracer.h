@@ -83,6 +83,8 @@ class BpfTracer final : public RecordSource {
   // Removes every probe now; the ring stays readable for a final Drain().
   void DetachAll() override;
   size_t attached_links() const { return links_.size(); }
+  // A flag in the program's .bss (mmapped: a store, no syscall); the acquire program reads it.
+  Status SetAcquireStacks(bool on) override;
   // True when uprobes are attached as uprobe_multi links (Linux 6.6+): one link per program
   // and binary, registered and unregistered in batches.
   bool uses_uprobe_multi() const { return uprobe_multi_; }
