@@ -303,7 +303,7 @@ class Bench:
     @staticmethod
     def added_cpu(results, mode):
         """Median CPU a mode added over the untraced runs (seconds), or None."""
-        if not results[mode]["cpu"]:
+        if mode not in results or not results[mode]["cpu"]:
             return None
         return statistics.median(results[mode]["cpu"]) - statistics.median(
             results["untraced"]["cpu"])

@@ -9,10 +9,14 @@ one dict (critical sections). Each runs, interleaved (to cancel drift on a noisy
   contended         threadscope run --locks=contended (the default)
   all               threadscope run --locks=all (every acquire and release)
   all+stacks        threadscope run --locks=all --acquire-stacks 8 (where each owner took it)
+  default           threadscope run with no options (--locks contended, --gil waits): what
+                    users get
+  default+gil-full  the same with --gil full (every GIL take and drop probed)
   bpftrace-MODE     bpftrace counting hits on exactly the sites --locks=MODE placed (taken from
                     threadscope's own report): the floor for any uprobe tracer on those sites
 
-GIL tracing is off in every mode (--gil off): bench/gil_bench.py measures it.
+GIL tracing is off in every mode but default and default+gil-full (--gil off): bench/gil_bench.py
+measures it. --modes picks some (untraced always runs).
 
 Reported: medians, ratios to untraced, records per run, and the blocking acquisitions the
 program counted itself (tracing must not change how often threads collide; in-process wrappers
@@ -37,12 +41,20 @@ MODES = {
     "all": ["--locks", "all"] + NO_GIL,
     "all+stacks": ["--locks", "all", "--acquire-stacks", "8"] + NO_GIL,
     "bpftrace-all": ("bpftrace", ["--locks", "all"] + NO_GIL),
+    "default": [],
+    "default+gil-full": ["--gil", "full"],
 }
 
 
 def main():
-    args = parse_args()
-    bench = Bench(args.threadscope, args.interp, MODES, args.runs, args.bpftrace)
+    args = parse_args(extra=lambda ap: (
+        ap.add_argument("--modes", help="comma-separated modes to run (untraced always runs)"),
+        ap.add_argument("--only", help="comma-separated workloads to run")))
+    modes = MODES
+    if args.modes:
+        want = set(args.modes.split(",")) | {"untraced"}
+        modes = {k: v for k, v in MODES.items() if k in want}
+    bench = Bench(args.threadscope, args.interp, modes, args.runs, args.bpftrace)
     plan = bench.plan(MODES["all"])
     print("interpreter: %s (CPython %s); %d runs per mode, interleaved; medians" %
           (args.python, plan["target"]["python_version"], args.runs))
@@ -55,16 +67,30 @@ def main():
         # adds; --locks=all probes its slow path.
         workloads.append(("objects", 20000))
     for workload, n in workloads:
+        if args.only and workload not in args.only.split(","):
+            continue
         n = int(n * args.scale)
         results = bench.measure(workload, n)
         bench.print_table("%s (n=%d)" % (workload, n), results, "blocking")
-        reports = results["contended"]["reports"]
+        # Distortion: what tracing did to the program's own contention (its blocking count).
+        base = results["untraced"]["counted"]
+        for mode in modes:
+            got = results[mode]["counted"]
+            if mode != "untraced" and base and got and statistics.median(base):
+                print("  %-18s blocking acquisitions %+.1f%% vs untraced (%d vs %d; runs "
+                      "%d-%d vs %d-%d)" % (
+                          mode, 100 * (statistics.median(got) / statistics.median(base) - 1),
+                          statistics.median(got), statistics.median(base), min(got), max(got),
+                          min(base), max(base)))
+        reports = results.get("contended", {}).get("reports")
         if reports:
             seen = [sum(l["contended"] for l in r["locks"]) +
                     sum(t["locks"]["condition_waits"] for t in r["threads"]) for r in reports]
             print("  threadscope saw %d blocking waits per run (contended mode, median)" %
                   statistics.median(seen))
         for mode in ("contended", "all"):
+            if mode not in modes or "bpftrace-" + mode not in modes:
+                continue
             bench.print_vs_floor(results, mode, "bpftrace-" + mode, "--locks=" + mode)
 
 

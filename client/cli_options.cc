@@ -32,7 +32,8 @@ struct TraceFlags {
   // Signed, so that a negative value gets the settings' message rather than CLI11's.
   int lock_stacks = settings::kMaxStackFrames;
   int acquire_stacks = 0;
-  std::string gil = "on";
+  std::string gil = "waits";
+  std::string overhead_budget;
   bool gil_events = false;
   int gil_stacks = 0;
   std::string gil_stack_threshold = "1ms";
@@ -69,8 +70,14 @@ void AddTraceOptions(CLI::App* cmd, TraceFlags& f, bool with_output) {
                   "with --locks=all: Python frames recorded at every acquire, so owners show where "
                   "they took their locks (0-8, default 0; costs about as much as --locks=all)");
   cmd->add_option("--gil", f.gil,
-                  "GIL tracing: on (default: holder, waiters, per-thread wait and hold, forced "
-                  "switches), off");
+                  "GIL tracing: waits (default; `on` says the same: exact per-thread waits for "
+                  "the GIL, no probe on uncontended takes and drops), full (every take and "
+                  "drop: also the holder, holds, switches and forced switches, ~0.8 us per "
+                  "take and drop), off");
+  cmd->add_option("--overhead-budget", f.overhead_budget,
+                  "keep this target's tracing under this share of one core (1%, 0.5%): the "
+                  "daemon estimates the cost and steps down to cheaper stages "
+                  "(docs/PERFORMANCE.md, \"Overhead budget\")");
   cmd->add_option("--gil-stacks", f.gil_stacks,
                   "Python frames recorded when a GIL wait of at least --gil-stack-threshold ends "
                   "(0-8, default 0: off), so profiles show GIL waits by stack");
@@ -156,8 +163,14 @@ std::string ReadTraceFlags(const TraceFlags& f, TraceOptions& trace) {
   }
   a.set_lock_stack_frames(static_cast<uint32_t>(f.lock_stacks));
   a.set_acquire_stack_frames(static_cast<uint32_t>(f.acquire_stacks));
-  if (f.gil != "on" && f.gil != "off") return "--gil: '" + f.gil + "' is not one of on, off";
-  a.set_gil(f.gil == "on");
+  if (f.gil != "on" && f.gil != "off" && f.gil != "waits" && f.gil != "full") {
+    return "--gil: '" + f.gil + "' is not one of waits, full, on, off";
+  }
+  a.set_gil(f.gil != "off");
+  // "on" is the old spelling of the default: waits.
+  if (f.gil == "full") a.set_gil_mode(v1::GIL_MODE_FULL);
+  else if (f.gil != "off") a.set_gil_mode(v1::GIL_MODE_WAITS);
+  a.set_overhead_budget(f.overhead_budget);
   a.set_gil_stack_frames(static_cast<uint32_t>(f.gil_stacks));
   auto gil_threshold = ParseDuration(f.gil_stack_threshold);
   if (!gil_threshold || *gil_threshold <= 0) {
@@ -324,8 +337,9 @@ ParsedCommandLine ParseCommandLine(const std::vector<std::string>& args) {
   check->add_option("--locks", check_locks,
                     "lock tracing of each run: contended (default), all, off")
       ->check(CLI::IsMember({"contended", "all", "off"}));
-  check->add_option("--gil", check_gil, "GIL tracing of each run: on (default), off")
-      ->check(CLI::IsMember({"on", "off"}));
+  check->add_option("--gil", check_gil,
+                    "GIL tracing of each run: waits (default; = on), full (GIL holds too), off")
+      ->check(CLI::IsMember({"on", "waits", "full", "off"}));
   check->footer("Usage: threadscope check --baseline FILE [--runs N] [--stacks] -- CMD [ARGS...]\n"
                 "       threadscope check --compare OLD.pb.gz NEW.pb.gz\n"
                 "Exit: 0 ok, 1 regression, 2 usage or bad baseline, 3 internal error, 4 no data");

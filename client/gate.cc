@@ -167,13 +167,17 @@ std::map<std::string, double> ExtractFigures(const json& report) {
   }
   const json& gil = report.value("gil", json::object());
   if (gil.value("traced", false)) {
-    out["gil_forced_switches"] = num(gil.value("forced_switches", json()));
+    // --gil waits (the default) traces no drops: no forced-switch count to compare.
+    if (gil.value("mode", std::string()) != "GIL_MODE_WAITS") {
+      out["gil_forced_switches"] = num(gil.value("forced_switches", json()));
+    }
     double wait = 0, observed = 0;
     for (const auto& t : gil.value("per_thread", json::array())) {
       wait += num(t.value("wait_ns", json()));
       observed += num(t.value("observed_ns", json()));
     }
-    if (observed > 0) out["gil_wait_share"] = wait / observed;
+    // Traced and nobody waited (--gil waits sees only takes that wait): a share of 0.
+    out["gil_wait_share"] = observed > 0 ? wait / observed : 0.0;
   }
   return out;
 }

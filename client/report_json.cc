@@ -216,6 +216,8 @@ json GilJson(const v1::Snapshot& s) {
   }
   return json{
       {"traced", g.traced()},
+      // "waits" (default): only takes that waited; holds, drops, switches not traced.
+      {"mode", g.mode() == v1::GIL_MODE_WAITS ? "waits" : "full"},
       {"reason", cov.reason()},
       {"coverage",
        {{"take_functions", cov.take_functions()},
@@ -311,6 +313,19 @@ json ReportJson(const v1::Snapshot& s) {
       {"order_inversions", inversions},
       {"contention", contention},
       {"gil", GilJson(s)},
+      // --overhead-budget: estimates, and said so ("estimated": true); null without a budget.
+      {"budget", s.target().budget().enabled()
+                     ? json{{"budget", s.target().budget().budget()},
+                            {"stage", s.target().budget().stage()},
+                            {"applied", s.target().budget().applied()},
+                            {"estimated", true},
+                            {"estimated_cost", s.target().budget().estimated_cost()},
+                            {"estimated_probes_cost", s.target().budget().estimated_probes_cost()},
+                            {"estimated_daemon_cost", s.target().budget().estimated_daemon_cost()},
+                            {"calibration", s.target().budget().calibration()},
+                            {"stage_changes", s.target().budget().stage_changes()},
+                            {"last_change", s.target().budget().last_change()}}
+                     : json()},
       {"summary",
        {{"threads_seen", c.seen},
         {"started", c.started},

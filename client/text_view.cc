@@ -106,6 +106,7 @@ std::string GilLine(const v1::Snapshot& s, const TextStyle& style) {
     }
   }
   std::string waiters;
+  if (g.mode() == v1::GIL_MODE_WAITS) holder = "holder not traced (--gil full)";
   for (int i = 0; i < std::min(4, g.waiters_size()); ++i) {
     const auto& w = g.waiters(i);
     waiters += fmt::format(" {}({})", w.native_tid(),
@@ -115,6 +116,11 @@ std::string GilLine(const v1::Snapshot& s, const TextStyle& style) {
   std::string runtime = GilRuntimeText(s);
   if (g.runtime() == v1::GIL_RUNTIME_OFF) return Paint("GIL:", "1", style) + " " + runtime;
   if (!runtime.empty()) holder = runtime + " · " + holder;
+  if (g.mode() == v1::GIL_MODE_WAITS) {
+    return Paint("GIL:", "1", style) +
+           fmt::format(" {} · waiting:{} · {} takes waited", holder,
+                       waiters.empty() ? " none" : waiters, g.acquisitions());
+  }
   return Paint("GIL:", "1", style) +
          fmt::format(" {} · waiting:{} · {} switches ({:.0f}/s), {} forced", holder,
                      waiters.empty() ? " none" : waiters, g.switches(), g.switches_per_second(),
@@ -311,6 +317,18 @@ std::string SummaryText(const v1::Snapshot& s, const TextStyle& style) {
   }
   if (s.gil().traced() && s.gil().runtime() == v1::GIL_RUNTIME_OFF) {
     out += fmt::format("  GIL: {}\n", GilRuntimeText(s));
+  } else if (s.gil().traced() && s.gil().mode() == v1::GIL_MODE_WAITS) {
+    // --gil waits: only the takes that waited were seen.
+    const v1::Gil& g = s.gil();
+    if (std::string rt = GilRuntimeText(s); !rt.empty()) out += fmt::format("  GIL: {}\n", rt);
+    out += fmt::format("  GIL (waits only; --gil full for holds and switches): {} takes waited; "
+                       "wait {} total, max {}\n",
+                       g.acquisitions(), Duration(g.wait().sum_ns()), Duration(g.wait().max_ns()));
+    for (int i = 0; i < std::min(5, g.per_thread_size()); ++i) {
+      const auto& pt = g.per_thread(i);
+      out += fmt::format("    tid {:>8}: waited {:>9} ({:>3.0f}%), {} waits\n", pt.native_tid(),
+                         Duration(pt.wait_ns()), 100 * pt.wait_share(), pt.acquisitions());
+    }
   } else if (s.gil().traced()) {
     const v1::Gil& g = s.gil();
     if (std::string rt = GilRuntimeText(s); !rt.empty()) out += fmt::format("  GIL: {}\n", rt);
@@ -334,6 +352,15 @@ std::string SummaryText(const v1::Snapshot& s, const TextStyle& style) {
     }
   } else if (!t.gil().reason().empty()) {
     out += fmt::format("  GIL: not traced ({})\n", Printable(t.gil().reason()));
+  }
+  if (t.budget().enabled()) {
+    const v1::OverheadBudget& b = t.budget();
+    out += fmt::format("  overhead budget {:.2f}% of a core: stage {}{}; estimated cost {:.3f}% "
+                       "(an estimate: {}; probes {:.3f}%, daemon {:.3f}%), {} stage changes\n",
+                       100 * b.budget(), b.stage(), b.applied() ? "" : " (advisory)",
+                       100 * b.estimated_cost(), Printable(b.calibration()),
+                       100 * b.estimated_probes_cost(), 100 * b.estimated_daemon_cost(),
+                       b.stage_changes());
   }
   int attached = 0;
   for (const auto& p : t.probes()) attached += p.attached();

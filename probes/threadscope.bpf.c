@@ -238,6 +238,9 @@ const volatile struct ts_py_layout py_layout = {};
 /* Frames recorded at a lock wait and at a lock's creation, and at every acquire (--locks=all). */
 const volatile __u8 stack_frames = 0;
 const volatile __u8 stack_frames_acquire = 0;
+/* The overhead budget's no_acquire_stacks stage: 1 skips the stack at acquires. Written by the
+ * daemon while attached (BpfTracer::SetAcquireStacks), so in .bss, not .rodata. */
+volatile __u8 budget_skip_acquire_stacks = 0;
 /* Frames recorded when a take_gil that waited at least gil_stack_threshold_ns returns (0: off). */
 const volatile __u8 gil_stack_frames = 0;
 const volatile __u64 gil_stack_threshold_ns = 1000000;
@@ -946,7 +949,7 @@ int ts_lock_acquire_ret(struct pt_regs *ctx)
 		result = TS_ACQUIRE_ACQUIRED;
 	/* Where the owner took it: a stack on successful acquires when asked for. */
 	if (result == TS_ACQUIRE_ACQUIRED && s->op == TS_LOCK_OP_ACQUIRE &&
-	    with_stack(stack_frames_acquire)) {
+	    with_stack(stack_frames_acquire) && !budget_skip_acquire_stacks) {
 		e = ts_reserve(sizeof(*e) + sizeof(struct ts_py_stack), TS_EV_LOCK_ACQUIRE);
 		if (e)
 			fill_stack(&e->h, TS_STACK_OF(e), tid, stack_frames_acquire);
@@ -1321,6 +1324,80 @@ int ts_gil_switch_ret(struct pt_regs *ctx)
 {
 	if (is_target() && (int)PT_REGS_RC(ctx) == 1)
 		gil_op((__u32)bpf_get_attach_cookie(ctx) & TS_GIL_OP_MASK);
+	return 0;
+}
+
+/* ---- --gil waits (the default): only take_gil's slow path is probed, so an uncontended take
+ * or drop runs no probe at all. take_gil holds gil->mutex around its `while (gil->locked)` loop
+ * (3.6-3.15), so gil->locked read right after a condition wait returns is exactly whether this
+ * thread leaves the loop and takes the GIL. */
+
+/* 3.6: the GIL's fields are separate statics; the runtime address of `gil_locked` (0: 3.7+,
+ * where `locked` is 16 bytes before the `cond` the wait is passed, struct _gil_runtime_state). */
+const volatile __u64 gil_locked_addr = 0;
+
+struct gil_slow {
+	__u64 began;      /* the first condition wait of this take (0: not waiting) */
+	__u64 locked_at;  /* where this take's gil->locked is */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct gil_slow);
+} gil_slow SEC(".maps");
+
+/* take_gil's `call pthread_cond_timedwait(&gil->cond, &gil->mutex, ...)`: the GIL was held when
+ * this thread came to take it. The first wait of a take begins it (a timed-out wait loops). */
+SEC("uprobe")
+int ts_gil_wait(struct pt_regs *ctx)
+{
+	struct gil_slow *w;
+
+	if (!is_target())
+		return 0;
+	w = bpf_task_storage_get(&gil_slow, bpf_get_current_task_btf(), 0,
+				 BPF_LOCAL_STORAGE_GET_F_CREATE);
+	if (!w || w->began)
+		return 0;
+	w->began = bpf_ktime_get_ns();
+	w->locked_at = gil_locked_addr ? gil_locked_addr : ctx->rdi - 16;
+	gil_op(TS_GIL_TAKE_BEGIN);
+	return 0;
+}
+
+/* The instruction after that call: the wait returned with gil->mutex held. gil->locked == 0:
+ * the loop ends and this thread takes the GIL now (TS_GIL_WAITED, with the stack when the wait
+ * was long enough); else it waits again. */
+SEC("uprobe")
+int ts_gil_wait_ret(struct pt_regs *ctx)
+{
+	struct ts_gil_event *e;
+	struct gil_slow *w;
+	__u32 locked = 1;
+	__u64 began;
+
+	if (!is_target())
+		return 0;
+	w = bpf_task_storage_get(&gil_slow, bpf_get_current_task_btf(), 0, 0);
+	if (!w || !w->began)
+		return 0;
+	if (bpf_probe_read_user(&locked, sizeof(locked), (void *)w->locked_at) || locked)
+		return 0;
+	began = w->began;
+	w->began = 0;
+	if (!with_stack(gil_stack_frames) || bpf_ktime_get_ns() - began < gil_stack_threshold_ns) {
+		gil_op(TS_GIL_WAITED);
+		return 0;
+	}
+	e = ts_reserve(sizeof(*e) + sizeof(struct ts_py_stack), TS_EV_GIL);
+	if (!e)
+		return 0;
+	e->op = TS_GIL_WAITED;
+	e->_pad = 0;
+	fill_stack(&e->h, TS_STACK_OF(e), current_tid(), gil_stack_frames);
+	ts_submit(e);
 	return 0;
 }
 

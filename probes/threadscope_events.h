@@ -344,6 +344,8 @@ enum ts_gil_op {
 	TS_GIL_ENABLE_TRANSIENT = 6, /* an extension import turns it on for its init */
 	TS_GIL_ENABLE_PERMANENT = 7, /* the module imported is not marked free-threading safe */
 	TS_GIL_DISABLE = 8,          /* the import's module is safe: the transient enable ends */
+	TS_GIL_WAITED = 9,     /* --gil waits: a take that waited got the GIL (its wait began
+				* with TAKE_BEGIN at take_gil's first condition wait; holds untraced) */
 };
 /* Cookie flag, never in a record: on a free-threaded build take_gil returns at once while the
  * GIL is off, so its return reports a take only when the take-begin site (past the `enabled`

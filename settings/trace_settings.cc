@@ -1,5 +1,7 @@
 #include "settings/trace_settings.h"
 
+#include "daemon/budget/budget_controller.h"
+
 namespace threadscope::settings {
 
 namespace {
@@ -14,6 +16,8 @@ std::string_view FlagOf(std::string_view field) {
   if (field == "acquire_stack_frames") return "--acquire-stacks";
   if (field == "gil_stack_frames") return "--gil-stacks";
   if (field == "labels") return "--label";
+  if (field == "gil_mode") return "--gil";
+  if (field == "overhead_budget") return "--overhead-budget";
   return "";
 }
 
@@ -47,6 +51,24 @@ v1::LockTracing ToProto(LockMode mode) {
     case LockMode::kAll: return v1::LOCK_TRACING_ALL;
   }
   return v1::LOCK_TRACING_CONTENDED;
+}
+
+const char* GilModeName(GilMode mode) {
+  switch (mode) {
+    case GilMode::kWaits: return "waits";
+    case GilMode::kFull: return "full";
+  }
+  return "waits";
+}
+
+std::optional<GilMode> ParseGilMode(std::string_view name) {
+  if (name == "waits") return GilMode::kWaits;
+  if (name == "full") return GilMode::kFull;
+  return std::nullopt;
+}
+
+v1::GilMode ToProto(GilMode mode) {
+  return mode == GilMode::kFull ? v1::GIL_MODE_FULL : v1::GIL_MODE_WAITS;
 }
 
 Status StackFramesOutOfRange(std::string_view field, int64_t value) {
@@ -86,6 +108,14 @@ StatusOr<TraceSettings> ValidateAttachOptions(const v1::AttachOptions& options,
   }
   s.acquire_stack_frames = static_cast<uint8_t>(options.acquire_stack_frames());
   s.gil = !options.has_gil() || options.gil();
+  switch (static_cast<int>(options.gil_mode())) {
+    case v1::GIL_MODE_UNSPECIFIED:
+    case v1::GIL_MODE_WAITS: s.gil_mode = GilMode::kWaits; break;
+    case v1::GIL_MODE_FULL: s.gil_mode = GilMode::kFull; break;
+    default:
+      return Invalid("gil_mode", std::to_string(static_cast<int>(options.gil_mode())) +
+                                     " is not one of waits, full");
+  }
   if (options.gil_stack_frames() > kMaxStackFrames) {
     return StackFramesOutOfRange("gil_stack_frames", options.gil_stack_frames());
   }
@@ -94,6 +124,11 @@ StatusOr<TraceSettings> ValidateAttachOptions(const v1::AttachOptions& options,
   s.labels.insert(options.labels().begin(), options.labels().end());
   if (Status st = ValidateLabels(s.labels, limits.labels); !st.ok()) {
     return Invalid("labels", st.message());
+  }
+  if (!options.overhead_budget().empty()) {
+    StatusOr<double> budget = budget::ParseBudget(options.overhead_budget());
+    if (!budget.ok()) return Invalid("overhead_budget", budget.status().message());
+    s.overhead_budget = *budget;
   }
   return s;
 }

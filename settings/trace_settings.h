@@ -48,6 +48,20 @@ const char* LockModeName(LockMode mode);
 std::optional<LockMode> ParseLockMode(std::string_view name);
 v1::LockTracing ToProto(LockMode mode);
 
+// How much of the GIL to trace (--gil, AttachOptions.gil_mode).
+enum class GilMode {
+  // Only takes that wait (the default): take_gil's condition wait and its return, so an
+  // uncontended take or drop runs no probe. Exact per-thread waits; no holds, no drops.
+  kWaits,
+  // Every take and drop (take_gil entry/return, every drop_gil copy, forced switches): exact
+  // holds and switches, at ~0.8 us of uprobe traps per take and drop (docs/PERFORMANCE.md).
+  kFull,
+};
+// "waits", "full": the CLI's spelling and the report's.
+const char* GilModeName(GilMode mode);
+std::optional<GilMode> ParseGilMode(std::string_view name);
+v1::GilMode ToProto(GilMode mode);
+
 struct TraceSettings {
   uint32_t ring_buffer_bytes = kDefaultRingBufferBytes;
   uint32_t lease_seconds = 0;  // 0: the daemon's default lease
@@ -59,9 +73,13 @@ struct TraceSettings {
   // Off by default: ~0.9 us per acquire for 8 frames, on top of the ~1.2 us the probes cost.
   uint8_t acquire_stack_frames = 0;
   bool gil = true;
+  GilMode gil_mode = GilMode::kWaits;
   uint8_t gil_stack_frames = 0;  // at take_gil returns that waited at least ...
   uint64_t gil_stack_threshold_ns = kDefaultGilStackThresholdNs;
   std::map<std::string, std::string> labels;  // user labels on the target's metrics
+  // --overhead-budget: the share of one core the target's tracing may cost (0.01 = 1%);
+  // 0: no budget (the controller does not run).
+  double overhead_budget = 0;
 };
 
 // What the validation checks against; the daemon passes its configured label limits.

@@ -137,6 +137,8 @@ std::string InterpreterMarkdown(const DocInterpreter& in, const target::Disassem
   if (!t.ok()) return out + "Not readable: " + t.status().message() + "\n";
   settings::TraceSettings options;
   options.locks = settings::LockMode::kAll;
+  // Every GIL site (--gil full); the catalogue lists --gil waits' two probes.
+  options.gil_mode = settings::GilMode::kFull;
   loader::ProbePlan plan = loader::PlanProbes(*t, dis, options);
   loader::ModelCapabilities can = loader::PlannedCapabilities(plan);
   out += "CPython " + t->info.version.ToString() + ", " +

@@ -143,6 +143,15 @@ Status ApplyRuleOption(std::string_view key, std::string_view value, v1::AttachO
     auto v = Bool(value);
     if (!v) return bad("true or false");
     out->set_gil(*v);
+  } else if (key == "overhead-budget") {
+    // "off": no budget (every stage as asked). Otherwise checked by the settings' own parse
+    // (CheckRuleOptions), the message an attach would give.
+    if (value == "off") {
+      out->clear_overhead_budget();
+    } else {
+      if (value.empty() || value.size() > 16) return bad("a share of one core (1%, 0.5%) or off");
+      out->set_overhead_budget(std::string(value));
+    }
   } else if (key == "ring-buffer") {
     auto bytes = ParseBytes(value);
     if (!bytes || *bytes > (1ull << 30)) return bad("a size up to 1GiB (16MiB, 65536)");
@@ -151,7 +160,7 @@ Status ApplyRuleOption(std::string_view key, std::string_view value, v1::AttachO
     return InvalidArgumentError(
         "unknown key '" + Shown(key) +
         "' (a rule knows: match, locks, lock-threshold, lock-stacks, acquire-stacks, gil, "
-        "gil-stacks, gil-stack-threshold, ring-buffer, label.NAME)");
+        "gil-stacks, gil-stack-threshold, overhead-budget, ring-buffer, label.NAME)");
   }
   return OkStatus();
 }

@@ -13,7 +13,8 @@
 //   match = exe=*/python3*,cmdline=gunicorn   # as --auto-attach (several match lines: all apply)
 //   locks = contended           # trace options: locks, lock-threshold, lock-stacks,
 //   lock-threshold = 1ms        #   acquire-stacks, gil, gil-stacks, gil-stack-threshold,
-//   gil = true                  #   ring-buffer: the AttachOptions of an attach
+//   gil = true                  #   overhead-budget, ring-buffer: the AttachOptions of an attach
+//   overhead-budget = 0.5%      # default 1% for auto-attached targets; off: no budget
 //   label.service = web         # this rule's targets' labels
 //
 // The whole file is checked at start, every problem "FILE:LINE: what", and the daemon does not

@@ -90,7 +90,13 @@ class Matcher {
 
 // A rule with what it attaches with: AttachOptions (labels included) and a name for metrics and
 // status ([a-zA-Z0-9_.-], at most 64 bytes).
+// Auto-attached targets are traced under this overhead budget unless their rule says otherwise
+// (overhead-budget = 0.5% | off): nobody watches a fleet's targets attach, so what tracing may
+// cost is bounded by default (docs/PERFORMANCE.md, "Overhead budget").
+inline constexpr char kDefaultRuleOverheadBudget[] = "1%";
+
 struct Rule {
+  Rule() { options.set_overhead_budget(kDefaultRuleOverheadBudget); }
   std::string name;
   Matcher match;
   v1::AttachOptions options;

@@ -71,6 +71,7 @@ StatusOr<std::shared_ptr<LiveSession>> AttachLive(std::string id,
   bpf_options.py_true = plan.py_true;
   bpf_options.py_false = plan.py_false;
   bpf_options.gil_lock_addr = plan.gil_lock_addr;
+  bpf_options.gil_locked_addr = plan.gil_locked_addr;
   bpf_options.sem_kinds = plan.sem_kinds;
   bpf_options.lock_mutex_off = plan.lock_mutex_off;
   bpf_options.ob_type_off = plan.ob_type_off;

@@ -2,6 +2,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include <time.h>
+
 #include <algorithm>
 #include <cstring>
 
@@ -26,6 +28,79 @@ LiveSession::LiveSession(std::string id, v1::Target target, const target::ProcFs
       ob_type_off_(sources.ob_type_off),
       tp_name_off_(sources.tp_name_off) {
   set_raw_log_budget(options_.history_bytes);
+  if (options_.trace.overhead_budget > 0) {
+    budget::BudgetConfig config;
+    config.budget = options_.trace.overhead_budget;
+    budget_ = std::make_unique<budget::BudgetController>(config, budget::Calibration{});
+    v1::OverheadBudget b;
+    b.set_enabled(true);
+    b.set_budget(config.budget);
+    b.set_stage(budget::StageName(budget::Stage::kAsAsked));
+    b.set_applied(true);  // tracing as asked is what runs
+    b.set_estimated(true);
+    b.set_calibration(budget_->calibration().source);
+    SetBudget(b);
+  }
+}
+
+void LiveSession::UpdateBudget(uint64_t now_ns) {
+  // Once a second: the estimate is a rate, and a stage holds for seconds.
+  if (!budget_ || (budget_last_ns_ && now_ns - budget_last_ns_ < 1000000000)) return;
+  budget_last_ns_ = now_ns;
+  budget::Counters c;
+  // Every record is counted as one emulated uprobe hit: an estimate (sites that fire without
+  // a record, single-stepped sites and uretprobes cost more; see docs/PERFORMANCE.md).
+  c.hits[static_cast<int>(budget::HitKind::kUprobe)] = records_seen();
+  // The daemon's own work for this target: this consumer thread's CPU (decode, model, stacks).
+  timespec ts{};
+  if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts) == 0) {
+    c.daemon_cpu_ns = uint64_t(ts.tv_sec) * 1000000000 + uint64_t(ts.tv_nsec);
+  }
+  budget::Decision d = budget_->Update(now_ns, c);
+  if (d.changed) spdlog::info("{}: overhead budget: {}", id(), d.why);
+  const budget::Estimate& e = budget_->estimate();
+  v1::OverheadBudget b;
+  b.set_enabled(true);
+  b.set_budget(budget_->config().budget);
+  b.set_stage(budget::StageName(d.stage));
+  b.set_stage_index(static_cast<uint32_t>(d.stage));
+  b.set_estimated_cost(e.share);
+  b.set_estimated_probes_cost(e.probes_share);
+  b.set_estimated_daemon_cost(e.daemon_share);
+  b.set_estimated(true);
+  b.set_calibration(budget_->calibration().source);
+  b.set_stage_changes(budget_->stage_changes());
+  if (d.changed) last_budget_change_ = d.why;
+  b.set_last_change(last_budget_change_);
+  b.set_applied(ApplyBudgetStage(d.stage));
+  SetBudget(b);
+}
+
+// Puts what the stage asks into effect where this version can while attached, and says whether
+// the stage as a whole is in effect. A step that changes nothing for this trace (gil_waits on a
+// trace that is already --gil waits) is in effect; applied: false means some step down to the
+// stage is only recommended: gil_waits on a --gil full trace (switching the GIL probes while
+// attached is not done yet), lock_threshold and duty_cycle (recommend-only).
+bool LiveSession::ApplyBudgetStage(budget::Stage stage) {
+  const settings::TraceSettings& t = options_.trace;
+  // no_acquire_stacks: a flag the acquire program reads (BpfTracer::SetAcquireStacks).
+  const bool acquire_asked = t.locks == settings::LockMode::kAll && t.acquire_stack_frames > 0;
+  const bool skip = stage >= budget::Stage::kNoAcquireStacks;
+  if (acquire_asked && skip != acquire_stacks_skipped_) {
+    if (Status s = source_->SetAcquireStacks(!skip); s.ok()) {
+      acquire_stacks_skipped_ = skip;
+      spdlog::info("{}: overhead budget: acquire stacks {}", id(), skip ? "off" : "back on");
+    } else {
+      spdlog::warn("{}: overhead budget: acquire stacks: {}", id(), s.ToString());
+    }
+  }
+  bool applied = true;
+  if (stage >= budget::Stage::kGilWaits && t.gil && t.gil_mode == settings::GilMode::kFull) {
+    applied = false;
+  }
+  if (skip && acquire_asked && !acquire_stacks_skipped_) applied = false;
+  if (stage >= budget::Stage::kLockThreshold) applied = false;
+  return applied;
 }
 
 LiveSession::~LiveSession() {
@@ -228,6 +303,7 @@ void LiveSession::RunLoop() {
     if (!polled.ok()) spdlog::warn("{}: {}", id(), polled.status().ToString());
     IngestBatch();
     uint64_t now = clock().MonotonicNowNs();
+    UpdateBudget(now);
     if (now - last_check < interval_ns) continue;
     last_check = now;
     InjectDrops();

@@ -24,6 +24,7 @@
 #include <utility>
 #include <vector>
 
+#include "daemon/budget/budget_controller.h"
 #include "daemon/common/clock.h"
 #include "daemon/engine/session.h"
 #include "daemon/loader/probe_plan.h"
@@ -96,6 +97,9 @@ class LiveSession : public Session {
   void DefineLocation(uint64_t code, uint64_t instr, uint64_t ts_ns);
   // Names a type object a record points at (3.13+ parks and lock records), once.
   void DefineType(uint64_t type, uint64_t ts_ns);
+  // --overhead-budget: feeds the controller what the trace cost since the last update.
+  void UpdateBudget(uint64_t now_ns);
+  bool ApplyBudgetStage(budget::Stage stage);
 
   const target::ProcFs& proc_;
   LiveSessionOptions options_;
@@ -120,6 +124,10 @@ class LiveSession : public Session {
   uint32_t tp_name_off_ = 24;
   std::set<uint64_t> typed_;
   std::vector<uint64_t> typed_now_;
+  std::unique_ptr<budget::BudgetController> budget_;
+  uint64_t budget_last_ns_ = 0;
+  std::string last_budget_change_;
+  bool acquire_stacks_skipped_ = false;  // the no_acquire_stacks stage is in effect in BPF
 };
 
 }  // namespace threadscope::engine

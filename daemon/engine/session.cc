@@ -244,6 +244,16 @@ v1::Target Session::target() const {
   return t;
 }
 
+uint64_t Session::records_seen() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return model_->stats().records;
+}
+
+void Session::SetBudget(const v1::OverheadBudget& budget) {
+  std::lock_guard<std::mutex> lock(mu_);
+  *target_.mutable_budget() = budget;
+}
+
 v1::Snapshot Session::snapshot() const {
   std::lock_guard<std::mutex> lock(mu_);
   uint64_t now = finished_ ? model_->end_ns() : clock_.MonotonicNowNs();

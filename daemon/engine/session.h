@@ -197,6 +197,9 @@ class Session {
   // Marks the trace final: subscribers get TargetFinished / a trailer.
   void Finish(v1::TargetState state);
   const Clock& clock() const { return clock_; }
+  // Records the model took since attach, and the target's budget standing (--overhead-budget).
+  uint64_t records_seen() const;
+  void SetBudget(const v1::OverheadBudget& budget);
   void set_raw_log_budget(size_t bytes) { raw_log_budget_ = bytes; }
 
  private:

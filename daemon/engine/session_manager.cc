@@ -1,3 +1,4 @@
+#include "daemon/budget/budget_controller.h"
 #include "daemon/engine/session_manager.h"
 
 #include <spdlog/spdlog.h>
@@ -68,6 +69,10 @@ std::string OptionsNotice(const v1::Target& t, const settings::TraceSettings& as
   if (t.lock_threshold_ns() != asked.lock_threshold_ns) differ.push_back("--lock-threshold");
   if (raw.has_gil() && raw.gil() != t.gil().enabled() && t.gil().reason().empty()) {
     differ.push_back(std::string("--gil ") + (raw.gil() ? "on" : "off"));
+  }
+  if (t.gil().enabled() && raw.gil_mode() == v1::GIL_MODE_FULL &&
+      t.gil().mode() == v1::GIL_MODE_WAITS) {
+    differ.push_back("--gil full (traced with waits)");
   }
   if (raw.has_lock_stack_frames() && t.python_stacks().enabled() &&
       raw.lock_stack_frames() != t.python_stacks().frames()) {

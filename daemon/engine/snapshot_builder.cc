@@ -337,10 +337,12 @@ v1::GilEvent ToProto(const model::LocationTable& where, const model::GilChangeEv
   return out;
 }
 
-v1::Gil BuildGil(const model::TraceModel& model, bool traced, uint64_t now_ns) {
+v1::Gil BuildGil(const model::TraceModel& model, bool traced, uint64_t now_ns,
+                 v1::GilMode mode) {
   const model::GilModel& gil = model.gil();
   v1::Gil out;
   out.set_traced(traced);
+  out.set_mode(mode);
   if (auto h = gil.holder()) out.set_holder_native_tid(*h);
   if (auto since = gil.holder_since()) out.set_holder_since_ns(*since);
   for (const auto& [tid, since] : gil.Waiters()) {
@@ -493,7 +495,7 @@ v1::Snapshot BuildSnapshot(const model::TraceModel& model, const v1::Target& tar
     c->set_did_not_return(gone.did_not_return);
   }
   snap.set_deadlocks_not_listed(locks.deadlocks_dropped());
-  *snap.mutable_gil() = BuildGil(model, target.gil().enabled(), now_ns);
+  *snap.mutable_gil() = BuildGil(model, target.gil().enabled(), now_ns, target.gil().mode());
   if (model.attached_ns()) snap.set_trace_start_ns(*model.attached_ns());
   if (model.target_exited_ns()) {
     snap.set_ended_by(v1::TRACE_END_EXITED);

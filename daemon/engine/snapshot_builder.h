@@ -35,7 +35,8 @@ v1::LockEvent ToProto(const model::LockModel& locks, const model::LocationTable&
 v1::WaitKind ToProto(model::WaitKind kind);
 v1::GilEvent ToProto(const model::LocationTable& where, const model::GilChangeEvent& e);
 // GIL state at now_ns (the holder's and waiters' running time counts up to it).
-v1::Gil BuildGil(const model::TraceModel& model, bool traced, uint64_t now_ns);
+v1::Gil BuildGil(const model::TraceModel& model, bool traced, uint64_t now_ns,
+                 v1::GilMode mode = v1::GIL_MODE_FULL);
 v1::LockKind ToProto(model::LockKind kind);
 
 }  // namespace threadscope::engine

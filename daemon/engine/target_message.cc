@@ -82,6 +82,7 @@ v1::Target BuildTarget(const target::PythonProcess& info, const loader::ProbePla
   gil->set_drops_complete(can.gil.drops_complete);
   gil->set_forced_known(can.gil.forced_known);
   gil->set_notes(ToValidUtf8(can.gil.notes));
+  gil->set_mode(can.gil.mode == loader::GilMode::kWaits ? v1::GIL_MODE_WAITS : v1::GIL_MODE_FULL);
   t.set_join_visibility(ToProto(can.threads.joins));
   t.set_body_done_visible(can.threads.body_done_visible);
   return t;

@@ -160,6 +160,7 @@ StatusOr<std::unique_ptr<BpfTracer>> BpfTracer::Load(const BpfTracerOptions& opt
   t->skel_->rodata->py_true = options.py_true;
   t->skel_->rodata->py_false = options.py_false;
   t->skel_->rodata->gil_lock_addr = options.gil_lock_addr;
+  t->skel_->rodata->gil_locked_addr = options.gil_locked_addr;
   t->skel_->rodata->sem_kinds = options.sem_kinds;
   t->skel_->rodata->lock_mutex_off = options.lock_mutex_off;
   t->skel_->rodata->ob_type_off = options.ob_type_off;
@@ -261,6 +262,12 @@ Status BpfTracer::CheckProgramNames() {
   }
   threadscope_bpf__destroy(skel);
   return s;
+}
+
+Status BpfTracer::SetAcquireStacks(bool on) {
+  if (!skel_ || !skel_->bss) return FailedPreconditionError("not loaded");
+  skel_->bss->budget_skip_acquire_stacks = on ? 0 : 1;
+  return OkStatus();
 }
 
 StatusOr<BpfTracer::Link> BpfTracer::AttachSite(const PlannedProbe& probe,

@@ -31,6 +31,7 @@ struct BpfTracerOptions {
   uint64_t py_true = 0;
   uint64_t py_false = 0;
   uint64_t gil_lock_addr = 0;  // 2.7: where `interpreter_lock` lives in the target
+  uint64_t gil_locked_addr = 0;  // --gil waits, 3.6: where the static `gil_locked` lives
   // Lock objects (ProbePlan's fields of the same names).
   uint8_t sem_kinds = (1 << TS_LOCK_LOCK) | (1 << TS_LOCK_RLOCK);
   uint32_t lock_mutex_off = 16;
@@ -82,6 +83,8 @@ class BpfTracer final : public RecordSource {
   // Removes every probe now; the ring stays readable for a final Drain().
   void DetachAll() override;
   size_t attached_links() const { return links_.size(); }
+  // A flag in the program's .bss (mmapped: a store, no syscall); the acquire program reads it.
+  Status SetAcquireStacks(bool on) override;
   // True when uprobes are attached as uprobe_multi links (Linux 6.6+): one link per program
   // and binary, registered and unregistered in batches.
   bool uses_uprobe_multi() const { return uprobe_multi_; }

@@ -400,6 +400,45 @@ std::optional<uint64_t> FunctionEntry(const PlanContext& p, const char* name) {
   return sym->value;
 }
 
+GilSites FindGilTakes(const PlanContext& p) {
+  GilSites f;
+  FindTakes(p, &f);
+  return f;
+}
+
+std::vector<GilWait> FindGilWaits(const PlanContext& p, const GilSites& f) {
+  std::vector<GilWait> out;
+  for (const auto& [call, owner] : ImportCalls(p, "pthread_cond_timedwait")) {
+    if (!IsTake(p, f, owner, call)) continue;
+    auto range = p.code().RangeAround(call);
+    if (!range) continue;
+    const auto& code = p.code().Code(range->begin);
+    GilWait w;
+    w.call = call;
+    w.owner = owner;
+    size_t k = 0;
+    while (k < code.size() && code[k].address != call) ++k;
+    if (k + 1 >= code.size()) continue;
+    w.after = code[k + 1].address;
+    std::set<uint64_t> targets;
+    for (const auto& part : p.code().PartsOf(owner)) {
+      for (const auto& in : p.code().Code(part.begin)) {
+        if (in.branch_target) targets.insert(*in.branch_target);
+      }
+    }
+    w.after_is_branch_target = targets.count(w.after) > 0;
+    for (size_t j = k + 1; j < code.size() && j < k + 6; ++j) {
+      const auto& in = code[j];
+      if (j > k + 1 && targets.count(in.address)) break;
+      if (in.is_call || in.is_ret || (in.memory && in.memory->written)) break;
+      w.after_candidates.push_back(in.address);
+      if (in.is_jump || in.is_cond_jump) break;
+    }
+    out.push_back(w);
+  }
+  return out;
+}
+
 GilSites FindGilSites(const PlanContext& p) {
   GilSites f;
   FindTakes(p, &f);

@@ -110,9 +110,109 @@ void PlanGil27(const PlanContext& p, ProbePlan* plan) {
       "loop's periodic release every sys.getcheckinterval() ticks, asked for or not.";
 }
 
+// --gil waits: take_gil's condition wait and the instruction after it. False (nothing planned)
+// when the slow path cannot be found: the caller plans every take and drop instead.
+bool PlanGilWaits(const PlanContext& p, const GilSites& f, ProbePlan* plan,
+                  std::string* why_not) {
+  if (p.version().Is(3, 6)) {
+    // 3.6 keeps the GIL in separate statics (Python/ceval_gil.h): `locked` is not next to the
+    // `cond` the wait is passed.
+    auto var = p.py().FindSymbol("gil_locked");
+    if (!var) {
+      *why_not = "3.6 keeps gil_locked in a static, which needs .symtab";
+      return false;
+    }
+    plan->gil_locked_addr = var->value + p.target().info.interpreter.load_bias;
+  }
+  std::vector<ProbeSite> waits, afters;
+  size_t shared = 0;
+  for (const GilWait& w : FindGilWaits(p, f)) {
+    std::string name = p.py().NameAt(w.owner).value_or("take_gil");
+    auto call = p.PySite(w.call, p.Where(w.owner, name, w.call) + " (call pthread_cond_timedwait)",
+                         f.take_how + " + its condition wait");
+    // The first emulated instruction of the straight line after the call, else the return
+    // address itself: a single step there would lengthen every waiter's hand-off.
+    std::optional<ProbeSite> after;
+    for (uint64_t a : w.after_candidates) {
+      auto s = p.PySite(a, p.Where(w.owner, name, a) + " (the condition wait returned)",
+                        f.take_how + " + the straight line after its condition wait");
+      if (!after) after = s;
+      if (s && s->site_kind == target::UprobeSiteKind::kEmulated) {
+        after = s;
+        break;
+      }
+    }
+    if (!call || !after) continue;
+    waits.push_back(*call);
+    afters.push_back(*after);
+    shared += w.after_is_branch_target;
+  }
+  if (waits.empty()) {
+    plan->gil_locked_addr = 0;
+    *why_not = "no call to pthread_cond_timedwait in take_gil could be probed";
+    return false;
+  }
+  AddGilProbe(plan, ProbeId::kGilWait, TS_GIL_TAKE_BEGIN, waits, "", BpfProgram::kGilWait);
+  AddGilProbe(plan, ProbeId::kGilWaitReturn, TS_GIL_WAITED, afters, "",
+              BpfProgram::kGilWaitRet);
+  GilCoverage& g = plan->gil;
+  g.traced = true;
+  g.mode = GilMode::kWaits;
+  g.take_functions = f.takes.size();
+  g.drops_complete = false;
+  g.forced_known = false;
+  std::vector<std::string> notes;
+  notes.push_back(
+      "--gil waits: only takes that wait are traced (take_gil's condition wait: " +
+      std::to_string(waits.size()) + " site" + (waits.size() == 1 ? "" : "s") + ", " +
+      f.take_how + "); a wait is timed from its first condition wait to the return that finds "
+      "the GIL free; holds, drops, uncontended takes and forced switches are not traced "
+      "(--gil full)");
+  if (shared) {
+    notes.push_back(std::to_string(shared) + " wait return site(s) are also branch targets: "
+                    "uncontended takes may pass them (exact, not free)");
+  }
+  notes.insert(notes.end(), f.notes.begin(), f.notes.end());
+  g.notes = Join(notes, "; ");
+  return true;
+}
+
+// Free-threaded builds: the GIL turning on and off at run time (3.13t+ Python/ceval_gil.c), in
+// either GIL mode: a wait or a take is only ever seen once it is on.
+void PlanGilSwitches(const PlanContext& p, ProbePlan* plan) {
+  // The GIL turning on and off at run time (3.13t+ Python/ceval_gil.c): static functions,
+  // found by symbol only (no free-threaded build ships stripped yet).
+  struct Switch {
+    ProbeId id;
+    uint32_t op;
+    const char* fn;
+    BpfProgram program;
+  };
+  for (const Switch& sw :
+       {Switch{ProbeId::kGilEnableTransient, TS_GIL_ENABLE_TRANSIENT,
+               "_PyEval_EnableGILTransient", BpfProgram::kGil},
+        Switch{ProbeId::kGilEnablePermanent, TS_GIL_ENABLE_PERMANENT,
+               "_PyEval_EnableGILPermanent", BpfProgram::kGilSwitchRet},
+        Switch{ProbeId::kGilDisable, TS_GIL_DISABLE, "_PyEval_DisableGIL", BpfProgram::kGil}}) {
+    std::vector<ProbeSite> sites;
+    if (auto e = FunctionEntry(p, sw.fn)) {
+      if (auto s = p.EntrySite(*e, sw.fn, p.py().has_symtab() ? ".symtab" : ".dynsym")) {
+        sites.push_back(*s);
+      }
+    }
+    PlannedProbe& probe =
+        AddGilProbe(plan, sw.id, sw.op, sites,
+                    std::string(sw.fn) + " is static and needs .symtab: the GIL's being "
+                                         "enabled is then seen at its first take, with no "
+                                         "reason",
+                    sw.program);
+    if (sites.empty()) probe.feeds = 0;  // not a gap in the takes themselves
+  }
+}
+
 }  // namespace
 
-void PlanGilProbes(const PlanContext& p, bool enabled, ProbePlan* plan) {
+void PlanGilProbes(const PlanContext& p, bool enabled, GilMode mode, ProbePlan* plan) {
   GilCoverage& g = plan->gil;
   if (!enabled) {
     g.unavailable = "turned off (--gil off)";
@@ -123,7 +223,13 @@ void PlanGilProbes(const PlanContext& p, bool enabled, ProbePlan* plan) {
     AddGilProbe(plan, ProbeId::kGilTake, TS_GIL_TAKE_BEGIN, {}, why);
   };
   if (p.version().major == 2) {
+    // 2.7's GIL is a plain lock (PyThread_acquire_lock(interpreter_lock, 1)): no take_gil, no
+    // separate slow path to probe. It keeps its every-take-and-drop tracing in both modes.
     PlanGil27(p, plan);
+    if (mode == GilMode::kWaits) {
+      plan->gil.notes += " --gil waits does not apply (no take_gil slow path): every take and "
+                         "drop traced.";
+    }
     return;
   }
   const bool free_threaded = p.target().info.free_threaded;
@@ -132,6 +238,20 @@ void PlanGilProbes(const PlanContext& p, bool enabled, ProbePlan* plan) {
     return;
   }
 
+  std::string waits_fallback;
+  if (mode == GilMode::kWaits) {
+    GilSites takes = FindGilTakes(p);
+    if (!takes.takes.empty() && PlanGilWaits(p, takes, plan, &waits_fallback)) {
+      if (free_threaded) {
+        // take_gil returns before its condition wait while the GIL is off: nothing runs then.
+        PlanGilSwitches(p, plan);
+        g.notes = "free-threaded build: the GIL is off unless enabled at run time (PYTHON_GIL=1, "
+                  "-X gil=1, an import of a module not marked free-threading safe); waits are "
+                  "seen only while it is on; " + g.notes;
+      }
+      return;
+    }
+  }
   GilSites f = FindGilSites(p);
   if (f.takes.empty()) {
     none("take_gil is static and could not be found: no caller of pthread_cond_timedwait, and "
@@ -230,36 +350,7 @@ void PlanGilProbes(const PlanContext& p, bool enabled, ProbePlan* plan) {
   AddGilProbe(plan, ProbeId::kGilForced, TS_GIL_FORCED, forced,
               f.forced_missing.empty() ? "no forced-switch site" : f.forced_missing);
 
-  if (free_threaded) {
-    // The GIL turning on and off at run time (3.13t+ Python/ceval_gil.c): static functions,
-    // found by symbol only (no free-threaded build ships stripped yet).
-    struct Switch {
-      ProbeId id;
-      uint32_t op;
-      const char* fn;
-      BpfProgram program;
-    };
-    for (const Switch& sw :
-         {Switch{ProbeId::kGilEnableTransient, TS_GIL_ENABLE_TRANSIENT,
-                 "_PyEval_EnableGILTransient", BpfProgram::kGil},
-          Switch{ProbeId::kGilEnablePermanent, TS_GIL_ENABLE_PERMANENT,
-                 "_PyEval_EnableGILPermanent", BpfProgram::kGilSwitchRet},
-          Switch{ProbeId::kGilDisable, TS_GIL_DISABLE, "_PyEval_DisableGIL", BpfProgram::kGil}}) {
-      std::vector<ProbeSite> sites;
-      if (auto e = FunctionEntry(p, sw.fn)) {
-        if (auto s = p.EntrySite(*e, sw.fn, p.py().has_symtab() ? ".symtab" : ".dynsym")) {
-          sites.push_back(*s);
-        }
-      }
-      PlannedProbe& probe =
-          AddGilProbe(plan, sw.id, sw.op, sites,
-                      std::string(sw.fn) + " is static and needs .symtab: the GIL's being "
-                                           "enabled is then seen at its first take, with no "
-                                           "reason",
-                      sw.program);
-      if (sites.empty()) probe.feeds = 0;  // not a gap in the takes themselves
-    }
-  }
+  if (free_threaded) PlanGilSwitches(p, plan);
   g.traced = !takes.empty();
   if (!g.traced) g.unavailable = "take_gil has no probe site";
   g.take_functions = f.takes.size();
@@ -283,6 +374,10 @@ void PlanGilProbes(const PlanContext& p, bool enabled, ProbePlan* plan) {
                   std::to_string(inlined_in.size()) + " function" +
                   (inlined_in.size() == 1 ? "" : "s"));
   if (!f.forced_missing.empty()) notes.push_back(f.forced_missing);
+  if (!waits_fallback.empty()) {
+    notes.push_back("--gil waits not possible (" + waits_fallback +
+                    "): every take and drop traced");
+  }
   notes.insert(notes.end(), f.notes.begin(), f.notes.end());
   g.notes = Join(notes, "; ");
 }

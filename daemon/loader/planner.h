@@ -83,7 +83,8 @@ void PlanSemaphoreProbes(const PlanContext& p, LockMode locks, ProbePlan* plan);
 void PlanJoinProbes(const PlanContext& p, ProbePlan* plan);
 // Lock creation, wakers and (--locks all) every acquire and release.
 void PlanLockProbes(const PlanContext& p, LockMode locks, ProbePlan* plan);
-// take_gil, every drop_gil copy, forced switches.
-void PlanGilProbes(const PlanContext& p, bool enabled, ProbePlan* plan);
+// take_gil, every drop_gil copy, forced switches (GilMode::kFull); take_gil's condition waits
+// (GilMode::kWaits).
+void PlanGilProbes(const PlanContext& p, bool enabled, GilMode mode, ProbePlan* plan);
 
 }  // namespace threadscope::loader

@@ -291,9 +291,23 @@ constexpr ProbeSpec kProbes[] = {
      Only(C::kGilTake), false,
      "free-threaded: a transient enable ends (the module was free-threading safe)",
      "`_PyEval_DisableGIL`'s entry, by symbol (static)"},
+    {ProbeId::kGilWait, "gil_wait", F::kGil, K::kUprobe, P::kGilWait, P::kGilWait, "",
+     Only(C::kGilTake), false,
+     "--gil waits: a thread found the GIL held and starts waiting (take_gil's first condition "
+     "wait of a take)",
+     "`take_gil`'s `call pthread_cond_timedwait` (its `while (gil->locked)` loop; found as for "
+     "`gil_take`), an emulated call: the uncontended take never reaches it. `&gil->cond` in "
+     "`%rdi` locates `gil->locked` (16 bytes before it, 3.7-3.15; 3.6: the static `gil_locked`)"},
+    {ProbeId::kGilWaitReturn, "gil_wait_return", F::kGil, K::kUprobe, P::kGilWaitRet,
+     P::kGilWaitRet, "", Only(C::kGilTake), false,
+     "--gil waits: a waiting thread got the GIL (its wait returned, gil->mutex held, and found "
+     "gil->locked == 0)",
+     "the first emulated instruction of the straight line after each `gil_wait` call (the "
+     "return address is `cmp eax, ETIMEDOUT`, single-stepped; the branch after it is not), no "
+     "branch target: reached only by threads that waited"},
 };
 
-static_assert(std::size(kProbes) == static_cast<size_t>(ProbeId::kGilDisable) + 1,
+static_assert(std::size(kProbes) == static_cast<size_t>(ProbeId::kGilWaitReturn) + 1,
               "one catalogue row per ProbeId");
 
 }  // namespace

@@ -51,7 +51,9 @@ const char* ProbeKindName(ProbeKind kind);
   X(kGilLockAcquire, ts_gil_lock_acquire)           \
   X(kGilLockAcquireRet, ts_gil_lock_acquire_ret)    \
   X(kGilLockRelease, ts_gil_lock_release)           \
-  X(kGilSwitchRet, ts_gil_switch_ret)
+  X(kGilSwitchRet, ts_gil_switch_ret)               \
+  X(kGilWait, ts_gil_wait)                          \
+  X(kGilWaitRet, ts_gil_wait_ret)
 
 enum class BpfProgram : uint8_t {
 #define TS_BPF_PROGRAM_ENUM(id, name) id,
@@ -161,6 +163,8 @@ enum class ProbeId : uint8_t {
   kGilEnableTransient,
   kGilEnablePermanent,
   kGilDisable,
+  kGilWait,
+  kGilWaitReturn,
 };
 
 struct ProbeSpec {

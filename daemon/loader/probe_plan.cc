@@ -39,7 +39,7 @@ ProbePlan PlanProbes(const target::InspectedProcess& t, const target::Disassembl
   PlanSemaphoreProbes(p, options.locks, &plan);
   PlanJoinProbes(p, &plan);
   PlanLockProbes(p, options.locks, &plan);
-  PlanGilProbes(p, options.gil, &plan);
+  PlanGilProbes(p, options.gil, options.gil_mode, &plan);
   // 2.7's GIL probes are its lock functions' (no stacks there: no frame layout either).
   if (plan.stacks && options.gil && plan.gil_lock_addr == 0) {
     plan.gil_stack_frames = std::min<uint8_t>(options.gil_stack_frames, TS_PY_MAX_FRAMES);

@@ -59,11 +59,15 @@ using settings::LockMode;
 using settings::LockModeName;
 static_assert(settings::kMaxStackFrames == TS_PY_MAX_FRAMES,
               "settings' stack depth and the record ABI's must agree");
+using settings::GilMode;
+using settings::GilModeName;
+using settings::ParseGilMode;
 
 // What the GIL probes on this build can see (shown on the target, saved in recordings).
 struct GilCoverage {
   bool traced = false;
   std::string unavailable;  // why not traced, when not
+  GilMode mode = GilMode::kFull;  // what the probes placed trace (waits: no holds, no drops)
   size_t take_functions = 0;
   size_t drop_functions = 0;     // out-of-line drop_gil copies (and the final-release clone)
   size_t inlined_drops = 0;      // release sites of drop_gil copies inlined into other functions
@@ -87,6 +91,9 @@ struct ProbePlan {
   uint64_t py_false = 0;
   // 2.7: runtime address of `interpreter_lock` (the GIL is a plain lock), 0 otherwise.
   uint64_t gil_lock_addr = 0;
+  // --gil waits on 3.6: runtime address of the static `gil_locked` (3.7+: 0, the probes find
+  // gil->locked from the `cond` their wait is passed).
+  uint64_t gil_locked_addr = 0;
   // How lock objects look on this build (what the lock probes read):
   // which kinds hold a semaphore (bit 1 << enum ts_lock_kind; the others are PyMutexes),
   uint8_t sem_kinds = (1 << TS_LOCK_LOCK) | (1 << TS_LOCK_RLOCK);

@@ -27,6 +27,13 @@ class RecordSource {
   virtual uint64_t Drops(uint32_t source) const = 0;
   // Stops producing records (removes every probe); what was produced stays readable by Drain.
   virtual void DetachAll() = 0;
+  // The overhead budget's no_acquire_stacks stage: false stops the stacks at acquires
+  // (--acquire-stacks) while attached, true brings them back. Sources that cannot say
+  // Unimplemented; the budget then reports the stage as not applied.
+  virtual Status SetAcquireStacks(bool on) {
+    (void)on;
+    return UnimplementedError("this record source cannot change acquire stacks");
+  }
 };
 
 }  // namespace threadscope::loader

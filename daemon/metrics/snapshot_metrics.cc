@@ -277,6 +277,23 @@ void TargetMetrics(const v1::Snapshot& s, const MetricsOptions& options, Familie
     Histogram(f, "threadscope_gil_hold_seconds", "Time each GIL hold lasted", base, g.hold());
   }
 
+  // --overhead-budget: the stage, and the cost estimate that decides it (an estimate, and
+  // labelled so: estimate="true").
+  if (t.budget().enabled()) {
+    const v1::OverheadBudget& b = t.budget();
+    Gauge(f, "threadscope_budget_stage",
+          "Overhead-budget stage (0 as_asked, 1 gil_waits, 2 no_acquire_stacks, "
+          "3 lock_threshold, 4 duty_cycle); applied=\"false\": advisory",
+          With(base, {{"stage", b.stage()}, {"applied", b.applied() ? "true" : "false"}}),
+          b.stage_index());
+    Gauge(f, "threadscope_budget_estimated_cost_ratio",
+          "Estimated tracing cost as a share of one core (an estimate: probe records x "
+          "calibrated cost + the daemon's consumer CPU)",
+          With(base, {{"estimate", "true"}}), b.estimated_cost());
+    Gauge(f, "threadscope_budget_ratio", "The overhead budget, as a share of one core", base,
+          b.budget());
+  }
+
   // Probe coverage and the trace itself.
   double attached = 0, missing = 0, required_missing = 0;
   for (const auto& p : t.probes()) {

@@ -210,6 +210,28 @@ void GilModel::Apply(const DecodedEvent& e, const PyStack* stack,
       }
       break;
     }
+    case TS_GIL_WAITED: {
+      // --gil waits: a take that waited got the GIL. Its hold is not traced (no drop probe), so
+      // nobody becomes the holder and acquisitions count waited takes only.
+      if (!t.waiting_since) break;  // its wait began before the attach
+      uint64_t waited = Elapsed(ts, *t.waiting_since);
+      t.waiting_since.reset();
+      t.wait_ns += waited;
+      wait_.Add(waited);
+      ++waited_takes_;
+      ++acquisitions_;
+      ++t.acquisitions;
+      if (out) {
+        GilChangeEvent c;
+        c.kind = GilChangeEvent::Kind::kAcquired;
+        c.ts_ns = ts;
+        c.tid = tid;
+        c.wait_ns = waited;
+        if (stack) c.stack = *stack;
+        out->push_back(std::move(c));
+      }
+      break;
+    }
     case TS_GIL_FORCED:
       t.forced_pending = true;
       break;

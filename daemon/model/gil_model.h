@@ -8,6 +8,9 @@
 //   - holds and waits that began before the attach have no start: the first drop of the holder
 //     at attach counts as a drop but adds no hold time (take_gil calls in progress at the attach
 //     never report their return);
+//   - --gil waits: only the slow path is probed. A wait runs from take_gil's first condition
+//     wait to the wait return that finds the GIL free (TS_GIL_WAITED); holds, drops, switches
+//     and uncontended takes are not seen;
 //   - a drop site the plan could not find (an inlined copy in a stripped build) shows as a take
 //     returning while another thread still holds: counted in `overlaps`, and the previous hold
 //     ends there, so per-thread times stay bounded by the wall clock.
@@ -87,6 +90,8 @@ class GilModel {
   uint64_t forced_switches() const { return forced_drops_; }
   uint64_t overlaps() const { return overlaps_; }
   uint64_t unmatched_drops() const { return unmatched_drops_; }
+  // --gil waits: takes that waited and then got the GIL (TS_GIL_WAITED).
+  uint64_t waited_takes() const { return waited_takes_; }
   const Log2Histogram& wait_histogram() const { return wait_; }
   const Log2Histogram& hold_histogram() const { return hold_; }
   const std::map<pid_t, GilThreadStats>& threads() const { return threads_; }
@@ -113,6 +118,7 @@ class GilModel {
   uint64_t forced_drops_ = 0;
   uint64_t overlaps_ = 0;
   uint64_t unmatched_drops_ = 0;
+  uint64_t waited_takes_ = 0;
   Log2Histogram wait_;
   Log2Histogram hold_;
   std::map<pid_t, GilThreadStats> threads_;

@@ -38,7 +38,8 @@ class CheckTest(harness.BpfTestCase):
         self.assertEqual(b["threadscope_baseline"], 1)
         self.assertIn("lock_contentions", b["figures"])
         if not interp.free_threaded():  # no GIL there
-            self.assertIn("gil_forced_switches", b["figures"])
+            # --gil waits (the default) counts no forced switches; waits it does.
+            self.assertIn("gil_wait_share", b["figures"])
 
         out = {k: self.path("%s.ok.%s" % (interp.label, k)) for k in ("xml", "json", "md")}
         r = self.check("--baseline", baseline, "--runs", "3", "--junit", out["xml"],

@@ -24,7 +24,10 @@ def decode_perfetto(path):
 class ExportTest(harness.BpfTestCase):
     def record(self, interp):
         rec, report = self.path(interp.label + ".tsrec"), self.path(interp.label + ".json")
-        r = harness.run([harness.threadscope(), "record", "-o", rec, "--report", report, "--"] +
+        # --gil full: the timeline's GIL holds need every take and drop (the default traces
+        # only the takes that wait).
+        r = harness.run([harness.threadscope(), "record", "-o", rec, "--report", report,
+                         "--gil", "full", "--"] +
                         interp.argv + [os.path.join(harness.PROGRAMS, "contention.py"),
                                        "0.002", "300"], timeout=120)
         self.assertEqual(r.returncode, 0, r.stderr)

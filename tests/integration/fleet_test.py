@@ -238,9 +238,16 @@ class FleetTest(harness.BpfTestCase):
             self.assertNotIn('pid="%d"' % bystander.pid, http_get(url))
             self.assertNotRegex(daemon.read_log(), r"pid %d\b" % bystander.pid)
 
-            # The exposition passes promtool, and every fleet dashboard query has data (the
-            # budget panel's series is the overhead budget's, issue 15 part B: allowed empty).
+            # Auto-attached targets run under the default overhead budget (1% of a core): the
+            # budget panel's series is there for them.
             exposition = http_get(url)
+            self.assertEqual(series_value(exposition, "threadscope_budget_ratio",
+                                          pid=str(early.pid)),
+                             0.01, exposition)
+            self.assertIsNotNone(series_value(exposition, "threadscope_budget_stage",
+                                              pid=str(early.pid)), exposition)
+
+            # The exposition passes promtool, and every fleet dashboard query has data.
             r = subprocess.run(["promtool", "check", "metrics"], input=exposition,
                                capture_output=True, text=True)
             self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
@@ -257,7 +264,7 @@ class FleetTest(harness.BpfTestCase):
                                                urllib.parse.urlencode({"query": expr})))
                     if body.get("status") != "success":
                         failures.append("%s: %s -> %s" % (p["title"], expr, body))
-                    elif not body["data"]["result"] and "threadscope_budget_stage" not in expr:
+                    elif not body["data"]["result"]:
                         failures.append("%s: %s -> empty" % (p["title"], expr))
             self.assertEqual(failures, [])
 

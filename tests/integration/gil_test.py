@@ -1,7 +1,9 @@
 """GIL tracing on every interpreter: tests/programs/gil.py runs CPU-bound threads at two switch
 intervals and then sleepers, and writes down which threads did what; the report must agree with
 it and with CPython's own rules (one holder at a time, about one forced switch per interval when
-the GIL is always wanted), and a recording must replay to the same report."""
+the GIL is always wanted), and a recording must replay to the same report. Both modes: the
+default `--gil waits` (only takes that wait: exact per-thread waits, no probe on uncontended
+takes and drops) and `--gil full` (every take and drop: holds, switches, forced drops)."""
 import json
 import os
 import sys
@@ -10,13 +12,13 @@ import harness
 
 
 class GilTest(harness.BpfTestCase):
-    def trace(self, interp):
-        label = interp.label
+    def trace(self, interp, mode):
+        label = interp.label + "." + mode
         truth_path = self.path(label + ".gil.truth")
         report_path = self.path(label + ".gil.json")
         rec_path = self.path(label + ".gil.tsrec")
         r = harness.run([harness.threadscope(), "record", "-o", rec_path, "--report", report_path,
-                         "--"] + interp.argv + [os.path.join(harness.PROGRAMS, "gil.py"),
+                         "--gil", mode, "--"] + interp.argv + [os.path.join(harness.PROGRAMS, "gil.py"),
                                                 truth_path],
                         timeout=120)
         self.assertEqual(r.returncode, 0, r.stderr)
@@ -26,10 +28,9 @@ class GilTest(harness.BpfTestCase):
         self.assertEqual(json.loads(replay.stdout), report, "record -> report differs from live")
         return harness.load_json(truth_path), report
 
-    def check(self, interp):
-        label = interp.label
-        py2 = interp.version_info() < (3, 0)
-        truth, report = self.trace(interp)
+    def traced(self, interp, mode):
+        """The report of gil.py traced with --gil MODE, or None on a build without a GIL."""
+        truth, report = self.trace(interp, mode)
         self.assertEqual(report["stats"]["drops"], 0)
         gil = report["gil"]
         if report["target"]["free_threaded"]:
@@ -40,11 +41,74 @@ class GilTest(harness.BpfTestCase):
             self.assertEqual(gil["runtime"], "off", gil)
             self.assertIn("off (free-threaded build", gil["runtime_text"])
             self.assertLessEqual(gil["acquisitions"], gil["transient_enables"] * 8, gil)
-            return
+            return None, None
         self.assertTrue(gil["traced"], gil["reason"])
         for probe in report["probes"]:
             if probe["feature"] == "gil":
                 self.assertTrue(probe["attached"], "%s: %s" % (probe["name"], probe["reason"]))
+        return truth, report
+
+    def check_waits(self, interp):
+        """The default: only the takes that waited, each wait exact."""
+        label = interp.label
+        truth, report = self.traced(interp, "waits")
+        if report is None:
+            return
+        gil = report["gil"]
+        if interp.version_info() < (3, 0):
+            # 2.7's GIL is a plain lock with no take_gil slow path: traced in full, and says so.
+            self.assertEqual(gil["mode"], "full")
+            self.assertIn("--gil waits does not apply", gil["coverage"]["notes"])
+            return self.check_full_report(interp, truth, report)
+        self.assertEqual(gil["mode"], "waits", gil["coverage"]["notes"])
+        names = sorted(p["name"] for p in report["probes"] if p["feature"] == "gil")
+        self.assertEqual(names, ["gil_wait", "gil_wait_return"])
+        # Holds, drops and switches are not traced: none is made up.
+        self.assertEqual(gil["switches"], 0)
+        self.assertEqual(gil["forced_switches"], 0)
+        self.assertEqual(gil["overlaps"], 0)
+        self.assertIsNone(gil["holder_native_tid"])
+        per = {t["native_tid"]: t for t in gil["per_thread"]}
+        for t in gil["per_thread"]:
+            self.assertEqual(t["hold_ns"], 0, t)
+            self.assertEqual(t["forced_drops"] + t["voluntary_drops"], 0, t)
+        phases = truth["phases"]
+        # Spinning threads always want the GIL, so every one of them waits, and a waiter gets it
+        # only when the holder drops on request, at least one switch interval after the take
+        # the waiter found held: the phase's waits add up to >= interval x waited takes (less
+        # each thread's first take, at its start, which waits for the starting thread only).
+        # A thread waits at most the phase's wall time. (Rates vary with machine load: only
+        # these bounds are asserted.)
+        for name in ("cpu5", "cpu1"):
+            phase = phases[name]
+            for tid in phase["tids"]:
+                self.assertIn(tid, per, "%s thread %d never waited for the GIL" % (name, tid))
+                self.assertGreater(per[tid]["acquisitions"], 0)
+                self.assertLessEqual(per[tid]["wait_ns"] / 1e9, phase["wall"] + 0.01, name)
+            takes = sum(per[t]["acquisitions"] for t in phase["tids"])
+            waited = sum(per[t]["wait_ns"] for t in phase["tids"]) / 1e9
+            sys.stderr.write("%s %s (waits): %d waited takes in %.2fs, waited %.2fs\n"
+                             % (label, name, takes, phase["wall"], waited))
+            self.assertGreaterEqual(waited, 0.9 * (takes - phase["threads"]) * phase["interval"],
+                                    name)
+        # Sleepers hardly wait: most of their takes are uncontended, and those are not seen.
+        for tid in phases["sleepers"]["tids"]:
+            if tid in per:
+                self.assertLess(per[tid]["acquisitions"], 100, per[tid])
+                self.assertLess(per[tid]["wait_share"], 0.25, per[tid])
+
+    def check(self, interp):
+        """--gil full: every take and drop."""
+        truth, report = self.traced(interp, "full")
+        if report is None:
+            return
+        self.assertEqual(report["gil"]["mode"], "full")
+        self.check_full_report(interp, truth, report)
+
+    def check_full_report(self, interp, truth, report):
+        label = interp.label
+        py2 = interp.version_info() < (3, 0)
+        gil = report["gil"]
         self.assertTrue(gil["coverage"]["forced_known"], gil["coverage"])
         self.assertTrue(gil["coverage"]["drops_complete"], gil["coverage"])
         # One holder at a time: no take returned while another thread held it, every drop came
@@ -96,6 +160,9 @@ class GilTest(harness.BpfTestCase):
     def test_every_interpreter(self):
         self.for_each_interpreter(self.check)
 
+    def test_every_interpreter_waits(self):
+        self.for_each_interpreter(self.check_waits)
+
     def test_gil_off(self):
         def body(interp):
             report_path = self.path(interp.label + ".off.json")
@@ -112,7 +179,7 @@ class GilTest(harness.BpfTestCase):
         def body(interp):
             events_path = self.path(interp.label + ".events.jsonl")
             truth_path = self.path(interp.label + ".events.truth")
-            r = harness.run([harness.threadscope(), "run", "--gil-events", "--events",
+            r = harness.run([harness.threadscope(), "run", "--gil", "full", "--gil-events", "--events",
                              events_path, "--"] + interp.argv +
                             [os.path.join(harness.PROGRAMS, "gil.py"), truth_path], timeout=120)
             self.assertEqual(r.returncode, 0, r.stderr)
@@ -136,14 +203,16 @@ class GilTest(harness.BpfTestCase):
         """A free-threaded build whose GIL comes back: by an import of a module not marked
         free-threading safe (at a time the program writes down), or from start-up (PYTHON_GIL=1,
         -X gil=1); PYTHON_GIL=0 keeps it off through that import. From the enable on, the GIL
-        is traced as on a GIL build."""
-        cases = [("import", [], {}), ("xgil", ["-X", "gil=1"], {}),
-                 ("envgil", [], {"PYTHON_GIL": "1"}), ("forcedoff", [], {"PYTHON_GIL": "0"})]
+        is traced as on a GIL build: every take and drop with --gil full, the takes that wait
+        with the default --gil waits."""
+        cases = [("import", [], {}, "full"), ("xgil", ["-X", "gil=1"], {}, "full"),
+                 ("envgil", [], {"PYTHON_GIL": "1"}, "full"),
+                 ("forcedoff", [], {"PYTHON_GIL": "0"}, "full"), ("import", [], {}, "waits")]
 
         def body(interp):
-            for name, flags, env in cases:
-                with self.subTest(case=name):
-                    self.check_enabled_at_run_time(interp, name, flags, env)
+            for name, flags, env, mode in cases:
+                with self.subTest(case=name, mode=mode):
+                    self.check_enabled_at_run_time(interp, name, flags, env, mode)
         present = [i for i in harness.interpreters() if i.present and i.free_threaded()]
         if not present:
             sys.stderr.write("SKIP test_free_threaded_gil_enabled_at_run_time: no free-threaded "
@@ -151,12 +220,12 @@ class GilTest(harness.BpfTestCase):
             return
         self.for_each_interpreter(body, only=[i.label for i in present])
 
-    def check_enabled_at_run_time(self, interp, name, flags, env):
-        stem = "%s.ft-%s" % (interp.label, name)
+    def check_enabled_at_run_time(self, interp, name, flags, env, mode):
+        stem = "%s.ft-%s.%s" % (interp.label, name, mode)
         truth_path, report_path = self.path(stem + ".truth"), self.path(stem + ".json")
         events_path = self.path(stem + ".jsonl")
-        r = harness.run([harness.threadscope(), "run", "--gil-events", "--events", events_path,
-                         "--report", report_path, "--"] + interp.argv + flags +
+        r = harness.run([harness.threadscope(), "run", "--gil", mode, "--gil-events", "--events",
+                         events_path, "--report", report_path, "--"] + interp.argv + flags +
                         [os.path.join(harness.PROGRAMS, "gil_ft.py"), truth_path],
                         timeout=120, env=dict(os.environ, **env))
         self.assertEqual(r.returncode, 0, r.stderr)
@@ -184,8 +253,10 @@ class GilTest(harness.BpfTestCase):
         for tid in truth["after"]:
             self.assertIn(tid, per, "thread %d after the enable has no GIL record" % tid)
             self.assertGreater(per[tid]["acquisitions"], 0)
-            self.assertGreater(per[tid]["hold_ns"], 0)
-        self.assertGreater(sum(per[t]["forced_drops"] for t in truth["after"]), 0)
+            if mode == "full":
+                self.assertGreater(per[tid]["hold_ns"], 0)
+        if mode == "full":
+            self.assertGreater(sum(per[t]["forced_drops"] for t in truth["after"]), 0)
         self.assertEqual(len(enabled), 1, enabled)
         if name == "import":
             self.assertFalse(truth["gil_at_start"])

@@ -138,6 +138,7 @@ acquire-stacks = 2
 gil = false
 gil-stacks = 3
 ring-buffer = 32MiB
+overhead-budget = 0.5%
 label.service = web
 
 [rule batch.jobs-2]
@@ -167,6 +168,19 @@ match = cgroup=*batch*#not-a-comment
   EXPECT_EQ(c.auto_attach.rules[1].name, "batch.jobs-2");
   EXPECT_EQ(c.auto_attach.rules[1].match.ToString(), "cgroup=*batch*#not-a-comment");
   EXPECT_FALSE(c.auto_attach.rules[1].options.has_gil());  // unset: the attach default
+  EXPECT_EQ(web.options.overhead_budget(), "0.5%");
+  // Auto-attached targets get a budget unless their rule says otherwise.
+  EXPECT_EQ(c.auto_attach.rules[1].options.overhead_budget(), kDefaultRuleOverheadBudget);
+  EXPECT_EQ(Rule().options.overhead_budget(), "1%");  // --auto-attach's rules too
+}
+
+TEST(ConfigTest, OverheadBudgetOffAndBadValues) {
+  auto off = ParseConfig("[rule a]\nmatch = exe=*python*\noverhead-budget = off\n", "t.conf");
+  ASSERT_TRUE(off.errors.empty()) << off.errors[0];
+  EXPECT_TRUE(off.config.auto_attach.rules[0].options.overhead_budget().empty());
+  auto bad = ParseConfig("[rule a]\nmatch = exe=*python*\noverhead-budget = 200%\n", "t.conf");
+  ASSERT_FALSE(bad.errors.empty());
+  EXPECT_NE(bad.errors[0].find("overhead"), std::string::npos) << bad.errors[0];
 }
 
 TEST(ConfigTest, EmptyConfiguresNothing) {

@@ -44,6 +44,8 @@ TEST(CliOptionsTest, DefaultsAreTheSettingsDefaults) {
   EXPECT_EQ(s->lock_stack_frames, settings::kMaxStackFrames);
   EXPECT_EQ(s->acquire_stack_frames, 0);
   EXPECT_TRUE(s->gil);
+  EXPECT_EQ(s->gil_mode, settings::GilMode::kWaits);
+  EXPECT_EQ(s->overhead_budget, 0);
   EXPECT_EQ(s->gil_stack_threshold_ns, 1000000u);
   EXPECT_EQ(s->ring_buffer_bytes, settings::kDefaultRingBufferBytes);
   EXPECT_EQ(inv.trace.attach.lease_seconds(), 15u);
@@ -71,6 +73,34 @@ TEST(CliOptionsTest, TraceFlagsBecomeTheWireForm) {
   EXPECT_EQ(a.lease_seconds(), 120u);
   EXPECT_EQ(a.labels().at("service"), "api");
   EXPECT_EQ(a.labels().at("team"), "x");
+}
+
+TEST(CliOptionsTest, GilModesAndTheOverheadBudget) {
+  const v1::AttachOptions full =
+      Ok({"attach", "--gil", "full", "--overhead-budget", "1%", "42"}).trace.attach;
+  EXPECT_TRUE(full.gil());
+  EXPECT_EQ(full.gil_mode(), v1::GIL_MODE_FULL);
+  EXPECT_EQ(full.overhead_budget(), "1%");
+  auto s = settings::ValidateAttachOptions(full);
+  ASSERT_TRUE(s.ok());
+  EXPECT_EQ(s->gil_mode, settings::GilMode::kFull);
+  EXPECT_DOUBLE_EQ(s->overhead_budget, 0.01);
+  for (const char* waits : {"waits", "on"}) {  // "on": the old spelling of the default
+    const v1::AttachOptions a = Ok({"run", "--gil", waits, "--", "true"}).trace.attach;
+    EXPECT_TRUE(a.gil());
+    EXPECT_EQ(a.gil_mode(), v1::GIL_MODE_WAITS) << waits;
+  }
+  EXPECT_FALSE(Ok({"run", "--gil", "off", "--", "true"}).trace.attach.gil());
+  std::string gil = UsageError({"run", "--gil", "most", "--", "true"});
+  EXPECT_NE(gil.find("waits, full, on, off"), std::string::npos) << gil;
+  EXPECT_EQ(UsageError({"run", "--overhead-budget", "cheap", "--", "true"}),
+            "overhead_budget (--overhead-budget): overhead budget 'cheap' is not a number "
+            "(1%, 0.5%, 0.01)");
+  EXPECT_NE(UsageError({"attach", "--overhead-budget", "0", "1"}).find("--overhead-budget"),
+            std::string::npos);
+  CliInvocation check = Ok({"check", "--baseline", "b.json", "--gil", "full", "--", "true"});
+  EXPECT_EQ(check.check.run_flags,
+            (std::vector<std::string>{"--locks", "contended", "--gil", "full"}));
 }
 
 // The messages tests/integration/bad_input_test.py expects of the binary, from the schema.

@@ -44,6 +44,7 @@ class FakeRecordSource final : public loader::RecordSource {
     std::deque<std::string> pending;
     uint64_t drops[TS_DROP_SLOTS] = {};
     bool detached = false;
+    std::vector<bool> acquire_stacks;  // SetAcquireStacks calls, in order
     size_t polls = 0;
     size_t delivered_batches = 0;
   };
@@ -70,6 +71,11 @@ class FakeRecordSource final : public loader::RecordSource {
   void DetachAll() override {
     std::lock_guard<std::mutex> lock(control_->mu);
     control_->detached = true;
+  }
+  Status SetAcquireStacks(bool on) override {
+    std::lock_guard<std::mutex> lock(control_->mu);
+    control_->acquire_stacks.push_back(on);
+    return OkStatus();
   }
 
   // For the test, through the control block (the session owns the source).

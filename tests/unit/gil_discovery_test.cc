@@ -96,6 +96,7 @@ class GilDiscoveryTest : public ::testing::Test {
   ProbePlan Plan(const target::InspectedProcess& t) {
     settings::TraceSettings all;
     all.locks = settings::LockMode::kAll;
+    all.gil_mode = settings::GilMode::kFull;
     return PlanProbes(t, *dis_, all);
   }
   std::unique_ptr<target::Disassembler> dis_;

@@ -34,6 +34,26 @@ class GilModelTest : public testing::ModelTest {
   }
 };
 
+// --gil waits: the first condition wait begins a wait, TS_GIL_WAITED ends it; nobody becomes
+// the holder (holds are not traced) and a wait that began before the attach is not counted.
+TEST_F(GilModelTest, WaitsModeCountsWaitedTakesOnly) {
+  Feed(g_.Gil(kT1, TS_GIL_TAKE_BEGIN));
+  g_.Advance(3 * kMs);
+  auto changes = Feed(g_.Gil(kT1, TS_GIL_WAITED));
+  ASSERT_EQ(changes.size(), 1u);
+  EXPECT_EQ(changes[0].kind, GilChangeEvent::Kind::kAcquired);
+  EXPECT_EQ(changes[0].wait_ns, 3 * kMs + 1000);
+  EXPECT_EQ(T(kT1).wait_ns, 3 * kMs + 1000);
+  EXPECT_EQ(T(kT1).hold_ns, 0u);
+  EXPECT_EQ(T(kT1).acquisitions, 1u);
+  EXPECT_FALSE(gil().holder().has_value());
+  EXPECT_EQ(gil().waited_takes(), 1u);
+  EXPECT_EQ(gil().switches(), 0u);
+  EXPECT_TRUE(Feed(g_.Gil(kT2, TS_GIL_WAITED)).empty());  // its wait began before the attach
+  EXPECT_EQ(gil().acquisitions(), 1u);
+  EXPECT_EQ(gil().overlaps(), 0u);
+}
+
 TEST_F(GilModelTest, WaitIsTakeEntryToReturnAndHoldIsReturnToDrop) {
   Take(kT1, 2 * kMs);
   EXPECT_EQ(gil().holder(), kT1);

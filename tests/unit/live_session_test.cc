@@ -221,6 +221,61 @@ TEST_F(LiveSessionTest, DropsAreCountedOnceAndReachWatchers) {
   session_->Unwatch(sub);
 }
 
+// --overhead-budget: the target carries the estimate (flagged as one) and the stage; 100,000
+// records a second (x 0.8 us, the default per-hit cost) is 8% of a core, over a 1% budget, so
+// after 2 s over it the stage steps down. The trace is --gil waits (the default), so the
+// gil_waits stage changes nothing and is in effect.
+TEST_F(LiveSessionTest, OverheadBudgetEstimatesAndStepsDown) {
+  options_.trace.overhead_budget = 0.01;
+  Start();
+  EXPECT_TRUE(session_->target().budget().enabled());
+  EXPECT_TRUE(session_->target().budget().estimated());
+  EXPECT_EQ(session_->target().budget().stage(), "as_asked");
+  for (int second = 0; second < 4; ++second) {
+    std::vector<std::string> records;
+    for (int i = 0; i < 100000; ++i) records.push_back(g_.Gil(kPid + 1, TS_GIL_TAKE_BEGIN));
+    Push(testing::Batch(records));
+    LivenessCheck();
+  }
+  v1::OverheadBudget b = session_->target().budget();
+  EXPECT_GT(b.estimated_cost(), 0.01) << b.DebugString();
+  EXPECT_TRUE(b.estimated());
+  EXPECT_TRUE(b.applied());
+  EXPECT_EQ(b.stage(), "gil_waits") << b.DebugString();
+  EXPECT_EQ(b.stage_index(), 1u);
+  EXPECT_EQ(b.stage_changes(), 1u);
+}
+
+// --gil full: the gil_waits stage is recommended, not applied (the GIL probes are not switched
+// while attached); --locks all --acquire-stacks: the no_acquire_stacks stage turns the acquire
+// stacks off in the source, and the budget says which stages are in effect.
+TEST_F(LiveSessionTest, OverheadBudgetAppliesNoAcquireStacks) {
+  options_.trace.overhead_budget = 0.01;
+  options_.trace.locks = settings::LockMode::kAll;
+  options_.trace.acquire_stack_frames = 4;
+  options_.trace.gil_mode = settings::GilMode::kFull;
+  Start();
+  EXPECT_TRUE(session_->target().budget().applied());  // as_asked
+  std::vector<std::string> seen;
+  for (int second = 0; second < 12 && session_->target().budget().stage_index() < 2; ++second) {
+    std::vector<std::string> records;
+    for (int i = 0; i < 100000; ++i) records.push_back(g_.Gil(kPid + 1, TS_GIL_TAKE_BEGIN));
+    Push(testing::Batch(records));
+    LivenessCheck();
+    v1::OverheadBudget b = session_->target().budget();
+    if (seen.empty() || seen.back() != b.stage()) {
+      seen.push_back(b.stage());
+      if (b.stage() == "gil_waits") EXPECT_FALSE(b.applied()) << b.DebugString();
+    }
+  }
+  v1::OverheadBudget b = session_->target().budget();
+  ASSERT_EQ(b.stage(), "no_acquire_stacks") << b.DebugString();
+  // The acquire stacks are off; gil_waits, a step on the way, is still only recommended.
+  EXPECT_FALSE(b.applied());
+  std::lock_guard<std::mutex> lock(control_->mu);
+  EXPECT_EQ(control_->acquire_stacks, std::vector<bool>{false});
+}
+
 // The pinned process exits: the records still in the source are taken, then the trace ends as
 // exited, with its probes removed.
 TEST_F(LiveSessionTest, ExitEndsTheTraceAfterItsLastRecords) {

@@ -26,8 +26,9 @@ class MetricsTest : public ::testing::Test {
     g_.Advance(ns);
     Apply(g_.SemWait(TS_EV_SEM_WAIT_END, tid, sem, 0));
   }
-  std::string Scrape(size_t top_locks = 10) {
+  std::string Scrape(size_t top_locks = 10, const v1::OverheadBudget* budget = nullptr) {
     v1::Target t;
+    if (budget) *t.mutable_budget() = *budget;
     t.set_target_id("pid:1000");
     t.set_pid(1000);
     t.set_executable("/usr/bin/python3.11");
@@ -87,6 +88,28 @@ TEST_F(MetricsTest, ThreadsGilAndProbesCarryTargetAndUserLabels) {
   EXPECT_NE(text.find("threadscope_probes{" + labels + R"(,state="missing"} 1)"),
             std::string::npos);
   EXPECT_NE(text.find("threadscope_records_dropped_total{" + labels + "} 0"), std::string::npos);
+}
+
+// --overhead-budget: the stage (advisory or applied) and the cost estimate, labelled as one.
+TEST_F(MetricsTest, BudgetStageAndItsEstimate) {
+  Apply(g_.Mark(TS_MARK_ATTACHED));
+  const std::string labels = R"(executable="/usr/bin/python3.11",node="n1",pid="1000",service="api")";
+  EXPECT_EQ(Scrape().find("threadscope_budget"), std::string::npos);  // no budget, no series
+  v1::OverheadBudget b;
+  b.set_enabled(true);
+  b.set_budget(0.01);
+  b.set_stage("gil_waits");
+  b.set_stage_index(1);
+  b.set_estimated_cost(0.25);
+  b.set_estimated(true);
+  std::string text = Scrape(10, &b);
+  EXPECT_NE(text.find(R"(threadscope_budget_stage{applied="false",executable="/usr/bin/python3.11",node="n1",pid="1000",service="api",stage="gil_waits"} 1)"),
+            std::string::npos)
+      << text;
+  EXPECT_NE(text.find(R"(threadscope_budget_estimated_cost_ratio{estimate="true",executable="/usr/bin/python3.11",node="n1",pid="1000",service="api"} 0.25)"),
+            std::string::npos)
+      << text;
+  EXPECT_NE(text.find("threadscope_budget_ratio{" + labels + "} 0.01"), std::string::npos) << text;
 }
 
 TEST_F(MetricsTest, TopLocksKeepTheirSeriesTheRestFoldIntoOther) {

@@ -68,6 +68,31 @@ TEST(SettingsTest, LockModesRoundTrip) {
   EXPECT_FALSE(ParseLockMode(""));
 }
 
+TEST(SettingsTest, GilModesAndTheBudgetAreCarried) {
+  for (GilMode m : {GilMode::kWaits, GilMode::kFull}) {
+    EXPECT_EQ(ParseGilMode(GilModeName(m)), m);
+    v1::AttachOptions o;
+    o.set_gil_mode(ToProto(m));
+    auto s = ValidateAttachOptions(o);
+    ASSERT_TRUE(s.ok());
+    EXPECT_EQ(s->gil_mode, m);
+  }
+  EXPECT_FALSE(ParseGilMode("on"));  // the CLI's alias, not a mode
+  auto unset = ValidateAttachOptions({});
+  ASSERT_TRUE(unset.ok());
+  EXPECT_EQ(unset->gil_mode, GilMode::kWaits);  // the cheap one is the default
+  EXPECT_EQ(unset->overhead_budget, 0);         // no budget unless asked
+  v1::AttachOptions o;
+  o.set_overhead_budget("1%");
+  auto s = ValidateAttachOptions(o);
+  ASSERT_TRUE(s.ok());
+  EXPECT_DOUBLE_EQ(s->overhead_budget, 0.01);
+  o.set_overhead_budget("0.005");
+  s = ValidateAttachOptions(o);
+  ASSERT_TRUE(s.ok());
+  EXPECT_DOUBLE_EQ(s->overhead_budget, 0.005);
+}
+
 // Each message names the field and the flag, so it reads the same from the CLI and the API.
 TEST(SettingsTest, OutOfRangeValuesAreRefusedWithOneMessage) {
   v1::AttachOptions o;
@@ -89,6 +114,17 @@ TEST(SettingsTest, OutOfRangeValuesAreRefusedWithOneMessage) {
   o = {};
   o.set_gil_stack_frames(9);
   EXPECT_EQ(Error(o), "gil_stack_frames (--gil-stacks): 9 is not in 0-8");
+  o = {};
+  o.set_gil_mode(static_cast<v1::GilMode>(7));
+  EXPECT_EQ(Error(o), "gil_mode (--gil): 7 is not one of waits, full");
+  o = {};
+  o.set_overhead_budget("lots");
+  EXPECT_EQ(Error(o), "overhead_budget (--overhead-budget): overhead budget 'lots' is not a "
+                      "number (1%, 0.5%, 0.01)");
+  o.set_overhead_budget("0%");
+  EXPECT_NE(Error(o).find("not above 0"), std::string::npos);
+  o.set_overhead_budget("150%");
+  EXPECT_NE(Error(o).find("at most 100%"), std::string::npos);
   EXPECT_EQ(StackFramesOutOfRange("acquire_stack_frames", -1).message(),
             "acquire_stack_frames (--acquire-stacks): -1 is not in 0-8");
   o = {};

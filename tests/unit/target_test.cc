@@ -157,7 +157,9 @@ TEST_F(TargetTest, DebianStrippedPythonIsFullyResolved) {
   ASSERT_TRUE(t.ok()) << t.status().ToString();
   EXPECT_FALSE(t->info.full_symbols);
   EXPECT_EQ(t->info.version.ToString(), ::threadscope::interpreters::SelfReportedVersion(debian));
-  auto plan = loader::PlanProbes(*t, *dis_);
+  settings::TraceSettings full;
+  full.gil_mode = settings::GilMode::kFull;
+  auto plan = loader::PlanProbes(*t, *dis_, full);
   for (const auto& p : plan.probes) {
     EXPECT_TRUE(p.unavailable.empty()) << p.name() << ": " << p.unavailable;
     for (const auto& s : p.sites) {
@@ -249,7 +251,9 @@ TEST_P(MatrixTest, VersionSymbolsAndPlan) {
   const bool py2 = t->info.version.major == 2;
   // Free-threaded builds (3.13t+, from THREADSCOPE_EXTRA_PYTHONS) have no GIL to trace.
   const bool no_gil = t->info.free_threaded;
-  auto plan = loader::PlanProbes(*t, *dis_);
+  settings::TraceSettings full;
+  full.gil_mode = settings::GilMode::kFull;
+  auto plan = loader::PlanProbes(*t, *dis_, full);
   size_t unavailable = 0;
   for (const auto& p : plan.probes) {
     if (!p.unavailable.empty()) {
@@ -288,6 +292,37 @@ TEST_P(MatrixTest, VersionSymbolsAndPlan) {
   }
   if (py2) {
     EXPECT_NE(plan.gil_lock_addr, 0u);
+  }
+  // --gil waits (the default): take_gil's condition wait (an emulated call) and the
+  // instruction after it, on every 3.x with a GIL; 2.7 keeps every take and drop.
+  auto waits = loader::PlanProbes(*t, *dis_);
+  if (!no_gil) {
+    EXPECT_TRUE(waits.gil.traced) << in.label << ": " << waits.gil.unavailable;
+    if (py2) {
+      EXPECT_EQ(waits.gil.mode, loader::GilMode::kFull) << in.label;
+    } else {
+      EXPECT_EQ(waits.gil.mode, loader::GilMode::kWaits) << in.label << ": " << waits.gil.notes;
+      auto wait = waits.Find(loader::ProbeId::kGilWait);
+      auto after = waits.Find(loader::ProbeId::kGilWaitReturn);
+      ASSERT_EQ(wait.size(), 1u) << in.label;
+      ASSERT_EQ(after.size(), 1u) << in.label;
+      ASSERT_FALSE(wait[0]->sites.empty()) << in.label;
+      EXPECT_EQ(wait[0]->sites.size(), after[0]->sites.size()) << in.label;
+      for (const auto& s : wait[0]->sites) {
+        EXPECT_EQ(s.site_kind, UprobeSiteKind::kEmulated) << in.label << ": " << s.Describe();
+      }
+      // Where the wait returns: the `cmp eax, ETIMEDOUT` right after the call is
+      // single-stepped; the branch that follows it is emulated.
+      for (const auto& s : after[0]->sites) {
+        EXPECT_EQ(s.site_kind, UprobeSiteKind::kEmulated) << in.label << ": " << s.Describe();
+      }
+      // No probe on the uncontended path: not take_gil's entry, no drop.
+      EXPECT_TRUE(waits.Find(loader::ProbeId::kGilTake).empty()) << in.label;
+      EXPECT_TRUE(waits.Find(loader::ProbeId::kGilDrop).empty()) << in.label;
+      EXPECT_TRUE(waits.Find(loader::ProbeId::kGilDropInlined).empty()) << in.label;
+      EXPECT_EQ(waits.gil_locked_addr != 0, t->info.version.minor == 6) << in.label;
+      EXPECT_EQ(waits.gil.notes.find("branch targets"), std::string::npos) << waits.gil.notes;
+    }
   }
   if (t->info.version.major == 3) {
     // Tracing every acquire finds all its probes too, and more of them.

@@ -1,0 +1,154 @@
+// The overhead budget's controller, driven by hand: time and counters are what the test says.
+#include "daemon/budget/budget_controller.h"
+
+#include <gtest/gtest.h>
+
+namespace threadscope::budget {
+namespace {
+
+constexpr uint64_t kS = 1'000'000'000;
+
+class BudgetControllerTest : public ::testing::Test {
+ protected:
+  BudgetControllerTest() : c_(Config(), Calibration{}) {}
+  static BudgetConfig Config() {
+    BudgetConfig cfg;
+    cfg.budget = 0.01;
+    cfg.down_after_ns = 2 * kS;
+    cfg.up_after_ns = 10 * kS;
+    cfg.smoothing = 1.0;  // the newest interval only: the arithmetic stays visible
+    return cfg;
+  }
+  // `seconds` of 1 s updates at `uprobe_hits_per_s` emulated uprobe hits (800 ns each).
+  Decision Run(int seconds, uint64_t uprobe_hits_per_s) {
+    Decision d;
+    for (int i = 0; i < seconds; ++i) {
+      now_ += kS;
+      counters_.hits[static_cast<int>(HitKind::kUprobe)] += uprobe_hits_per_s;
+      d = c_.Update(now_, counters_);
+      if (d.changed) changes_.push_back(d.stage);
+    }
+    return d;
+  }
+  BudgetController c_;
+  uint64_t now_ = 1000 * kS;
+  Counters counters_;
+  std::vector<Stage> changes_;
+};
+
+TEST(BudgetParse, PercentOrShare) {
+  EXPECT_DOUBLE_EQ(*ParseBudget("1%"), 0.01);
+  EXPECT_DOUBLE_EQ(*ParseBudget("0.5%"), 0.005);
+  EXPECT_DOUBLE_EQ(*ParseBudget("0.02"), 0.02);
+  EXPECT_FALSE(ParseBudget("0%").ok());
+  EXPECT_FALSE(ParseBudget("150%").ok());
+  EXPECT_FALSE(ParseBudget("abc").ok());
+  EXPECT_FALSE(ParseBudget("").ok());
+}
+
+TEST_F(BudgetControllerTest, EstimateIsHitsTimesCostPerSecondAndSaysItIsOne) {
+  c_.Update(now_, counters_);
+  Run(1, 10000);  // 10,000 x 800 ns in 1 s = 0.8% of a core
+  EXPECT_NEAR(c_.estimate().share, 0.008, 1e-9);
+  EXPECT_TRUE(c_.estimate().estimated);
+  EXPECT_EQ(c_.stage(), Stage::kAsAsked);
+}
+
+TEST_F(BudgetControllerTest, DaemonCpuCounts) {
+  c_.Update(now_, counters_);
+  now_ += kS;
+  counters_.daemon_cpu_ns += 20'000'000;  // 20 ms of daemon CPU in 1 s: 2%
+  c_.Update(now_, counters_);
+  EXPECT_NEAR(c_.estimate().daemon_share, 0.02, 1e-9);
+  EXPECT_NEAR(c_.estimate().share, 0.02, 1e-9);
+}
+
+TEST_F(BudgetControllerTest, StepsDownOneStagePerIntervalOverBudget) {
+  c_.Update(now_, counters_);
+  Run(1, 100000);  // 8%: over
+  EXPECT_EQ(c_.stage(), Stage::kAsAsked);  // not yet: over for down_after first
+  Run(2, 100000);
+  EXPECT_EQ(c_.stage(), Stage::kGilWaits);
+  Run(2, 100000);
+  EXPECT_EQ(c_.stage(), Stage::kNoAcquireStacks);
+  Run(20, 100000);
+  EXPECT_EQ(c_.stage(), Stage::kDutyCycle);  // the last stage, and no further
+  EXPECT_EQ(changes_, (std::vector<Stage>{Stage::kGilWaits, Stage::kNoAcquireStacks,
+                                          Stage::kLockThreshold, Stage::kDutyCycle}));
+}
+
+TEST_F(BudgetControllerTest, InBetweenStaysPut) {
+  c_.Update(now_, counters_);
+  Run(3, 100000);
+  ASSERT_EQ(c_.stage(), Stage::kGilWaits);
+  Run(60, 9000);  // 0.72%: under budget, above half of it
+  EXPECT_EQ(c_.stage(), Stage::kGilWaits);
+}
+
+TEST_F(BudgetControllerTest, StepsBackUpWhenTheRateFalls) {
+  c_.Update(now_, counters_);
+  Run(5, 100000);
+  ASSERT_EQ(c_.stage(), Stage::kNoAcquireStacks);
+  Run(10, 100);  // quiet, but not for up_after (10 s from the first quiet update) yet
+  EXPECT_EQ(c_.stage(), Stage::kNoAcquireStacks);
+  Run(1, 100);
+  EXPECT_EQ(c_.stage(), Stage::kGilWaits);
+  Run(10, 100);
+  EXPECT_EQ(c_.stage(), Stage::kAsAsked);
+}
+
+TEST_F(BudgetControllerTest, AStepUpThatGoesOverAgainBacksOff) {
+  c_.Update(now_, counters_);
+  Run(3, 100000);
+  ASSERT_EQ(c_.stage(), Stage::kGilWaits);
+  Run(11, 100);  // up after 10 s
+  ASSERT_EQ(c_.stage(), Stage::kAsAsked);
+  Run(3, 100000);  // over again at once
+  ASSERT_EQ(c_.stage(), Stage::kGilWaits);
+  Run(11, 100);  // the next step up now waits 20 s
+  EXPECT_EQ(c_.stage(), Stage::kGilWaits);
+  Run(10, 100);
+  EXPECT_EQ(c_.stage(), Stage::kAsAsked);
+}
+
+TEST_F(BudgetControllerTest, DutyCycleTracesPartOfEachPeriod) {
+  BudgetConfig cfg = Config();
+  cfg.lowest = Stage::kDutyCycle;
+  cfg.up_after_ns = 1000 * kS;
+  BudgetController c(cfg, Calibration{});
+  uint64_t now = 0;
+  Counters counters;
+  c.Update(now, counters);
+  Decision d;
+  for (int i = 0; i < 12 && c.stage() != Stage::kDutyCycle; ++i) {
+    now += kS;
+    counters.hits[0] += 100000;
+    d = c.Update(now, counters);
+  }
+  ASSERT_EQ(c.stage(), Stage::kDutyCycle);
+  EXPECT_TRUE(d.tracing_on);  // the period starts traced
+  int on = 0;
+  for (int i = 0; i < 10; ++i) {
+    now += kS;
+    on += c.Update(now, counters).tracing_on;
+  }
+  EXPECT_EQ(on, 1);  // 1 s of every 10 s
+}
+
+TEST_F(BudgetControllerTest, LowestStageIsRespected) {
+  BudgetConfig cfg = Config();
+  cfg.lowest = Stage::kGilWaits;
+  BudgetController c(cfg, Calibration{});
+  uint64_t now = 0;
+  Counters counters;
+  c.Update(now, counters);
+  for (int i = 0; i < 30; ++i) {
+    now += kS;
+    counters.hits[0] += 100000;
+    c.Update(now, counters);
+  }
+  EXPECT_EQ(c.stage(), Stage::kGilWaits);
+}
+
+}  // namespace
+}  // namespace threadscope::budget
