@@ -179,6 +179,32 @@ class LocksTest(harness.BpfTestCase):
             self.check_exact_only(truth, report)
         self.for_each_interpreter(body)
 
+    def test_overhead_budget_turns_acquire_stacks_off(self):
+        """--overhead-budget under the cost of --locks all --acquire-stacks: the budget steps down
+        past no_acquire_stacks, and the acquire program's flag is set while attached."""
+        program = ("import threading, time\n"
+                   "l = threading.Lock()\n"
+                   "end = time.time() + 9\n"
+                   "def w():\n"
+                   "    while time.time() < end:\n"
+                   "        with l: pass\n"
+                   "        time.sleep(0.0002)\n"
+                   "ts = [threading.Thread(target=w) for _ in range(2)]\n"
+                   "[t.start() for t in ts]; [t.join() for t in ts]\n")
+        report_path = self.path("budget.json")
+        r = harness.run([harness.threadscope(), "--no-daemon", "--log-level", "info", "run",
+                         "--locks", "all", "--acquire-stacks", "8", "--overhead-budget", "0.05%",
+                         "--report", report_path, "--", harness.DEBIAN_PYTHON, "-c", program],
+                        timeout=120)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("overhead budget: acquire stacks off", r.stdout + r.stderr)
+        budget = harness.load_json(report_path)["budget"]
+        self.assertIn(budget["stage"], ("no_acquire_stacks", "lock_threshold", "duty_cycle"),
+                      budget)
+        # --gil waits (the default): gil_waits is in effect, and so is no_acquire_stacks; the
+        # stages below are recommended only.
+        self.assertEqual(budget["applied"], budget["stage"] == "no_acquire_stacks", budget)
+
     def check_unavailable(self, interp):
         """2.7's locks are traced by neither mode; the run still works and says why."""
         report_path = self.path(interp.label + ".json")
