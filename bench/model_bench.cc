@@ -51,7 +51,7 @@ void RunBatch(benchmark::State& state, const std::string& batch,
     model::TraceModelConfig config;
     config.threads.joins = joins;
     model::TraceModel m(config);
-    model::RecordReader reader(batch);
+    recording::RecordReader reader(batch);
     model::RecordView record;
     while (reader.Next(&record)) {
       m.ApplyRecord(record, nullptr);
