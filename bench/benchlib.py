@@ -20,6 +20,9 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
+import time
+import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 WORKLOADS = os.path.join(HERE, "workloads.py")
@@ -135,6 +138,9 @@ def parse_args(runs=5, extra=None):
     ap.add_argument("--bpftrace", default="bpftrace",
                     help="the bpftrace for the floors: a command, `sid` for Debian "
                          "unstable's, from the bench root, or `none` to skip the floors")
+    ap.add_argument("--threadscoped",
+                    help="the daemon, for the `auto` mode (default: beside --threadscope, "
+                         "bazel-bin/daemon/threadscoped)")
     ap.add_argument("--runs", type=int, default=runs)
     ap.add_argument("--scale", type=float, default=1.0, help="multiply every workload size")
     if extra:
@@ -155,6 +161,9 @@ def parse_args(runs=5, extra=None):
         ap.error("--bpftrace sid traces the bench root's Debian unstable interpreters, or host "
                  "ones, not %s" % args.python)
     args.python = args.interp.label
+    if not args.threadscoped:
+        args.threadscoped = os.path.join(os.path.dirname(os.path.dirname(
+            os.path.abspath(args.threadscope))), "daemon", "threadscoped")
     return args
 
 
@@ -181,18 +190,147 @@ def bench_root():
         matrix.debian_unstable_root() + "-bench")
 
 
+class AutoDaemon:
+    """threadscoped with one auto-attach rule at its defaults (`--auto-attach cmdline=MARKER`,
+    so the default `--overhead-budget 1%`), for the `auto` mode: the workload is started with
+    MARKER in its argv and attached at exec. It waits (`--go FILE`) until the daemon's metrics
+    show it attached, so the timed part runs traced from its first instruction; the wait itself
+    is outside the workload's clock. /metrics is scraped every 0.5 s while it runs and once
+    after it exits (the target's series are retained): the budget stages seen, their changes
+    and the estimated cost ratio. The daemon's own CPU over the run comes from /proc."""
+
+    SCRAPE_EVERY = 0.5
+
+    def __init__(self, threadscoped, tmp):
+        self.tmp = tmp
+        self.marker = "tsbenchauto" + os.urandom(4).hex()
+        self.sock = os.path.join(tmp, "auto.sock")
+        self.log_path = os.path.join(tmp, "threadscoped.log")
+        self.log = open(self.log_path, "w")
+        self.proc = subprocess.Popen(
+            [threadscoped, "--socket", self.sock, "--metrics-addr", "127.0.0.1:0",
+             "--auto-attach", "cmdline=" + self.marker],
+            stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.url = None
+        deadline = time.time() + 30
+        while time.time() < deadline and self.proc.poll() is None:
+            m = re.search(r"metrics on http://[^ ]*:(\d+)/metrics", open(self.log_path).read())
+            if m and "listening on unix:" in open(self.log_path).read():
+                self.url = "http://127.0.0.1:%s/metrics" % m.group(1)
+                break
+            time.sleep(0.05)
+        if not self.url:
+            self.stop()
+            raise RuntimeError("threadscoped did not start: " + open(self.log_path).read())
+        self.runs = 0
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+
+    def cpu_seconds(self):
+        with open("/proc/%d/stat" % self.proc.pid) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def scrape(self, pid):
+        """The target's budget series in /metrics now: (attached, stage, applied, est ratio,
+        budget ratio), None for what is not there."""
+        try:
+            text = urllib.request.urlopen(self.url, timeout=5).read().decode()
+        except OSError:
+            return None
+        tag = 'pid="%d"' % pid
+        attached, stage, applied, est, budget = False, None, None, None, None
+        for line in text.splitlines():
+            if tag not in line or line.startswith("#"):
+                continue
+            if line.startswith("threadscope_target_info{"):
+                attached = True
+            elif line.startswith("threadscope_budget_stage{"):
+                stage = re.search(r'stage="([^"]*)"', line).group(1)
+                applied = re.search(r'applied="([^"]*)"', line).group(1)
+            elif line.startswith("threadscope_budget_estimated_cost_ratio{"):
+                est = float(line.rsplit(" ", 1)[1])
+            elif line.startswith("threadscope_budget_ratio{"):
+                budget = float(line.rsplit(" ", 1)[1])
+        return attached, stage, applied, est, budget
+
+    def run(self, cmd, what):
+        """Runs cmd + [--go FILE, MARKER] attached; (CompletedProcess, what was seen)."""
+        self.runs += 1
+        go = os.path.join(self.tmp, "%s-%d.go" % (self.marker, self.runs))
+        cpu0, t0 = self.cpu_seconds(), time.time()
+        proc = subprocess.Popen(cmd + ["--go", go, self.marker], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, start_new_session=True)
+        seen = {"stages": [], "est": [], "budget": None, "attach_s": None}
+
+        def note(s):
+            if not s:
+                return
+            _, stage, applied, est, budget = s
+            if stage is not None:
+                label = "%s%s" % (stage, "" if applied == "true" else "(advisory)")
+                if not seen["stages"] or seen["stages"][-1] != label:
+                    seen["stages"].append(label)
+            if est is not None:
+                seen["est"].append(est)
+            if budget is not None:
+                seen["budget"] = budget
+
+        try:
+            while proc.poll() is None and time.time() < t0 + 30:
+                s = self.scrape(proc.pid)
+                if s and s[0]:
+                    seen["attach_s"] = time.time() - t0
+                    note(s)
+                    break
+                time.sleep(0.02)
+            open(go, "w").close()  # attached (or not after 30 s: then it runs untraced)
+            out = []
+            reader = threading.Thread(target=lambda: out.append(proc.communicate()))
+            reader.start()
+            deadline = time.time() + RUN_TIMEOUT
+            while reader.is_alive() and time.time() < deadline:
+                reader.join(self.SCRAPE_EVERY)
+                if reader.is_alive():
+                    note(self.scrape(proc.pid))
+            if reader.is_alive():
+                stuck = where_stuck(proc.pid)
+                os.killpg(proc.pid, 9)
+                reader.join()
+                raise RunStuck("%s: no result after %d s; where it waited:\n%s" %
+                               (what, RUN_TIMEOUT, stuck))
+            note(self.scrape(proc.pid))  # the retained target's last values
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, 9)
+        seen["daemon_cpu"] = self.cpu_seconds() - cpu0
+        stdout, stderr = out[0]
+        if proc.returncode:
+            raise subprocess.CalledProcessError(proc.returncode, cmd, stdout, stderr)
+        return subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr), seen
+
+
 class Bench:
     """modes: name -> threadscope flags (a list), "untraced", or ("bpftrace", flags): bpftrace
     counting hits on the sites threadscope places with those flags. `python`: a
     matrix.Interpreter (or a path); `bpftrace`: a command, or "sid" (the bench root's)."""
 
-    def __init__(self, threadscope, python, modes, runs, bpftrace="bpftrace"):
+    def __init__(self, threadscope, python, modes, runs, bpftrace="bpftrace", threadscoped=None):
         if not os.path.ismount("/sys/kernel/tracing"):  # bpftrace needs tracefs
             subprocess.run(["mount", "-t", "tracefs", "nodev", "/sys/kernel/tracing"],
                            check=False)
         if isinstance(python, str):
             python = matrix.find(python)
         self.threadscope, self.interp, self.modes, self.runs = threadscope, python, modes, runs
+        self.threadscoped = threadscoped
         self.python = python.argv  # how to run it
         # bpftrace and the path of the interpreter as bpftrace sees it.
         if bpftrace == "none":
@@ -241,9 +379,22 @@ class Bench:
         counted (the program's own count), records (threadscope records or bpftrace hits)."""
         cmd = self.python + [WORKLOADS, workload, str(n)]
         bpftrace_cmd = self.bpftrace_python + [WORKLOADS, workload, str(n)]
-        out = {m: {"wall": [], "cpu": [], "counted": [], "records": [], "reports": []}
-               for m in self.modes}
+        out = {m: {"wall": [], "cpu": [], "counted": [], "records": [], "reports": [],
+                   "auto": []} for m in self.modes}
         failed = {}
+        # `auto`: one daemon per workload, up through its runs of every mode (idle while the
+        # other modes run: it watches execs, and none matches its rule).
+        daemon = AutoDaemon(self.threadscoped, self.tmp) if "auto" in self.modes else None
+        try:
+            self._measure(cmd, bpftrace_cmd, workload, out, failed, daemon)
+        finally:
+            if daemon:
+                daemon.stop()
+        for name, why in failed.items():
+            out[name]["failed"] = why
+        return out
+
+    def _measure(self, cmd, bpftrace_cmd, workload, out, failed, daemon):
         for _ in range(self.runs):
             for name, mode in self.modes.items():
                 if name in failed:
@@ -251,6 +402,9 @@ class Bench:
                 what = "%s %s" % (workload, name)
                 if mode == "untraced":
                     r = run_bounded(cmd, what, check=True)
+                elif mode == "auto":
+                    r, seen = daemon.run(cmd, what)
+                    out[name]["auto"].append(seen)
                 elif isinstance(mode, tuple) and not self.bpftrace:
                     failed[name] = "skipped (--bpftrace none)"
                     continue
@@ -276,9 +430,6 @@ class Bench:
                 out[name]["cpu"].append(cpu)
                 if count is not None:
                     out[name]["counted"].append(count)
-        for name, why in failed.items():
-            out[name]["failed"] = why
-        return out
 
     def print_table(self, title, results, count_label="counted"):
         base = statistics.median(results["untraced"]["wall"])
@@ -299,6 +450,29 @@ class Bench:
             print("  %-18s %8.3f %6.3fx %8.3f %6.3fx %12s %s %s" % (
                 name, med, med / base, med_cpu, med_cpu / base_cpu,
                 "%d" % recs if recs else "-", per, counted))
+        self.print_auto(results)
+
+    def print_auto(self, results):
+        """What the auto-attach daemon did in the `auto` runs."""
+        runs = results.get("auto", {}).get("auto")
+        if not runs:
+            return
+        base_cpu = statistics.median(results["untraced"]["cpu"])
+        cpus = results["auto"]["cpu"]
+        print("  auto: CPU ratio vs untraced per run %s (spread %.3f-%.3fx); untraced runs "
+              "%.3f-%.3f s" % (" ".join("%.3fx" % (c / base_cpu) for c in cpus),
+                               min(cpus) / base_cpu, max(cpus) / base_cpu,
+                               min(results["untraced"]["cpu"]), max(results["untraced"]["cpu"])))
+        for i, seen in enumerate(runs):
+            est = seen["est"]
+            print("  auto run %d: attached %s after exec; budget %s; stages seen %s "
+                  "(%d change(s)); estimated cost ratio max %s, last %s; daemon CPU %.2f s" % (
+                      i + 1, "%.2f s" % seen["attach_s"] if seen["attach_s"] is not None
+                      else "NOT (ran untraced)",
+                      "%g" % seen["budget"] if seen["budget"] is not None else "-",
+                      " -> ".join(seen["stages"]) or "-", max(len(seen["stages"]) - 1, 0),
+                      "%.4f" % max(est) if est else "-", "%.4f" % est[-1] if est else "-",
+                      seen["daemon_cpu"]))
 
     @staticmethod
     def added_cpu(results, mode):

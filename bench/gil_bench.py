@@ -18,6 +18,9 @@ Modes, interleaved:
   gil-stacks-1us `gil` with --gil-stacks 8 --gil-stack-threshold 1us: a stack walk at nearly
                 every take that waited at all
   default       threadscope run (contended locks + GIL: what users get)
+  auto          threadscoped --auto-attach cmdline=MARKER (a rule's defaults: contended locks,
+                --gil waits, --overhead-budget 1%): attached at exec; the budget stages seen in
+                its /metrics and the daemon's own CPU are printed under the table
 
   bench/gil_bench.py --threadscope bazel-bin/client/threadscope
       [--python LABEL|PATH] [--bpftrace sid|none]
@@ -43,6 +46,9 @@ MODES = {
     "gil-stacks": GIL_ONLY + ["--gil-stacks", "8"],
     "gil-stacks-1us": GIL_ONLY + ["--gil-stacks", "8", "--gil-stack-threshold", "1us"],
     "default": [],
+    # threadscoped --auto-attach cmdline=MARKER: attached at exec with a rule's defaults
+    # (--overhead-budget 1%), waiting until attached before its clock starts (benchlib.AutoDaemon).
+    "auto": "auto",
 }
 
 
@@ -54,7 +60,8 @@ def main():
     if args.modes:
         want = set(args.modes.split(",")) | {"untraced"}
         modes = {k: v for k, v in MODES.items() if k in want}
-    bench = Bench(args.threadscope, args.interp, modes, args.runs, args.bpftrace)
+    bench = Bench(args.threadscope, args.interp, modes, args.runs, args.bpftrace,
+                  args.threadscoped)
     plan = bench.plan(GIL_ONLY)
     print("interpreter: %s (CPython %s); %d runs per mode, interleaved; medians" %
           (args.python, plan["target"]["python_version"], args.runs))

@@ -12,10 +12,13 @@ one dict (critical sections). Each runs, interleaved (to cancel drift on a noisy
   default           threadscope run with no options (--locks contended, --gil waits): what
                     users get
   default+gil-full  the same with --gil full (every GIL take and drop probed)
+  auto              threadscoped --auto-attach cmdline=MARKER (a rule's defaults: contended
+                    locks, --gil waits, --overhead-budget 1%), attached at exec; the budget
+                    stages seen in its /metrics and the daemon's CPU are printed under the table
   bpftrace-MODE     bpftrace counting hits on exactly the sites --locks=MODE placed (taken from
                     threadscope's own report): the floor for any uprobe tracer on those sites
 
-GIL tracing is off in every mode but default and default+gil-full (--gil off): bench/gil_bench.py
+GIL tracing is off in every mode but default, default+gil-full and auto (--gil off): bench/gil_bench.py
 measures it. --modes picks some (untraced always runs).
 
 Reported: medians, ratios to untraced, records per run, and the blocking acquisitions the
@@ -43,6 +46,9 @@ MODES = {
     "bpftrace-all": ("bpftrace", ["--locks", "all"] + NO_GIL),
     "default": [],
     "default+gil-full": ["--gil", "full"],
+    # threadscoped --auto-attach cmdline=MARKER: attached at exec with a rule's defaults
+    # (--overhead-budget 1%), waiting until attached before its clock starts (benchlib.AutoDaemon).
+    "auto": "auto",
 }
 
 
@@ -54,7 +60,8 @@ def main():
     if args.modes:
         want = set(args.modes.split(",")) | {"untraced"}
         modes = {k: v for k, v in MODES.items() if k in want}
-    bench = Bench(args.threadscope, args.interp, modes, args.runs, args.bpftrace)
+    bench = Bench(args.threadscope, args.interp, modes, args.runs, args.bpftrace,
+                  args.threadscoped)
     plan = bench.plan(MODES["all"])
     print("interpreter: %s (CPython %s); %d runs per mode, interleaved; medians" %
           (args.python, plan["target"]["python_version"], args.runs))

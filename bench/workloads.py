@@ -150,6 +150,13 @@ WORKLOADS = {"threads": threads, "pool": pool, "uncontended": uncontended,
 
 if __name__ == "__main__":
     name, n = sys.argv[1], int(sys.argv[2])
+    # `--go FILE` (bench auto mode): wait for FILE before starting the clock, so that a daemon
+    # that auto-attaches at exec has attached first. Later arguments are ignored (a marker for
+    # the daemon's cmdline rule).
+    if len(sys.argv) > 4 and sys.argv[3] == "--go":
+        import os
+        while not os.path.exists(sys.argv[4]):
+            time.sleep(0.01)
     cpu = getattr(time, "process_time", None) or time.clock  # 2.7 has only clock()
     start, start_cpu = time.time(), cpu()
     counted = WORKLOADS[name](n)
