@@ -4,7 +4,11 @@
 // own so the loader's attach code stays as it is.
 #include <spdlog/spdlog.h>
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <map>
 
 #include "daemon/loader/bpf_tracer.h"
 #include "probes/threadscope_bpf.skel.h"
@@ -41,6 +45,33 @@ void BpfTracer::PrepareGilSwitch(const ProbePlan& plan, std::vector<PlannedProbe
     if (probe.unavailable.empty()) gil_waits_.push_back(std::move(probe));
   }
   if (gil_full_.empty()) gil_waits_.clear();  // nothing to switch from
+  // The sites name the binaries by the inspection's descriptors (/proc/self/fd/N), which close
+  // once the attach is done: open each binary again, now, and attach through our own.
+  gil_binaries_ = std::shared_ptr<std::vector<int>>(new std::vector<int>, [](std::vector<int>* fds) {
+    for (int fd : *fds) close(fd);
+    delete fds;
+  });
+  std::map<std::string, std::string> reopened;
+  for (auto* group : {&gil_full_, &gil_waits_}) {
+    for (auto& probe : *group) {
+      for (auto& site : probe.sites) {
+        auto it = reopened.find(site.host_path);
+        if (it == reopened.end()) {
+          int fd = open(site.host_path.c_str(), O_RDONLY | O_CLOEXEC);
+          std::string path = site.host_path;
+          if (fd >= 0) {
+            gil_binaries_->push_back(fd);
+            path = "/proc/self/fd/" + std::to_string(fd);
+          } else {
+            spdlog::warn("pid {}: cannot reopen {} for the GIL switch", options_.tgid,
+                         site.host_path);
+          }
+          it = reopened.emplace(site.host_path, path).first;
+        }
+        site.host_path = it->second;
+      }
+    }
+  }
 }
 
 Status BpfTracer::SetGilWaitsOnly(bool on) {

@@ -118,8 +118,11 @@ class BpfTracer final : public RecordSource {
   ring_buffer* ring_ = nullptr;
   bool uprobe_multi_ = false;
   std::vector<Link> links_;
-  // PrepareGilSwitch: the two GIL groups, and which one is attached.
+  // PrepareGilSwitch: the two GIL groups, and which one is attached. Their sites' binaries
+  // are held open here (the planner's paths name the inspection's descriptors, closed after
+  // the attach): closed with the tracer.
   std::vector<PlannedProbe> gil_full_, gil_waits_;
+  std::shared_ptr<std::vector<int>> gil_binaries_;
   bool gil_waits_only_ = false;
   const RecordCallback* current_callback_ = nullptr;
 };
