@@ -47,10 +47,11 @@ void BpfTracer::PrepareGilSwitch(const ProbePlan& plan, std::vector<PlannedProbe
   if (gil_full_.empty()) gil_waits_.clear();  // nothing to switch from
   // The sites name the binaries by the inspection's descriptors (/proc/self/fd/N), which close
   // once the attach is done: open each binary again, now, and attach through our own.
-  gil_binaries_ = std::shared_ptr<std::vector<int>>(new std::vector<int>, [](std::vector<int>* fds) {
-    for (int fd : *fds) close(fd);
-    delete fds;
-  });
+  gil_binaries_ =
+      std::shared_ptr<std::vector<int>>(new std::vector<int>, [](std::vector<int>* fds) {
+        for (int fd : *fds) close(fd);
+        delete fds;
+      });
   std::map<std::string, std::string> reopened;
   for (auto* group : {&gil_full_, &gil_waits_}) {
     for (auto& probe : *group) {
