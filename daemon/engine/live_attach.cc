@@ -41,6 +41,7 @@ class ProcessFrameResolver final : public target::FrameResolver {
 std::vector<loader::PlannedProbe> PlanGilWaitsSwitch(const target::InspectedProcess& inspected,
                                                      const target::Disassembler& dis,
                                                      const settings::TraceSettings& asked,
+                                                     const target::InspectOptions& inspect,
                                                      loader::ProbePlan* plan) {
   if (!asked.gil || asked.gil_mode != settings::GilMode::kFull || asked.overhead_budget <= 0 ||
       !plan->gil.traced || plan->gil_lock_addr != 0) {
@@ -50,7 +51,8 @@ std::vector<loader::PlannedProbe> PlanGilWaitsSwitch(const target::InspectedProc
   waits.gil_mode = settings::GilMode::kWaits;
   loader::ProbePlan other = loader::PlanProbes(inspected, dis, waits);
   std::vector<loader::PlannedProbe> out;
-  if (other.gil.mode != settings::GilMode::kWaits) return out;
+  // A plan whose search the work budget cut short is not one to attach later: no switch.
+  if (!inspect.budget->status().ok() || other.gil.mode != settings::GilMode::kWaits) return out;
   for (auto& probe : other.probes) {
     if (probe.id == loader::ProbeId::kGilWait || probe.id == loader::ProbeId::kGilWaitReturn) {
       out.push_back(std::move(probe));
@@ -94,7 +96,8 @@ StatusOr<std::shared_ptr<LiveSession>> AttachLive(std::string id,
   TS_RETURN_IF_ERROR(inspect.budget->status());
   // --gil full under an overhead budget: the --gil waits probes too, planned now (not attached)
   // for the budget's gil_waits stage to switch to while attached.
-  std::vector<loader::PlannedProbe> gil_waits = PlanGilWaitsSwitch(inspected, *dis, asked, &plan);
+  std::vector<loader::PlannedProbe> gil_waits =
+      PlanGilWaitsSwitch(inspected, *dis, asked, inspect, &plan);
 
   loader::BpfTracerOptions bpf_options;
   bpf_options.tgid = pid;
