@@ -289,16 +289,20 @@ class GilTest(harness.BpfTestCase):
         is applied while attached (/metrics says applied="true"), take_gil's entry/return and
         drop_gil probes are gone (their BPF programs have no link), take_gil's condition-wait
         probes are attached, and the report states the switch and still agrees with the
-        program's own account. Debian 12's python3.11."""
-        truth_path = self.path("handoff.truth")
-        report_path = self.path("handoff.json")
-        with harness.Daemon(self.tmp.name, "--metrics-addr", "127.0.0.1:0") as daemon:
+        program's own account. Debian 12's 3.11 and Debian unstable's stripped 3.14."""
+        self.for_each_interpreter(self.check_budget_switch,
+                                  only=("debian-3.11", "debian-unstable-3.14"))
+
+    def check_budget_switch(self, interp):
+        truth_path = self.path(interp.label + ".handoff.truth")
+        report_path = self.path(interp.label + ".handoff.json")
+        with harness.Daemon(self.tmp.name, "--metrics-addr", "127.0.0.1:0",
+                            log_name=interp.label + ".daemon.log") as daemon:
             url = "http://127.0.0.1:%d/metrics" % daemon.metrics_port()
             run = subprocess.Popen(
                 [harness.threadscope(), "--server", daemon.address, "run", "--no-live",
-                 "--gil", "full", "--overhead-budget", "0.2%", "--report", report_path, "--",
-                 harness.DEBIAN_PYTHON, os.path.join(harness.PROGRAMS, "gil_handoff.py"),
-                 truth_path, "12"],
+                 "--gil", "full", "--overhead-budget", "0.2%", "--report", report_path, "--"] +
+                interp.argv + [os.path.join(harness.PROGRAMS, "gil_handoff.py"), truth_path, "12"],
                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
             try:
                 applied = re.compile(r'threadscope_budget_stage\{(?=[^}]*stage="gil_waits")'
