@@ -214,10 +214,21 @@ json GilJson(const v1::Snapshot& s) {
   for (const auto& w : g.waiters()) {
     waiters.push_back({{"native_tid", w.native_tid()}, {"since_ns", w.since_ns()}});
   }
+  // The overhead budget's switches of a --gil full trace's probes (docs/PERFORMANCE.md).
+  json mode_changes = json::array();
+  for (const auto& c : g.mode_changes()) {
+    mode_changes.push_back({{"ts_ns", c.ts_ns()},
+                            {"mode", c.mode() == v1::GIL_MODE_WAITS ? "waits" : "full"},
+                            {"cut_holds", c.cut_holds()},
+                            {"cut_waits", c.cut_waits()}});
+  }
   return json{
       {"traced", g.traced()},
       // "waits" (default): only takes that waited; holds, drops, switches not traced.
       {"mode", g.mode() == v1::GIL_MODE_WAITS ? "waits" : "full"},
+      {"mode_changes", mode_changes},
+      {"cut_holds", g.cut_holds()},
+      {"cut_waits", g.cut_waits()},
       {"reason", cov.reason()},
       {"coverage",
        {{"take_functions", cov.take_functions()},

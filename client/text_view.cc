@@ -315,6 +315,23 @@ std::string SummaryText(const v1::Snapshot& s, const TextStyle& style) {
                    "33", style);
     }
   }
+  // The overhead budget switched the GIL probes: say what was traced when, first.
+  for (const auto& c : s.gil().mode_changes()) {
+    const double at = c.ts_ns() > s.target().attached_ns()
+                          ? static_cast<double>(c.ts_ns() - s.target().attached_ns()) / 1e9
+                          : 0.0;
+    if (c.mode() == v1::GIL_MODE_WAITS) {
+      out += fmt::format(
+          "  GIL: holds traced until +{:.3f}s, waits only after (overhead budget); "
+          "{} hold(s) and {} take(s) in progress cut, end unknown\n",
+          at, c.cut_holds(), c.cut_waits());
+    } else {
+      out += fmt::format(
+          "  GIL: every take and drop traced again from +{:.3f}s (overhead "
+          "budget); {} wait(s) in progress cut\n",
+          at, c.cut_waits());
+    }
+  }
   if (s.gil().traced() && s.gil().runtime() == v1::GIL_RUNTIME_OFF) {
     out += fmt::format("  GIL: {}\n", GilRuntimeText(s));
   } else if (s.gil().traced() && s.gil().mode() == v1::GIL_MODE_WAITS) {

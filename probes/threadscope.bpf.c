@@ -241,6 +241,11 @@ const volatile __u8 stack_frames_acquire = 0;
 /* The overhead budget's no_acquire_stacks stage: 1 skips the stack at acquires. Written by the
  * daemon while attached (BpfTracer::SetAcquireStacks), so in .bss, not .rodata. */
 volatile __u8 budget_skip_acquire_stacks = 0;
+/* The overhead budget's gil_waits stage on a --gil full trace (BpfTracer::SetGilWaitsOnly): both
+ * GIL probe sets are attached for a moment at the switch; these keep one of them silent, so no
+ * take is reported twice. 0 for every trace that does not switch. */
+volatile __u8 budget_gil_full_off = 0;
+volatile __u8 budget_gil_waits_off = 0;
 /* Frames recorded when a take_gil that waited at least gil_stack_threshold_ns returns (0: off). */
 const volatile __u8 gil_stack_frames = 0;
 const volatile __u64 gil_stack_threshold_ns = 1000000;
@@ -1272,6 +1277,9 @@ int ts_gil(struct pt_regs *ctx)
 
 	if (!is_target())
 		return 0;
+	/* The free-threaded enable/disable ops are not part of the switched set. */
+	if (budget_gil_full_off && op != TS_GIL_ENABLE_TRANSIENT && op != TS_GIL_DISABLE)
+		return 0;
 	if (op == TS_GIL_TAKE_BEGIN && ((cookie & TS_GIL_GATED) || with_stack(gil_stack_frames))) {
 		start = bpf_task_storage_get(&gil_wait_start, bpf_get_current_task_btf(), 0,
 					     BPF_LOCAL_STORAGE_GET_F_CREATE);
@@ -1295,12 +1303,14 @@ int ts_gil_ret(struct pt_regs *ctx)
 	if (!is_target())
 		return 0;
 	if (!(cookie & TS_GIL_GATED) && !with_stack(gil_stack_frames))
-		return gil_record(ctx);
+		return budget_gil_full_off ? 0 : gil_record(ctx);
 	start = bpf_task_storage_get(&gil_wait_start, bpf_get_current_task_btf(), 0, 0);
 	if (start) {
 		began = *start;
 		*start = 0;
 	}
+	if (budget_gil_full_off)
+		return 0;
 	/* Free-threaded, GIL off: take_gil returned without taking it. */
 	if ((cookie & TS_GIL_GATED) && !began)
 		return 0;
@@ -1355,7 +1365,7 @@ int ts_gil_wait(struct pt_regs *ctx)
 {
 	struct gil_slow *w;
 
-	if (!is_target())
+	if (!is_target() || budget_gil_waits_off)
 		return 0;
 	w = bpf_task_storage_get(&gil_slow, bpf_get_current_task_btf(), 0,
 				 BPF_LOCAL_STORAGE_GET_F_CREATE);
@@ -1383,6 +1393,11 @@ int ts_gil_wait_ret(struct pt_regs *ctx)
 	w = bpf_task_storage_get(&gil_slow, bpf_get_current_task_btf(), 0, 0);
 	if (!w || !w->began)
 		return 0;
+	if (budget_gil_waits_off) {
+		/* Switched back to every take: a wait begun before is not reported (nor kept). */
+		w->began = 0;
+		return 0;
+	}
 	if (bpf_probe_read_user(&locked, sizeof(locked), (void *)w->locked_at) || locked)
 		return 0;
 	began = w->began;

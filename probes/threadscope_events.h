@@ -178,6 +178,11 @@ enum ts_mark_kind {
 	TS_MARK_ATTACHED = 1,      /* probes are live; later records are complete */
 	TS_MARK_DETACHED = 2,      /* probes were removed; nothing follows */
 	TS_MARK_TARGET_EXITED = 3, /* the whole process is gone */
+	/* The overhead budget switched a --gil full trace's GIL probes while attached: from here
+	 * only takes that wait are traced (holds in progress end unseen), or every take and drop
+	 * again (a holder at the switch is only known at its next take). */
+	TS_MARK_GIL_WAITS_ONLY = 4,
+	TS_MARK_GIL_FULL = 5,
 };
 
 struct ts_trace_mark {

@@ -35,6 +35,38 @@ class ProcessFrameResolver final : public target::FrameResolver {
   target::PyCodeResolver resolver_;
 };
 
+// The --gil waits probes of a --gil full trace with an overhead budget (none otherwise, or when
+// this build has no probeable slow path: 2.7, a take_gil whose condition wait was not found).
+// Sets what the waits programs read (3.6's gil_locked) in `plan`, and says so in its GIL notes.
+std::vector<loader::PlannedProbe> PlanGilWaitsSwitch(const target::InspectedProcess& inspected,
+                                                     const target::Disassembler& dis,
+                                                     const settings::TraceSettings& asked,
+                                                     const target::InspectOptions& inspect,
+                                                     loader::ProbePlan* plan) {
+  if (!asked.gil || asked.gil_mode != settings::GilMode::kFull || asked.overhead_budget <= 0 ||
+      !plan->gil.traced || plan->gil_lock_addr != 0) {
+    return {};
+  }
+  settings::TraceSettings waits = asked;
+  waits.gil_mode = settings::GilMode::kWaits;
+  loader::ProbePlan other = loader::PlanProbes(inspected, dis, waits);
+  std::vector<loader::PlannedProbe> out;
+  // A plan whose search the work budget cut short is not one to attach later: no switch.
+  if (!inspect.budget->status().ok() || other.gil.mode != settings::GilMode::kWaits) return out;
+  for (auto& probe : other.probes) {
+    if (probe.id == loader::ProbeId::kGilWait || probe.id == loader::ProbeId::kGilWaitReturn) {
+      out.push_back(std::move(probe));
+    }
+  }
+  if (out.size() != 2) return {};
+  plan->gil_locked_addr = other.gil_locked_addr;
+  plan->gil.notes +=
+      "; overhead budget: at its gil_waits stage the trace switches to --gil "
+      "waits while attached (take_gil's condition wait, " +
+      std::to_string(out[0].sites.size()) + " site(s)), and back";
+  return out;
+}
+
 }  // namespace
 
 StatusOr<std::shared_ptr<LiveSession>> AttachLive(std::string id,
@@ -62,6 +94,10 @@ StatusOr<std::shared_ptr<LiveSession>> AttachLive(std::string id,
   // Planning charged the same budget (through the ELF files): a plan made from a search cut
   // short is not one to trust.
   TS_RETURN_IF_ERROR(inspect.budget->status());
+  // --gil full under an overhead budget: the --gil waits probes too, planned now (not attached)
+  // for the budget's gil_waits stage to switch to while attached.
+  std::vector<loader::PlannedProbe> gil_waits =
+      PlanGilWaitsSwitch(inspected, *dis, asked, inspect, &plan);
 
   loader::BpfTracerOptions bpf_options;
   bpf_options.tgid = pid;
@@ -71,7 +107,7 @@ StatusOr<std::shared_ptr<LiveSession>> AttachLive(std::string id,
   bpf_options.py_true = plan.py_true;
   bpf_options.py_false = plan.py_false;
   bpf_options.gil_lock_addr = plan.gil_lock_addr;
-  bpf_options.gil_locked_addr = plan.gil_locked_addr;
+  bpf_options.gil_locked_addr = plan.gil_locked_addr;  // PlanGilWaitsSwitch may set it
   bpf_options.sem_kinds = plan.sem_kinds;
   bpf_options.lock_mutex_off = plan.lock_mutex_off;
   bpf_options.ob_type_off = plan.ob_type_off;
@@ -94,6 +130,7 @@ StatusOr<std::shared_ptr<LiveSession>> AttachLive(std::string id,
     if (!process->Alive()) return exited();
     return attached.status();
   }
+  if (!gil_waits.empty()) tracer->PrepareGilSwitch(plan, std::move(gil_waits));
 
   TargetFacts facts;
   facts.pid = pid;

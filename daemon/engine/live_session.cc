@@ -79,8 +79,9 @@ void LiveSession::UpdateBudget(uint64_t now_ns) {
 // Puts what the stage asks into effect where this version can while attached, and says whether
 // the stage as a whole is in effect. A step that changes nothing for this trace (gil_waits on a
 // trace that is already --gil waits) is in effect; applied: false means some step down to the
-// stage is only recommended: gil_waits on a --gil full trace (switching the GIL probes while
-// attached is not done yet), lock_threshold and duty_cycle (recommend-only).
+// stage is only recommended: gil_waits on a --gil full trace whose source cannot switch its GIL
+// probes (no --gil waits sites on this build, 2.7, a recording), lock_threshold and duty_cycle
+// (recommend-only).
 bool LiveSession::ApplyBudgetStage(budget::Stage stage) {
   const settings::TraceSettings& t = options_.trace;
   // no_acquire_stacks: a flag the acquire program reads (BpfTracer::SetAcquireStacks).
@@ -95,12 +96,32 @@ bool LiveSession::ApplyBudgetStage(budget::Stage stage) {
     }
   }
   bool applied = true;
-  if (stage >= budget::Stage::kGilWaits && t.gil && t.gil_mode == settings::GilMode::kFull) {
-    applied = false;
+  if (t.gil && t.gil_mode == settings::GilMode::kFull) {
+    const bool waits = stage >= budget::Stage::kGilWaits;
+    if (!ApplyGilStage(waits) && waits) applied = false;
   }
   if (skip && acquire_asked && !acquire_stacks_skipped_) applied = false;
   if (stage >= budget::Stage::kLockThreshold) applied = false;
   return applied;
+}
+
+bool LiveSession::ApplyGilStage(bool waits_only) {
+  if (waits_only == gil_waits_only_) return true;
+  if (gil_switch_failed_) return false;
+  if (Status s = source_->SetGilWaitsOnly(waits_only); !s.ok()) {
+    // Attach failures cost a probe attach each: one try is the answer for this trace.
+    gil_switch_failed_ = true;
+    spdlog::warn("{}: overhead budget: GIL probes: {}", id(), s.ToString());
+    return false;
+  }
+  gil_waits_only_ = waits_only;
+  // Every record of the old mode is in the ring now: take them first, then the mark, so the model
+  // ends what it can no longer see (holds, takes in progress) at the mark's time.
+  DrainSource();
+  InjectMark(waits_only ? TS_MARK_GIL_WAITS_ONLY : TS_MARK_GIL_FULL);
+  spdlog::info("{}: overhead budget: GIL {}", id(),
+               waits_only ? "waits only (--gil waits)" : "every take and drop again (--gil full)");
+  return true;
 }
 
 LiveSession::~LiveSession() {

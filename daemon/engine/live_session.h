@@ -100,6 +100,9 @@ class LiveSession : public Session {
   // --overhead-budget: feeds the controller what the trace cost since the last update.
   void UpdateBudget(uint64_t now_ns);
   bool ApplyBudgetStage(budget::Stage stage);
+  // gil_waits on a --gil full trace: switches the GIL probes (RecordSource::SetGilWaitsOnly)
+  // and marks the switch in the record stream. False when the source cannot.
+  bool ApplyGilStage(bool waits_only);
 
   const target::ProcFs& proc_;
   LiveSessionOptions options_;
@@ -128,6 +131,8 @@ class LiveSession : public Session {
   uint64_t budget_last_ns_ = 0;
   std::string last_budget_change_;
   bool acquire_stacks_skipped_ = false;  // the no_acquire_stacks stage is in effect in BPF
+  bool gil_waits_only_ = false;          // the gil_waits stage is in effect on a --gil full trace
+  bool gil_switch_failed_ = false;       // the source cannot switch: do not try every second
 };
 
 }  // namespace threadscope::engine

@@ -342,7 +342,16 @@ v1::Gil BuildGil(const model::TraceModel& model, bool traced, uint64_t now_ns,
   const model::GilModel& gil = model.gil();
   v1::Gil out;
   out.set_traced(traced);
-  out.set_mode(mode);
+  out.set_mode(gil.waits_only() ? v1::GIL_MODE_WAITS : mode);
+  for (const model::GilModeChange& c : gil.mode_changes()) {
+    auto* m = out.add_mode_changes();
+    m->set_ts_ns(c.ts_ns);
+    m->set_mode(c.waits_only ? v1::GIL_MODE_WAITS : v1::GIL_MODE_FULL);
+    m->set_cut_holds(c.cut_holds);
+    m->set_cut_waits(c.cut_waits);
+  }
+  out.set_cut_holds(gil.cut_holds());
+  out.set_cut_waits(gil.cut_waits());
   if (auto h = gil.holder()) out.set_holder_native_tid(*h);
   if (auto since = gil.holder_since()) out.set_holder_since_ns(*since);
   for (const auto& [tid, since] : gil.Waiters()) {

@@ -212,20 +212,25 @@ BpfTracer::~BpfTracer() {
 }
 
 void BpfTracer::DetachAll() {
+  CloseLinks(std::move(links_));
+  links_.clear();
+}
+
+void BpfTracer::CloseLinks(std::vector<Link> links) {
   // Each link's teardown waits for an SRCU grace period. Closed from parallel threads, the waits
   // of uprobe_multi links overlap: a default trace's 19 take 42-66 ms instead of 0.6-0.7 s one
   // after another. Perf-event uprobes (kernels before 6.6) are torn down one at a time in the
   // kernel whatever we do: 53 links, 3.9-4.1 s in parallel, 4.5 s serially (docs/DESIGN.md §5,
   // kernel 6.18).
   auto t0 = std::chrono::steady_clock::now();
-  size_t n = links_.size();
+  size_t n = links.size();
   std::vector<std::thread> workers;
   std::atomic<size_t> next{0};
   size_t threads = std::min<size_t>(n, 32);
   auto work = [&] {
     for (size_t i; (i = next.fetch_add(1)) < n;) {
-      if (links_[i].link) bpf_link__destroy(links_[i].link);
-      if (links_[i].fd >= 0) close(links_[i].fd);
+      if (links[i].link) bpf_link__destroy(links[i].link);
+      if (links[i].fd >= 0) close(links[i].fd);
     }
   };
   for (size_t w = 0; w < threads; ++w) {
@@ -237,7 +242,6 @@ void BpfTracer::DetachAll() {
   }
   work();
   for (auto& t : workers) t.join();
-  links_.clear();
   if (n) {
     spdlog::debug("detached {} links in {} ms", n,
                   std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -290,7 +294,7 @@ StatusOr<BpfTracer::Link> BpfTracer::AttachSite(const PlannedProbe& probe,
                              (site ? " at " + site->location
                                    : " to " + std::string(probe.tracepoint())));
   }
-  return Link{link, -1};
+  return Link{link, -1, probe.id};
 }
 
 StatusOr<BpfTracer::Link> BpfTracer::AttachMulti(const PlannedProbe& probe, const std::string& path,
@@ -302,7 +306,7 @@ StatusOr<BpfTracer::Link> BpfTracer::AttachMulti(const PlannedProbe& probe, cons
                                  cookies.data(), static_cast<uint32_t>(offsets.size()),
                                  probe.kind == ProbeKind::kUretprobe, options_.tgid);
   if (fd < 0) return BpfError(errno, "attach " + std::string(probe.name()) + " in " + path);
-  return Link{nullptr, fd};
+  return Link{nullptr, fd, probe.id};
 }
 
 Status BpfTracer::AttachUprobes(const PlannedProbe& probe, ProbeAttachResult* r) {

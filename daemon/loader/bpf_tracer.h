@@ -85,6 +85,14 @@ class BpfTracer final : public RecordSource {
   size_t attached_links() const { return links_.size(); }
   // A flag in the program's .bss (mmapped: a store, no syscall); the acquire program reads it.
   Status SetAcquireStacks(bool on) override;
+  // The overhead budget's gil_waits stage on a --gil full trace: `waits` (the --gil waits set,
+  // planned at attach, not attached) and the attached plan's every-take-and-drop set become two
+  // groups of links, switched by SetGilWaitsOnly. Call after Attach.
+  void PrepareGilSwitch(const ProbePlan& plan, std::vector<PlannedProbe> waits);
+  // Attaches the incoming group (kept silent by a .bss flag), flips the flags (for a few
+  // nanoseconds neither group reports, never both), then detaches the outgoing group: no gap in
+  // the probes, no take reported twice. The ring stays.
+  Status SetGilWaitsOnly(bool on) override;
   // True when uprobes are attached as uprobe_multi links (Linux 6.6+): one link per program
   // and binary, registered and unregistered in batches.
   bool uses_uprobe_multi() const { return uprobe_multi_; }
@@ -96,7 +104,10 @@ class BpfTracer final : public RecordSource {
   struct Link {
     bpf_link* link = nullptr;
     int fd = -1;
+    ProbeId id = ProbeId::kThreadStart;  // the planned probe it serves (groups detach by id)
   };
+  // Destroys `links` (in parallel: each teardown waits for an SRCU grace period).
+  static void CloseLinks(std::vector<Link> links);
   StatusOr<Link> AttachSite(const PlannedProbe& probe, const ProbeSite* site);
   StatusOr<Link> AttachMulti(const PlannedProbe& probe, const std::string& path,
                              const std::vector<uint64_t>& offsets);
@@ -107,6 +118,12 @@ class BpfTracer final : public RecordSource {
   ring_buffer* ring_ = nullptr;
   bool uprobe_multi_ = false;
   std::vector<Link> links_;
+  // PrepareGilSwitch: the two GIL groups, and which one is attached. Their sites' binaries
+  // are held open here (the planner's paths name the inspection's descriptors, closed after
+  // the attach): closed with the tracer.
+  std::vector<PlannedProbe> gil_full_, gil_waits_;
+  std::shared_ptr<std::vector<int>> gil_binaries_;
+  bool gil_waits_only_ = false;
   const RecordCallback* current_callback_ = nullptr;
 };
 

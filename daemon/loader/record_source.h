@@ -34,6 +34,14 @@ class RecordSource {
     (void)on;
     return UnimplementedError("this record source cannot change acquire stacks");
   }
+  // The overhead budget's gil_waits stage on a --gil full trace: true traces only the takes that
+  // wait (take_gil's slow path), false every take and drop again. The caller marks the switch
+  // in the record stream once this returns (records before it are of the old mode). Sources
+  // that cannot say Unimplemented; the budget then reports the stage as not applied.
+  virtual Status SetGilWaitsOnly(bool on) {
+    (void)on;
+    return UnimplementedError("this record source cannot switch the GIL probes");
+  }
 };
 
 }  // namespace threadscope::loader

@@ -86,10 +86,48 @@ void GilModel::SetRuntime(GilRuntime r, uint64_t ts, pid_t tid,
   }
 }
 
+void GilModel::SwitchMode(bool waits_only, uint64_t ts) {
+  GilModeChange c;
+  c.ts_ns = ts;
+  c.waits_only = waits_only;
+  for (auto& [tid, t] : threads_) {
+    // A take begun before the mark may have ended unseen (its return probe went, or it never
+    // waited): keeping it would make a waiter of a thread that is not, and a later return
+    // would add the gap to its wait. Neither end is known: cut, not counted.
+    if (t.waiting_since && *t.waiting_since <= ts) {
+      t.waiting_since.reset();
+      ++c.cut_waits;
+    }
+    if (waits_only && t.holding_since) {
+      // Its drop will not be seen: the hold's length is unknown, not the time to the mark.
+      t.holding_since.reset();
+      ++c.cut_holds;
+    }
+    t.forced_pending = false;
+    t.take_unseen = !waits_only;
+  }
+  if (waits_only) {
+    holder_.reset();
+    last_holder_.reset();
+  }
+  waits_only_ = waits_only;
+  cut_holds_ += c.cut_holds;
+  cut_waits_ += c.cut_waits;
+  // Bounded: the budget backs off between steps up, so a trace has few; keep the first ones.
+  constexpr size_t kMaxModeChanges = 256;
+  if (mode_changes_.size() < kMaxModeChanges) mode_changes_.push_back(c);
+}
+
 void GilModel::Apply(const DecodedEvent& e, const PyStack* stack,
                      std::vector<GilChangeEvent>* out) {
   const uint64_t ts = e.header.ts_ns;
   const pid_t tid = static_cast<pid_t>(e.header.tid);
+  if (const auto* mark = std::get_if<ts_trace_mark>(&e.payload)) {
+    if (mark->kind == TS_MARK_GIL_WAITS_ONLY || mark->kind == TS_MARK_GIL_FULL) {
+      SwitchMode(mark->kind == TS_MARK_GIL_WAITS_ONLY, ts);
+    }
+    return;
+  }
   if (std::holds_alternative<ts_thread_exit>(e.payload)) {
     // A thread that ends inside take_gil (a daemon thread at finalization) never returns from it;
     // one that still holds the GIL is gone with it.
@@ -196,6 +234,7 @@ void GilModel::Apply(const DecodedEvent& e, const PyStack* stack,
       ++t.acquisitions;
       t.holding_since = ts;
       t.forced_pending = false;
+      t.take_unseen = false;
       holder_ = tid;
       last_holder_ = tid;
       if (out) {
@@ -243,6 +282,8 @@ void GilModel::Apply(const DecodedEvent& e, const PyStack* stack,
           ++unmatched_drops_;  // a drop by a thread we never saw take it while another holds
         } else if (t.acquisitions == 0 && !t.held_at_attach) {
           t.held_at_attach = true;  // it held the GIL when the probes went live
+        } else if (t.take_unseen) {
+          t.take_unseen = false;  // it held the GIL when every take was traced again
         } else {
           ++unmatched_drops_;
         }

@@ -11,6 +11,11 @@
 //   - --gil waits: only the slow path is probed. A wait runs from take_gil's first condition
 //     wait to the wait return that finds the GIL free (TS_GIL_WAITED); holds, drops, switches
 //     and uncontended takes are not seen;
+//   - the overhead budget may switch a --gil full trace to --gil waits and back while attached
+//     (TS_MARK_GIL_WAITS_ONLY / TS_MARK_GIL_FULL): at the switch to waits, holds and takes in
+//     progress end unseen (counted as cut, no hold time, no drop) and nobody is the holder; at
+//     the switch back, waits in progress are cut and a thread's first drop before any take
+//     is the hold it had at the switch, like one held at attach;
 //   - a drop site the plan could not find (an inlined copy in a stripped build) shows as a take
 //     returning while another thread still holds: counted in `overlaps`, and the previous hold
 //     ends there, so per-thread times stay bounded by the wall clock.
@@ -41,6 +46,15 @@ struct GilThreadStats {
   std::optional<uint64_t> holding_since;  // set while this thread holds it
   bool forced_pending = false;            // the switch code ran; the next drop is forced
   bool held_at_attach = false;            // dropped it before any take was seen
+  bool take_unseen = false;               // --gil full again after waits only: no take seen since
+};
+
+// The overhead budget switched the GIL probes while attached (a --gil full trace).
+struct GilModeChange {
+  uint64_t ts_ns = 0;
+  bool waits_only = false;  // from here: only takes that waited (else every take and drop)
+  uint64_t cut_holds = 0;   // holds in progress whose end was not seen
+  uint64_t cut_waits = 0;   // takes in progress whose end was not seen
 };
 
 // Free-threaded builds: is the GIL on, and since when. CPython 3.13t+ keeps a counter,
@@ -92,6 +106,12 @@ class GilModel {
   uint64_t unmatched_drops() const { return unmatched_drops_; }
   // --gil waits: takes that waited and then got the GIL (TS_GIL_WAITED).
   uint64_t waited_takes() const { return waited_takes_; }
+  // The overhead budget's switches of the GIL probes, oldest first (bounded), and whether only
+  // waits are traced now.
+  const std::vector<GilModeChange>& mode_changes() const { return mode_changes_; }
+  bool waits_only() const { return waits_only_; }
+  uint64_t cut_holds() const { return cut_holds_; }
+  uint64_t cut_waits() const { return cut_waits_; }
   const Log2Histogram& wait_histogram() const { return wait_; }
   const Log2Histogram& hold_histogram() const { return hold_; }
   const std::map<pid_t, GilThreadStats>& threads() const { return threads_; }
@@ -129,6 +149,12 @@ class GilModel {
   uint64_t transient_depth_ = 0;
   bool transient_pending_ = false;  // an enable entered, its take not seen yet
   uint64_t transient_enables_ = 0;
+
+  void SwitchMode(bool waits_only, uint64_t ts);
+  std::vector<GilModeChange> mode_changes_;
+  bool waits_only_ = false;
+  uint64_t cut_holds_ = 0;
+  uint64_t cut_waits_ = 0;
 
   void SetRuntime(GilRuntime r, uint64_t ts, pid_t tid, std::vector<GilChangeEvent>* out);
 };

@@ -6,7 +6,10 @@ default `--gil waits` (only takes that wait: exact per-thread waits, no probe on
 takes and drops) and `--gil full` (every take and drop: holds, switches, forced drops)."""
 import json
 import os
+import re
+import subprocess
 import sys
+import urllib.request
 
 import harness
 
@@ -279,6 +282,90 @@ class GilTest(harness.BpfTestCase):
             for tid in truth["before"]:
                 self.assertIn(tid, per)
                 self.assertGreater(per[tid]["acquisitions"], 0)
+
+    def test_overhead_budget_switches_full_to_waits(self):
+        """--gil full under an overhead budget it cannot keep (two threads handing the GIL over
+        tens of thousands of times a second): the budget steps down to gil_waits and the stage
+        is applied while attached (/metrics says applied="true"), take_gil's entry/return and
+        drop_gil probes are gone (their BPF programs have no link), take_gil's condition-wait
+        probes are attached, and the report states the switch and still agrees with the
+        program's own account. Debian 12's 3.11 and Debian unstable's stripped 3.14."""
+        self.for_each_interpreter(self.check_budget_switch,
+                                  only=("debian-3.11", "debian-unstable-3.14"))
+
+    def check_budget_switch(self, interp):
+        truth_path = self.path(interp.label + ".handoff.truth")
+        report_path = self.path(interp.label + ".handoff.json")
+        with harness.Daemon(self.tmp.name, "--metrics-addr", "127.0.0.1:0",
+                            log_name=interp.label + ".daemon.log") as daemon:
+            url = "http://127.0.0.1:%d/metrics" % daemon.metrics_port()
+            run = subprocess.Popen(
+                [harness.threadscope(), "--server", daemon.address, "run", "--no-live",
+                 "--gil", "full", "--overhead-budget", "0.2%", "--report", report_path, "--"] +
+                interp.argv + [os.path.join(harness.PROGRAMS, "gil_handoff.py"), truth_path, "12"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            try:
+                applied = re.compile(r'threadscope_budget_stage\{(?=[^}]*stage="gil_waits")'
+                                     r'(?=[^}]*applied="true")')
+                harness.wait_for(lambda: applied.search(metrics_text(url)) or
+                                 run.poll() is not None,
+                                 timeout=30, what="the gil_waits stage, applied, in /metrics")
+                self.assertIsNone(run.poll(), "the run ended before the stage was applied")
+                progs = gil_links()
+                self.assertEqual(progs.get("ts_gil_ret", 0), 0, progs)
+                self.assertGreater(progs.get("ts_gil_wait", 0), 0, progs)
+                self.assertGreater(progs.get("ts_gil_wait_ret", 0), 0, progs)
+            finally:
+                _, err = run.communicate(timeout=120)
+            self.assertEqual(run.returncode, 0, err)
+            self.assertIn("GIL probes switched to waits only", daemon.read_log())
+        truth = harness.load_json(truth_path)
+        report = harness.load_json(report_path)
+        gil = report["gil"]
+        self.assertTrue(gil["traced"], gil["reason"])
+        self.assertGreaterEqual(len(gil["mode_changes"]), 1, gil)
+        first = gil["mode_changes"][0]
+        self.assertEqual(first["mode"], "waits", gil)
+        self.assertIn("switches to --gil waits while attached", gil["coverage"]["notes"])
+        # Nothing made up: one holder at a time, no thread waited longer than it ran or took
+        # the GIL more often than its calls and switch intervals allow.
+        self.assertEqual(gil["overlaps"], 0, gil)
+        per = {t["native_tid"]: t for t in gil["per_thread"]}
+        acquisitions = 0
+        for t in truth["threads"]:
+            p = per.get(t["tid"])
+            self.assertIsNotNone(p, "thread %d has no GIL row" % t["tid"])
+            bound = t["calls"] + t["ran_s"] / truth["switch_interval"] + 10
+            self.assertLessEqual(p["acquisitions"], bound, p)
+            self.assertLessEqual(p["wait_ns"], t["ran_s"] * 1e9 + 1e8, p)
+            acquisitions += p["acquisitions"]
+        # The switch came seconds before the end, and the threads kept handing over: waits were
+        # still seen (the histogram counts waits from both modes; the waits-only part is most).
+        self.assertGreater(gil["wait_histogram"]["count"], 0, gil)
+        self.assertGreater(acquisitions, 0, gil)
+        budget = report["budget"]
+        self.assertIsNotNone(budget)
+        self.assertNotEqual(budget["stage"], "as_asked", budget)
+
+
+def metrics_text(url):
+    try:
+        with urllib.request.urlopen(url, timeout=10) as r:
+            return r.read().decode()
+    except OSError:
+        return ""
+
+
+def gil_links():
+    """How many BPF links each threadscope GIL program has now (bpftool)."""
+    progs = {p["id"]: p.get("name", "") for p in
+             json.loads(subprocess.check_output(["bpftool", "-j", "prog", "show"]))}
+    counts = {}
+    for link in json.loads(subprocess.check_output(["bpftool", "-j", "link", "show"])):
+        name = progs.get(link.get("prog_id"), "")
+        if name.startswith("ts_gil"):
+            counts[name] = counts.get(name, 0) + 1
+    return counts
 
 
 if __name__ == "__main__":

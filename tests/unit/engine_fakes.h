@@ -45,6 +45,9 @@ class FakeRecordSource final : public loader::RecordSource {
     uint64_t drops[TS_DROP_SLOTS] = {};
     bool detached = false;
     std::vector<bool> acquire_stacks;  // SetAcquireStacks calls, in order
+    bool can_switch_gil = false;       // false: SetGilWaitsOnly is Unimplemented, as for a
+                                       // build with no --gil waits sites
+    std::vector<bool> gil_waits_only;  // SetGilWaitsOnly calls that switched, in order
     size_t polls = 0;
     size_t delivered_batches = 0;
   };
@@ -75,6 +78,12 @@ class FakeRecordSource final : public loader::RecordSource {
   Status SetAcquireStacks(bool on) override {
     std::lock_guard<std::mutex> lock(control_->mu);
     control_->acquire_stacks.push_back(on);
+    return OkStatus();
+  }
+  Status SetGilWaitsOnly(bool on) override {
+    std::lock_guard<std::mutex> lock(control_->mu);
+    if (!control_->can_switch_gil) return RecordSource::SetGilWaitsOnly(on);
+    control_->gil_waits_only.push_back(on);
     return OkStatus();
   }
 

@@ -158,6 +158,45 @@ TEST_F(GilModelTest, ThreadExitEndsItsWaitAndHold) {
   EXPECT_FALSE(gil().holder().has_value());
 }
 
+// The overhead budget switches a --gil full trace to waits only and back (marks in the stream):
+// a hold in progress ends unseen (cut: no hold time, no drop, no holder), a take in progress is
+// cut, not counted; waits after count as waited takes; back to full, a thread's first drop
+// before any take is the hold it had at the switch, not an unmatched drop.
+TEST_F(GilModelTest, BudgetSwitchToWaitsCutsWhatItCannotSeeAndBack) {
+  Take(kT1, 1 * kMs);                    // kT1 holds
+  Feed(g_.Gil(kT2, TS_GIL_TAKE_BEGIN));  // kT2 in take_gil
+  g_.Advance(2 * kMs);
+  Feed(g_.Mark(TS_MARK_GIL_WAITS_ONLY));
+  EXPECT_FALSE(gil().holder().has_value());
+  EXPECT_FALSE(T(kT1).holding_since.has_value());
+  EXPECT_FALSE(T(kT2).waiting_since.has_value());
+  EXPECT_EQ(T(kT1).hold_ns, 0u);  // its end was not seen: no length invented
+  EXPECT_EQ(gil().cut_holds(), 1u);
+  EXPECT_EQ(gil().cut_waits(), 1u);
+  EXPECT_TRUE(gil().waits_only());
+  EXPECT_TRUE(gil().Waiters().empty());
+  // kT2's take ends unseen; the waits probe reports a later wait of kT1 in full.
+  g_.Advance(1 * kMs);
+  EXPECT_TRUE(Feed(g_.Gil(kT2, TS_GIL_WAITED)).empty());  // its begin was cut
+  Feed(g_.Gil(kT1, TS_GIL_TAKE_BEGIN));
+  g_.Advance(4 * kMs);
+  Feed(g_.Gil(kT1, TS_GIL_WAITED));
+  EXPECT_EQ(gil().waited_takes(), 1u);
+  EXPECT_EQ(T(kT1).wait_ns, 1 * kMs + 4 * kMs + 2000);
+  // Back to every take: kT1 held the GIL at the switch, its first drop is that hold's end.
+  Feed(g_.Mark(TS_MARK_GIL_FULL));
+  EXPECT_FALSE(gil().waits_only());
+  Feed(g_.Gil(kT1, TS_GIL_DROP));
+  EXPECT_EQ(gil().unmatched_drops(), 0u);
+  Take(kT2, 1 * kMs);
+  EXPECT_EQ(gil().holder(), kT2);
+  ASSERT_EQ(gil().mode_changes().size(), 2u);
+  EXPECT_TRUE(gil().mode_changes()[0].waits_only);
+  EXPECT_EQ(gil().mode_changes()[0].cut_holds, 1u);
+  EXPECT_FALSE(gil().mode_changes()[1].waits_only);
+  EXPECT_EQ(gil().overlaps(), 0u);
+}
+
 TEST_F(GilModelTest, RecordsOfOtherKindsAreIgnored) {
   Feed(g_.Clone(kMain, kT1));
   Feed(g_.Exit(kT1));

@@ -104,6 +104,7 @@ class LiveSessionTest : public ::testing::Test {
   void Start(bool stacks = false) {
     auto source = std::make_unique<FakeRecordSource>();
     control_ = source->control();
+    control_->can_switch_gil = can_switch_gil_;
     LiveSources sources;
     sources.records = std::move(source);
     sources.process = process_;
@@ -126,6 +127,7 @@ class LiveSessionTest : public ::testing::Test {
     Ingested();
   }
   bool SourceDetached() { return FakeRecordSource::Detached(*control_); }
+  bool can_switch_gil_ = false;  // the source can switch its GIL probes (SetGilWaitsOnly)
 
   std::string proc_dir_;
   ProcFixture fixture_;
@@ -274,6 +276,43 @@ TEST_F(LiveSessionTest, OverheadBudgetAppliesNoAcquireStacks) {
   EXPECT_FALSE(b.applied());
   std::lock_guard<std::mutex> lock(control_->mu);
   EXPECT_EQ(control_->acquire_stacks, std::vector<bool>{false});
+}
+
+// --gil full on a source that can switch its GIL probes: the gil_waits stage is applied (the
+// source is told, the stream marked), the GIL is reported as waits only since the switch; back
+// under budget long enough, every take and drop is traced again.
+TEST_F(LiveSessionTest, OverheadBudgetSwitchesGilFullToWaitsAndBack) {
+  options_.trace.overhead_budget = 0.01;
+  options_.trace.gil_mode = settings::GilMode::kFull;
+  can_switch_gil_ = true;
+  Start();
+  for (int second = 0; second < 12 && session_->target().budget().stage_index() < 1; ++second) {
+    std::vector<std::string> records;
+    for (int i = 0; i < 100000; ++i) records.push_back(g_.Gil(kPid + 1, TS_GIL_TAKE_BEGIN));
+    Push(testing::Batch(records));
+    LivenessCheck();
+  }
+  v1::OverheadBudget b = session_->target().budget();
+  ASSERT_EQ(b.stage(), "gil_waits") << b.DebugString();
+  EXPECT_TRUE(b.applied()) << b.DebugString();
+  {
+    std::lock_guard<std::mutex> lock(control_->mu);
+    EXPECT_EQ(control_->gil_waits_only, std::vector<bool>{true});
+  }
+  v1::Snapshot snap = session_->snapshot();
+  EXPECT_EQ(snap.gil().mode(), v1::GIL_MODE_WAITS);
+  ASSERT_EQ(snap.gil().mode_changes_size(), 1) << snap.gil().DebugString();
+  EXPECT_EQ(snap.gil().mode_changes(0).mode(), v1::GIL_MODE_WAITS);
+  EXPECT_EQ(snap.gil().cut_waits(), 1u);  // kPid + 1 was in take_gil at the switch
+  // Quiet for long enough (under half the budget for up_after, 10 s): one stage up, full again.
+  for (int second = 0; second < 30 && session_->target().budget().stage_index() > 0; ++second) {
+    Push(testing::Batch({g_.Gil(kPid + 1, TS_GIL_WAITED)}));
+    LivenessCheck();
+  }
+  ASSERT_EQ(session_->target().budget().stage(), "as_asked");
+  std::lock_guard<std::mutex> lock(control_->mu);
+  EXPECT_EQ(control_->gil_waits_only, (std::vector<bool>{true, false}));
+  EXPECT_NE(session_->snapshot().gil().mode(), v1::GIL_MODE_WAITS);  // the target's mode again
 }
 
 // The pinned process exits: the records still in the source are taken, then the trace ends as
