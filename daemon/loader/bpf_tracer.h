@@ -85,6 +85,8 @@ class BpfTracer final : public RecordSource {
   size_t attached_links() const { return links_.size(); }
   // A flag in the program's .bss (mmapped: a store, no syscall); the acquire program reads it.
   Status SetAcquireStacks(bool on) override;
+  // The per-CPU `hits` map summed over CPUs.
+  StatusOr<ProbeHitCounts> ProbeHits() const override;
   // True when uprobes are attached as uprobe_multi links (Linux 6.6+): one link per program
   // and binary, registered and unregistered in batches.
   bool uses_uprobe_multi() const { return uprobe_multi_; }
@@ -99,7 +101,8 @@ class BpfTracer final : public RecordSource {
   };
   StatusOr<Link> AttachSite(const PlannedProbe& probe, const ProbeSite* site);
   StatusOr<Link> AttachMulti(const PlannedProbe& probe, const std::string& path,
-                             const std::vector<uint64_t>& offsets);
+                             const std::vector<uint64_t>& offsets,
+                             const std::vector<const ProbeSite*>& sites);
   Status AttachUprobes(const PlannedProbe& probe, ProbeAttachResult* result);
 
   BpfTracerOptions options_;
