@@ -57,3 +57,14 @@ int ts_calib_ret(struct pt_regs *ctx)
 	count_hit(TS_HIT_URETPROBE);
 	return 0;
 }
+
+/* A raw tracepoint: what every syscall of a target costs while ts_futex_wake is attached
+ * (sys_enter's slow path and the program's head: the target check, the count). */
+SEC("raw_tp/sys_enter")
+int ts_calib_tp(struct bpf_raw_tracepoint_args *ctx)
+{
+	if (!is_target())
+		return 0;
+	count_hit(TS_HIT_TRACEPOINT);
+	return 0;
+}

@@ -14,11 +14,13 @@ struct CalibrationFigures {
   double emulated_ns = 0;     // a uprobe on an emulated instruction (push %rbp)
   double single_step_ns = 0;  // a uprobe on a single-stepped one (mov %rdi,%rax)
   double uretprobe_ns = 0;    // a uretprobe (entry trap on push %rbp, and the return)
+  double tracepoint_ns = 0;   // a syscall's extra cost with a sys_enter raw tracepoint
   double elapsed_ms = 0;      // the whole calibration, load to detach
 };
 
-// Measures. Fails (PermissionDenied without root, FailedPrecondition on a figure out of its
-// sane range, ...) rather than guessing.
+// Measures (the raw tracepoint: a getppid() with and without a sys_enter program). Fails
+// (PermissionDenied without root, FailedPrecondition on a figure out of its sane range, ...) rather
+// than guessing.
 StatusOr<CalibrationFigures> MeasureProbeCosts();
 
 // The budget's calibration: measured figures, or the defaults with `why_not` in the source.
