@@ -46,7 +46,11 @@ LiveSession::LiveSession(std::string id, v1::Target target, const target::ProcFs
 void LiveSession::UpdateBudget(uint64_t now_ns) {
   // Once a second: the estimate is a rate, and a stage holds for seconds.
   if (!budget_ || (budget_last_ns_ && now_ns - budget_last_ns_ < 1000000000)) return;
+  // The first second of this thread is start-up, not a rate: the backlog of the attach and the
+  // first names of frames and types. The controller's baseline is taken after it.
+  const bool warming_up = budget_last_ns_ == 0;
   budget_last_ns_ = now_ns;
+  if (warming_up) return;
   budget::Counters c;
   // Probe runs by kind, counted in BPF: records are not hits (a gated GIL take, a filtered
   // semaphore, a non-futex syscall cost without a record).
@@ -61,9 +65,8 @@ void LiveSession::UpdateBudget(uint64_t now_ns) {
     calibration += "; records counted as hits (this source does not count probe hits)";
   }
   // The daemon's own work for this target: this consumer thread's CPU (decode, model, stacks,
-  // its polls). The attach, the plan and the first drain ran on the attaching thread; the
-  // controller's first update is only a baseline, taken after this thread's first drain, so
-  // its start-up (the backlog of the attach, the first names of frames) is not a rate.
+  // its polls). The attach, the plan and the first drain ran on the attaching thread, and the
+  // controller's first update, a second in, is only a baseline.
   timespec ts{};
   if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts) == 0) {
     c.daemon_cpu_ns = uint64_t(ts.tv_sec) * 1000000000 + uint64_t(ts.tv_nsec);
