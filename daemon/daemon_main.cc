@@ -15,6 +15,7 @@
 #include "daemon/common/labels.h"
 #include "daemon/common/text.h"
 #include "daemon/common/version.h"
+#include "daemon/loader/calibrate.h"
 #include "daemon/service/server.h"
 
 namespace threadscope {
@@ -57,6 +58,12 @@ int DaemonMain(int argc, char** argv) {
   std::optional<size_t> auto_attach_limit;
   app.add_option("--auto-attach-limit", auto_attach_limit,
                  "auto-attached targets at once (default 32); past it, matches are refused");
+  std::string budget_calibration = "measure";
+  app.add_option("--budget-calibration", budget_calibration,
+                 "the overhead budget's per-hit probe costs: measure them at start-up (tens of "
+                 "ms; the defaults if that fails) or use the defaults")
+      ->check(CLI::IsMember({"measure", "defaults"}))
+      ->capture_default_str();
   std::string retain;
   app.add_option("--metrics-retention", retain,
                  "how long an exited target's last values stay on /metrics (default 60s, at least "
@@ -169,6 +176,14 @@ int DaemonMain(int argc, char** argv) {
   sigaddset(&set, SIGINT);
   sigaddset(&set, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
+
+  // What a probe hit costs here, for every target's --overhead-budget estimate. Never fatal.
+  if (budget_calibration == "measure") {
+    options.engine.live.calibration = loader::CalibrateAtStartup();
+  } else {
+    options.engine.live.calibration.source =
+        "defaults (docs/PERFORMANCE.md; --budget-calibration=defaults)";
+  }
 
   auto server = service::DaemonServer::Start(options);
   if (!server.ok()) {

@@ -161,6 +161,49 @@ static __always_inline bool is_target(void)
 	return (bpf_get_current_pid_tgid() >> 32) == targ_tgid;
 }
 
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, TS_HIT_KINDS);
+	__type(key, __u32);
+	__type(value, __u64);
+} hits SEC(".maps");
+
+static __always_inline void count_hit(__u32 kind)
+{
+	__u64 *n = bpf_map_lookup_elem(&hits, &kind);
+
+	if (n)
+		*n += 1;
+}
+
+/* is_target() for a uprobe program, counting the hit (emulated or single-stepped: the cookie's
+ * TS_COOKIE_SINGLE_STEP, set per site by the loader). */
+static __always_inline bool target_uprobe(struct pt_regs *ctx)
+{
+	if (!is_target())
+		return false;
+	count_hit(bpf_get_attach_cookie(ctx) & TS_COOKIE_SINGLE_STEP ? TS_HIT_UPROBE_SINGLE_STEP
+								      : TS_HIT_UPROBE);
+	return true;
+}
+
+static __always_inline bool target_uretprobe(void)
+{
+	if (!is_target())
+		return false;
+	count_hit(TS_HIT_URETPROBE);
+	return true;
+}
+
+/* Raw tracepoints see every task: only the target's runs are its cost. */
+static __always_inline bool target_tracepoint(void)
+{
+	if (!is_target())
+		return false;
+	count_hit(TS_HIT_TRACEPOINT);
+	return true;
+}
+
 static __always_inline __u32 current_tid(void)
 {
 	return (__u32)bpf_get_current_pid_tgid();
@@ -418,7 +461,7 @@ int BPF_KPROBE(ts_thread_start, void *func, void *boot, void *ident_ptr)
 	struct start_stash s = {};
 	__u32 tid;
 
-	if (!is_target())
+	if (!target_uprobe(ctx))
 		return 0;
 	tid = current_tid();
 	/* Nested start on the same thread (one API implemented with the other): keep the outer. */
@@ -450,7 +493,7 @@ int BPF_KRETPROBE(ts_thread_start_ret, long ret)
 	__u64 ident = 0;
 	__u32 tid, ok;
 
-	if (!is_target())
+	if (!target_uretprobe())
 		return 0;
 	tid = current_tid();
 	s = bpf_map_lookup_elem(&starts, &tid);
@@ -483,7 +526,7 @@ int BPF_KPROBE(ts_thread_bootstrap, void *boot)
 {
 	struct ts_thread_bootstrap *e;
 
-	if (!is_target())
+	if (!target_uprobe(ctx))
 		return 0;
 	e = ts_reserve(sizeof(*e), TS_EV_THREAD_BOOTSTRAP);
 	if (!e)
@@ -504,7 +547,7 @@ int ts_thread_body_done(struct pt_regs *ctx)
 {
 	struct ts_thread_body_done *e;
 
-	if (!is_target())
+	if (!target_uprobe(ctx))
 		return 0;
 	e = ts_reserve(sizeof(*e), TS_EV_THREAD_BODY_DONE);
 	if (!e)
@@ -521,7 +564,7 @@ int ts_sched_fork(struct bpf_raw_tracepoint_args *ctx)
 	struct task_struct *child = (struct task_struct *)ctx->args[1];
 	struct ts_thread_clone *e;
 
-	if (!is_target())
+	if (!target_tracepoint())
 		return 0;
 	/* A fork() makes a new process; only tasks that stay in the target are its threads. */
 	if ((__u32)BPF_CORE_READ(child, tgid) != targ_tgid)
@@ -542,7 +585,7 @@ int ts_sched_exit(struct bpf_raw_tracepoint_args *ctx)
 	struct task_struct *task = (struct task_struct *)ctx->args[0];
 	struct ts_thread_exit *e;
 
-	if (!is_target())
+	if (!target_tracepoint())
 		return 0;
 	e = ts_reserve(sizeof(*e), TS_EV_THREAD_EXIT);
 	if (!e)
@@ -561,7 +604,7 @@ int ts_task_rename(struct bpf_raw_tracepoint_args *ctx)
 	const char *comm = (const char *)ctx->args[1];
 	struct ts_thread_rename *e;
 
-	if (!is_target())
+	if (!target_tracepoint())
 		return 0;
 	if ((__u32)BPF_CORE_READ(task, tgid) != targ_tgid)
 		return 0;
@@ -587,7 +630,7 @@ int BPF_KRETPROBE(ts_set_sentinel_ret, void *lock)
 	__u64 sem = 0;
 	__u32 tid;
 
-	if (!is_target() || !lock)
+	if (!target_uretprobe() || !lock)
 		return 0;
 	bpf_probe_read_user(&sem, sizeof(sem), (char *)lock + lockobject_lock_offset);
 	tid = current_tid();
@@ -608,7 +651,7 @@ int BPF_KPROBE(ts_join_thread, __u64 handle)
 {
 	struct ts_thread_join *e;
 
-	if (!is_target())
+	if (!target_uprobe(ctx))
 		return 0;
 	e = ts_reserve(sizeof(*e), TS_EV_THREAD_JOIN_BEGIN);
 	if (!e)
@@ -624,7 +667,7 @@ int BPF_KRETPROBE(ts_join_thread_ret, long ret)
 {
 	struct ts_thread_join *e;
 
-	if (!is_target())
+	if (!target_uretprobe())
 		return 0;
 	e = ts_reserve(sizeof(*e), TS_EV_THREAD_JOIN_END);
 	if (!e)
@@ -641,7 +684,7 @@ int BPF_KPROBE(ts_detach_thread, __u64 handle)
 {
 	struct ts_thread_detach *e;
 
-	if (!is_target())
+	if (!target_uprobe(ctx))
 		return 0;
 	e = ts_reserve(sizeof(*e), TS_EV_THREAD_DETACH);
 	if (!e)
@@ -664,7 +707,7 @@ int BPF_KPROBE(ts_sem_wait, void *sem_ptr)
 
 	__u32 value = 1;
 
-	if (!is_target())
+	if (!target_uprobe(ctx))
 		return 0;
 	if (!trace_all_sems && !bpf_map_lookup_elem(&watched_sems, &sem))
 		return 0;
@@ -712,7 +755,7 @@ int BPF_KRETPROBE(ts_sem_wait_ret, int ret)
 	__u64 *sem;
 	__u32 tid;
 
-	if (!is_target())
+	if (!target_uretprobe())
 		return 0;
 	tid = current_tid();
 	sem = bpf_map_lookup_elem(&sem_waits, &tid);
@@ -741,7 +784,7 @@ int BPF_KPROBE(ts_sem_destroy, void *sem_ptr)
 	__u64 sem = (__u64)sem_ptr;
 	struct ts_sem_wait *e;
 
-	if (!is_target())
+	if (!target_uprobe(ctx))
 		return 0;
 	if (bpf_map_delete_elem(&watched_sems, &sem) && !trace_all_sems)
 		return 0;
@@ -835,7 +878,7 @@ int BPF_KRETPROBE(ts_lock_new_ret, void *obj)
 {
 	struct ts_lock_event *e;
 
-	if (!is_target() || !obj)
+	if (!target_uretprobe() || !obj)
 		return 0;
 	if (with_stack(stack_frames)) {
 		e = ts_reserve(sizeof(*e) + sizeof(struct ts_py_stack), TS_EV_LOCK_NEW);
@@ -873,7 +916,7 @@ int ts_lock_free(struct pt_regs *ctx)
 	struct ts_lock_event *e;
 	__u64 cookie;
 
-	if (!is_target())
+	if (!target_uprobe(ctx))
 		return 0;
 	cookie = bpf_get_attach_cookie(ctx);
 	e = ts_reserve(sizeof(*e), TS_EV_LOCK_FREE);
@@ -902,7 +945,7 @@ int ts_lock_acquire(struct pt_regs *ctx)
 	struct acquire_stash *s;
 	__u64 cookie;
 
-	if (!is_target())
+	if (!target_uprobe(ctx))
 		return 0;
 	s = bpf_task_storage_get(&acquires, bpf_get_current_task_btf(), 0,
 				 BPF_LOCAL_STORAGE_GET_F_CREATE);
@@ -937,7 +980,7 @@ int ts_lock_acquire_ret(struct pt_regs *ctx)
 	__u64 ret;
 	__u32 tid;
 
-	if (!is_target())
+	if (!target_uretprobe())
 		return 0;
 	tid = current_tid();
 	s = acquire_in_progress();
@@ -986,7 +1029,7 @@ int ts_lock_release(struct pt_regs *ctx)
 	struct ts_lock_event *e;
 	__u64 cookie;
 
-	if (!is_target())
+	if (!target_uprobe(ctx))
 		return 0;
 	cookie = bpf_get_attach_cookie(ctx);
 	e = ts_reserve(sizeof(*e), TS_EV_LOCK_RELEASE);
@@ -1021,7 +1064,9 @@ int ts_futex_wake(struct bpf_raw_tracepoint_args *ctx)
 	struct ts_futex_wake *e;
 	__u64 uaddr = 0, op = 0;
 
-	if (ctx->args[1] != TS_NR_FUTEX || !is_target())
+	/* Every syscall of the target runs this program (a hit for the budget); other tasks'
+	 * syscalls are not the target's cost. */
+	if (!target_tracepoint() || ctx->args[1] != TS_NR_FUTEX)
 		return 0;
 	bpf_probe_read_kernel(&op, sizeof(op), &regs->rsi);
 	if ((op & TS_FUTEX_CMD_MASK) != TS_FUTEX_WAKE)
@@ -1077,7 +1122,7 @@ int ts_park(struct pt_regs *ctx)
 	struct acquire_stash *a;
 	struct ts_park *e;
 
-	if (!is_target())
+	if (!target_uprobe(ctx))
 		return 0;
 	site = (__u32)bpf_get_attach_cookie(ctx);
 	addr = read_user_u64(sema - 8);
@@ -1142,7 +1187,7 @@ int ts_park_ret(struct pt_regs *ctx)
 	struct ts_park *e;
 	__u32 handed_off = 0;
 
-	if (!is_target())
+	if (!target_uprobe(ctx))
 		return 0;
 	p = bpf_task_storage_get(&parks, bpf_get_current_task_btf(), 0, 0);
 	if (!p || !p->active)
@@ -1182,7 +1227,7 @@ int ts_unpark(struct pt_regs *ctx)
 	struct ts_unpark *e;
 	__u32 *woken;
 
-	if (!is_target())
+	if (!target_uprobe(ctx))
 		return 0;
 	park_arg = read_user_u64(sema - 16);
 	woken = bpf_map_lookup_elem(&parked_semas, &sema);
@@ -1210,7 +1255,7 @@ int ts_cs_slow(struct pt_regs *ctx)
 	struct ts_cs_slow *e;
 	__u8 locked = 0;
 
-	if (!is_target())
+	if (!target_uprobe(ctx))
 		return 0;
 	cookie = bpf_get_attach_cookie(ctx);
 	m = reg_value(ctx, cookie & 0xff);
@@ -1275,7 +1320,7 @@ int ts_gil(struct pt_regs *ctx)
 	__u32 op = cookie & TS_GIL_OP_MASK;
 	__u64 *start;
 
-	if (!is_target())
+	if (!target_uprobe(ctx))
 		return 0;
 	/* The free-threaded enable/disable ops are not part of the switched set. */
 	if (budget_gil_full_off && op != TS_GIL_ENABLE_TRANSIENT && op != TS_GIL_DISABLE)
@@ -1300,7 +1345,7 @@ int ts_gil_ret(struct pt_regs *ctx)
 	struct ts_gil_event *e;
 	__u64 *start, began = 0;
 
-	if (!is_target())
+	if (!target_uretprobe())
 		return 0;
 	if (!(cookie & TS_GIL_GATED) && !with_stack(gil_stack_frames))
 		return budget_gil_full_off ? 0 : gil_record(ctx);
@@ -1332,7 +1377,7 @@ int ts_gil_ret(struct pt_regs *ctx)
 SEC("uretprobe")
 int ts_gil_switch_ret(struct pt_regs *ctx)
 {
-	if (is_target() && (int)PT_REGS_RC(ctx) == 1)
+	if (target_uretprobe() && (int)PT_REGS_RC(ctx) == 1)
 		gil_op((__u32)bpf_get_attach_cookie(ctx) & TS_GIL_OP_MASK);
 	return 0;
 }
@@ -1365,7 +1410,7 @@ int ts_gil_wait(struct pt_regs *ctx)
 {
 	struct gil_slow *w;
 
-	if (!is_target() || budget_gil_waits_off)
+	if (!target_uprobe(ctx) || budget_gil_waits_off)
 		return 0;
 	w = bpf_task_storage_get(&gil_slow, bpf_get_current_task_btf(), 0,
 				 BPF_LOCAL_STORAGE_GET_F_CREATE);
@@ -1388,7 +1433,7 @@ int ts_gil_wait_ret(struct pt_regs *ctx)
 	__u32 locked = 1;
 	__u64 began;
 
-	if (!is_target())
+	if (!target_uprobe(ctx))
 		return 0;
 	w = bpf_task_storage_get(&gil_slow, bpf_get_current_task_btf(), 0, 0);
 	if (!w || !w->began)
@@ -1438,7 +1483,7 @@ int BPF_KPROBE(ts_gil_lock_acquire, void *lock, int waitflag)
 {
 	__u32 *taking;
 
-	if (!is_target() || !waitflag || !is_gil_lock(lock))
+	if (!target_uprobe(ctx) || !waitflag || !is_gil_lock(lock))
 		return 0;
 	taking = bpf_task_storage_get(&gil_takes, bpf_get_current_task_btf(), 0,
 				      BPF_LOCAL_STORAGE_GET_F_CREATE);
@@ -1453,7 +1498,7 @@ int BPF_KRETPROBE(ts_gil_lock_acquire_ret, int ret)
 {
 	__u32 *taking;
 
-	if (!is_target())
+	if (!target_uretprobe())
 		return 0;
 	taking = bpf_task_storage_get(&gil_takes, bpf_get_current_task_btf(), 0, 0);
 	if (!taking || !*taking)
@@ -1468,7 +1513,7 @@ int BPF_KRETPROBE(ts_gil_lock_acquire_ret, int ret)
 SEC("uprobe")
 int BPF_KPROBE(ts_gil_lock_release, void *lock)
 {
-	if (is_target() && is_gil_lock(lock))
+	if (target_uprobe(ctx) && is_gil_lock(lock))
 		gil_op(TS_GIL_DROP);
 	return 0;
 }

@@ -451,4 +451,19 @@ struct ts_py_type {
 /* Per-CPU drop counters, indexed by enum ts_lost_source. */
 #define TS_DROP_SLOTS 4
 
+/* Probe hits, for the overhead budget's estimate (daemon/budget): every program counts each run
+ * for the target in the per-CPU map `hits`, by what the kernel did to run it. Records are not
+ * hits: a gated GIL take, a filtered semaphore or a non-futex syscall costs without a record.
+ * The order is budget::HitKind's. */
+enum ts_hit_kind {
+	TS_HIT_UPROBE = 0,             /* a uprobe whose instruction the kernel emulates */
+	TS_HIT_UPROBE_SINGLE_STEP = 1, /* a uprobe whose instruction is single-stepped out of line */
+	TS_HIT_URETPROBE = 2,          /* a uretprobe (its entry trap and its return) */
+	TS_HIT_TRACEPOINT = 3,         /* a raw tracepoint run for the target */
+};
+#define TS_HIT_KINDS 4
+/* Uprobe cookie flag set by the loader per site (ProbeSite::site_kind): the probed instruction
+ * is single-stepped. Bit 63: every cookie layout above stays below bit 48. */
+#define TS_COOKIE_SINGLE_STEP (1ull << 63)
+
 #endif /* THREADSCOPE_PROBES_EVENTS_H */

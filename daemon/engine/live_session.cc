@@ -31,7 +31,7 @@ LiveSession::LiveSession(std::string id, v1::Target target, const target::ProcFs
   if (options_.trace.overhead_budget > 0) {
     budget::BudgetConfig config;
     config.budget = options_.trace.overhead_budget;
-    budget_ = std::make_unique<budget::BudgetController>(config, budget::Calibration{});
+    budget_ = std::make_unique<budget::BudgetController>(config, options_.calibration);
     v1::OverheadBudget b;
     b.set_enabled(true);
     b.set_budget(config.budget);
@@ -46,16 +46,35 @@ LiveSession::LiveSession(std::string id, v1::Target target, const target::ProcFs
 void LiveSession::UpdateBudget(uint64_t now_ns) {
   // Once a second: the estimate is a rate, and a stage holds for seconds.
   if (!budget_ || (budget_last_ns_ && now_ns - budget_last_ns_ < 1000000000)) return;
+  // The first second of this thread is start-up, not a rate: the backlog of the attach and the
+  // first names of frames and types. The controller's baseline is taken after it.
+  const bool warming_up = budget_last_ns_ == 0;
   budget_last_ns_ = now_ns;
+  if (warming_up) return;
   budget::Counters c;
-  // Every record is counted as one emulated uprobe hit: an estimate (sites that fire without
-  // a record, single-stepped sites and uretprobes cost more; see docs/PERFORMANCE.md).
-  c.hits[static_cast<int>(budget::HitKind::kUprobe)] = records_seen();
-  // The daemon's own work for this target: this consumer thread's CPU (decode, model, stacks).
+  // Probe runs by kind, counted in BPF: records are not hits (a gated GIL take, a filtered
+  // semaphore, a non-futex syscall cost without a record).
+  static_assert(std::tuple_size_v<loader::ProbeHitCounts> == budget::kHitKinds);
+  auto hits = source_->ProbeHits();
+  std::string calibration = budget_->calibration().source;
+  if (hits.ok()) {
+    for (int k = 0; k < budget::kHitKinds; ++k) c.hits[k] = (*hits)[k];
+  } else {
+    // A source that cannot count: every record as one emulated uprobe hit, and say so.
+    c.hits[static_cast<int>(budget::HitKind::kUprobe)] = records_seen();
+    calibration += "; records counted as hits (this source does not count probe hits)";
+  }
+  // The daemon's own work for this target: this consumer thread's CPU (decode, model, stacks,
+  // its polls). The attach, the plan and the first drain ran on the attaching thread, and the
+  // controller's first update, a second in, is only a baseline.
   timespec ts{};
   if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts) == 0) {
     c.daemon_cpu_ns = uint64_t(ts.tv_sec) * 1000000000 + uint64_t(ts.tv_nsec);
   }
+  spdlog::debug(
+      "{}: budget counters: hits {} emulated, {} single-stepped, {} uretprobe, {} "
+      "tracepoint; daemon cpu {} us",
+      id(), c.hits[0], c.hits[1], c.hits[2], c.hits[3], c.daemon_cpu_ns / 1000);
   budget::Decision d = budget_->Update(now_ns, c);
   if (d.changed) spdlog::info("{}: overhead budget: {}", id(), d.why);
   const budget::Estimate& e = budget_->estimate();
@@ -68,7 +87,7 @@ void LiveSession::UpdateBudget(uint64_t now_ns) {
   b.set_estimated_probes_cost(e.probes_share);
   b.set_estimated_daemon_cost(e.daemon_share);
   b.set_estimated(true);
-  b.set_calibration(budget_->calibration().source);
+  b.set_calibration(calibration);
   b.set_stage_changes(budget_->stage_changes());
   if (d.changed) last_budget_change_ = d.why;
   b.set_last_change(last_budget_change_);

@@ -47,6 +47,9 @@ struct LiveSessionOptions {
   // the attach fails (DEADLINE_EXCEEDED) saying which step ran out (measured on the machine's
   // interpreters: 0.1-0.6 s, docs/PERFORMANCE.md).
   int plan_deadline_ms = 20000;
+  // What a probe hit costs on this machine (threadscoped measures it at start-up,
+  // daemon/budget/calibrate.h), for the overhead budget's estimate.
+  budget::Calibration calibration;
 };
 
 // What a live session consumes, once its probes are attached.

@@ -43,6 +43,10 @@ StatusOr<LiveSessionOptions> SessionManager::ValidateOptions(const v1::AttachOpt
   settings::SettingsLimits limits;
   limits.labels = {lim.max_labels, lim.max_label_name_bytes, lim.max_label_value_bytes};
   TS_ASSIGN_OR_RETURN(live.trace, settings::ValidateAttachOptions(options, limits));
+  if (live.trace.overhead_budget > 0 && options_.calibrate_on_first_budget) {
+    std::call_once(calibrate_once_, [&] { calibrated_ = options_.calibrate_on_first_budget(); });
+    live.calibration = calibrated_;
+  }
   // Who may ask for how much is the daemon's policy, not the settings' validity.
   uint32_t ring = options.ring_buffer_bytes();
   uint32_t max_ring = client.may_trace_anything ? lim.max_ring_bytes

@@ -50,6 +50,10 @@ struct SessionManagerOptions {
   std::string proc_root = "/proc";
   LiveSessionOptions live;
   SessionLimits limits;
+  // Set: measures the overhead budget's per-hit costs the first time a trace asks for a budget,
+  // and gives every later one the same figures (the in-process engine: `threadscope run` pays
+  // for it only with --overhead-budget). threadscoped measures at start-up (live.calibration).
+  std::function<budget::Calibration()> calibrate_on_first_budget;
 };
 
 // Who is asking, as far as the engine needs to know.
@@ -124,6 +128,9 @@ class SessionManager {
                                                const Client& client) const;
 
  private:
+  // calibrate_on_first_budget, run once.
+  mutable std::once_flag calibrate_once_;
+  mutable budget::Calibration calibrated_;
   struct Lease {
     std::string id;
     std::string client;

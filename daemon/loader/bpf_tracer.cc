@@ -133,6 +133,16 @@ bpf_program* Program(threadscope_bpf* skel, BpfProgram program) {
   return nullptr;
 }
 
+// A site's cookie: the probe's, plus whether the kernel single-steps the probed instruction
+// (the budget counts those hits apart: they cost several times an emulated one).
+uint64_t SiteCookie(const PlannedProbe& probe, const ProbeSite& site) {
+  if (probe.kind == ProbeKind::kUprobe &&
+      site.site_kind == target::UprobeSiteKind::kSingleStepped) {
+    return probe.cookie | TS_COOKIE_SINGLE_STEP;
+  }
+  return probe.cookie;
+}
+
 bool IsUprobeProgram(bpf_program* prog) {
   const char* sec = bpf_program__section_name(prog);
   return sec && (std::strncmp(sec, "uprobe", 6) == 0 || std::strncmp(sec, "uretprobe", 9) == 0);
@@ -284,7 +294,7 @@ StatusOr<BpfTracer::Link> BpfTracer::AttachSite(const PlannedProbe& probe,
   } else {
     LIBBPF_OPTS(bpf_uprobe_opts, opts);
     opts.retprobe = probe.kind == ProbeKind::kUretprobe;
-    opts.bpf_cookie = probe.cookie;
+    opts.bpf_cookie = SiteCookie(probe, *site);
     link = bpf_program__attach_uprobe_opts(prog, options_.tgid, site->host_path.c_str(),
                                            site->file_offset, &opts);
   }
@@ -298,10 +308,12 @@ StatusOr<BpfTracer::Link> BpfTracer::AttachSite(const PlannedProbe& probe,
 }
 
 StatusOr<BpfTracer::Link> BpfTracer::AttachMulti(const PlannedProbe& probe, const std::string& path,
-                                                 const std::vector<uint64_t>& offsets) {
+                                                 const std::vector<uint64_t>& offsets,
+                                                 const std::vector<const ProbeSite*>& sites) {
   bpf_program* prog = Program(skel_, probe.program);
   if (!prog) return InternalError(std::string("no BPF program for ") + std::string(probe.name()));
-  std::vector<uint64_t> cookies(offsets.size(), probe.cookie);
+  std::vector<uint64_t> cookies;
+  for (const ProbeSite* site : sites) cookies.push_back(SiteCookie(probe, *site));
   int fd = CreateUprobeMultiLink(bpf_program__fd(prog), path.c_str(), offsets.data(),
                                  cookies.data(), static_cast<uint32_t>(offsets.size()),
                                  probe.kind == ProbeKind::kUretprobe, options_.tgid);
@@ -314,9 +326,13 @@ Status BpfTracer::AttachUprobes(const PlannedProbe& probe, ProbeAttachResult* r)
   if (uprobe_multi_) {
     // One link per binary: all of a probe's sites register and unregister together.
     std::map<std::string, std::vector<uint64_t>> by_binary;
-    for (const auto& site : probe.sites) by_binary[site.host_path].push_back(site.file_offset);
+    std::map<std::string, std::vector<const ProbeSite*>> sites_by_binary;
+    for (const auto& site : probe.sites) {
+      by_binary[site.host_path].push_back(site.file_offset);
+      sites_by_binary[site.host_path].push_back(&site);
+    }
     for (const auto& [path, offsets] : by_binary) {
-      auto link = AttachMulti(probe, path, offsets);
+      auto link = AttachMulti(probe, path, offsets, sites_by_binary[path]);
       if (link.ok()) {
         links_.push_back(*link);
         r->sites_attached += offsets.size();
@@ -412,6 +428,22 @@ uint64_t BpfTracer::Drops(uint32_t source) const {
   uint64_t total = 0;
   for (uint64_t v : values) total += v;
   return total;
+}
+
+StatusOr<ProbeHitCounts> BpfTracer::ProbeHits() const {
+  static_assert(TS_HIT_KINDS == std::tuple_size_v<ProbeHitCounts>);
+  int cpus = libbpf_num_possible_cpus();
+  if (cpus <= 0) return InternalError("cannot count the possible CPUs");
+  ProbeHitCounts counts{};
+  std::vector<uint64_t> values(static_cast<size_t>(cpus));
+  for (uint32_t kind = 0; kind < TS_HIT_KINDS; ++kind) {
+    if (int err = bpf_map__lookup_elem(skel_->maps.hits, &kind, sizeof(kind), values.data(),
+                                       values.size() * sizeof(uint64_t), 0)) {
+      return BpfError(err, "read the probe hit counters");
+    }
+    for (uint64_t v : values) counts[kind] += v;
+  }
+  return counts;
 }
 
 }  // namespace threadscope::loader

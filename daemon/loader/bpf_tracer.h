@@ -93,6 +93,8 @@ class BpfTracer final : public RecordSource {
   // nanoseconds neither group reports, never both), then detaches the outgoing group: no gap in
   // the probes, no take reported twice. The ring stays.
   Status SetGilWaitsOnly(bool on) override;
+  // The per-CPU `hits` map summed over CPUs.
+  StatusOr<ProbeHitCounts> ProbeHits() const override;
   // True when uprobes are attached as uprobe_multi links (Linux 6.6+): one link per program
   // and binary, registered and unregistered in batches.
   bool uses_uprobe_multi() const { return uprobe_multi_; }
@@ -110,7 +112,8 @@ class BpfTracer final : public RecordSource {
   static void CloseLinks(std::vector<Link> links);
   StatusOr<Link> AttachSite(const PlannedProbe& probe, const ProbeSite* site);
   StatusOr<Link> AttachMulti(const PlannedProbe& probe, const std::string& path,
-                             const std::vector<uint64_t>& offsets);
+                             const std::vector<uint64_t>& offsets,
+                             const std::vector<const ProbeSite*>& sites);
   Status AttachUprobes(const PlannedProbe& probe, ProbeAttachResult* result);
 
   BpfTracerOptions options_;

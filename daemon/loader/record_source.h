@@ -4,6 +4,7 @@
 // and the model runs without a kernel.
 #pragma once
 
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
@@ -14,6 +15,11 @@ namespace threadscope::loader {
 
 // Called with back-to-back records (probes/threadscope_events.h), as the ring holds them.
 using RecordCallback = std::function<void(const uint8_t* data, size_t size)>;
+
+// Probe runs for the target since attach, by how the kernel ran them, in the order of
+// enum ts_hit_kind (probes/threadscope_events.h) and budget::HitKind: emulated uprobe,
+// single-stepped uprobe, uretprobe, raw tracepoint.
+using ProbeHitCounts = std::array<uint64_t, 4>;
 
 class RecordSource {
  public:
@@ -41,6 +47,12 @@ class RecordSource {
   virtual Status SetGilWaitsOnly(bool on) {
     (void)on;
     return UnimplementedError("this record source cannot switch the GIL probes");
+  }
+  // Cumulative probe hits for the overhead budget's estimate (records are not hits: probes
+  // run without a record). Sources that cannot count say Unimplemented; the budget then counts
+  // records as hits.
+  virtual StatusOr<ProbeHitCounts> ProbeHits() const {
+    return UnimplementedError("this record source does not count probe hits");
   }
 };
 

@@ -23,8 +23,9 @@
 #include <cerrno>
 #include <cstring>
 
-#include "daemon/loader/exec_watch.h"
 #include "daemon/common/text.h"
+#include "daemon/loader/calibrate.h"
+#include "daemon/loader/exec_watch.h"
 #include "grpc/health/v1/health.pb.h"
 
 namespace threadscope::service {
@@ -373,7 +374,9 @@ DaemonServer::~DaemonServer() {
 StatusOr<std::unique_ptr<InProcessEngine>> InProcessEngine::Start() {
   std::unique_ptr<InProcessEngine> e(new InProcessEngine());
   TS_ASSIGN_OR_RETURN(auto attacher, engine::BpfAttacher());
-  e->manager_ = engine::SessionManager::Create({}, std::move(attacher));
+  engine::SessionManagerOptions options;
+  options.calibrate_on_first_budget = loader::CalibrateAtStartup;
+  e->manager_ = engine::SessionManager::Create(options, std::move(attacher));
   e->service_ = std::make_unique<ThreadscopeServiceImpl>(*e->manager_, nullptr,
                                                          ServiceInfo{"in-process", {}});
   auto builder = NewBuilder();

@@ -2,6 +2,7 @@
 talking to it, unprivileged users, vanished clients and shutdown."""
 import grp
 import os
+import re
 import shutil
 import signal
 import stat
@@ -61,6 +62,31 @@ class DaemonTest(harness.BpfTestCase):
         self.assertEqual(rep["trace"]["ended_by"], "exited")
         # The target is gone from the daemon once the CLI detached.
         self.assertIn("no targets attached", self.cli("status").stdout)
+
+    def test_overhead_budget_uses_costs_measured_at_start_up(self):
+        """The daemon measured its per-hit probe costs when it started (log and the budget's
+        calibration say so, with sane figures), and a quiet program's estimate, from probe hits
+        counted in BPF, stays well under a 1% budget."""
+        log = self.daemon.read_log()
+        self.assertIn("overhead budget: probe costs measured at start-up", log)
+        report = self.path("budget.json")
+        r = self.cli("run", "--overhead-budget", "1%", "--report", report, "--",
+                     harness.DEBIAN_PYTHON, "-c", "import time; time.sleep(4.5)", timeout=120)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        budget = harness.load_json(report)["budget"]
+        cal = budget["calibration"]
+        self.assertTrue(cal.startswith("measured at start-up:"), budget)
+        figures = dict(re.findall(r"(emulated uprobe|single-stepped uprobe|uretprobe|"
+                                  r"raw tracepoint \(a syscall through sys_enter\)) (\d+) ns",
+                                  cal))
+        self.assertEqual(len(figures), 4, cal)
+        for name, ns in figures.items():
+            low = 5 if name.startswith("raw tracepoint") else 50
+            self.assertTrue(low <= int(ns) <= 100000, "%s: %s ns" % (name, ns))
+        self.assertTrue(budget["estimated"])
+        self.assertEqual(budget["stage"], "as_asked", budget)
+        # An idle target costs the daemon its polls (~0.3% here under load): under the budget.
+        self.assertLess(budget["estimated_cost"], 0.008, budget)
 
     def test_grpc_clients_health_reflection_and_bad_requests(self):
         self.assertIsNotNone(API_CLIENT)

@@ -150,5 +150,74 @@ TEST_F(BudgetControllerTest, LowestStageIsRespected) {
   EXPECT_EQ(c.stage(), Stage::kGilWaits);
 }
 
+// Realistic mixes, at costs like the ones measured at start-up on the development machine
+// (emulated ~0.5 us, single-stepped ~1.5 us, uretprobe ~1 us, raw tracepoint ~0.1 us).
+Calibration Measured() {
+  Calibration cal;
+  cal.ns_per_hit = {500, 1500, 1000, 100};
+  cal.measured = true;
+  cal.source = "measured at start-up: test";
+  return cal;
+}
+
+// The hand-off bench under auto-attach defaults (--gil waits, --locks contended): ~1,500
+// waiting takes a second, each a take-begin uprobe plus a single-stepped wait-return site,
+// ~3,000 syscalls of the target through sys_enter, and 3 ms a second of daemon CPU: 0.6%, under
+// 1%: the trace stays as asked.
+TEST(BudgetControllerMix, HandoffUnderGilWaitsStaysAsAsked) {
+  BudgetConfig cfg;
+  cfg.budget = 0.01;
+  BudgetController c(cfg, Measured());
+  uint64_t now = 0;
+  Counters counters;
+  c.Update(now, counters);
+  for (int i = 0; i < 30; ++i) {
+    now += kS;
+    counters.hits[static_cast<int>(HitKind::kUprobe)] += 1500;
+    counters.hits[static_cast<int>(HitKind::kUprobeSingleStep)] += 1500;
+    counters.hits[static_cast<int>(HitKind::kTracepoint)] += 3000;
+    counters.daemon_cpu_ns += 3'000'000;
+    c.Update(now, counters);
+  }
+  EXPECT_NEAR(c.estimate().share, 0.0063, 1e-4);
+  EXPECT_EQ(c.stage(), Stage::kAsAsked);
+  EXPECT_EQ(c.stage_changes(), 0u);
+}
+
+// --gil full on a GIL-bound program: 200,000 takes a second, each a take-begin uprobe, a
+// take-end uretprobe and a drop uprobe: 0.4 s of CPU a second, 40%: steps down.
+TEST(BudgetControllerMix, GilFullAt200kTakesStepsDown) {
+  BudgetConfig cfg;
+  cfg.budget = 0.01;
+  BudgetController c(cfg, Measured());
+  uint64_t now = 0;
+  Counters counters;
+  c.Update(now, counters);
+  for (int i = 0; i < 3; ++i) {
+    now += kS;
+    counters.hits[static_cast<int>(HitKind::kUprobe)] += 400000;
+    counters.hits[static_cast<int>(HitKind::kUretprobe)] += 200000;
+    c.Update(now, counters);
+  }
+  EXPECT_NEAR(c.estimate().probes_share, 0.4, 1e-9);
+  EXPECT_EQ(c.stage(), Stage::kGilWaits);
+}
+
+// Single-stepped sites weigh more than emulated ones at the same rate.
+TEST(BudgetControllerMix, SingleSteppedHitsCostTheirOwnFigure) {
+  BudgetConfig cfg;
+  cfg.smoothing = 1.0;
+  BudgetController emulated(cfg, Measured()), stepped(cfg, Measured());
+  Counters a, b;
+  emulated.Update(0, a);
+  stepped.Update(0, b);
+  a.hits[static_cast<int>(HitKind::kUprobe)] = 10000;
+  b.hits[static_cast<int>(HitKind::kUprobeSingleStep)] = 10000;
+  emulated.Update(kS, a);
+  stepped.Update(kS, b);
+  EXPECT_NEAR(emulated.estimate().share, 0.005, 1e-9);
+  EXPECT_NEAR(stepped.estimate().share, 0.015, 1e-9);
+}
+
 }  // namespace
 }  // namespace threadscope::budget

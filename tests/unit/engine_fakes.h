@@ -19,6 +19,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <utility>
@@ -50,6 +51,8 @@ class FakeRecordSource final : public loader::RecordSource {
     std::vector<bool> gil_waits_only;  // SetGilWaitsOnly calls that switched, in order
     size_t polls = 0;
     size_t delivered_batches = 0;
+    // Probe hits the source reports (ProbeHits); unset: it cannot count them.
+    std::optional<loader::ProbeHitCounts> hits;
   };
 
   FakeRecordSource() : control_(std::make_shared<Control>()) {}
@@ -87,7 +90,17 @@ class FakeRecordSource final : public loader::RecordSource {
     return OkStatus();
   }
 
+  StatusOr<loader::ProbeHitCounts> ProbeHits() const override {
+    std::lock_guard<std::mutex> lock(control_->mu);
+    if (!control_->hits) return UnimplementedError("this fake does not count probe hits");
+    return *control_->hits;
+  }
+
   // For the test, through the control block (the session owns the source).
+  static void SetHits(Control& c, const loader::ProbeHitCounts& hits) {
+    std::lock_guard<std::mutex> lock(c.mu);
+    c.hits = hits;
+  }
   static void Push(Control& c, std::string batch) {
     std::lock_guard<std::mutex> lock(c.mu);
     c.pending.push_back(std::move(batch));

@@ -248,6 +248,58 @@ TEST_F(LiveSessionTest, OverheadBudgetEstimatesAndStepsDown) {
   EXPECT_EQ(b.stage_changes(), 1u);
 }
 
+// A source that counts probe hits drives the estimate with them, not with records: the
+// hand-off bench under --gil waits fires ~2,000 waiting takes a second (a take-begin uprobe
+// and a single-stepped wait-return site each) and a few hundred futex syscalls, under 1% with
+// the calibration's costs, whatever the records; 200,000 GIL takes a
+// second (--gil full: take-begin, take-end uretprobe, drop) are well over it.
+TEST_F(LiveSessionTest, OverheadBudgetCountsProbeHitsNotRecords) {
+  options_.trace.overhead_budget = 0.01;
+  options_.calibration.ns_per_hit = {500, 2000, 1200, 100};
+  options_.calibration.measured = true;
+  options_.calibration.source = "measured at start-up: test";
+  Start();
+  loader::ProbeHitCounts hits{};
+  for (int second = 0; second < 4; ++second) {
+    hits[0] += 2000;  // take-begin, emulated
+    hits[1] += 2000;  // wait-return site, single-stepped
+    hits[3] += 500;   // syscalls
+    FakeRecordSource::SetHits(*control_, hits);
+    std::vector<std::string> records;
+    for (int i = 0; i < 2000; ++i) records.push_back(g_.Gil(kPid + 1, TS_GIL_WAITED));
+    Push(testing::Batch(records));
+    LivenessCheck();
+  }
+  v1::OverheadBudget b = session_->target().budget();
+  // 2,000 x 0.5 us + 2,000 x 2 us + 500 x 0.1 us = 5.05 ms a second: 0.5% (plus the test
+  // consumer's own CPU, small); the probes' share does not depend on the records.
+  EXPECT_GT(b.estimated_probes_cost(), 0.004) << b.DebugString();
+  EXPECT_LT(b.estimated_probes_cost(), 0.006) << b.DebugString();
+  EXPECT_EQ(b.stage(), "as_asked") << b.DebugString();
+  EXPECT_EQ(b.calibration(), "measured at start-up: test");
+
+  for (int second = 0; second < 4; ++second) {
+    hits[0] += 400000;  // take-begin and drop
+    hits[2] += 200000;  // take-end
+    FakeRecordSource::SetHits(*control_, hits);
+    LivenessCheck();
+  }
+  b = session_->target().budget();
+  EXPECT_GT(b.estimated_probes_cost(), 0.3) << b.DebugString();
+  EXPECT_EQ(b.stage(), "gil_waits") << b.DebugString();
+}
+
+// A source that cannot count hits: records stand in for them, and the calibration says so.
+TEST_F(LiveSessionTest, OverheadBudgetWithoutHitCountsSaysRecordsAreCounted) {
+  options_.trace.overhead_budget = 0.01;
+  Start();
+  Push(testing::Batch({g_.Gil(kPid + 1, TS_GIL_WAITED)}));
+  LivenessCheck();
+  LivenessCheck();
+  v1::OverheadBudget b = session_->target().budget();
+  EXPECT_NE(b.calibration().find("records counted as hits"), std::string::npos) << b.DebugString();
+}
+
 // --gil full: the gil_waits stage is recommended, not applied (the GIL probes are not switched
 // while attached); --locks all --acquire-stacks: the no_acquire_stacks stage turns the acquire
 // stacks off in the source, and the budget says which stages are in effect.
