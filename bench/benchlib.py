@@ -190,6 +190,12 @@ def bench_root():
         matrix.debian_unstable_root() + "-bench")
 
 
+def is_auto(mode):
+    """A mode run under an auto-attach daemon: "auto" (a rule's defaults) or ("auto", {rule
+    options as the config file spells them}), e.g. ("auto", {"gil": "full"})."""
+    return mode == "auto" or (isinstance(mode, tuple) and mode[0] == "auto")
+
+
 class AutoDaemon:
     """threadscoped with one auto-attach rule at its defaults (`--auto-attach cmdline=MARKER`,
     so the default `--overhead-budget 1%`), for the `auto` mode: the workload is started with
@@ -201,15 +207,23 @@ class AutoDaemon:
 
     SCRAPE_EVERY = 0.5
 
-    def __init__(self, threadscoped, tmp):
+    def __init__(self, threadscoped, tmp, rule_options=None):
+        """rule_options: a rule's trace options as the config file spells them ({"gil": "full"}):
+        the rule is then given in a config file (`[rule bench]`), else on the command line."""
         self.tmp = tmp
         self.marker = "tsbenchauto" + os.urandom(4).hex()
-        self.sock = os.path.join(tmp, "auto.sock")
-        self.log_path = os.path.join(tmp, "threadscoped.log")
+        self.sock = os.path.join(tmp, self.marker + ".sock")
+        self.log_path = os.path.join(tmp, self.marker + ".log")
         self.log = open(self.log_path, "w")
+        rule = ["--auto-attach", "cmdline=" + self.marker]
+        if rule_options:
+            config = os.path.join(tmp, self.marker + ".conf")
+            with open(config, "w") as f:
+                f.write("[rule bench]\nmatch = cmdline=%s\n" % self.marker)
+                f.writelines("%s = %s\n" % kv for kv in sorted(rule_options.items()))
+            rule = ["--config", config]
         self.proc = subprocess.Popen(
-            [threadscoped, "--socket", self.sock, "--metrics-addr", "127.0.0.1:0",
-             "--auto-attach", "cmdline=" + self.marker],
+            [threadscoped, "--socket", self.sock, "--metrics-addr", "127.0.0.1:0"] + rule,
             stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
         self.url = None
         deadline = time.time() + 30
@@ -358,7 +372,7 @@ class Bench:
         self.tmp = tempfile.mkdtemp(prefix="ts_bench_")
         self.scripts, self.plans = {}, {}
         for name, mode in modes.items():
-            if isinstance(mode, tuple) and self.bpftrace:
+            if isinstance(mode, tuple) and not is_auto(mode) and self.bpftrace:
                 plan = self.plan(mode[1])
                 self.scripts[name] = os.path.join(self.tmp, name + ".bt")
                 with open(self.scripts[name], "w") as f:
@@ -382,19 +396,23 @@ class Bench:
         out = {m: {"wall": [], "cpu": [], "counted": [], "records": [], "reports": [],
                    "auto": []} for m in self.modes}
         failed = {}
-        # `auto`: one daemon per workload, up through its runs of every mode (idle while the
-        # other modes run: it watches execs, and none matches its rule).
-        daemon = AutoDaemon(self.threadscoped, self.tmp) if "auto" in self.modes else None
+        # `auto` modes: one daemon per mode and workload, up through its runs of every mode
+        # (idle while the other modes run: it watches execs, and none matches its rule).
+        daemons = {}
         try:
-            self._measure(cmd, bpftrace_cmd, workload, out, failed, daemon)
+            for name, mode in self.modes.items():
+                if is_auto(mode):
+                    daemons[name] = AutoDaemon(self.threadscoped, self.tmp,
+                                               None if mode == "auto" else mode[1])
+            self._measure(cmd, bpftrace_cmd, workload, out, failed, daemons)
         finally:
-            if daemon:
+            for daemon in daemons.values():
                 daemon.stop()
         for name, why in failed.items():
             out[name]["failed"] = why
         return out
 
-    def _measure(self, cmd, bpftrace_cmd, workload, out, failed, daemon):
+    def _measure(self, cmd, bpftrace_cmd, workload, out, failed, daemons):
         for _ in range(self.runs):
             for name, mode in self.modes.items():
                 if name in failed:
@@ -402,10 +420,10 @@ class Bench:
                 what = "%s %s" % (workload, name)
                 if mode == "untraced":
                     r = run_bounded(cmd, what, check=True)
-                elif mode == "auto":
-                    r, seen = daemon.run(cmd, what)
+                elif is_auto(mode):
+                    r, seen = daemons[name].run(cmd, what)
                     out[name]["auto"].append(seen)
-                elif isinstance(mode, tuple) and not self.bpftrace:
+                elif not self.bpftrace and isinstance(mode, tuple):
                     failed[name] = "skipped (--bpftrace none)"
                     continue
                 elif isinstance(mode, tuple):
@@ -453,21 +471,24 @@ class Bench:
         self.print_auto(results)
 
     def print_auto(self, results):
-        """What the auto-attach daemon did in the `auto` runs."""
-        runs = results.get("auto", {}).get("auto")
-        if not runs:
-            return
+        """What the auto-attach daemon did in the runs of each `auto` mode."""
+        for name, mode in self.modes.items():
+            if is_auto(mode) and results.get(name, {}).get("auto"):
+                self._print_auto(results, name)
+
+    def _print_auto(self, results, name):
+        runs = results[name]["auto"]
         base_cpu = statistics.median(results["untraced"]["cpu"])
-        cpus = results["auto"]["cpu"]
-        print("  auto: CPU ratio vs untraced per run %s (spread %.3f-%.3fx); untraced runs "
-              "%.3f-%.3f s" % (" ".join("%.3fx" % (c / base_cpu) for c in cpus),
+        cpus = results[name]["cpu"]
+        print("  %s: CPU ratio vs untraced per run %s (spread %.3f-%.3fx); untraced runs "
+              "%.3f-%.3f s" % (name, " ".join("%.3fx" % (c / base_cpu) for c in cpus),
                                min(cpus) / base_cpu, max(cpus) / base_cpu,
                                min(results["untraced"]["cpu"]), max(results["untraced"]["cpu"])))
         for i, seen in enumerate(runs):
             est = seen["est"]
-            print("  auto run %d: attached %s after exec; budget %s; stages seen %s "
+            print("  %s run %d: attached %s after exec; budget %s; stages seen %s "
                   "(%d change(s)); estimated cost ratio max %s, last %s; daemon CPU %.2f s" % (
-                      i + 1, "%.2f s" % seen["attach_s"] if seen["attach_s"] is not None
+                      name, i + 1, "%.2f s" % seen["attach_s"] if seen["attach_s"] is not None
                       else "NOT (ran untraced)",
                       "%g" % seen["budget"] if seen["budget"] is not None else "-",
                       " -> ".join(seen["stages"]) or "-", max(len(seen["stages"]) - 1, 0),

@@ -21,6 +21,8 @@ Modes, interleaved:
   auto          threadscoped --auto-attach cmdline=MARKER (a rule's defaults: contended locks,
                 --gil waits, --overhead-budget 1%): attached at exec; the budget stages seen in
                 its /metrics and the daemon's own CPU are printed under the table
+  auto+gil-full `auto` with a rule asking for `gil = full`: the budget's step down to gil_waits
+                (every take and drop traced until then) is seen in the stages printed
 
   bench/gil_bench.py --threadscope bazel-bin/client/threadscope
       [--python LABEL|PATH] [--bpftrace sid|none]
@@ -49,6 +51,9 @@ MODES = {
     # threadscoped --auto-attach cmdline=MARKER: attached at exec with a rule's defaults
     # (--overhead-budget 1%), waiting until attached before its clock starts (benchlib.AutoDaemon).
     "auto": "auto",
+    # The same with a rule that asks for --gil full (every take and drop): over the 1% budget on
+    # a hand-off-heavy program, the daemon steps down to gil_waits while attached.
+    "auto+gil-full": ("auto", {"gil": "full"}),
 }
 
 

@@ -15,10 +15,12 @@ one dict (critical sections). Each runs, interleaved (to cancel drift on a noisy
   auto              threadscoped --auto-attach cmdline=MARKER (a rule's defaults: contended
                     locks, --gil waits, --overhead-budget 1%), attached at exec; the budget
                     stages seen in its /metrics and the daemon's CPU are printed under the table
+  auto+all-stacks   `auto` with a rule asking for locks = all, acquire-stacks = 8, gil = full:
+                    the budget's steps down while attached are seen in the stages printed
   bpftrace-MODE     bpftrace counting hits on exactly the sites --locks=MODE placed (taken from
                     threadscope's own report): the floor for any uprobe tracer on those sites
 
-GIL tracing is off in every mode but default, default+gil-full and auto (--gil off): bench/gil_bench.py
+GIL tracing is off in every mode but default, default+gil-full and the auto modes (--gil off): bench/gil_bench.py
 measures it. --modes picks some (untraced always runs).
 
 Reported: medians, ratios to untraced, records per run, and the blocking acquisitions the
@@ -49,6 +51,9 @@ MODES = {
     # threadscoped --auto-attach cmdline=MARKER: attached at exec with a rule's defaults
     # (--overhead-budget 1%), waiting until attached before its clock starts (benchlib.AutoDaemon).
     "auto": "auto",
+    # A rule asking for every acquire with its Python stack (and the GIL's every take and drop):
+    # over the 1% budget the daemon steps down (gil_waits, no_acquire_stacks, ...) while attached.
+    "auto+all-stacks": ("auto", {"locks": "all", "acquire-stacks": "8", "gil": "full"}),
 }
 
 

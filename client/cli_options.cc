@@ -163,13 +163,9 @@ std::string ReadTraceFlags(const TraceFlags& f, TraceOptions& trace) {
   }
   a.set_lock_stack_frames(static_cast<uint32_t>(f.lock_stacks));
   a.set_acquire_stack_frames(static_cast<uint32_t>(f.acquire_stacks));
-  if (f.gil != "on" && f.gil != "off" && f.gil != "waits" && f.gil != "full") {
-    return "--gil: '" + f.gil + "' is not one of waits, full, on, off";
+  if (!settings::SetGilOption(f.gil, &a)) {
+    return "--gil: '" + f.gil + "' is not one of " + settings::kGilOptionValues;
   }
-  a.set_gil(f.gil != "off");
-  // "on" is the old spelling of the default: waits.
-  if (f.gil == "full") a.set_gil_mode(v1::GIL_MODE_FULL);
-  else if (f.gil != "off") a.set_gil_mode(v1::GIL_MODE_WAITS);
   a.set_overhead_budget(f.overhead_budget);
   a.set_gil_stack_frames(static_cast<uint32_t>(f.gil_stacks));
   auto gil_threshold = ParseDuration(f.gil_stack_threshold);

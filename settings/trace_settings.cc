@@ -71,6 +71,19 @@ v1::GilMode ToProto(GilMode mode) {
   return mode == GilMode::kFull ? v1::GIL_MODE_FULL : v1::GIL_MODE_WAITS;
 }
 
+bool SetGilOption(std::string_view value, v1::AttachOptions* out) {
+  if (value == "off" || value == "false") {
+    out->set_gil(false);
+    return true;
+  }
+  std::optional<GilMode> mode =
+      value == "on" || value == "true" ? std::optional(GilMode::kWaits) : ParseGilMode(value);
+  if (!mode) return false;
+  out->set_gil(true);
+  out->set_gil_mode(ToProto(*mode));
+  return true;
+}
+
 Status StackFramesOutOfRange(std::string_view field, int64_t value) {
   return Invalid(field, std::to_string(value) + " is not in 0-" + std::to_string(kMaxStackFrames));
 }

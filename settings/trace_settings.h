@@ -61,6 +61,11 @@ enum class GilMode {
 const char* GilModeName(GilMode mode);
 std::optional<GilMode> ParseGilMode(std::string_view name);
 v1::GilMode ToProto(GilMode mode);
+// The one spelling of the GIL option, for --gil and a rule's `gil =`: waits, full, off, and
+// on (the old spelling of waits); true/false as on/off. False when `value` is none of these
+// (`out` unchanged).
+bool SetGilOption(std::string_view value, v1::AttachOptions* out);
+inline constexpr const char* kGilOptionValues = "waits, full, on, off";
 
 struct TraceSettings {
   uint32_t ring_buffer_bytes = kDefaultRingBufferBytes;

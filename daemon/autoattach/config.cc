@@ -42,12 +42,6 @@ std::optional<uint64_t> Unsigned(std::string_view s, uint64_t max) {
   return v;
 }
 
-std::optional<bool> Bool(std::string_view s) {
-  if (s == "true" || s == "yes" || s == "on") return true;
-  if (s == "false" || s == "no" || s == "off") return false;
-  return std::nullopt;
-}
-
 // A comment starts at a '#' at the start of a line or after a space (a pattern may hold '#').
 std::string_view StripComment(std::string_view line) {
   for (size_t i = 0; i < line.size(); ++i) {
@@ -140,9 +134,9 @@ Status ApplyRuleOption(std::string_view key, std::string_view value, v1::AttachO
     if (!ns) return bad("a duration (1ms, 500us)");
     out->set_gil_stack_threshold_ns(*ns);
   } else if (key == "gil") {
-    auto v = Bool(value);
-    if (!v) return bad("true or false");
-    out->set_gil(*v);
+    if (!settings::SetGilOption(value, out)) {
+      return bad(std::string(settings::kGilOptionValues) + " (or true, false)");
+    }
   } else if (key == "overhead-budget") {
     // "off": no budget (every stage as asked). Otherwise checked by the settings' own parse
     // (CheckRuleOptions), the message an attach would give.

@@ -9,13 +9,10 @@ counted). `threadscope status` shows the rule's counters, and every query of the
 dashboard is answered by Prometheus."""
 import json
 import os
-import re
 import shutil
 import signal
 import subprocess
 import time
-import urllib.parse
-import urllib.request
 import uuid
 
 import harness
@@ -24,37 +21,6 @@ CGROUP_V2 = "/sys/fs/cgroup/unified" if os.path.isdir("/sys/fs/cgroup/unified") 
 JOB = os.path.join(harness.PROGRAMS, "fleet_job.py")
 # Metrics scraped every second; an exited target's last values stay 8 s (> 2 scrapes).
 RETENTION_S = 8
-
-
-def dashboards_dir():
-    here = os.path.dirname(os.path.abspath(__file__))
-    for candidate in (os.path.join(here, "..", "..", "dashboards"),
-                      os.path.join(os.environ.get("TEST_SRCDIR", ""), "__main__", "dashboards")):
-        if os.path.exists(os.path.join(candidate, "threadscope-fleet.json")):
-            return os.path.abspath(candidate)
-    raise RuntimeError("dashboards/ not found next to the tests")
-
-
-def http_get(url, timeout=10):
-    with urllib.request.urlopen(url, timeout=timeout) as r:
-        return r.read().decode()
-
-
-def http_text(url):
-    try:
-        return http_get(url)
-    except OSError:
-        return ""
-
-
-def series_value(exposition, name, **labels):
-    """The value of the one series `name` with (at least) these labels, or None."""
-    for line in exposition.splitlines():
-        if not line.startswith(name + "{") and line.split(" ")[0] != name:
-            continue
-        if all('%s="%s"' % (k, v) in line for k, v in labels.items()):
-            return float(line.rsplit(" ", 1)[1])
-    return None
 
 
 class FleetTest(harness.BpfTestCase):
@@ -100,21 +66,18 @@ class FleetTest(harness.BpfTestCase):
         try:
             self.assertIn("auto-attach: 1 rule(s), at most 3 targets", daemon.read_log())
             url = "http://127.0.0.1:%d/metrics" % daemon.metrics_port()
-            harness.wait_for(lambda: http_text(url), what="the metrics endpoint")
+            harness.wait_for(lambda: harness.http_text(url), what="the metrics endpoint")
             # Daemon-level series (with at most the early job attached).
-            exposition = http_get(url)
+            exposition = harness.http_get(url)
             for name in ("threadscope_build_info", "threadscope_daemon_cpu_seconds_total",
                          "threadscope_daemon_resident_memory_bytes",
                          "threadscope_autoattach_targets", "threadscope_autoattach_max_targets"):
-                self.assertIsNotNone(series_value(exposition, name), name)
-            self.assertEqual(series_value(exposition, "threadscope_autoattach_max_targets"), 3)
+                self.assertIsNotNone(harness.series_value(exposition, name), name)
+            self.assertEqual(harness.series_value(exposition, "threadscope_autoattach_max_targets"), 3)
 
-            prom, api = self.start_prometheus(daemon.metrics_port())
-            procs.append(prom)
-
-            def query(expr):
-                body = http_get(api + "query?" + urllib.parse.urlencode({"query": expr}))
-                return json.loads(body)["data"]["result"]
+            prom = harness.Prometheus(self.tmp.name, daemon.metrics_port())
+            self.addCleanup(prom.stop)
+            query = prom.result
 
             def status():
                 out = daemon.cli("status", "-o", "json", timeout=30)
@@ -160,10 +123,10 @@ class FleetTest(harness.BpfTestCase):
                              what="the short job let go after it exited")
             self.assertIn("pid %d exited" % short.pid, daemon.read_log())
             # Its last values are still exposed (retained) and Prometheus scrapes them there.
-            exposition = http_get(url)
-            self.assertEqual(series_value(exposition, "threadscope_thread_starts_total",
+            exposition = harness.http_get(url)
+            self.assertEqual(harness.series_value(exposition, "threadscope_thread_starts_total",
                                           pid=short.pid), 3, exposition[-3000:])
-            self.assertGreaterEqual(series_value(exposition, "threadscope_targets",
+            self.assertGreaterEqual(harness.series_value(exposition, "threadscope_targets",
                                                  state="retained"), 1)
             exited_at = time.time()
             harness.wait_for(lambda: query('threadscope_thread_starts_total{pid="%d",'
@@ -216,7 +179,7 @@ class FleetTest(harness.BpfTestCase):
             # 4. The limit: three targets now; one more match is refused, and counted.
             third = subprocess.Popen([harness.DEBIAN_PYTHON, JOB, "60", self.path("third.json")])
             procs.append(third)
-            harness.wait_for(lambda: (series_value(http_get(url),
+            harness.wait_for(lambda: (harness.series_value(harness.http_get(url),
                                                    "threadscope_autoattach_refusals_total",
                                                    rule="jobs", reason="limit") or 0) >= 1,
                              timeout=30, what="the third match refused at the limit")
@@ -235,41 +198,27 @@ class FleetTest(harness.BpfTestCase):
 
             # The bystander was never attached and has no series.
             self.assertFalse(traced(bystander.pid))
-            self.assertNotIn('pid="%d"' % bystander.pid, http_get(url))
+            self.assertNotIn('pid="%d"' % bystander.pid, harness.http_get(url))
             self.assertNotRegex(daemon.read_log(), r"pid %d\b" % bystander.pid)
 
             # Auto-attached targets run under the default overhead budget (1% of a core): the
             # budget panel's series is there for them.
-            exposition = http_get(url)
-            self.assertEqual(series_value(exposition, "threadscope_budget_ratio",
+            exposition = harness.http_get(url)
+            self.assertEqual(harness.series_value(exposition, "threadscope_budget_ratio",
                                           pid=str(early.pid)),
                              0.01, exposition)
-            self.assertIsNotNone(series_value(exposition, "threadscope_budget_stage",
+            self.assertIsNotNone(harness.series_value(exposition, "threadscope_budget_stage",
                                               pid=str(early.pid)), exposition)
 
             # The exposition passes promtool, and every fleet dashboard query has data.
-            r = subprocess.run(["promtool", "check", "metrics"], input=exposition,
-                               capture_output=True, text=True)
-            self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+            self.assertEqual(harness.promtool_check(exposition), "")
             harness.wait_for(lambda: query('count_over_time(threadscope_autoattach_targets[1m])'
                                            ' >= 5'), timeout=30, what="5 scrapes")
-            with open(os.path.join(dashboards_dir(), "threadscope-fleet.json")) as f:
-                dash = json.load(f)
-            failures = []
-            for p in dash["panels"]:
-                for target in p.get("targets", []):
-                    expr = re.sub(r"\$(node|pod|service|instance)\b", ".*",
-                                  target["expr"].replace("$__rate_interval", "10s"))
-                    body = json.loads(http_get(api + "query?" +
-                                               urllib.parse.urlencode({"query": expr})))
-                    if body.get("status") != "success":
-                        failures.append("%s: %s -> %s" % (p["title"], expr, body))
-                    elif not body["data"]["result"]:
-                        failures.append("%s: %s -> empty" % (p["title"], expr))
-            self.assertEqual(failures, [])
+            self.assertEqual(prom.dashboard_failures(harness.dashboard("threadscope-fleet.json")),
+                             [])
 
             # Retention is bounded: the short job's series leave the exposition.
-            harness.wait_for(lambda: 'pid="%d"' % short.pid not in http_get(url),
+            harness.wait_for(lambda: 'pid="%d"' % short.pid not in harness.http_get(url),
                              timeout=RETENTION_S + 10, what="the short job's series to expire")
         finally:
             for p in reversed(procs):
@@ -301,23 +250,6 @@ class FleetTest(harness.BpfTestCase):
                     os.rmdir(d)
                 except OSError:
                     pass
-
-    def start_prometheus(self, metrics_port):
-        config = self.path("prometheus.yml")
-        with open(config, "w") as f:
-            f.write("global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
-                    "scrape_configs:\n  - job_name: threadscope\n"
-                    "    static_configs:\n      - targets: ['127.0.0.1:%d']\n" % metrics_port)
-        self.prom_log = open(self.path("prometheus.log"), "w")
-        self.addCleanup(self.prom_log.close)
-        prom = subprocess.Popen(
-            ["prometheus", "--config.file", config, "--storage.tsdb.path", self.path("tsdb"),
-             "--web.listen-address", "127.0.0.1:0"],
-            stdout=self.prom_log, stderr=subprocess.STDOUT)
-        harness.wait_for(lambda: harness.listening_ports(prom.pid) or prom.poll() is not None,
-                         timeout=30, what="Prometheus to listen")
-        self.assertIsNone(prom.poll(), "prometheus exited")
-        return prom, "http://127.0.0.1:%d/api/v1/" % harness.listening_ports(prom.pid)[0]
 
 
 if __name__ == "__main__":

@@ -14,6 +14,8 @@ import sys
 import tempfile
 import time
 import unittest
+import urllib.parse
+import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PROGRAMS = os.path.join(os.path.dirname(HERE), "programs")
@@ -306,3 +308,123 @@ def copy_for_nobody(path, directory):
     shutil.copy(path, dest)
     os.chmod(dest, 0o755)
     return dest
+
+
+# --- Metrics: the exposition, Prometheus and the dashboards (metrics_test, fleet_test) ---------
+
+def dashboard(name):
+    """A Grafana dashboard of dashboards/ (name: "threadscope.json"), parsed."""
+    for candidate in (os.path.join(HERE, "..", "..", "dashboards"),
+                      os.path.join(os.environ.get("TEST_SRCDIR", ""), "__main__", "dashboards")):
+        path = os.path.join(candidate, name)
+        if os.path.exists(path):
+            with open(path) as f:
+                return json.load(f)
+    raise RuntimeError("dashboards/%s not found next to the tests" % name)
+
+
+def http_get(url, timeout=10):
+    with urllib.request.urlopen(url, timeout=timeout) as r:
+        return r.read().decode()
+
+
+def http_text(url):
+    """The body, or "" while the server is not answering yet."""
+    try:
+        return http_get(url)
+    except OSError:
+        return ""
+
+
+def series_value(exposition, name, **labels):
+    """The value of the first series `name` in a Prometheus text exposition with (at least)
+    these labels, or None."""
+    for line in exposition.splitlines():
+        if not line.startswith(name + "{") and line.split(" ")[0] != name:
+            continue
+        if all('%s="%s"' % (k, v) in line for k, v in labels.items()):
+            return float(line.rsplit(" ", 1)[1])
+    return None
+
+
+def promtool_check(exposition):
+    """promtool's complaints about an exposition (names, units, _total, HELP/TYPE); "" if none."""
+    r = subprocess.run(["promtool", "check", "metrics"], input=exposition,
+                       capture_output=True, text=True)
+    return "" if r.returncode == 0 else (r.stdout + r.stderr)
+
+
+def dashboard_queries(dash):
+    """(panel title, query) for every panel query of a dashboard, Grafana's variables filled as
+    Grafana fills them for "All" ($__rate_interval: 10s; every other $var: .*)."""
+    for panel in dash["panels"]:
+        if panel["type"] == "row":
+            continue
+        for target in panel.get("targets", []):
+            expr = target["expr"].replace("$__rate_interval", "10s")
+            yield panel["title"], re.sub(r"\$(?!__)(\w+)\b", ".*", expr)
+
+
+class Prometheus:
+    """Debian's Prometheus, scraping one metrics port every second, its HTTP API on a port it
+    bound as 0. A context manager: stopped (and its log closed) on exit."""
+
+    def __init__(self, directory, metrics_port):
+        self.directory = directory
+        config = os.path.join(directory, "prometheus.yml")
+        with open(config, "w") as f:
+            f.write("global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
+                    "scrape_configs:\n  - job_name: threadscope\n"
+                    "    static_configs:\n      - targets: ['127.0.0.1:%d']\n" % metrics_port)
+        self.log = open(os.path.join(directory, "prometheus.log"), "w")
+        self.proc = subprocess.Popen(
+            ["prometheus", "--config.file", config, "--storage.tsdb.path",
+             os.path.join(directory, "tsdb"), "--web.listen-address", "127.0.0.1:0"],
+            stdout=self.log, stderr=subprocess.STDOUT)
+        try:
+            wait_for(lambda: listening_ports(self.proc.pid) or self.proc.poll() is not None,
+                     timeout=30, what="Prometheus to listen")
+            if self.proc.poll() is not None:
+                raise AssertionError("prometheus exited: see %s/prometheus.log" % directory)
+        except BaseException:
+            self.stop()
+            raise
+        self.api = "http://127.0.0.1:%d/api/v1/" % listening_ports(self.proc.pid)[0]
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+
+    def query(self, expr):
+        """The API's whole answer to an instant query (status, data)."""
+        return json.loads(http_get(self.api + "query?" + urllib.parse.urlencode({"query": expr})))
+
+    def result(self, expr):
+        """The series an instant query returns; [] while Prometheus is not answering yet."""
+        try:
+            return self.query(expr)["data"]["result"]
+        except OSError:
+            return []
+
+    def dashboard_failures(self, dash):
+        """Every panel query of `dash` that fails or comes back empty, one line each."""
+        failures = []
+        for title, expr in dashboard_queries(dash):
+            body = self.query(expr)
+            if body.get("status") != "success":
+                failures.append("%s: %s -> %s" % (title, expr, body))
+            elif not body["data"]["result"]:
+                failures.append("%s: %s -> empty" % (title, expr))
+        return failures

@@ -9,45 +9,8 @@ import re
 import signal
 import subprocess
 import time
-import urllib.parse
-import urllib.request
 
 import harness
-
-def dashboards_dir():
-    here = os.path.dirname(os.path.abspath(__file__))
-    for candidate in (os.path.join(here, "..", "..", "dashboards"),
-                      os.path.join(os.environ.get("TEST_SRCDIR", ""), "__main__", "dashboards")):
-        if os.path.exists(os.path.join(candidate, "threadscope.json")):
-            return os.path.abspath(candidate)
-    raise RuntimeError("dashboards/ not found next to the tests")
-
-
-def http_get(url, timeout=10):
-    with urllib.request.urlopen(url, timeout=timeout) as r:
-        return r.read().decode()
-
-
-def http_text(url):
-    """The body, or "" while the server is not answering yet."""
-    try:
-        return http_get(url)
-    except OSError:
-        return ""
-
-
-def panel_queries(dashboard):
-    for p in dashboard["panels"]:
-        if p["type"] == "row":
-            continue
-        for t in p.get("targets", []):
-            yield p, t["expr"]
-
-
-def instantiate(expr):
-    """A dashboard query with Grafana's variables as Grafana would fill them ("All")."""
-    expr = expr.replace("$__rate_interval", "10s")
-    return re.sub(r"\$(instance|service|pid)\b", ".*", expr)
 
 
 class MetricsTest(harness.BpfTestCase):
@@ -60,7 +23,7 @@ class MetricsTest(harness.BpfTestCase):
             metrics_port = daemon.metrics_port()
             sock = daemon.sock
             url = "http://127.0.0.1:%d/metrics" % metrics_port
-            harness.wait_for(lambda: http_text(url), what="the metrics endpoint")
+            harness.wait_for(lambda: harness.http_text(url), what="the metrics endpoint")
             # One workload per Debian build (and extra), all traced by the one daemon at once,
             # each labelled with its interpreter: service="debian-unstable-3.14" etc.
             interps = self.present_interpreters(kinds=harness.CORE)
@@ -75,14 +38,12 @@ class MetricsTest(harness.BpfTestCase):
                 procs.append(workloads[interp.label])
             for label in workloads:
                 harness.wait_for(lambda: re.search(r'threadscope_target_info\{[^}]*service="%s"'
-                                                   % re.escape(label), http_text(url)),
+                                                   % re.escape(label), harness.http_text(url)),
                                  timeout=30, what="%s's target in the exposition" % label)
             time.sleep(2)
-            exposition = http_get(url)
+            exposition = harness.http_get(url)
             # The exposition passes promtool's checks (names, units, _total, HELP/TYPE).
-            r = subprocess.run(["promtool", "check", "metrics"], input=exposition,
-                               capture_output=True, text=True)
-            self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+            self.assertEqual(harness.promtool_check(exposition), "")
             self.assertIn('node="ci"', exposition)
             self.assertIn('threadscope_gil_switches_total{', exposition)
             self.assertRegex(exposition, r'threadscope_lock_contentions_total\{[^}]*lock="0x')
@@ -97,62 +58,33 @@ class MetricsTest(harness.BpfTestCase):
                                      service + r'(?=[^}]*lock="0x)')
             # Every metric a panel or variable names is one the daemon exports.
             exported = set(re.findall(r"^# TYPE (\S+) ", exposition, re.M))
-            with open(os.path.join(dashboards_dir(), "threadscope.json")) as f:
-                dash_text = f.read()
+            dash = harness.dashboard("threadscope.json")
+            dash_text = json.dumps(dash)
             for name in set(re.findall(r"threadscope_[a-z_]+", dash_text)) - {"threadscope_"}:
                 base = re.sub(r"_(bucket|sum|count)$", "", name)
                 if name.startswith("threadscope_") and "." not in name and name != "threadscope":
                     self.assertTrue(name in exported or base in exported,
                                     "the dashboard uses %s, which is not exported" % name)
 
-            config = self.path("prometheus.yml")
-            with open(config, "w") as f:
-                f.write("global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
-                        "scrape_configs:\n  - job_name: threadscope\n"
-                        "    static_configs:\n      - targets: ['127.0.0.1:%d']\n" % metrics_port)
-            prom_log = open(self.path("prometheus.log"), "w")
-            prom = subprocess.Popen(
-                ["prometheus", "--config.file", config, "--storage.tsdb.path",
-                 self.path("tsdb"), "--web.listen-address", "127.0.0.1:0"],
-                stdout=prom_log, stderr=subprocess.STDOUT)
-            procs.append(prom)
-            harness.wait_for(lambda: harness.listening_ports(prom.pid) or prom.poll() is not None,
-                             timeout=30, what="Prometheus to listen")
-            self.assertIsNone(prom.poll(), "prometheus exited")
-            api = "http://127.0.0.1:%d/api/v1/" % harness.listening_ports(prom.pid)[0]
-
-            def query(expr):
-                body = http_get(api + "query?" + urllib.parse.urlencode({"query": expr}))
-                return json.loads(body)
+            prom = harness.Prometheus(self.tmp.name, metrics_port)
+            self.addCleanup(prom.stop)
 
             def scraped():
-                try:
-                    res = query("count_over_time(threadscope_target_info[1m])")
-                except OSError:
-                    return False
-                return any(float(s["value"][1]) >= 8 for s in res["data"]["result"])
+                return any(float(s["value"][1]) >= 8 for s in
+                           prom.result("count_over_time(threadscope_target_info[1m])"))
 
             harness.wait_for(scraped, timeout=60, what="8 scrapes of the daemon by Prometheus")
             for label, workload in workloads.items():
                 self.assertIsNone(workload.poll(), "%s's workload ended before the queries ran"
                                   % label)
 
-            with open(os.path.join(dashboards_dir(), "threadscope.json")) as f:
-                dash = json.load(f)
-            failures = []
-            for panel, expr in panel_queries(dash):
-                res = query(instantiate(expr))
-                if res.get("status") != "success":
-                    failures.append("%s: %s -> %s" % (panel["title"], expr, res))
-                elif not res["data"]["result"]:
-                    failures.append("%s: %s -> empty" % (panel["title"], expr))
-            self.assertEqual(failures, [])
+            self.assertEqual(prom.dashboard_failures(dash), [])
             # Variables resolve too.
             for var in dash["templating"]["list"][1:]:
                 m = re.match(r"label_values\((.*), (\w+)\)$", var["query"]["query"])
                 self.assertIsNotNone(m, var)
                 selector = re.sub(r"\$(instance|service|pid)\b", ".*", m.group(1))
-                res = query("count by (%s) (%s)" % (m.group(2), selector))
+                res = prom.query("count by (%s) (%s)" % (m.group(2), selector))
                 self.assertTrue(res["data"]["result"], var["name"])
         finally:
             for p in reversed(procs[1:]):
@@ -163,8 +95,6 @@ class MetricsTest(harness.BpfTestCase):
                     except subprocess.TimeoutExpired:
                         p.kill()
             daemon.stop()
-            if "prom_log" in locals():
-                prom_log.close()
 
 
 if __name__ == "__main__":

@@ -143,6 +143,10 @@ label.service = web
 
 [rule batch.jobs-2]
 match = cgroup=*batch*#not-a-comment
+
+[rule holds]
+match = cmdline=holds
+gil = full
 )",
                             "t.conf");
   ASSERT_TRUE(loaded.errors.empty()) << loaded.errors[0];
@@ -152,7 +156,7 @@ match = cgroup=*batch*#not-a-comment
   EXPECT_EQ(c.metrics.retain_seconds, 45);
   EXPECT_EQ(c.metrics.retain_max_targets, 10u);
   EXPECT_EQ(c.metrics.labels.at("cluster"), "prod");
-  ASSERT_EQ(c.auto_attach.rules.size(), 2u);
+  ASSERT_EQ(c.auto_attach.rules.size(), 3u);
   const Rule& web = c.auto_attach.rules[0];
   EXPECT_EQ(web.name, "web");
   EXPECT_EQ(web.match.ToString(), "exe=*/python3*,cmdline=gunicorn,user=0");
@@ -172,6 +176,10 @@ match = cgroup=*batch*#not-a-comment
   // Auto-attached targets get a budget unless their rule says otherwise.
   EXPECT_EQ(c.auto_attach.rules[1].options.overhead_budget(), kDefaultRuleOverheadBudget);
   EXPECT_EQ(Rule().options.overhead_budget(), "1%");  // --auto-attach's rules too
+  // `gil` takes what --gil takes: waits, full, on, off (and true/false).
+  const Rule& holds = c.auto_attach.rules[2];
+  EXPECT_TRUE(holds.options.gil());
+  EXPECT_EQ(holds.options.gil_mode(), v1::GIL_MODE_FULL);
 }
 
 TEST(ConfigTest, OverheadBudgetOffAndBadValues) {
