@@ -350,6 +350,7 @@ Status BpfTracer::AttachUprobes(const PlannedProbe& probe, ProbeAttachResult* r)
 }
 
 StatusOr<std::vector<ProbeAttachResult>> BpfTracer::Attach(const ProbePlan& plan) {
+  planned_ = plan.probes;  // the duty cycle attaches its groups again from it
   std::vector<ProbeAttachResult> results;
   for (const auto& probe : plan.probes) {
     ProbeAttachResult r;

@@ -93,6 +93,10 @@ class BpfTracer final : public RecordSource {
   // nanoseconds neither group reports, never both), then detaches the outgoing group: no gap in
   // the probes, no take reported twice. The ring stays.
   Status SetGilWaitsOnly(bool on) override;
+  // The overhead budget's duty cycle: detaches the GIL and lock links (lock creation and free,
+  // the GIL's free-threaded switches and thread lifecycle stay) and attaches them again from the
+  // plan (the GIL group that was attached at the pause). The ring stays. bpf_duty_cycle.cc.
+  Status SetTracingPaused(bool paused) override;
   // True when uprobes are attached as uprobe_multi links (Linux 6.6+): one link per program
   // and binary, registered and unregistered in batches.
   bool uses_uprobe_multi() const { return uprobe_multi_; }
@@ -124,6 +128,10 @@ class BpfTracer final : public RecordSource {
   std::vector<PlannedProbe> gil_full_, gil_waits_;
   std::shared_ptr<std::vector<int>> gil_binaries_;
   bool gil_waits_only_ = false;
+  // Attach's plan (its probes), and the probes the duty cycle detached while paused.
+  std::vector<PlannedProbe> planned_;
+  std::vector<ProbeId> paused_ids_;
+  bool paused_ = false;
   const RecordCallback* current_callback_ = nullptr;
 };
 

@@ -42,6 +42,14 @@ class RecordSource {
     (void)on;
     return UnimplementedError("this record source cannot switch the GIL probes");
   }
+  // The overhead budget's duty_cycle stage: true detaches the costly probes (GIL and lock
+  // probes; thread lifecycle and lock creation/free stay, so identities stay right), false
+  // attaches them again. The caller drains and marks the transition (TS_MARK_TRACE_PAUSED /
+  // TS_MARK_TRACE_RESUMED) once this returns. Unimplemented: the stage stays recommended only.
+  virtual Status SetTracingPaused(bool paused) {
+    (void)paused;
+    return UnimplementedError("this record source cannot pause its probes");
+  }
 };
 
 }  // namespace threadscope::loader
