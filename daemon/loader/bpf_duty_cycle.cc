@@ -4,8 +4,12 @@
 // attach code stays as it is.
 #include <spdlog/spdlog.h>
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <chrono>
+#include <map>
 
 #include "daemon/loader/bpf_tracer.h"
 
@@ -37,6 +41,40 @@ bool PausedByDutyCycle(ProbeId id) {
 }
 
 }  // namespace
+
+void BpfTracer::KeepForDutyCycle(const ProbePlan& plan) {
+  planned_.clear();
+  for (const auto& probe : plan.probes) {
+    if (probe.unavailable.empty() && PausedByDutyCycle(probe.id)) planned_.push_back(probe);
+  }
+  // The sites name the binaries by the inspection's descriptors (/proc/self/fd/N), which close
+  // once the attach is done: open each binary again, now, and attach through our own.
+  planned_binaries_ =
+      std::shared_ptr<std::vector<int>>(new std::vector<int>, [](std::vector<int>* fds) {
+        for (int fd : *fds) close(fd);
+        delete fds;
+      });
+  std::map<std::string, std::string> reopened;
+  for (auto& probe : planned_) {
+    for (auto& site : probe.sites) {
+      if (site.host_path.empty()) continue;
+      auto it = reopened.find(site.host_path);
+      if (it == reopened.end()) {
+        int fd = open(site.host_path.c_str(), O_RDONLY | O_CLOEXEC);
+        std::string path = site.host_path;
+        if (fd >= 0) {
+          planned_binaries_->push_back(fd);
+          path = "/proc/self/fd/" + std::to_string(fd);
+        } else {
+          spdlog::warn("pid {}: cannot reopen {} for the duty cycle", options_.tgid,
+                       site.host_path);
+        }
+        it = reopened.emplace(site.host_path, path).first;
+      }
+      site.host_path = it->second;
+    }
+  }
+}
 
 Status BpfTracer::SetTracingPaused(bool paused) {
   if (!skel_) return FailedPreconditionError("not loaded");

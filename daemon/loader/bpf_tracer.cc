@@ -350,7 +350,7 @@ Status BpfTracer::AttachUprobes(const PlannedProbe& probe, ProbeAttachResult* r)
 }
 
 StatusOr<std::vector<ProbeAttachResult>> BpfTracer::Attach(const ProbePlan& plan) {
-  planned_ = plan.probes;  // the duty cycle attaches its groups again from it
+  KeepForDutyCycle(plan);  // while the plan's binaries are open (bpf_duty_cycle.cc)
   std::vector<ProbeAttachResult> results;
   for (const auto& probe : plan.probes) {
     ProbeAttachResult r;

@@ -128,8 +128,11 @@ class BpfTracer final : public RecordSource {
   std::vector<PlannedProbe> gil_full_, gil_waits_;
   std::shared_ptr<std::vector<int>> gil_binaries_;
   bool gil_waits_only_ = false;
-  // Attach's plan (its probes), and the probes the duty cycle detached while paused.
+  // Attach's probes that the duty cycle pauses, their binaries held open (the planner's paths
+  // name the inspection's descriptors, closed after the attach), and the probes it detached.
+  void KeepForDutyCycle(const ProbePlan& plan);
   std::vector<PlannedProbe> planned_;
+  std::shared_ptr<std::vector<int>> planned_binaries_;
   std::vector<ProbeId> paused_ids_;
   bool paused_ = false;
   const RecordCallback* current_callback_ = nullptr;
