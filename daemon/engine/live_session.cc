@@ -137,8 +137,7 @@ bool LiveSession::ApplyDutyCycle(bool paused, uint64_t now_ns, v1::OverheadBudge
       } else {
         paused_total_ns_ += now_ns - paused_since_ns_;
       }
-      spdlog::info("{}: overhead budget: duty cycle: probes {}", id(),
-                    paused ? "off" : "on again");
+      spdlog::info("{}: overhead budget: duty cycle: probes {}", id(), paused ? "off" : "on again");
     }
   } else if (paused && pause_failed_) {
     ok = false;

@@ -98,10 +98,10 @@ Status BpfTracer::SetTracingPaused(bool paused) {
     size_t n = outgoing.size();
     CloseLinks(std::move(outgoing));
     paused_ = true;
-    spdlog::info("pid {}: duty cycle: {} GIL/lock links detached in {} ms", options_.tgid, n,
-                 std::chrono::duration_cast<std::chrono::milliseconds>(
-                     std::chrono::steady_clock::now() - t0)
-                     .count());
+    spdlog::info(
+        "pid {}: duty cycle: {} GIL/lock links detached in {} ms", options_.tgid, n,
+        std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0)
+            .count());
     return OkStatus();
   }
   // Resume: the same probes again (the GIL group attached at the pause, full or waits).
@@ -147,10 +147,10 @@ Status BpfTracer::SetTracingPaused(bool paused) {
   links_.insert(links_.end(), added.begin(), added.end());
   paused_ = false;
   paused_ids_.clear();
-  spdlog::info("pid {}: duty cycle: {} GIL/lock links attached again in {} ms", options_.tgid, n,
-               std::chrono::duration_cast<std::chrono::milliseconds>(
-                   std::chrono::steady_clock::now() - t0)
-                   .count());
+  spdlog::info(
+      "pid {}: duty cycle: {} GIL/lock links attached again in {} ms", options_.tgid, n,
+      std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0)
+          .count());
   return OkStatus();
 }
 

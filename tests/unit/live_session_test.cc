@@ -360,8 +360,8 @@ TEST_F(LiveSessionTest, OverheadBudgetDutyCyclePausesAndResumesTheProbes) {
   for (const auto& r : Recorded(*session_)) {
     if (const auto* m = std::get_if<ts_trace_mark>(&r.payload)) marks.push_back(m->kind);
   }
-  EXPECT_EQ(marks, (std::vector<uint32_t>{TS_MARK_ATTACHED, TS_MARK_TRACE_PAUSED,
-                                          TS_MARK_TRACE_RESUMED}));
+  EXPECT_EQ(marks,
+            (std::vector<uint32_t>{TS_MARK_ATTACHED, TS_MARK_TRACE_PAUSED, TS_MARK_TRACE_RESUMED}));
 }
 
 // A source that cannot pause its probes: duty_cycle stays recommended (applied: false), and the

@@ -278,9 +278,8 @@ TEST_F(LockModelTest, DeadlockIsDetectedAndResolved) {
 TEST_F(LockModelTest, PauseForgetsOwnersSoNoDeadlockFromBeforeTheGap) {
   Exact(true);
   Feed(Seq({g_.LockNew(kMain, kObjA, kSemA), g_.LockNew(kMain, kObjB, kSemB),
-            g_.LockAcquire(kT1, kObjA, kSemA), g_.LockAcquire(kT2, kObjB, kSemB),
-            Begin(kT3, kSemA), g_.Mark(TS_MARK_TRACE_PAUSED), Wait(9'000'000'000),
-            g_.Mark(TS_MARK_TRACE_RESUMED)}));
+            g_.LockAcquire(kT1, kObjA, kSemA), g_.LockAcquire(kT2, kObjB, kSemB), Begin(kT3, kSemA),
+            g_.Mark(TS_MARK_TRACE_PAUSED), Wait(9'000'000'000), g_.Mark(TS_MARK_TRACE_RESUMED)}));
   EXPECT_EQ(locks().pauses(), 1u);
   EXPECT_EQ(locks().cut_waits(), 1u);  // kT3's wait: its end was not seen
   EXPECT_FALSE(At(kSemA).owner);
