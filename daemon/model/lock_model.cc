@@ -424,6 +424,7 @@ void LockModel::Pause() {
     l.owner_stack = PyStack{};
   }
   saved_depth_.clear();
+  early_wakes_.clear();  // a wake from before the gap must not claim a park after it
 }
 
 void LockModel::OnSemWait(const ts_header& h, const ts_sem_wait& e, const PyStack* stack,

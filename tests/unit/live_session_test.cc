@@ -373,12 +373,16 @@ TEST_F(LiveSessionTest, OverheadBudgetDutyCycleNotAppliedWhereTheSourceCannotPau
     std::lock_guard<std::mutex> lock(control_->mu);
     control_->can_pause = false;
   }
+  bool saw_not_applied = false;
   for (int second = 0; second < 25; ++second) {
     std::vector<std::string> records;
     for (int i = 0; i < 20000; ++i) records.push_back(g_.Gil(kPid + 1, TS_GIL_TAKE_BEGIN));
     Push(testing::Batch(records));
     LivenessCheck();
+    v1::OverheadBudget now = session_->target().budget();
+    if (now.stage() == "duty_cycle" && !now.applied()) saw_not_applied = true;
   }
+  EXPECT_TRUE(saw_not_applied);  // the off seconds: the cycle is recommended, not in effect
   v1::OverheadBudget b = session_->target().budget();
   ASSERT_EQ(b.stage(), "duty_cycle");
   EXPECT_FALSE(b.paused());
