@@ -88,8 +88,8 @@ void LiveSession::UpdateBudget(uint64_t now_ns) {
 // the stage as a whole is in effect. A step that changes nothing for this trace (gil_waits on a
 // trace that is already --gil waits) is in effect; applied: false means some step down to the
 // stage is only recommended: gil_waits on a --gil full trace whose source cannot switch its GIL
-// probes (no --gil waits sites on this build, 2.7, a recording), lock_threshold and duty_cycle
-// (recommend-only).
+// probes (no --gil waits sites on this build, 2.7, a recording) and lock_threshold
+// (recommend-only). duty_cycle: ApplyDutyCycle, from UpdateBudget.
 bool LiveSession::ApplyBudgetStage(budget::Stage stage) {
   const settings::TraceSettings& t = options_.trace;
   // no_acquire_stacks: a flag the acquire program reads (BpfTracer::SetAcquireStacks).
