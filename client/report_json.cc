@@ -335,7 +335,14 @@ json ReportJson(const v1::Snapshot& s) {
                             {"estimated_daemon_cost", s.target().budget().estimated_daemon_cost()},
                             {"calibration", s.target().budget().calibration()},
                             {"stage_changes", s.target().budget().stage_changes()},
-                            {"last_change", s.target().budget().last_change()}}
+                            {"last_change", s.target().budget().last_change()},
+                            // duty_cycle: GIL and lock counts are samples of this share of time
+                            {"traced_fraction", s.target().budget().traced_fraction()},
+                            {"paused_ns", s.target().budget().paused_ns()},
+                            {"pauses", s.target().budget().pauses()},
+                            {"paused", s.target().budget().paused()},
+                            {"duty_on_ns", s.target().budget().duty_on_ns()},
+                            {"duty_period_ns", s.target().budget().duty_period_ns()}}
                      : json()},
       {"summary",
        {{"threads_seen", c.seen},

@@ -378,6 +378,15 @@ std::string SummaryText(const v1::Snapshot& s, const TextStyle& style) {
                        100 * b.estimated_cost(), Printable(b.calibration()),
                        100 * b.estimated_probes_cost(), 100 * b.estimated_daemon_cost(),
                        b.stage_changes());
+    if (b.pauses()) {
+      // Sampled, not total: say it where the counts are read.
+      out += fmt::format(
+          "  duty cycle: GIL and locks traced {:.1f} s of every {:.1f} s since "
+          "+{:.1f}s ({:.1f}% of the time{}); GIL and lock counts are samples\n",
+          b.duty_on_ns() / 1e9, b.duty_period_ns() / 1e9,
+          b.duty_since_ns() > t.attached_ns() ? (b.duty_since_ns() - t.attached_ns()) / 1e9 : 0.0,
+          100 * b.traced_fraction(), b.paused() ? ", paused now" : "");
+    }
   }
   int attached = 0;
   for (const auto& p : t.probes()) attached += p.attached();

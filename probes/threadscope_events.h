@@ -183,6 +183,11 @@ enum ts_mark_kind {
 	 * again (a holder at the switch is only known at its next take). */
 	TS_MARK_GIL_WAITS_ONLY = 4,
 	TS_MARK_GIL_FULL = 5,
+	/* The overhead budget's duty cycle detached the GIL and lock probes (thread lifecycle stays)
+	 * / attached them again. Between the two nothing of the GIL or of locks is known: waits and
+	 * holds in progress at the pause are cut, owners learned before it are forgotten. */
+	TS_MARK_TRACE_PAUSED = 6,
+	TS_MARK_TRACE_RESUMED = 7,
 };
 
 struct ts_trace_mark {

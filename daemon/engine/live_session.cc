@@ -50,6 +50,7 @@ void LiveSession::UpdateBudget(uint64_t now_ns) {
   // first names of frames and types. The controller's baseline is taken after it.
   const bool warming_up = budget_last_ns_ == 0;
   budget_last_ns_ = now_ns;
+  if (!budget_first_ns_) budget_first_ns_ = now_ns;
   if (warming_up) return;
   budget::Counters c;
   // Probe runs by kind, counted in BPF: records are not hits (a gated GIL take, a filtered
@@ -91,7 +92,14 @@ void LiveSession::UpdateBudget(uint64_t now_ns) {
   b.set_stage_changes(budget_->stage_changes());
   if (d.changed) last_budget_change_ = d.why;
   b.set_last_change(last_budget_change_);
-  b.set_applied(ApplyBudgetStage(d.stage));
+  // The duty cycle pauses after the stage's other steps are in effect and resumes before them
+  // (the GIL probes switch only while attached).
+  const bool pause = d.stage == budget::Stage::kDutyCycle && !d.tracing_on;
+  const bool duty_ok = pause ? true : ApplyDutyCycle(false, now_ns, &b);
+  bool applied = ApplyBudgetStage(d.stage);
+  const bool duty_applied = (pause ? ApplyDutyCycle(true, now_ns, &b) : duty_ok);
+  if (d.stage == budget::Stage::kDutyCycle) applied = applied && duty_applied;
+  b.set_applied(applied);
   SetBudget(b);
 }
 
@@ -99,8 +107,8 @@ void LiveSession::UpdateBudget(uint64_t now_ns) {
 // the stage as a whole is in effect. A step that changes nothing for this trace (gil_waits on a
 // trace that is already --gil waits) is in effect; applied: false means some step down to the
 // stage is only recommended: gil_waits on a --gil full trace whose source cannot switch its GIL
-// probes (no --gil waits sites on this build, 2.7, a recording), lock_threshold and duty_cycle
-// (recommend-only).
+// probes (no --gil waits sites on this build, 2.7, a recording) and lock_threshold
+// (recommend-only). duty_cycle: ApplyDutyCycle, from UpdateBudget.
 bool LiveSession::ApplyBudgetStage(budget::Stage stage) {
   const settings::TraceSettings& t = options_.trace;
   // no_acquire_stacks: a flag the acquire program reads (BpfTracer::SetAcquireStacks).
@@ -120,8 +128,49 @@ bool LiveSession::ApplyBudgetStage(budget::Stage stage) {
     if (!ApplyGilStage(waits) && waits) applied = false;
   }
   if (skip && acquire_asked && !acquire_stacks_skipped_) applied = false;
-  if (stage >= budget::Stage::kLockThreshold) applied = false;
+  // lock_threshold stays recommended only (docs/PERFORMANCE.md); at duty_cycle the probes it
+  // would thin are detached most of the time, and UpdateBudget says whether the cycle runs.
+  if (stage == budget::Stage::kLockThreshold) applied = false;
   return applied;
+}
+
+bool LiveSession::ApplyDutyCycle(bool paused, uint64_t now_ns, v1::OverheadBudget* b) {
+  bool ok = true;
+  if (paused != paused_ && !(paused && pause_failed_)) {
+    if (Status s = source_->SetTracingPaused(paused); !s.ok()) {
+      // Cannot pause: the stage stays recommended. Cannot resume: try again next second (the
+      // probes stay detached, and the report says so).
+      if (paused) pause_failed_ = true;
+      spdlog::warn("{}: overhead budget: duty cycle: {}", id(), s.ToString());
+      ok = false;
+    } else {
+      // Records of before the transition are in the ring: take them, then the mark, so the
+      // models cut what they can no longer see at the mark's time.
+      DrainSource();
+      InjectMark(paused ? TS_MARK_TRACE_PAUSED : TS_MARK_TRACE_RESUMED);
+      paused_ = paused;
+      if (paused) {
+        paused_since_ns_ = now_ns;
+        ++pauses_;
+        if (!duty_since_ns_) duty_since_ns_ = now_ns;
+      } else {
+        paused_total_ns_ += now_ns - paused_since_ns_;
+      }
+      spdlog::info("{}: overhead budget: duty cycle: probes {}", id(), paused ? "off" : "on again");
+    }
+  } else if (paused && pause_failed_) {
+    ok = false;
+  }
+  const uint64_t paused_ns = paused_total_ns_ + (paused_ ? now_ns - paused_since_ns_ : 0);
+  const uint64_t since = now_ns - budget_first_ns_;
+  b->set_paused_ns(paused_ns);
+  b->set_traced_fraction(since ? 1.0 - double(paused_ns) / double(since) : 1.0);
+  b->set_pauses(pauses_);
+  b->set_duty_on_ns(budget_->config().duty_on_ns);
+  b->set_duty_period_ns(budget_->config().duty_period_ns);
+  b->set_duty_since_ns(duty_since_ns_);
+  b->set_paused(paused_);
+  return ok && paused_ == paused;
 }
 
 bool LiveSession::ApplyGilStage(bool waits_only) {

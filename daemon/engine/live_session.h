@@ -106,6 +106,10 @@ class LiveSession : public Session {
   // gil_waits on a --gil full trace: switches the GIL probes (RecordSource::SetGilWaitsOnly)
   // and marks the switch in the record stream. False when the source cannot.
   bool ApplyGilStage(bool waits_only);
+  // duty_cycle: detaches (off) or attaches again (on) the GIL and lock probes
+  // (RecordSource::SetTracingPaused), each transition drained and marked in the record stream;
+  // fills the budget's pause figures. False when the source cannot pause.
+  bool ApplyDutyCycle(bool paused, uint64_t now_ns, v1::OverheadBudget* b);
 
   const target::ProcFs& proc_;
   LiveSessionOptions options_;
@@ -136,6 +140,14 @@ class LiveSession : public Session {
   bool acquire_stacks_skipped_ = false;  // the no_acquire_stacks stage is in effect in BPF
   bool gil_waits_only_ = false;          // the gil_waits stage is in effect on a --gil full trace
   bool gil_switch_failed_ = false;       // the source cannot switch: do not try every second
+  // The duty cycle: probes detached now, since when, time paused in all, off periods begun.
+  bool paused_ = false;
+  bool pause_failed_ = false;  // the source cannot pause: do not try every second
+  uint64_t paused_since_ns_ = 0;
+  uint64_t paused_total_ns_ = 0;
+  uint64_t pauses_ = 0;
+  uint64_t duty_since_ns_ = 0;
+  uint64_t budget_first_ns_ = 0;
 };
 
 }  // namespace threadscope::engine

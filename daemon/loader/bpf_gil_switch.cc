@@ -81,6 +81,7 @@ Status BpfTracer::SetGilWaitsOnly(bool on) {
   }
   if (!skel_ || !skel_->bss) return FailedPreconditionError("not loaded");
   if (on == gil_waits_only_) return OkStatus();
+  if (paused_) return FailedPreconditionError("the duty cycle has the GIL probes detached");
   const std::vector<PlannedProbe>& incoming = on ? gil_waits_ : gil_full_;
   volatile uint8_t* incoming_off =
       on ? &skel_->bss->budget_gil_waits_off : &skel_->bss->budget_gil_full_off;

@@ -366,6 +366,7 @@ Status BpfTracer::AttachUprobes(const PlannedProbe& probe, ProbeAttachResult* r)
 }
 
 StatusOr<std::vector<ProbeAttachResult>> BpfTracer::Attach(const ProbePlan& plan) {
+  KeepForDutyCycle(plan);  // while the plan's binaries are open (bpf_duty_cycle.cc)
   std::vector<ProbeAttachResult> results;
   for (const auto& probe : plan.probes) {
     ProbeAttachResult r;

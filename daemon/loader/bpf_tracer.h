@@ -95,6 +95,10 @@ class BpfTracer final : public RecordSource {
   Status SetGilWaitsOnly(bool on) override;
   // The per-CPU `hits` map summed over CPUs.
   StatusOr<ProbeHitCounts> ProbeHits() const override;
+  // The overhead budget's duty cycle: detaches the GIL and lock links (lock creation and free,
+  // the GIL's free-threaded switches and thread lifecycle stay) and attaches them again from the
+  // plan (the GIL group that was attached at the pause). The ring stays. bpf_duty_cycle.cc.
+  Status SetTracingPaused(bool paused) override;
   // True when uprobes are attached as uprobe_multi links (Linux 6.6+): one link per program
   // and binary, registered and unregistered in batches.
   bool uses_uprobe_multi() const { return uprobe_multi_; }
@@ -127,6 +131,13 @@ class BpfTracer final : public RecordSource {
   std::vector<PlannedProbe> gil_full_, gil_waits_;
   std::shared_ptr<std::vector<int>> gil_binaries_;
   bool gil_waits_only_ = false;
+  // Attach's probes that the duty cycle pauses, their binaries held open (the planner's paths
+  // name the inspection's descriptors, closed after the attach), and the probes it detached.
+  void KeepForDutyCycle(const ProbePlan& plan);
+  std::vector<PlannedProbe> planned_;
+  std::shared_ptr<std::vector<int>> planned_binaries_;
+  std::vector<ProbeId> paused_ids_;
+  bool paused_ = false;
   const RecordCallback* current_callback_ = nullptr;
 };
 

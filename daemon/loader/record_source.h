@@ -54,6 +54,14 @@ class RecordSource {
   virtual StatusOr<ProbeHitCounts> ProbeHits() const {
     return UnimplementedError("this record source does not count probe hits");
   }
+  // The overhead budget's duty_cycle stage: true detaches the costly probes (GIL and lock
+  // probes; thread lifecycle and lock creation/free stay, so identities stay right), false
+  // attaches them again. The caller drains and marks the transition (TS_MARK_TRACE_PAUSED /
+  // TS_MARK_TRACE_RESUMED) once this returns. Unimplemented: the stage stays recommended only.
+  virtual Status SetTracingPaused(bool paused) {
+    (void)paused;
+    return UnimplementedError("this record source cannot pause its probes");
+  }
 };
 
 }  // namespace threadscope::loader

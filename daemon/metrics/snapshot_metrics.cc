@@ -292,6 +292,14 @@ void TargetMetrics(const v1::Snapshot& s, const MetricsOptions& options, Familie
           With(base, {{"estimate", "true"}}), b.estimated_cost());
     Gauge(f, "threadscope_budget_ratio", "The overhead budget, as a share of one core", base,
           b.budget());
+    Gauge(f, "threadscope_budget_traced_ratio",
+          "Share of the time since the attach that the GIL and lock probes were attached (the "
+          "duty cycle detaches them): below 1, GIL and lock counts are samples, not totals",
+          base, b.traced_fraction());
+    Gauge(f, "threadscope_budget_paused",
+          "1 while the duty cycle has the GIL and lock probes "
+          "detached",
+          base, b.paused() ? 1 : 0);
   }
 
   // Probe coverage and the trace itself.

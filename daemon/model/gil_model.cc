@@ -118,6 +118,30 @@ void GilModel::SwitchMode(bool waits_only, uint64_t ts) {
   if (mode_changes_.size() < kMaxModeChanges) mode_changes_.push_back(c);
 }
 
+void GilModel::Pause(uint64_t ts) {
+  ++pauses_;
+  for (auto& [tid, t] : threads_) {
+    // Neither end of a take or hold in progress will be seen: cut, not counted (as at a switch
+    // to --gil waits).
+    if (t.waiting_since && *t.waiting_since <= ts) {
+      t.waiting_since.reset();
+      ++cut_waits_;
+    }
+    if (t.holding_since) {
+      t.holding_since.reset();
+      ++cut_holds_;
+    }
+    t.forced_pending = false;
+  }
+  holder_.reset();
+  last_holder_.reset();
+}
+
+void GilModel::Resume() {
+  // A thread that holds the GIL now took it unseen: its first drop is a hold of unknown start.
+  for (auto& [tid, t] : threads_) t.take_unseen = !waits_only_;
+}
+
 void GilModel::Apply(const DecodedEvent& e, const PyStack* stack,
                      std::vector<GilChangeEvent>* out) {
   const uint64_t ts = e.header.ts_ns;
@@ -126,6 +150,8 @@ void GilModel::Apply(const DecodedEvent& e, const PyStack* stack,
     if (mark->kind == TS_MARK_GIL_WAITS_ONLY || mark->kind == TS_MARK_GIL_FULL) {
       SwitchMode(mark->kind == TS_MARK_GIL_WAITS_ONLY, ts);
     }
+    if (mark->kind == TS_MARK_TRACE_PAUSED) Pause(ts);
+    if (mark->kind == TS_MARK_TRACE_RESUMED) Resume();
     return;
   }
   if (std::holds_alternative<ts_thread_exit>(e.payload)) {

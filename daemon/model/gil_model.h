@@ -16,6 +16,11 @@
 //     progress end unseen (counted as cut, no hold time, no drop) and nobody is the holder; at
 //     the switch back, waits in progress are cut and a thread's first drop before any take
 //     is the hold it had at the switch, like one held at attach;
+//   - the overhead budget's duty cycle detaches the GIL probes for most of each period
+//     (TS_MARK_TRACE_PAUSED ... TS_MARK_TRACE_RESUMED): at the pause, as at a switch to waits,
+//     holds and takes in progress are cut and nobody is the holder; after it, as at a switch back
+//     to full, a thread's first drop before any take is a hold of unknown start. Counts are of
+//     the traced time only;
 //   - a drop site the plan could not find (an inlined copy in a stripped build) shows as a take
 //     returning while another thread still holds: counted in `overlaps`, and the previous hold
 //     ends there, so per-thread times stay bounded by the wall clock.
@@ -112,6 +117,7 @@ class GilModel {
   bool waits_only() const { return waits_only_; }
   uint64_t cut_holds() const { return cut_holds_; }
   uint64_t cut_waits() const { return cut_waits_; }
+  uint64_t pauses() const { return pauses_; }
   const Log2Histogram& wait_histogram() const { return wait_; }
   const Log2Histogram& hold_histogram() const { return hold_; }
   const std::map<pid_t, GilThreadStats>& threads() const { return threads_; }
@@ -151,6 +157,10 @@ class GilModel {
   uint64_t transient_enables_ = 0;
 
   void SwitchMode(bool waits_only, uint64_t ts);
+  // TS_MARK_TRACE_PAUSED / TS_MARK_TRACE_RESUMED: the overhead budget's duty cycle.
+  void Pause(uint64_t ts);
+  void Resume();
+  uint64_t pauses_ = 0;
   std::vector<GilModeChange> mode_changes_;
   bool waits_only_ = false;
   uint64_t cut_holds_ = 0;

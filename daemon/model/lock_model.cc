@@ -381,6 +381,7 @@ void LockModel::Apply(const DecodedEvent& event, const PyStack* stack,
           }
         } else if constexpr (std::is_same_v<T, ts_trace_mark>) {
           if (e.kind == TS_MARK_DETACHED || e.kind == TS_MARK_TARGET_EXITED) FinishAllParks(out);
+          if (e.kind == TS_MARK_TRACE_PAUSED) Pause();
           if (e.kind == TS_MARK_TARGET_EXITED) {
             for (auto& [tid, t] : threads_) {
               t.waiting_lock.reset();
@@ -397,6 +398,33 @@ void LockModel::Apply(const DecodedEvent& event, const PyStack* stack,
         }
       },
       event.payload);
+}
+
+void LockModel::Pause() {
+  ++pauses_;
+  std::set<pid_t> deadlocked;
+  for (const auto& d : deadlocks_) {
+    if (!d.resolved_ns) deadlocked.insert(d.threads.begin(), d.threads.end());
+  }
+  for (auto& [tid, t] : threads_) {
+    t.held.clear();
+    if (deadlocked.count(tid)) continue;
+    if (t.waiting_lock || t.waiting_site) {
+      LeaveWait(t, tid);
+      ++cut_waits_;
+    }
+    if (t.park.open) parks_by_sema_.erase(t.park.sema);
+    t.park = ParkState{};
+    t.last_woken_by.reset();
+  }
+  for (auto& [id, l] : locks_) {
+    l.owner.reset();
+    l.owner_exact = false;
+    l.depth = 0;
+    l.owner_stack = PyStack{};
+  }
+  saved_depth_.clear();
+  early_wakes_.clear();  // a wake from before the gap must not claim a park after it
 }
 
 void LockModel::OnSemWait(const ts_header& h, const ts_sem_wait& e, const PyStack* stack,

@@ -15,6 +15,15 @@
 //   deadlock (wait-for cycle)           | when every owner in the cycle  | yes
 //                                       | is known                       |
 //
+// The overhead budget's duty cycle detaches the lock probes for most of each period
+// (TS_MARK_TRACE_PAUSED ... TS_MARK_TRACE_RESUMED). At a pause, waits in progress are cut (no
+// end is invented; they are not counted as contended or timed), every owner and every thread's
+// held locks are forgotten (unknown until seen again), so no wait-for edge and no lock-order
+// edge can come from before the gap: a deadlock needs a wait begun after the gap on a lock whose
+// owner was learned after it, for every edge of the cycle. A deadlock detected before the pause
+// stays as it is (its threads keep their waits: a wait in a cycle cannot end unless the cycle
+// does, and its end after the gap resolves it). Counts are of the traced time only.
+//
 // Locks are keyed by a model id; the object and semaphore addresses index the latest lock at
 // each address, and a lock created at a reused address starts a new generation. A lock's
 // identity is its object (its semaphore only while the object is unknown: a lock seen first
@@ -269,6 +278,10 @@ class LockModel {
   const std::vector<Deadlock>& deadlocks() const { return deadlocks_; }
   const Deadlock* FindDeadlock(uint64_t id) const;
   uint64_t deadlocks_dropped() const { return deadlocks_dropped_; }
+  // The overhead budget's duty cycle (TS_MARK_TRACE_PAUSED): waits cut at a pause (no end
+  // invented), and pauses seen.
+  uint64_t cut_waits() const { return cut_waits_; }
+  uint64_t pauses() const { return pauses_; }
   // Locks not recorded at all because the model was at its bound (their events are ignored).
   uint64_t locks_untracked() const { return locks_untracked_; }
   const std::vector<OrderInversion>& inversions() const { return inversions_; }
@@ -335,6 +348,8 @@ class LockModel {
   void FinishStaleParks(uint64_t ts, std::vector<LockChangeEvent>* out);
   // Every pending wait, at the end of a trace.
   void FinishAllParks(std::vector<LockChangeEvent>* out);
+  // TS_MARK_TRACE_PAUSED: nothing of locks is seen until the probes are back. See the header.
+  void Pause();
   bool OrderEligible(const LockRecord& l) const;
 
   LockModelConfig config_;
@@ -349,6 +364,8 @@ class LockModel {
   std::vector<Deadlock> deadlocks_;
   uint64_t next_deadlock_id_ = 1;
   uint64_t deadlocks_dropped_ = 0;
+  uint64_t cut_waits_ = 0;
+  uint64_t pauses_ = 0;
   uint64_t locks_untracked_ = 0;
   // Freed locks kept for the report, least waited-for first (the first to go past the bound).
   std::set<std::pair<uint64_t, uint64_t>> freed_by_wait_;

@@ -348,12 +348,87 @@ class GilTest(harness.BpfTestCase):
         self.assertNotEqual(budget["stage"], "as_asked", budget)
 
 
+    def test_overhead_budget_duty_cycle_detaches_gil_and_lock_probes(self):
+        """A budget far below what the trace costs (0.01% of a core; two threads handing the
+        GIL over tens of thousands of times a second, --gil waits): the budget steps down to
+        duty_cycle (2 s a stage, ~8 s) and applies it: /metrics says applied="true" and paused,
+        the GIL and lock programs have no link during an off period while the thread programs
+        keep theirs, they are back in the next on period, and the report says which share of
+        the time was traced. Debian 12's 3.11."""
+        self.for_each_interpreter(self.check_duty_cycle, only=("debian-3.11",))
+
+    def check_duty_cycle(self, interp):
+        truth_path = self.path(interp.label + ".duty.truth")
+        report_path = self.path(interp.label + ".duty.json")
+        with harness.Daemon(self.tmp.name, "--metrics-addr", "127.0.0.1:0",
+                            log_name=interp.label + ".duty.daemon.log") as daemon:
+            url = "http://127.0.0.1:%d/metrics" % daemon.metrics_port()
+            run = subprocess.Popen(
+                [harness.threadscope(), "--server", daemon.address, "run", "--no-live",
+                 "--gil", "waits", "--overhead-budget", "0.01%", "--report", report_path, "--"] +
+                interp.argv + [os.path.join(harness.PROGRAMS, "gil_handoff.py"), truth_path, "30"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            try:
+                applied = re.compile(r'threadscope_budget_stage\{(?=[^}]*stage="duty_cycle")'
+                                     r'(?=[^}]*applied="true")')
+                paused = re.compile(r'threadscope_budget_paused\{[^}]*\} 1\b')
+                harness.wait_for(lambda: (applied.search(metrics_text(url)) and
+                                          paused.search(metrics_text(url))) or
+                                 run.poll() is not None,
+                                 timeout=40, what="duty_cycle applied and paused in /metrics")
+                self.assertIsNone(run.poll(), "the run ended before the duty cycle paused")
+                off = ts_links()
+                self.assertEqual(sum(n for p, n in off.items() if p.startswith("ts_gil")), 0, off)
+                # Lock waits, acquires and wakes go; lock creation and free stay (identities).
+                costly = ("ts_sem_wait", "ts_sem_wait_ret", "ts_futex_wake", "ts_lock_acquire",
+                          "ts_lock_acquire_ret", "ts_lock_release", "ts_park", "ts_park_ret",
+                          "ts_unpark")
+                self.assertEqual(sum(off.get(p, 0) for p in costly), 0, off)
+                self.assertGreater(sum(off.values()), 0, off)  # thread lifecycle stays
+                resumed = re.compile(r'threadscope_budget_paused\{[^}]*\} 0\b')
+                harness.wait_for(lambda: resumed.search(metrics_text(url)) or
+                                 run.poll() is not None,
+                                 timeout=15, what="an on period of the duty cycle")
+                self.assertIsNone(run.poll(), "the run ended before the duty cycle resumed")
+                on = ts_links()
+                self.assertGreater(sum(n for p, n in on.items() if p.startswith("ts_gil")), 0, on)
+            finally:
+                _, err = run.communicate(timeout=120)
+            self.assertEqual(run.returncode, 0, err)
+            # For docs/PERFORMANCE.md: how long the detaches and re-attaches take.
+            for line in daemon.read_log().splitlines():
+                if "duty cycle:" in line:
+                    sys.stderr.write(line + "\n")
+        truth = harness.load_json(truth_path)
+        sys.stderr.write("gil_handoff calls under the duty cycle: %d in 30 s\n" %
+                         sum(t["calls"] for t in truth["threads"]))
+        report = harness.load_json(report_path)
+        budget = report["budget"]
+        self.assertIsNotNone(budget)
+        self.assertGreaterEqual(budget["pauses"], 1, budget)
+        self.assertLess(budget["traced_fraction"], 0.9, budget)
+        self.assertGreater(budget["paused_ns"], 0, budget)
+        self.assertEqual(report["gil"]["overlaps"], 0, report["gil"])
+        self.assertEqual(report["deadlocks"], [], report["deadlocks"])
+
 def metrics_text(url):
     try:
         with urllib.request.urlopen(url, timeout=10) as r:
             return r.read().decode()
     except OSError:
         return ""
+
+
+def ts_links():
+    """How many BPF links each threadscope program (ts_*) has now (bpftool)."""
+    progs = {p["id"]: p.get("name", "") for p in
+             json.loads(subprocess.check_output(["bpftool", "-j", "prog", "show"]))}
+    counts = {}
+    for link in json.loads(subprocess.check_output(["bpftool", "-j", "link", "show"])):
+        name = progs.get(link.get("prog_id"), "")
+        if name.startswith("ts_"):
+            counts[name] = counts.get(name, 0) + 1
+    return counts
 
 
 def gil_links():

@@ -49,6 +49,8 @@ class FakeRecordSource final : public loader::RecordSource {
     bool can_switch_gil = false;       // false: SetGilWaitsOnly is Unimplemented, as for a
                                        // build with no --gil waits sites
     std::vector<bool> gil_waits_only;  // SetGilWaitsOnly calls that switched, in order
+    bool can_pause = true;             // false: SetTracingPaused is Unimplemented
+    std::vector<bool> paused;          // SetTracingPaused calls that switched, in order
     size_t polls = 0;
     size_t delivered_batches = 0;
     // Probe hits the source reports (ProbeHits); unset: it cannot count them.
@@ -87,6 +89,12 @@ class FakeRecordSource final : public loader::RecordSource {
     std::lock_guard<std::mutex> lock(control_->mu);
     if (!control_->can_switch_gil) return RecordSource::SetGilWaitsOnly(on);
     control_->gil_waits_only.push_back(on);
+    return OkStatus();
+  }
+  Status SetTracingPaused(bool paused) override {
+    std::lock_guard<std::mutex> lock(control_->mu);
+    if (!control_->can_pause) return RecordSource::SetTracingPaused(paused);
+    control_->paused.push_back(paused);
     return OkStatus();
   }
 

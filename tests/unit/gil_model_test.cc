@@ -197,6 +197,30 @@ TEST_F(GilModelTest, BudgetSwitchToWaitsCutsWhatItCannotSeeAndBack) {
   EXPECT_EQ(gil().overlaps(), 0u);
 }
 
+// The duty cycle's pause: holds and takes in progress are cut and nobody holds the GIL; after
+// the resume a thread's first drop (it took the GIL in the gap) is not an unmatched drop.
+TEST_F(GilModelTest, DutyCyclePauseCutsWhatItCannotSee) {
+  Take(kT1, 1 * kMs);                    // kT1 holds
+  Feed(g_.Gil(kT2, TS_GIL_TAKE_BEGIN));  // kT2 in take_gil
+  g_.Advance(2 * kMs);
+  Feed(g_.Mark(TS_MARK_TRACE_PAUSED));
+  EXPECT_FALSE(gil().holder().has_value());
+  EXPECT_TRUE(gil().Waiters().empty());
+  EXPECT_EQ(T(kT1).hold_ns, 0u);
+  EXPECT_EQ(gil().cut_holds(), 1u);
+  EXPECT_EQ(gil().cut_waits(), 1u);
+  EXPECT_EQ(gil().pauses(), 1u);
+  EXPECT_FALSE(gil().waits_only());  // the mode is not changed by a pause
+  g_.Advance(9000 * kMs);
+  Feed(g_.Mark(TS_MARK_TRACE_RESUMED));
+  Feed(g_.Gil(kT2, TS_GIL_DROP));  // kT2 took it in the gap
+  EXPECT_EQ(gil().unmatched_drops(), 0u);
+  Take(kT1, 1 * kMs);
+  EXPECT_EQ(gil().holder(), kT1);
+  EXPECT_LT(T(kT1).wait_ns, 100 * kMs);  // the gap is not a wait
+  EXPECT_EQ(gil().overlaps(), 0u);
+}
+
 TEST_F(GilModelTest, RecordsOfOtherKindsAreIgnored) {
   Feed(g_.Clone(kMain, kT1));
   Feed(g_.Exit(kT1));

@@ -367,6 +367,83 @@ TEST_F(LiveSessionTest, OverheadBudgetSwitchesGilFullToWaitsAndBack) {
   EXPECT_NE(session_->snapshot().gil().mode(), v1::GIL_MODE_WAITS);  // the target's mode again
 }
 
+// A budget far below what the trace costs steps down to duty_cycle, which is applied: the GIL
+// and lock probes are detached (the source is told) for the off part of each period and
+// attached again for the on part, each transition marked in the stream; the budget says how
+// much of the time was traced.
+TEST_F(LiveSessionTest, OverheadBudgetDutyCyclePausesAndResumesTheProbes) {
+  options_.trace.overhead_budget = 0.0001;
+  Start();
+  auto load = [&] {
+    std::vector<std::string> records;
+    for (int i = 0; i < 20000; ++i) records.push_back(g_.Gil(kPid + 1, TS_GIL_TAKE_BEGIN));
+    Push(testing::Batch(records));
+    LivenessCheck();
+  };
+  for (int second = 0; second < 20 && session_->target().budget().stage() != "duty_cycle";
+       ++second) {
+    load();
+  }
+  ASSERT_EQ(session_->target().budget().stage(), "duty_cycle");
+  // On for the first second of the period, then off.
+  for (int second = 0; second < 3 && !session_->target().budget().paused(); ++second) load();
+  v1::OverheadBudget b = session_->target().budget();
+  ASSERT_TRUE(b.paused()) << b.DebugString();
+  EXPECT_TRUE(b.applied()) << b.DebugString();
+  EXPECT_EQ(b.pauses(), 1u);
+  {
+    std::lock_guard<std::mutex> lock(control_->mu);
+    EXPECT_EQ(control_->paused, std::vector<bool>{true});
+  }
+  // Off for the rest of the 10 s period, then on again.
+  for (int second = 0; second < 12 && session_->target().budget().paused(); ++second) load();
+  b = session_->target().budget();
+  EXPECT_FALSE(b.paused()) << b.DebugString();
+  EXPECT_EQ(b.stage(), "duty_cycle");
+  EXPECT_TRUE(b.applied());
+  EXPECT_GE(b.paused_ns(), 8 * kSecond);
+  EXPECT_LT(b.traced_fraction(), 0.9);
+  EXPECT_GT(b.traced_fraction(), 0.0);
+  {
+    std::lock_guard<std::mutex> lock(control_->mu);
+    EXPECT_EQ(control_->paused, (std::vector<bool>{true, false}));
+  }
+  std::vector<uint32_t> marks;
+  for (const auto& r : Recorded(*session_)) {
+    if (const auto* m = std::get_if<ts_trace_mark>(&r.payload)) marks.push_back(m->kind);
+  }
+  EXPECT_EQ(marks,
+            (std::vector<uint32_t>{TS_MARK_ATTACHED, TS_MARK_TRACE_PAUSED, TS_MARK_TRACE_RESUMED}));
+}
+
+// A source that cannot pause its probes: duty_cycle stays recommended (applied: false), and the
+// source is asked once, not every second.
+TEST_F(LiveSessionTest, OverheadBudgetDutyCycleNotAppliedWhereTheSourceCannotPause) {
+  options_.trace.overhead_budget = 0.0001;
+  Start();
+  {
+    std::lock_guard<std::mutex> lock(control_->mu);
+    control_->can_pause = false;
+  }
+  bool saw_not_applied = false;
+  for (int second = 0; second < 25; ++second) {
+    std::vector<std::string> records;
+    for (int i = 0; i < 20000; ++i) records.push_back(g_.Gil(kPid + 1, TS_GIL_TAKE_BEGIN));
+    Push(testing::Batch(records));
+    LivenessCheck();
+    v1::OverheadBudget now = session_->target().budget();
+    if (now.stage() == "duty_cycle" && !now.applied()) saw_not_applied = true;
+  }
+  EXPECT_TRUE(saw_not_applied);  // the off seconds: the cycle is recommended, not in effect
+  v1::OverheadBudget b = session_->target().budget();
+  ASSERT_EQ(b.stage(), "duty_cycle");
+  EXPECT_FALSE(b.paused());
+  EXPECT_EQ(b.traced_fraction(), 1.0);
+  // Off seconds: not applied; an on second (probes live, as the stage asks) is.
+  std::lock_guard<std::mutex> lock(control_->mu);
+  EXPECT_TRUE(control_->paused.empty());
+}
+
 // The pinned process exits: the records still in the source are taken, then the trace ends as
 // exited, with its probes removed.
 TEST_F(LiveSessionTest, ExitEndsTheTraceAfterItsLastRecords) {

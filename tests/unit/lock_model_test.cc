@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+
 #include "daemon/model/trace_model.h"
 #include "tests/unit/model_harness.h"
 
@@ -268,6 +270,61 @@ TEST_F(LockModelTest, DeadlockIsDetectedAndResolved) {
   ev = Feed({g_.Exit(kT2)});  // killed: the cycle is broken
   ASSERT_TRUE(locks().deadlocks()[0].resolved_ns);
   EXPECT_EQ(ev.back().change, LockChange::kDeadlockResolved);
+}
+
+// The duty cycle's pause (TS_MARK_TRACE_PAUSED): owners known before it are forgotten and waits
+// in progress cut, so a cycle that pre-gap ownership would close is not reported (the owners may
+// have let go in the gap, unseen); one built entirely after the gap is.
+TEST_F(LockModelTest, PauseForgetsOwnersSoNoDeadlockFromBeforeTheGap) {
+  Exact(true);
+  Feed(Seq({g_.LockNew(kMain, kObjA, kSemA), g_.LockNew(kMain, kObjB, kSemB),
+            g_.LockAcquire(kT1, kObjA, kSemA), g_.LockAcquire(kT2, kObjB, kSemB), Begin(kT3, kSemA),
+            g_.Mark(TS_MARK_TRACE_PAUSED), Wait(9'000'000'000), g_.Mark(TS_MARK_TRACE_RESUMED)}));
+  EXPECT_EQ(locks().pauses(), 1u);
+  EXPECT_EQ(locks().cut_waits(), 1u);  // kT3's wait: its end was not seen
+  EXPECT_FALSE(At(kSemA).owner);
+  EXPECT_FALSE(At(kSemB).owner);
+  EXPECT_TRUE(At(kSemA).waiters.empty());
+  EXPECT_TRUE(locks().threads().at(kT1).held.empty());
+  // With the owners of before the gap, these two waits would close T1 -> B (T2) -> A (T1).
+  auto ev = Feed({Begin(kT1, kSemB), Begin(kT2, kSemA)});
+  EXPECT_TRUE(locks().deadlocks().empty());
+  for (const auto& e : ev) EXPECT_NE(e.change, LockChange::kDeadlock);
+  // Built after the gap: both takes and both waits seen.
+  constexpr uint64_t kObjC = 0x7f0000003000, kSemC = 0x55000000c000;
+  constexpr uint64_t kObjD = 0x7f0000004000, kSemD = 0x55000000d000;
+  constexpr uint32_t kT4 = 1004, kT5 = 1005;
+  Feed({g_.LockNew(kMain, kObjC, kSemC), g_.LockNew(kMain, kObjD, kSemD),
+        g_.LockAcquire(kT4, kObjC, kSemC), g_.LockAcquire(kT5, kObjD, kSemD), Begin(kT4, kSemD),
+        Begin(kT5, kSemC)});
+  ASSERT_EQ(locks().deadlocks().size(), 1u);
+  std::vector<pid_t> threads = locks().deadlocks()[0].threads;
+  std::sort(threads.begin(), threads.end());
+  EXPECT_EQ(threads, (std::vector<pid_t>{pid_t(kT4), pid_t(kT5)}));
+}
+
+// No lock-order edge from a lock held before the gap: its release may have happened unseen.
+TEST_F(LockModelTest, PauseForgetsHeldLocksForTheOrderGraph) {
+  Exact(true);
+  Feed(Seq({g_.LockNew(kMain, kObjA, kSemA), g_.LockNew(kMain, kObjB, kSemB),
+            g_.LockAcquire(kT1, kObjA, kSemA), g_.Mark(TS_MARK_TRACE_PAUSED),
+            g_.Mark(TS_MARK_TRACE_RESUMED), g_.LockAcquire(kT1, kObjB, kSemB),
+            g_.LockRelease(kT1, kObjB, kSemB), g_.LockAcquire(kT2, kObjB, kSemB),
+            g_.LockAcquire(kT2, kObjA, kSemA)}));
+  EXPECT_TRUE(locks().inversions().empty());
+}
+
+// A deadlock proven before the pause stays: its waits cannot end unless the cycle does.
+TEST_F(LockModelTest, PauseKeepsADeadlockProvenBeforeIt) {
+  Exact(true);
+  Feed({g_.LockNew(kMain, kObjA, kSemA), g_.LockNew(kMain, kObjB, kSemB),
+        g_.LockAcquire(kT1, kObjA, kSemA), g_.LockAcquire(kT2, kObjB, kSemB), Begin(kT1, kSemB),
+        Begin(kT2, kSemA), g_.Mark(TS_MARK_TRACE_PAUSED), g_.Mark(TS_MARK_TRACE_RESUMED)});
+  ASSERT_EQ(locks().deadlocks().size(), 1u);
+  EXPECT_FALSE(locks().deadlocks()[0].resolved_ns);
+  EXPECT_EQ(locks().cut_waits(), 0u);
+  Feed({End(kT1, kSemB, /*acquired=*/false)});  // a timeout after the gap ends it
+  EXPECT_TRUE(locks().deadlocks()[0].resolved_ns);
 }
 
 TEST_F(LockModelTest, ThreeThreadCycle) {
