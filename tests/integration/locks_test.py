@@ -108,7 +108,11 @@ class LocksTest(harness.BpfTestCase):
         self.assertEqual(len(consumer), 1, where)
         self.assertGreaterEqual(consumer[0]["locks"]["condition_waits"], 1, where)
         self.assertGreater(consumer[0]["locks"]["condition_wait_ns"], 100_000_000, where)
-        self.assertEqual(consumer[0]["locks"]["lock_waits"], 0, where)
+        # Woken while the producer still holds the condition's lock (notify inside `with cond`),
+        # the consumer can block re-taking it where threads run in parallel (a free-threaded
+        # build): a real wait, at most one. With a GIL the producer lets go first.
+        self.assertLessEqual(consumer[0]["locks"]["lock_waits"],
+                             1 if report["target"].get("free_threaded") else 0, where)
         self.assertEqual(consumer[0]["locks"]["last_woken_by"], c["producer"], where)
         cond_ends = [e for e in events if e["type"] == "lock" and e["change"] == "wait_end"
                      and e["native_tid"] == c["consumer"]]
