@@ -13,6 +13,11 @@
 //   kNoAcquireStacks locks: no Python stacks at acquires
 //   kLockThreshold  locks: only waits of at least lock_threshold_ns become events
 //   kDutyCycle      tracing on for `duty_on` of every `duty_period`, off for the rest
+// At kDutyCycle, the last stage, each period is judged by its own average cost (the on part is
+// dear, the off part nearly free, so a per-second estimate says little there): a period over
+// budget doubles the next period (the on part stays `duty_on`; at most `duty_max_period`), a
+// period under `up_fraction` x budget halves it back to `duty_period`; only at `duty_period`
+// may the stage step up.
 // Over budget for `down_after` (smoothed): one stage down. Under `up_fraction` x budget for
 // `up_after`: one stage up; a step up that goes over budget again within `up_after` doubles the
 // wait before the next step up (at most `max_backoff`), so a target does not flap.
@@ -55,16 +60,18 @@ struct Calibration {
 StatusOr<double> ParseBudget(const std::string& text);
 
 struct BudgetConfig {
-  double budget = 0.01;            // share of one core
-  double up_fraction = 0.5;        // step up when the estimate is below this x budget
-  uint64_t down_after_ns = 2'000'000'000;   // over budget this long (smoothed): step down
-  uint64_t up_after_ns = 10'000'000'000;    // under up_fraction x budget this long: step up
+  double budget = 0.01;                    // share of one core
+  double up_fraction = 0.5;                // step up when the estimate is below this x budget
+  uint64_t down_after_ns = 2'000'000'000;  // over budget this long (smoothed): step down
+  uint64_t up_after_ns = 10'000'000'000;   // under up_fraction x budget this long: step up
   uint64_t max_backoff_ns = 300'000'000'000;
-  double smoothing = 0.5;          // EWMA weight of the newest interval
+  double smoothing = 0.5;            // EWMA weight of the newest interval
   Stage lowest = Stage::kDutyCycle;  // the cheapest stage it may go to
   // Duty cycle (kDutyCycle): traced this long of every period.
   uint64_t duty_on_ns = 1'000'000'000;
   uint64_t duty_period_ns = 10'000'000'000;
+  // The longest period a busy target's duty cycle stretches to (on 1 s of every 160 s: 0.6%).
+  uint64_t duty_max_period_ns = 160'000'000'000;
 };
 
 // Cumulative counters of one target since attach.
@@ -74,15 +81,17 @@ struct Counters {
 };
 
 struct Estimate {
-  double share = 0;           // estimated cost, share of one core (smoothed)
-  double probes_share = 0;    // ... of which probe hits in the target
-  double daemon_share = 0;    // ... of which the daemon's own work
-  bool estimated = true;      // always: hit counts x calibrated costs, never a measurement
+  double share = 0;         // estimated cost, share of one core (smoothed)
+  double probes_share = 0;  // ... of which probe hits in the target
+  double daemon_share = 0;  // ... of which the daemon's own work
+  bool estimated = true;    // always: hit counts x calibrated costs, never a measurement
 };
 
 struct Decision {
   Stage stage = Stage::kAsAsked;
   bool changed = false;
+  // At kDutyCycle: the period changed (not a stage change; `why` says it).
+  bool duty_changed = false;
   // kDutyCycle: whether the probes should be live now.
   bool tracing_on = true;
   std::string why;  // one line, for the log and status
@@ -100,9 +109,15 @@ class BudgetController {
   const BudgetConfig& config() const { return config_; }
   const Calibration& calibration() const { return calibration_; }
   uint64_t stage_changes() const { return changes_; }
+  // At kDutyCycle: the period now (config duty_period_ns, or longer for a busy target).
+  uint64_t duty_period_ns() const { return duty_period_ns_; }
 
  private:
   bool DutyOn(uint64_t now_ns) const;
+  // The estimated cost of everything counted so far, in ns of CPU.
+  double CostNs(const Counters& c) const;
+  // At kDutyCycle, at the end of each period: stretches or shrinks the next one by its average.
+  void JudgePeriod(uint64_t now_ns, const Counters& c, Decision* d);
 
   BudgetConfig config_;
   Calibration calibration_;
@@ -116,6 +131,8 @@ class BudgetController {
   uint64_t up_wait_ns_;
   std::optional<uint64_t> last_up_ns_;
   uint64_t duty_epoch_ = 0;
+  uint64_t duty_period_ns_;
+  double duty_period_cost_ns_ = 0;  // CostNs at duty_epoch_
   uint64_t changes_ = 0;
 };
 

@@ -77,7 +77,7 @@ void LiveSession::UpdateBudget(uint64_t now_ns) {
       "tracepoint; daemon cpu {} us",
       id(), c.hits[0], c.hits[1], c.hits[2], c.hits[3], c.daemon_cpu_ns / 1000);
   budget::Decision d = budget_->Update(now_ns, c);
-  if (d.changed) spdlog::info("{}: overhead budget: {}", id(), d.why);
+  if (d.changed || d.duty_changed) spdlog::info("{}: overhead budget: {}", id(), d.why);
   const budget::Estimate& e = budget_->estimate();
   v1::OverheadBudget b;
   b.set_enabled(true);
@@ -90,7 +90,7 @@ void LiveSession::UpdateBudget(uint64_t now_ns) {
   b.set_estimated(true);
   b.set_calibration(calibration);
   b.set_stage_changes(budget_->stage_changes());
-  if (d.changed) last_budget_change_ = d.why;
+  if (d.changed || d.duty_changed) last_budget_change_ = d.why;
   b.set_last_change(last_budget_change_);
   // The duty cycle pauses after the stage's other steps are in effect and resumes before them
   // (the GIL probes switch only while attached).
@@ -167,7 +167,7 @@ bool LiveSession::ApplyDutyCycle(bool paused, uint64_t now_ns, v1::OverheadBudge
   b->set_traced_fraction(since ? 1.0 - double(paused_ns) / double(since) : 1.0);
   b->set_pauses(pauses_);
   b->set_duty_on_ns(budget_->config().duty_on_ns);
-  b->set_duty_period_ns(budget_->config().duty_period_ns);
+  b->set_duty_period_ns(budget_->duty_period_ns());
   b->set_duty_since_ns(duty_since_ns_);
   b->set_paused(paused_);
   return ok && paused_ == paused;

@@ -135,6 +135,37 @@ TEST_F(BudgetControllerTest, DutyCycleTracesPartOfEachPeriod) {
   EXPECT_EQ(on, 1);  // 1 s of every 10 s
 }
 
+TEST_F(BudgetControllerTest, ABusyTargetsDutyCycleStretchesAndComesBack) {
+  BudgetConfig cfg = Config();
+  BudgetController c(cfg, Calibration{});
+  uint64_t now = 0;
+  Counters counters;
+  c.Update(now, counters);
+  // 200k hits/s x 800 ns = 16% of a core while traced; hits only while the probes are on.
+  auto run = [&](int seconds, uint64_t hits_per_s) {
+    bool on = true;
+    for (int i = 0; i < seconds; ++i) {
+      now += kS;
+      if (on) counters.hits[0] += hits_per_s;
+      Decision d = c.Update(now, counters);
+      on = d.tracing_on;
+    }
+  };
+  run(12, 200000);
+  ASSERT_EQ(c.stage(), Stage::kDutyCycle);
+  EXPECT_EQ(c.duty_period_ns(), 10 * kS);
+  run(10, 200000);  // a period at 1 s of 10 s: 1.6% > 1%
+  EXPECT_EQ(c.duty_period_ns(), 20 * kS);
+  run(60, 200000);  // 1 s of 20 s: 0.8%, under the budget, above half of it: stays
+  EXPECT_EQ(c.duty_period_ns(), 20 * kS);
+  EXPECT_EQ(c.stage(), Stage::kDutyCycle);
+  run(40, 0);  // quiet: a whole quiet period, and the period shrinks back first...
+  EXPECT_EQ(c.duty_period_ns(), 10 * kS);
+  EXPECT_EQ(c.stage(), Stage::kDutyCycle);
+  run(11, 0);  // ...then the stage steps up
+  EXPECT_EQ(c.stage(), Stage::kLockThreshold);
+}
+
 TEST_F(BudgetControllerTest, LowestStageIsRespected) {
   BudgetConfig cfg = Config();
   cfg.lowest = Stage::kGilWaits;
