@@ -51,6 +51,15 @@ bool BudgetController::DutyOn(uint64_t now_ns) const {
   return (now_ns - duty_epoch_) % duty_period_ns_ < config_.duty_on_ns;
 }
 
+std::optional<Stage> BudgetController::NextStage(int direction) const {
+  for (int i = static_cast<int>(stage_) + direction;
+       i >= 0 && i <= static_cast<int>(config_.lowest); i += direction) {
+    // as_asked is always a stage; the others only where they change this trace.
+    if (i == 0 || !config_.skip[i]) return static_cast<Stage>(i);
+  }
+  return std::nullopt;
+}
+
 double BudgetController::CostNs(const Counters& c) const {
   double ns = static_cast<double>(c.daemon_cpu_ns);
   for (int k = 0; k < kHitKinds; ++k) {
@@ -115,12 +124,13 @@ Decision BudgetController::Update(uint64_t now_ns, const Counters& c) {
   if (have_rate_ && estimate_.share > budget) {
     under_since_.reset();
     if (!over_since_) over_since_ = now_ns;
-    if (now_ns - *over_since_ >= config_.down_after_ns && stage_ < config_.lowest) {
+    std::optional<Stage> down = NextStage(+1);
+    if (now_ns - *over_since_ >= config_.down_after_ns && down) {
       // Over again soon after a step up: wait twice as long before the next one.
       if (last_up_ns_ && now_ns - *last_up_ns_ < up_wait_ns_ + config_.down_after_ns) {
         up_wait_ns_ = std::min(up_wait_ns_ * 2, config_.max_backoff_ns);
       }
-      stage_ = static_cast<Stage>(static_cast<int>(stage_) + 1);
+      stage_ = *down;
       if (stage_ == Stage::kDutyCycle) {
         duty_epoch_ = now_ns;
         duty_period_ns_ = config_.duty_period_ns;
@@ -138,9 +148,10 @@ Decision BudgetController::Update(uint64_t now_ns, const Counters& c) {
     over_since_.reset();
     if (!under_since_) under_since_ = now_ns;
     // A stretched duty cycle shrinks back to its own period before the stage steps up.
-    if (now_ns - *under_since_ >= up_wait_ns_ && stage_ > Stage::kAsAsked &&
+    std::optional<Stage> up = NextStage(-1);
+    if (now_ns - *under_since_ >= up_wait_ns_ && up &&
         (stage_ != Stage::kDutyCycle || duty_period_ns_ <= config_.duty_period_ns)) {
-      stage_ = static_cast<Stage>(static_cast<int>(stage_) - 1);
+      stage_ = *up;
       d.changed = true;
       char buf[160];
       std::snprintf(buf, sizeof(buf), "estimated %.2f%% of a core < %.2f%%: up to %s",

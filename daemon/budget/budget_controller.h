@@ -67,6 +67,11 @@ struct BudgetConfig {
   uint64_t max_backoff_ns = 300'000'000'000;
   double smoothing = 0.5;            // EWMA weight of the newest interval
   Stage lowest = Stage::kDutyCycle;  // the cheapest stage it may go to
+  // Stages passed over, by index: those that would change nothing for this trace (gil_waits on
+  // a --gil waits trace, no_acquire_stacks without acquire stacks, lock_threshold: recommended
+  // only), so that a target over budget reaches a stage that lowers its cost without waiting
+  // through stages that do not.
+  std::array<bool, kStages> skip{};
   // Duty cycle (kDutyCycle): traced this long of every period.
   uint64_t duty_on_ns = 1'000'000'000;
   uint64_t duty_period_ns = 10'000'000'000;
@@ -114,6 +119,8 @@ class BudgetController {
 
  private:
   bool DutyOn(uint64_t now_ns) const;
+  // The next stage down (+1) or up (-1) that is not skipped, within [as_asked, lowest].
+  std::optional<Stage> NextStage(int direction) const;
   // The estimated cost of everything counted so far, in ns of CPU.
   double CostNs(const Counters& c) const;
   // At kDutyCycle, at the end of each period: stretches or shrinks the next one by its average.

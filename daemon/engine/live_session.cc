@@ -31,6 +31,14 @@ LiveSession::LiveSession(std::string id, v1::Target target, const target::ProcFs
   if (options_.trace.overhead_budget > 0) {
     budget::BudgetConfig config;
     config.budget = options_.trace.overhead_budget;
+    // Stages that change nothing for this trace are passed over (ApplyBudgetStage says what
+    // each does).
+    const settings::TraceSettings& t = options_.trace;
+    config.skip[static_cast<int>(budget::Stage::kGilWaits)] =
+        !(t.gil && t.gil_mode == settings::GilMode::kFull);
+    config.skip[static_cast<int>(budget::Stage::kNoAcquireStacks)] =
+        !(t.locks == settings::LockMode::kAll && t.acquire_stack_frames > 0);
+    config.skip[static_cast<int>(budget::Stage::kLockThreshold)] = true;  // recommended only
     budget_ = std::make_unique<budget::BudgetController>(config, options_.calibration);
     v1::OverheadBudget b;
     b.set_enabled(true);

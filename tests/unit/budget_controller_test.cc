@@ -166,6 +166,29 @@ TEST_F(BudgetControllerTest, ABusyTargetsDutyCycleStretchesAndComesBack) {
   EXPECT_EQ(c.stage(), Stage::kLockThreshold);
 }
 
+TEST_F(BudgetControllerTest, StagesThatChangeNothingArePassedOver) {
+  BudgetConfig cfg = Config();
+  cfg.skip[static_cast<int>(Stage::kNoAcquireStacks)] = true;
+  cfg.skip[static_cast<int>(Stage::kLockThreshold)] = true;
+  BudgetController c(cfg, Calibration{});
+  uint64_t now = 0;
+  Counters counters;
+  c.Update(now, counters);
+  std::vector<Stage> seen;
+  for (int i = 0; i < 12; ++i) {
+    now += kS;
+    counters.hits[0] += 100000;  // 8%: over
+    if (Decision d = c.Update(now, counters); d.changed) seen.push_back(d.stage);
+  }
+  EXPECT_EQ(seen, (std::vector<Stage>{Stage::kGilWaits, Stage::kDutyCycle}));
+  for (int i = 0; i < 70; ++i) {  // quiet: up the same way (the duty period first shrinks back)
+    now += kS;
+    if (Decision d = c.Update(now, counters); d.changed) seen.push_back(d.stage);
+  }
+  EXPECT_EQ(seen, (std::vector<Stage>{Stage::kGilWaits, Stage::kDutyCycle, Stage::kGilWaits,
+                                      Stage::kAsAsked}));
+}
+
 TEST_F(BudgetControllerTest, LowestStageIsRespected) {
   BudgetConfig cfg = Config();
   cfg.lowest = Stage::kGilWaits;
